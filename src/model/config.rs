@@ -1,0 +1,154 @@
+//! The GPT-2 hyper-parameters read from a Hugging Face `config.json`. This module owns parsing
+//! and checking that file; it does not read weights (`load`) or build tensors (`gpt2`).
+
+use serde::{Deserialize, Serialize};
+
+/// The fields of `config.json` that decide GPT-2's shapes and numerics. Other fields of the
+/// Hugging Face file (dropout rates, summary heads, ...) do not change inference or gradients
+/// at evaluation time and are kept verbatim in [`Gpt2Config::raw`] so a saved model carries them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gpt2Config {
+    pub vocab_size: usize,
+    pub n_positions: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    #[serde(default)]
+    pub n_inner: Option<usize>,
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    #[serde(default = "default_activation")]
+    pub activation_function: String,
+    #[serde(default)]
+    pub eos_token_id: Option<u32>,
+    #[serde(default = "default_true")]
+    pub tie_word_embeddings: bool,
+    #[serde(default = "default_true")]
+    pub scale_attn_weights: bool,
+    #[serde(default)]
+    pub scale_attn_by_inverse_layer_idx: bool,
+    #[serde(default)]
+    pub reorder_and_upcast_attn: bool,
+    /// Storage dtype named by the file (`dtype` in transformers 5, `torch_dtype` before).
+    #[serde(default, alias = "torch_dtype")]
+    pub dtype: Option<String>,
+    #[serde(skip)]
+    pub raw: serde_json::Map<String, serde_json::Value>,
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_activation() -> String {
+    "gelu_new".to_string()
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Gpt2Config {
+    /// Parses `config.json` text and checks that lethe computes exactly what transformers does
+    /// for it. `Err` carries a sentence naming the offending field.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let raw: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let mut cfg: Gpt2Config = serde_json::from_value(serde_json::Value::Object(raw.clone()))
+            .map_err(|e| format!("{e}"))?;
+        cfg.raw = raw;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if let Some(t) = self.raw.get("model_type").and_then(|v| v.as_str()) {
+            if t != "gpt2" {
+                return Err(format!(
+                    "model_type is {t:?}; lethe reads GPT-2 models only"
+                ));
+            }
+        }
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("n_positions", self.n_positions),
+            ("n_embd", self.n_embd),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be positive"));
+            }
+        }
+        if self.n_embd % self.n_head != 0 {
+            return Err(format!(
+                "n_embd ({}) is not a multiple of n_head ({})",
+                self.n_embd, self.n_head
+            ));
+        }
+        if self.activation_function != "gelu_new" {
+            return Err(format!(
+                "activation_function is {:?}; lethe implements GPT-2's \"gelu_new\" only",
+                self.activation_function
+            ));
+        }
+        if !self.tie_word_embeddings {
+            return Err("tie_word_embeddings is false; lethe needs lm_head tied to wte".into());
+        }
+        if !self.scale_attn_weights || self.scale_attn_by_inverse_layer_idx {
+            return Err(
+                "only GPT-2's standard 1/sqrt(head_dim) attention scaling is supported".into(),
+            );
+        }
+        if !(self.layer_norm_epsilon > 0.0) {
+            return Err("layer_norm_epsilon must be positive".into());
+        }
+        Ok(())
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    pub fn inner_dim(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+
+    /// A config for a fresh GPT-2 of the given shape, with the fields transformers writes.
+    pub fn new(vocab: usize, ctx: usize, embd: usize, layers: usize, heads: usize) -> Self {
+        let mut cfg = Gpt2Config {
+            vocab_size: vocab,
+            n_positions: ctx,
+            n_embd: embd,
+            n_layer: layers,
+            n_head: heads,
+            n_inner: None,
+            layer_norm_epsilon: 1e-5,
+            activation_function: default_activation(),
+            eos_token_id: None,
+            tie_word_embeddings: true,
+            scale_attn_weights: true,
+            scale_attn_by_inverse_layer_idx: false,
+            reorder_and_upcast_attn: false,
+            dtype: Some("float32".into()),
+            raw: serde_json::Map::new(),
+        };
+        cfg.raw = cfg.to_raw();
+        cfg
+    }
+
+    /// The JSON object to save: the original file's fields, with lethe's values written over
+    /// the fields it knows.
+    pub fn to_raw(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = self.raw.clone();
+        if let Ok(serde_json::Value::Object(known)) = serde_json::to_value(self) {
+            for (k, v) in known {
+                if !v.is_null() || !out.contains_key(&k) {
+                    out.insert(k, v);
+                }
+            }
+        }
+        out.entry("model_type").or_insert("gpt2".into());
+        out.entry("architectures")
+            .or_insert(serde_json::json!(["GPT2LMHeadModel"]));
+        out
+    }
+}

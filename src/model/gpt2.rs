@@ -1,0 +1,306 @@
+//! The GPT-2 network on candle: embeddings, pre-norm transformer blocks with causal
+//! self-attention and a `gelu_new` MLP, final layer norm and the output layer tied to `wte`,
+//! computed exactly as Hugging Face transformers' `GPT2LMHeadModel` does. This module owns the
+//! parameters (as candle `Var`s, by Hugging Face name) and the forward pass; loading and saving
+//! files is `load`/`save`, the fast kernels are `ops`, and it knows nothing of training.
+
+use super::config::Gpt2Config;
+use super::ops;
+use super::params::{param_shapes, ParamGroups};
+use crate::data::batch::Batch;
+use candle_core::{DType, Device, Result, Tensor, Var, D};
+use std::collections::BTreeMap;
+
+/// Parameters per block, in state-dict order (see [`param_shapes`]).
+const PER_BLOCK: usize = 12;
+
+/// A GPT-2 language model. Every parameter is a `Var`; only the parameters selected with
+/// [`Gpt2::set_trainable`] enter the autograd graph, so no weight-gradient work is done for
+/// the others.
+pub struct Gpt2 {
+    cfg: Gpt2Config,
+    names: Vec<String>,
+    vars: Vec<Var>,
+    trainable: Vec<bool>,
+    dtype: DType,
+    device: Device,
+}
+
+/// Per-layer hidden states of one forward pass: the embedding output and each block's output,
+/// `[B, T, C]` each (the last before the final layer norm).
+pub struct Hidden {
+    pub layers: Vec<Tensor>,
+}
+
+impl Gpt2 {
+    /// Builds the model from tensors named as in [`param_shapes`]; shapes must already have been
+    /// checked (`load` does). All parameters start frozen.
+    pub fn from_tensors(
+        cfg: Gpt2Config,
+        mut tensors: BTreeMap<String, Tensor>,
+        dtype: DType,
+    ) -> Result<Self> {
+        let mut names = Vec::new();
+        let mut vars = Vec::new();
+        for (name, shape) in param_shapes(&cfg) {
+            let t = tensors
+                .remove(&name)
+                .ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {name}")))?;
+            if t.dims() != shape.as_slice() {
+                candle_core::bail!("tensor {name} has shape {:?}, expected {shape:?}", t.dims());
+            }
+            vars.push(Var::from_tensor(&t.to_dtype(dtype)?)?);
+            names.push(name);
+        }
+        let trainable = vec![false; names.len()];
+        Ok(Gpt2 {
+            cfg,
+            names,
+            vars,
+            trainable,
+            dtype,
+            device: Device::Cpu,
+        })
+    }
+
+    pub fn config(&self) -> &Gpt2Config {
+        &self.cfg
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Parameter names in state-dict order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The current value of parameter `name` (detached: reading it records no graph).
+    pub fn get(&self, name: &str) -> Option<Tensor> {
+        let i = self.names.iter().position(|n| n == name)?;
+        Some(self.vars[i].as_tensor().detach())
+    }
+
+    /// All parameters as detached tensors, by name.
+    pub fn tensors(&self) -> BTreeMap<String, Tensor> {
+        self.names
+            .iter()
+            .zip(&self.vars)
+            .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+            .collect()
+    }
+
+    /// Makes exactly the parameters of `groups` trainable. Returns their names.
+    pub fn set_trainable(
+        &mut self,
+        groups: &ParamGroups,
+    ) -> std::result::Result<Vec<String>, String> {
+        let selected = groups.select(&self.cfg)?;
+        for (flag, name) in self.trainable.iter_mut().zip(&self.names) {
+            *flag = selected.contains(name);
+        }
+        Ok(self
+            .trainable_vars()
+            .into_iter()
+            .map(|(n, _)| n.to_string())
+            .collect())
+    }
+
+    /// The trainable parameters, by name, in state-dict order.
+    pub fn trainable_vars(&self) -> Vec<(&str, &Var)> {
+        self.names
+            .iter()
+            .zip(&self.vars)
+            .zip(&self.trainable)
+            .filter(|(_, t)| **t)
+            .map(|((n, v), _)| (n.as_str(), v))
+            .collect()
+    }
+
+    /// Number of scalar parameters whose name satisfies `pred`.
+    pub fn count_params(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.names
+            .iter()
+            .zip(&self.vars)
+            .filter(|(n, _)| pred(n))
+            .map(|(_, v)| v.elem_count())
+            .sum()
+    }
+
+    /// Parameter `i` as it enters the graph: tracked when trainable, detached otherwise.
+    fn p(&self, i: usize) -> Tensor {
+        let t = self.vars[i].as_tensor();
+        if self.trainable[i] {
+            t.clone()
+        } else {
+            t.detach()
+        }
+    }
+
+    fn block_param(&self, layer: usize, k: usize) -> Tensor {
+        self.p(2 + layer * PER_BLOCK + k)
+    }
+
+    /// Hidden states before the final layer norm, `[B, T, C]`, and optionally every layer's.
+    fn trunk(&self, ids: &Tensor, attention: &Tensor, keep: bool) -> Result<(Tensor, Hidden)> {
+        let (b, t) = ids.dims2()?;
+        if t > self.cfg.n_positions {
+            candle_core::bail!(
+                "sequence of {t} tokens is longer than the model's context ({})",
+                self.cfg.n_positions
+            );
+        }
+        let c = self.cfg.n_embd;
+        let tok = self
+            .p(0)
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, c))?;
+        let pos = self.p(1).narrow(0, 0, t)?;
+        let mut h = tok.broadcast_add(&pos)?;
+        let bias = ops::attention_bias(attention, self.dtype)?;
+        let mut hidden = Hidden { layers: Vec::new() };
+        if keep {
+            hidden.layers.push(h.clone());
+        }
+        for layer in 0..self.cfg.n_layer {
+            h = self.block(layer, &h, &bias)?;
+            if keep {
+                hidden.layers.push(h.clone());
+            }
+        }
+        Ok((h, hidden))
+    }
+
+    fn block(&self, layer: usize, x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        let w = |k| self.block_param(layer, k);
+        let eps = self.cfg.layer_norm_epsilon;
+        let a = ops::layer_norm(x, &w(0), &w(1), eps)?;
+        let a = self.attention(&a, &w(2), &w(3), bias)?;
+        let a = ops::linear(&a, &w(4), &w(5))?;
+        let x = (x + a)?;
+        let m = ops::layer_norm(&x, &w(6), &w(7), eps)?;
+        let m = ops::gelu_new(&ops::linear(&m, &w(8), &w(9))?)?;
+        let m = ops::linear(&m, &w(10), &w(11))?;
+        x + m
+    }
+
+    fn attention(&self, x: &Tensor, w: &Tensor, b: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        let (bs, t, c) = x.dims3()?;
+        let (nh, hd) = (self.cfg.n_head, self.cfg.head_dim());
+        let qkv = ops::linear(x, w, b)?.reshape((bs, t, 3, nh, hd))?;
+        let head = |k: usize| -> Result<Tensor> {
+            qkv.narrow(2, k, 1)?
+                .squeeze(2)?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (q, k, v) = (head(0)?, head(1)?, head(2)?);
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let probs = ops::masked_softmax(&scores, bias)?;
+        let y = probs.matmul(&v)?; // [B, H, T, D]
+        y.transpose(1, 2)?.reshape((bs, t, c))
+    }
+
+    /// Logits `[B, T, V]` for token ids `[B, T]` (u32) and an attention mask `[B, T]` (1 for
+    /// real tokens, 0 for padding).
+    pub fn forward(&self, ids: &Tensor, attention: &Tensor) -> Result<Tensor> {
+        let (h, _) = self.trunk(ids, attention, false)?;
+        self.head(&h)
+    }
+
+    /// Hidden states of every layer (embedding output, then each block's output) for the
+    /// seed paper's activation score.
+    pub fn hidden_states(&self, ids: &Tensor, attention: &Tensor) -> Result<Hidden> {
+        Ok(self.trunk(ids, attention, true)?.1)
+    }
+
+    fn head(&self, h: &Tensor) -> Result<Tensor> {
+        let (b, t, c) = h.dims3()?;
+        let eps = self.cfg.layer_norm_epsilon;
+        let h = ops::layer_norm(
+            h,
+            &self.p(self.vars.len() - 2),
+            &self.p(self.vars.len() - 1),
+            eps,
+        )?;
+        let logits = h.reshape((b * t, c))?.matmul(&self.p(0).t()?)?;
+        logits.reshape((b, t, self.cfg.vocab_size))
+    }
+
+    /// The batch as tensors: ids `[B, T]` and attention mask `[B, T]`.
+    pub fn batch_tensors(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
+        let shape = (batch.rows, batch.cols);
+        let ids = Tensor::from_slice(&batch.ids, shape, &self.device)?;
+        let att = Tensor::from_slice(&batch.attention, shape, &self.device)?;
+        Ok((ids, att))
+    }
+
+    /// `log p(x[t+1] | x[..=t])` for every position, `[B, T-1]`. Padding positions hold
+    /// whatever the model gives there; weigh them out with the batch's target weights.
+    pub fn token_logprobs(&self, batch: &Batch) -> Result<Tensor> {
+        let (ids, att) = self.batch_tensors(batch)?;
+        let logits = self.forward(&ids, &att)?;
+        let (b, t, v) = logits.dims3()?;
+        let logits = logits.narrow(1, 0, t - 1)?.reshape((b * (t - 1), v))?;
+        let targets = ids.narrow(1, 1, t - 1)?.flatten_all()?;
+        ops::target_logprobs(&logits, &targets)?.reshape((b, t - 1))
+    }
+
+    /// Mean negative log-likelihood over the batch's weighted target positions (all real
+    /// tokens of a text record, the answer tokens of a question–answer record).
+    pub fn loss(&self, batch: &Batch) -> Result<Tensor> {
+        let lp = self.token_logprobs(batch)?;
+        weighted_mean_nll(&lp, batch)
+    }
+
+    /// Per-record mean negative log-likelihood, `[B]`, over each row's weighted targets.
+    pub fn record_losses(&self, batch: &Batch) -> Result<Tensor> {
+        let lp = self.token_logprobs(batch)?;
+        let w = batch.weight_tensor(self.dtype, &self.device)?;
+        let per_row = (lp * &w)?.sum(D::Minus1)?.neg()?;
+        per_row.div(&w.sum(D::Minus1)?)
+    }
+
+    /// Replaces the value of trainable and frozen parameters alike (same shape and dtype).
+    pub fn set_param(&self, name: &str, value: &Tensor) -> Result<()> {
+        let i = self
+            .names
+            .iter()
+            .position(|n| n == name)
+            .ok_or_else(|| candle_core::Error::Msg(format!("no parameter {name}")))?;
+        self.vars[i].set(&value.to_dtype(self.dtype)?)
+    }
+
+    /// A deep copy whose parameters do not share storage with `self`.
+    pub fn duplicate(&self) -> Result<Gpt2> {
+        let tensors = self
+            .tensors()
+            .into_iter()
+            .map(|(n, t)| Ok((n, t.copy()?)))
+            .collect::<Result<_>>()?;
+        let mut m = Gpt2::from_tensors(self.cfg.clone(), tensors, self.dtype)?;
+        m.trainable = self.trainable.clone();
+        Ok(m)
+    }
+
+    /// The same model in another dtype (a copy).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Gpt2> {
+        let mut m = Gpt2::from_tensors(self.cfg.clone(), self.tensors(), dtype)?;
+        m.trainable = self.trainable.clone();
+        Ok(m)
+    }
+}
+
+/// `−Σ w·logp / Σ w` over a batch, as a scalar tensor.
+pub fn weighted_mean_nll(logprobs: &Tensor, batch: &Batch) -> Result<Tensor> {
+    let w = batch.weight_tensor(logprobs.dtype(), logprobs.device())?;
+    let total: f64 = batch.target_weight.iter().map(|&x| x as f64).sum();
+    if total <= 0.0 {
+        candle_core::bail!("batch has no target tokens to score");
+    }
+    (logprobs * &w)?.sum_all()?.neg()? / total
+}

@@ -1,0 +1,19 @@
+//! GPT-2 in candle with Hugging Face names and layout: configuration, safe loading and saving
+//! of HF directories, parameter groups, the forward pass, per-token log-probs and greedy
+//! generation. This module owns everything about the network itself; it knows nothing of
+//! training, unlearning or certification, which use it through this interface.
+
+pub mod config;
+pub mod generate;
+pub mod gpt2;
+pub mod grad;
+pub mod load;
+pub mod ops;
+pub mod params;
+pub mod save;
+
+pub use config::Gpt2Config;
+pub use gpt2::Gpt2;
+pub use load::{load_model, FileDigest, LoadError, LoadedModel};
+pub use params::{Group, ParamGroups};
+pub use save::save_model;

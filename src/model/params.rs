@@ -1,0 +1,183 @@
+//! GPT-2's parameters by their Hugging Face names, and parameter groups: the named subsets
+//! (`embedding`, `block:N`, `blocks:A-B`, `final_norm`, `all`) that training, unlearning and
+//! influence analysis restrict themselves to. This module owns names, shapes and group
+//! selection; it holds no tensors.
+
+use super::config::Gpt2Config;
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// Name and shape of every parameter, in Hugging Face's state-dict order, with the
+/// `transformer.` prefix. Conv1D weights are `[in, out]`.
+pub fn param_shapes(cfg: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
+    let (c, i) = (cfg.n_embd, cfg.inner_dim());
+    let mut out = vec![
+        (
+            "transformer.wte.weight".to_string(),
+            vec![cfg.vocab_size, c],
+        ),
+        (
+            "transformer.wpe.weight".to_string(),
+            vec![cfg.n_positions, c],
+        ),
+    ];
+    for l in 0..cfg.n_layer {
+        let p = |s: &str| format!("transformer.h.{l}.{s}");
+        out.extend([
+            (p("ln_1.weight"), vec![c]),
+            (p("ln_1.bias"), vec![c]),
+            (p("attn.c_attn.weight"), vec![c, 3 * c]),
+            (p("attn.c_attn.bias"), vec![3 * c]),
+            (p("attn.c_proj.weight"), vec![c, c]),
+            (p("attn.c_proj.bias"), vec![c]),
+            (p("ln_2.weight"), vec![c]),
+            (p("ln_2.bias"), vec![c]),
+            (p("mlp.c_fc.weight"), vec![c, i]),
+            (p("mlp.c_fc.bias"), vec![i]),
+            (p("mlp.c_proj.weight"), vec![i, c]),
+            (p("mlp.c_proj.bias"), vec![c]),
+        ]);
+    }
+    out.push(("transformer.ln_f.weight".to_string(), vec![c]));
+    out.push(("transformer.ln_f.bias".to_string(), vec![c]));
+    out
+}
+
+/// One named part of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Group {
+    /// Token and position embeddings (`wte`, `wpe`); `wte` is also the tied output layer.
+    Embedding,
+    /// Transformer blocks `A..=B`.
+    Blocks(usize, usize),
+    /// The final layer norm `ln_f`.
+    FinalNorm,
+    All,
+}
+
+impl fmt::Display for Group {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Group::Embedding => write!(f, "embedding"),
+            Group::Blocks(a, b) if a == b => write!(f, "block:{a}"),
+            Group::Blocks(a, b) => write!(f, "blocks:{a}-{b}"),
+            Group::FinalNorm => write!(f, "final_norm"),
+            Group::All => write!(f, "all"),
+        }
+    }
+}
+
+/// A selection of parameters: a list of groups, as written on the command line
+/// (`embedding,block:3`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamGroups(pub Vec<Group>);
+
+impl ParamGroups {
+    /// Parses `embedding`, `block:N`, `blocks:A-B`, `final_norm`, `all`, comma-separated.
+    /// Block numbers are checked against the model later, in [`ParamGroups::select`].
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut groups = Vec::new();
+        for part in spec.split(',').map(str::trim) {
+            let g = match part {
+                "embedding" => Group::Embedding,
+                "final_norm" => Group::FinalNorm,
+                "all" => Group::All,
+                _ => parse_blocks(part)?,
+            };
+            groups.push(g);
+        }
+        Ok(ParamGroups(groups))
+    }
+
+    pub fn all() -> Self {
+        ParamGroups(vec![Group::All])
+    }
+
+    /// The names of the selected parameters, in state-dict order. Errors when a block is out of
+    /// range for this model.
+    pub fn select(&self, cfg: &Gpt2Config) -> Result<BTreeSet<String>, String> {
+        for g in &self.0 {
+            if let Group::Blocks(_, b) = g {
+                if *b >= cfg.n_layer {
+                    return Err(format!(
+                        "parameter group {g} names block {b}, but the model has blocks 0-{}",
+                        cfg.n_layer - 1
+                    ));
+                }
+            }
+        }
+        Ok(param_shapes(cfg)
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| self.0.iter().any(|g| group_contains(*g, n)))
+            .collect())
+    }
+}
+
+impl fmt::Display for ParamGroups {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|g| g.to_string()).collect();
+        write!(f, "{}", parts.join(","))
+    }
+}
+
+fn parse_blocks(part: &str) -> Result<Group, String> {
+    let bad = || {
+        format!(
+            "unknown parameter group {part:?}; expected embedding, block:N, blocks:A-B, final_norm or all"
+        )
+    };
+    if let Some(n) = part.strip_prefix("block:") {
+        let n: usize = n.parse().map_err(|_| bad())?;
+        return Ok(Group::Blocks(n, n));
+    }
+    if let Some(r) = part.strip_prefix("blocks:") {
+        let (a, b) = r.split_once('-').ok_or_else(bad)?;
+        let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+        if a > b {
+            return Err(format!(
+                "parameter group {part:?}: range start is after its end"
+            ));
+        }
+        return Ok(Group::Blocks(a, b));
+    }
+    Err(bad())
+}
+
+/// The block index of a `transformer.h.N.` name.
+pub fn block_of(name: &str) -> Option<usize> {
+    name.strip_prefix("transformer.h.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn group_contains(g: Group, name: &str) -> bool {
+    match g {
+        Group::All => true,
+        Group::Embedding => name == "transformer.wte.weight" || name == "transformer.wpe.weight",
+        Group::FinalNorm => name.starts_with("transformer.ln_f."),
+        Group::Blocks(a, b) => block_of(name).is_some_and(|n| a <= n && n <= b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_select_the_right_names() {
+        let cfg = Gpt2Config::new(100, 16, 8, 4, 2);
+        let sel = |s: &str| ParamGroups::parse(s).unwrap().select(&cfg).unwrap();
+        assert_eq!(sel("embedding").len(), 2);
+        assert_eq!(sel("block:1").len(), 12);
+        assert_eq!(sel("blocks:2-3").len(), 24);
+        assert_eq!(sel("final_norm").len(), 2);
+        assert_eq!(sel("all").len(), 2 + 4 * 12 + 2);
+        assert_eq!(sel("embedding,final_norm").len(), 4);
+        assert!(ParamGroups::parse("embeding").is_err());
+        assert!(ParamGroups::parse("blocks:3-1").is_err());
+        assert!(ParamGroups::parse("block:4").unwrap().select(&cfg).is_err());
+    }
+}
