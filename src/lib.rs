@@ -10,3 +10,4 @@ pub mod certify;
 pub mod cli;
 pub mod data;
 pub mod model;
+pub mod report;

@@ -3,9 +3,11 @@
 //! This module knows nothing of models beyond token ids.
 
 pub mod batch;
+pub mod bpe;
 pub mod jsonl;
 pub mod record;
 pub mod tokenize;
+pub mod world;
 
 pub use batch::Batch;
 pub use jsonl::{read_records, DataError, JsonlReader};
