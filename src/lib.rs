@@ -9,5 +9,8 @@ pub mod atomic;
 pub mod certify;
 pub mod cli;
 pub mod data;
+pub mod machine;
 pub mod model;
 pub mod report;
+pub mod train;
+pub mod unlearn;

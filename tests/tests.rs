@@ -9,3 +9,5 @@ mod oracle;
 mod roundtrip;
 /// The GPT-2 tokenizer against the ids in ../shared/oracles/gpt2-tokenizer.
 mod tokenizer;
+/// Training and the first-epoch gradient ledger on a small generated slice.
+mod train;

@@ -4,4 +4,8 @@
 //! evidence into verdicts. It reads models and data and never changes them; it never imports
 //! `unlearn` (it judges a model, whoever made it).
 
+pub mod metric;
+pub mod property;
+pub mod spec;
 pub mod stats;
+pub mod verdict;

@@ -5,6 +5,9 @@
 mod eval;
 mod inspect;
 pub mod progress;
+mod train;
+mod unlearn;
+mod world;
 
 use clap::{Parser, Subcommand};
 use progress::ProgressMode;
@@ -37,6 +40,15 @@ enum Command {
     /// Score records with a model: per-record loss (mean next-token negative log-likelihood)
     /// and perplexity.
     Eval(eval::EvalArgs),
+    /// Write the bundled synthetic world (JSONL splits) and train its BPE tokenizer.
+    World(world::WorldArgs),
+    /// Train a GPT-2 from scratch on JSONL records, recording the first-epoch gradient ledger.
+    Train(train::TrainArgs),
+    /// Remove forget records from a model: calibrated gradient ascent (ga, ledger, graddiff,
+    /// npo, iterative) on chosen parameter groups, stopped at the holdout level.
+    Unlearn(unlearn::UnlearnArgs),
+    /// List the training records an erasure request matches fuzzily, with scores, for review.
+    Match(unlearn::MatchArgs),
 }
 
 /// Runs the command line and maps the outcome to an exit code.
@@ -45,6 +57,10 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Eval(a) => eval::run(a, cli.progress),
+        Command::World(a) => world::run(a),
+        Command::Train(a) => train::run(a, cli.progress),
+        Command::Unlearn(a) => unlearn::run_unlearn(a, cli.progress),
+        Command::Match(a) => unlearn::run_match(a),
     };
     match result {
         Ok(code) => code,

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod bpe;
+pub mod fuzzy;
 pub mod jsonl;
 pub mod record;
 pub mod tokenize;

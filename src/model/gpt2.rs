@@ -22,6 +22,9 @@ pub struct Gpt2 {
     names: Vec<String>,
     vars: Vec<Var>,
     trainable: Vec<bool>,
+    /// When false, the tied output layer reads `wte` detached, so `wte`'s gradient is its
+    /// input-embedding part only (non-zero on the rows of the tokens present).
+    output_grad: bool,
     dtype: DType,
     device: Device,
 }
@@ -58,6 +61,7 @@ impl Gpt2 {
             names,
             vars,
             trainable,
+            output_grad: true,
             dtype,
             device: Device::Cpu,
         })
@@ -107,6 +111,19 @@ impl Gpt2 {
             .into_iter()
             .map(|(n, _)| n.to_string())
             .collect())
+    }
+
+    /// Makes exactly the named parameters trainable (unknown names are ignored).
+    pub fn set_trainable_names(&mut self, names: &[String]) {
+        for (flag, name) in self.trainable.iter_mut().zip(&self.names) {
+            *flag = names.contains(name);
+        }
+    }
+
+    /// Whether gradients flow into `wte` through the tied output layer (default true). With
+    /// false, `wte`'s gradient is the input-side part alone: row-sparse, on the tokens present.
+    pub fn set_output_grad(&mut self, on: bool) {
+        self.output_grad = on;
     }
 
     /// The trainable parameters, by name, in state-dict order.
@@ -227,7 +244,12 @@ impl Gpt2 {
             &self.p(self.vars.len() - 1),
             eps,
         )?;
-        let logits = h.reshape((b * t, c))?.matmul(&self.p(0).t()?)?;
+        let wte = if self.output_grad {
+            self.p(0)
+        } else {
+            self.p(0).detach()
+        };
+        let logits = h.reshape((b * t, c))?.matmul(&wte.t()?)?;
         logits.reshape((b, t, self.cfg.vocab_size))
     }
 
@@ -284,6 +306,7 @@ impl Gpt2 {
             .collect::<Result<_>>()?;
         let mut m = Gpt2::from_tensors(self.cfg.clone(), tensors, self.dtype)?;
         m.trainable = self.trainable.clone();
+        m.output_grad = self.output_grad;
         Ok(m)
     }
 
@@ -291,6 +314,7 @@ impl Gpt2 {
     pub fn to_dtype(&self, dtype: DType) -> Result<Gpt2> {
         let mut m = Gpt2::from_tensors(self.cfg.clone(), self.tensors(), dtype)?;
         m.trainable = self.trainable.clone();
+        m.output_grad = self.output_grad;
         Ok(m)
     }
 }

@@ -30,7 +30,8 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
 /// 6-digit constants; DESIGN.md).
 pub fn gelu_new(x: &Tensor) -> Result<Tensor> {
     let k = (2.0 / std::f64::consts::PI).sqrt();
-    let inner = ((x + (x.powf(3.0)? * 0.044715)?)? * k)?;
+    let cube = (x.sqr()? * x)?;
+    let inner = ((x + (cube * 0.044715)?)? * k)?;
     ((inner.tanh()? + 1.0)? * x)? * 0.5
 }
 

@@ -1,0 +1,555 @@
+//! The contract between evidence and specifications: what a metric value in an evidence file is,
+//! which metric paths exist, and how a one-sided confidence bound is taken from a value at any
+//! confidence a spec asks for.
+//!
+//! This module owns the `Metric` type (a JSON object tagged by `kind`), the table of known
+//! metric paths with their valid ranges and "better" directions (`KNOWN_METRICS`, the one place
+//! that lists them), and `lookup`, which walks an evidence document's `"metrics"` object. It
+//! computes bounds through `certify::stats` and never decides a verdict (that is `verdict`); it
+//! never measures anything (that is the evidence producer) and never imports `unlearn`.
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use statrs::distribution::{ContinuousCDF, Normal};
+
+use crate::certify::stats::{self, AucEstimate, StatsError};
+
+/// One measured statistic, with what is needed to bound it at any confidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Metric {
+    /// ROC AUC of a membership attack with its DeLong variance (members = forget records,
+    /// non-members = holdout records); bounds by the normal approximation, clamped to [0, 1].
+    Auc {
+        value: f64,
+        variance: f64,
+        members: usize,
+        nonmembers: usize,
+    },
+    /// `successes` of `trials` (exact-match rate, TPR at a fixed FPR): Clopper–Pearson bounds.
+    Proportion {
+        value: f64,
+        successes: u64,
+        trials: u64,
+    },
+    /// A mean or a ratio with a standard error: bounds `value ± z·std_error`.
+    Normal {
+        value: f64,
+        std_error: f64,
+        n: usize,
+    },
+    /// A statistic without a sampling model (a p-value, PrivLeak): its bound is the value itself.
+    Point { value: f64, n: usize },
+}
+
+/// Which one-sided bound: `Upper` for a `<=` requirement, `Lower` for `>=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Upper,
+    Lower,
+}
+
+impl Metric {
+    pub fn value(&self) -> f64 {
+        match *self {
+            Metric::Auc { value, .. }
+            | Metric::Proportion { value, .. }
+            | Metric::Normal { value, .. }
+            | Metric::Point { value, .. } => value,
+        }
+    }
+
+    /// The sample size a `min_samples` floor is checked against: the smaller of the two samples
+    /// of an AUC, the trials of a proportion, `n` otherwise.
+    pub fn samples(&self) -> usize {
+        match *self {
+            Metric::Auc {
+                members,
+                nonmembers,
+                ..
+            } => members.min(nonmembers),
+            Metric::Proportion { trials, .. } => usize::try_from(trials).unwrap_or(usize::MAX),
+            Metric::Normal { n, .. } | Metric::Point { n, .. } => n,
+        }
+    }
+
+    /// Whether the metric has a sampling model (every kind but `Point`).
+    pub fn has_bound(&self) -> bool {
+        !matches!(self, Metric::Point { .. })
+    }
+
+    /// The one-sided bound at `confidence` ∈ [0.5, 1): the metric lies below the `Upper` bound
+    /// (above the `Lower` one) with that confidence. A `Point` metric's bound is its value.
+    pub fn bound(&self, confidence: f64, side: Side) -> Result<f64, StatsError> {
+        match *self {
+            Metric::Auc {
+                value,
+                variance,
+                members,
+                nonmembers,
+            } => {
+                let est = AucEstimate {
+                    auc: value,
+                    variance,
+                    m: members,
+                    n: nonmembers,
+                };
+                match side {
+                    Side::Upper => est.upper_bound(confidence),
+                    Side::Lower => est.lower_bound(confidence),
+                }
+            }
+            Metric::Proportion {
+                successes, trials, ..
+            } => match side {
+                Side::Upper => stats::clopper_pearson_upper(successes, trials, confidence),
+                Side::Lower => stats::clopper_pearson_lower(successes, trials, confidence),
+            },
+            Metric::Normal {
+                value, std_error, ..
+            } => {
+                let z = z_score(confidence)?;
+                Ok(match side {
+                    Side::Upper => value + z * std_error,
+                    Side::Lower => value - z * std_error,
+                })
+            }
+            Metric::Point { value, .. } => Ok(value),
+        }
+    }
+
+    /// The standard error behind a normal-approximation bound (`Auc`, `Normal`); `None` for the
+    /// exact (`Proportion`) and model-free (`Point`) kinds.
+    pub fn std_error(&self) -> Option<f64> {
+        match *self {
+            Metric::Auc { variance, .. } => Some(variance.sqrt()),
+            Metric::Normal { std_error, .. } => Some(std_error),
+            Metric::Proportion { .. } | Metric::Point { .. } => None,
+        }
+    }
+
+    /// Internal consistency: finite numbers, non-negative spreads, counts that add up.
+    fn check(&self) -> Result<(), String> {
+        let value = self.value();
+        if !value.is_finite() {
+            return Err(format!("value {value} is not finite"));
+        }
+        match *self {
+            Metric::Auc {
+                variance,
+                members,
+                nonmembers,
+                ..
+            } => {
+                if !(variance.is_finite() && variance >= 0.0) {
+                    return Err(format!("variance {variance} is not a finite non-negative"));
+                }
+                if members < 2 || nonmembers < 2 {
+                    return Err(format!(
+                        "DeLong needs two scores per sample, has {members} members and \
+                         {nonmembers} non-members"
+                    ));
+                }
+            }
+            Metric::Proportion {
+                successes, trials, ..
+            } => {
+                if trials == 0 || successes > trials {
+                    return Err(format!("{successes} of {trials} is not a binomial count"));
+                }
+                let rate = successes as f64 / trials as f64;
+                if (value - rate).abs() > 1e-9 {
+                    return Err(format!(
+                        "value {value} is not {successes}/{trials} = {rate}"
+                    ));
+                }
+            }
+            Metric::Normal { std_error, n, .. } => {
+                if !(std_error.is_finite() && std_error >= 0.0) {
+                    return Err(format!(
+                        "std_error {std_error} is not a finite non-negative"
+                    ));
+                }
+                if n == 0 {
+                    return Err("n is 0".to_string());
+                }
+            }
+            Metric::Point { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+/// Φ⁻¹(confidence), the one-sided normal quantile; confidence must lie in [0.5, 1).
+pub fn z_score(confidence: f64) -> Result<f64, StatsError> {
+    if !(0.5..1.0).contains(&confidence) {
+        return Err(StatsError::OutOfRange {
+            what: "one-sided confidence",
+            range: "[0.5, 1)",
+            value: confidence,
+        });
+    }
+    Normal::standard()
+        .try_inverse_cdf(confidence)
+        .map_err(|e| StatsError::Statrs(format!("normal quantile: {e}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Known metric paths.
+
+/// Which way a metric moves when unlearning improves (or utility is kept). `Neither` marks
+/// contrast values and statistics with no good direction; they cannot be baseline-compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Better {
+    Lower,
+    Higher,
+    Neither,
+}
+
+impl fmt::Display for Better {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Better::Lower => "lower",
+            Better::Higher => "higher",
+            Better::Neither => "neither",
+        })
+    }
+}
+
+/// The closed range a metric's values lie in (infinite ends for unbounded sides).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Range {
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Range {
+    pub fn contains(&self, x: f64) -> bool {
+        self.min <= x && x <= self.max
+    }
+}
+
+impl fmt::Display for Range {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let end = |x: f64| match x {
+            f64::INFINITY => "∞".to_string(),
+            f64::NEG_INFINITY => "-∞".to_string(),
+            x => x.to_string(),
+        };
+        write!(f, "[{}, {}]", end(self.min), end(self.max))
+    }
+}
+
+const UNIT: Range = Range { min: 0.0, max: 1.0 };
+const NON_NEGATIVE: Range = Range {
+    min: 0.0,
+    max: f64::INFINITY,
+};
+const REAL: Range = Range {
+    min: f64::NEG_INFINITY,
+    max: f64::INFINITY,
+};
+
+/// One metric path the evidence may hold and a spec may name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricInfo {
+    pub path: String,
+    pub range: Range,
+    pub better: Better,
+    /// A p-value: "not rejected" is absence of evidence (DESIGN.md, Honesty), so no requirement
+    /// may rest on it; it is reported, never judged.
+    pub p_value: bool,
+}
+
+/// Per-split statistics: (name, range, better on `forget`, better on `retain`/`utility`,
+/// better on `holdout`). Forgetting wants the forget split to look unseen; utility wants the
+/// others to stay as they were; the holdout split is only a yardstick.
+const SPLIT_STATS: [(&str, Range, Better, Better, Better); 7] = [
+    (
+        "loss",
+        NON_NEGATIVE,
+        Better::Higher,
+        Better::Lower,
+        Better::Lower,
+    ),
+    (
+        "loss_ratio",
+        NON_NEGATIVE,
+        Better::Higher,
+        Better::Lower,
+        Better::Lower,
+    ),
+    (
+        "exact_match",
+        UNIT,
+        Better::Lower,
+        Better::Higher,
+        Better::Neither,
+    ),
+    (
+        "exact_memorization",
+        UNIT,
+        Better::Lower,
+        Better::Higher,
+        Better::Neither,
+    ),
+    (
+        "extraction_strength",
+        UNIT,
+        Better::Lower,
+        Better::Higher,
+        Better::Neither,
+    ),
+    (
+        "rouge_l",
+        UNIT,
+        Better::Lower,
+        Better::Higher,
+        Better::Neither,
+    ),
+    (
+        "truth_ratio",
+        NON_NEGATIVE,
+        Better::Neither,
+        Better::Neither,
+        Better::Neither,
+    ),
+];
+const SPLITS: [&str; 4] = ["forget", "retain", "holdout", "utility"];
+/// The membership-inference attacks the evidence runs.
+pub const ATTACKS: [&str; 7] = [
+    "loss",
+    "zlib",
+    "min_k",
+    "min_k_pp",
+    "ref_original",
+    "ref_reference",
+    "grad_norm",
+];
+const ATTACK_STATS: [&str; 3] = ["auc", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr"];
+
+fn known_metrics() -> Vec<MetricInfo> {
+    let info = |path: String, range, better, p_value| MetricInfo {
+        path,
+        range,
+        better,
+        p_value,
+    };
+    let mut all = Vec::new();
+    for split in SPLITS {
+        for (stat, range, forget, kept, holdout) in SPLIT_STATS {
+            let better = match split {
+                "forget" => forget,
+                "holdout" => holdout,
+                _ => kept,
+            };
+            all.push(info(format!("{split}.{stat}"), range, better, false));
+        }
+    }
+    // The unlearned model's attacks (a weaker attack is better) and, for contrast, the same
+    // attacks on the original model (no direction: they show the attack has power).
+    for (prefix, better) in [("", Better::Lower), ("original.", Better::Neither)] {
+        for attack in ATTACKS {
+            for stat in ATTACK_STATS {
+                let path = format!("{prefix}mia.{attack}.{stat}");
+                all.push(info(path, UNIT, better, false));
+            }
+        }
+    }
+    // MUSE's PrivLeak: relative AUC gap to the retrained model, 0 is ideal, either sign is bad.
+    all.push(info("privleak".into(), REAL, Better::Neither, false));
+    // TOFU's forget quality: a KS p-value against the retrained model.
+    all.push(info("forget_quality".into(), UNIT, Better::Higher, true));
+    all.push(info(
+        "influence.self_influence_ratio".into(),
+        NON_NEGATIVE,
+        Better::Lower,
+        false,
+    ));
+    all.push(info(
+        "influence.distance_bound".into(),
+        NON_NEGATIVE,
+        Better::Lower,
+        false,
+    ));
+    all
+}
+
+/// Every metric path a spec may name, with its range and direction (documented in
+/// `specs/README.md`).
+pub static KNOWN_METRICS: LazyLock<Vec<MetricInfo>> = LazyLock::new(known_metrics);
+
+/// The entry for `path`, if it is a known metric.
+pub fn known_metric(path: &str) -> Option<&'static MetricInfo> {
+    KNOWN_METRICS.iter().find(|m| m.path == path)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading metrics out of an evidence document.
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MetricError {
+    #[error("the evidence has no `metrics` object")]
+    NoMetrics,
+    #[error("the evidence has no metric `{path}` (nothing at `{missing}`)")]
+    Missing { path: String, missing: String },
+    #[error("the evidence's metric `{path}` is malformed: {message}")]
+    Malformed { path: String, message: String },
+    #[error("the evidence's metric `{path}` = {value} lies outside its range {range}")]
+    OutOfRange {
+        path: String,
+        value: f64,
+        range: String,
+    },
+}
+
+/// The metric at `path` (dot-separated) under the evidence's top-level `"metrics"` object,
+/// checked for consistency and, for a known path, for its range. A missing path is an error.
+pub fn lookup(evidence: &Value, path: &str) -> Result<Metric, MetricError> {
+    let mut node = evidence.get("metrics").ok_or(MetricError::NoMetrics)?;
+    let mut walked = String::new();
+    for segment in path.split('.') {
+        if !walked.is_empty() {
+            walked.push('.');
+        }
+        walked.push_str(segment);
+        node = node.get(segment).ok_or_else(|| MetricError::Missing {
+            path: path.to_string(),
+            missing: walked.clone(),
+        })?;
+    }
+    let malformed = |message: String| MetricError::Malformed {
+        path: path.to_string(),
+        message,
+    };
+    let metric = Metric::deserialize(node).map_err(|e| malformed(e.to_string()))?;
+    metric.check().map_err(malformed)?;
+    if let Some(info) = known_metric(path) {
+        if !info.range.contains(metric.value()) {
+            return Err(MetricError::OutOfRange {
+                path: path.to_string(),
+                value: metric.value(),
+                range: info.range.to_string(),
+            });
+        }
+    }
+    Ok(metric)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn known_metrics_hold_the_documented_paths_once_each() {
+        for path in [
+            "mia.loss.auc",
+            "mia.min_k_pp.tpr_at_1pct_fpr",
+            "original.mia.grad_norm.tpr_at_5pct_fpr",
+            "forget.exact_match",
+            "retain.loss_ratio",
+            "utility.truth_ratio",
+            "influence.self_influence_ratio",
+            "influence.distance_bound",
+            "privleak",
+            "forget_quality",
+        ] {
+            assert!(known_metric(path).is_some(), "{path}");
+        }
+        // 4 splits × 7 + 2 × 7 attacks × 3 + 4 top-level.
+        assert_eq!(KNOWN_METRICS.len(), 28 + 42 + 4);
+        let mut paths: Vec<_> = KNOWN_METRICS.iter().map(|m| &m.path).collect();
+        paths.sort();
+        paths.dedup();
+        assert_eq!(paths.len(), KNOWN_METRICS.len());
+        let em = |split: &str| known_metric(&format!("{split}.exact_match")).map(|m| m.better);
+        assert_eq!(em("forget"), Some(Better::Lower));
+        assert_eq!(em("retain"), Some(Better::Higher));
+    }
+
+    #[test]
+    fn bounds_by_kind() {
+        // Φ⁻¹(0.95) = 1.6448536269514722 (standard tables).
+        let z95 = 1.6448536269514722;
+        let normal = Metric::Normal {
+            value: 1.0,
+            std_error: 0.1,
+            n: 50,
+        };
+        assert!((normal.bound(0.95, Side::Upper).unwrap() - (1.0 + 0.1 * z95)).abs() < 1e-12);
+        assert!((normal.bound(0.95, Side::Lower).unwrap() - (1.0 - 0.1 * z95)).abs() < 1e-12);
+        let auc = Metric::Auc {
+            value: 0.6,
+            variance: 0.0004,
+            members: 100,
+            nonmembers: 400,
+        };
+        assert!((auc.bound(0.95, Side::Upper).unwrap() - (0.6 + 0.02 * z95)).abs() < 1e-12);
+        assert_eq!(auc.samples(), 100);
+        // 0 of n: the one-sided upper bound is 1 − α^(1/n) = 1 − 0.05^(1/90).
+        let zero = Metric::Proportion {
+            value: 0.0,
+            successes: 0,
+            trials: 90,
+        };
+        let expected = 1.0 - 0.05f64.powf(1.0 / 90.0);
+        assert!((zero.bound(0.95, Side::Upper).unwrap() - expected).abs() < 1e-9);
+        assert_eq!(zero.bound(0.95, Side::Lower).unwrap(), 0.0);
+        let point = Metric::Point { value: 0.3, n: 10 };
+        assert_eq!(point.bound(0.99, Side::Upper).unwrap(), 0.3);
+        assert!(normal.bound(0.3, Side::Upper).is_err());
+    }
+
+    #[test]
+    fn lookup_walks_nested_objects_and_names_what_is_missing() {
+        let evidence = json!({"metrics": {
+            "mia": {"loss": {"auc": {"kind": "auc", "value": 0.5, "variance": 0.001,
+                                      "members": 90, "nonmembers": 440}}},
+            "forget": {"exact_match": {"kind": "proportion", "value": 0.5,
+                                        "successes": 45, "trials": 90}},
+        }});
+        assert_eq!(lookup(&evidence, "mia.loss.auc").unwrap().value(), 0.5);
+        assert_eq!(
+            lookup(&evidence, "forget.exact_match").unwrap().samples(),
+            90
+        );
+        assert_eq!(
+            lookup(&evidence, "mia.zlib.auc"),
+            Err(MetricError::Missing {
+                path: "mia.zlib.auc".into(),
+                missing: "mia.zlib".into()
+            })
+        );
+        assert_eq!(lookup(&json!({}), "privleak"), Err(MetricError::NoMetrics));
+    }
+
+    #[test]
+    fn lookup_refuses_malformed_inconsistent_and_out_of_range_values() {
+        let with = |m: Value| json!({"metrics": {"forget": {"exact_match": m}}});
+        let cases = [
+            json!({"kind": "proportion", "value": 0.5, "successes": 40, "trials": 90}),
+            json!({"kind": "proportion", "value": 0.5, "successes": 1, "trials": 2, "x": 1}),
+            json!({"kind": "gaussian", "value": 0.5}),
+            json!({"kind": "normal", "value": 0.5, "std_error": -1.0, "n": 5}),
+            json!({"value": 0.5}),
+        ];
+        for case in cases {
+            let got = lookup(&with(case.clone()), "forget.exact_match");
+            assert!(
+                matches!(got, Err(MetricError::Malformed { .. })),
+                "{case}: {got:?}"
+            );
+        }
+        let high = json!({"kind": "normal", "value": 1.5, "std_error": 0.1, "n": 5});
+        assert!(matches!(
+            lookup(&with(high), "forget.exact_match"),
+            Err(MetricError::OutOfRange { .. })
+        ));
+    }
+}

@@ -1,0 +1,799 @@
+//! The specification language: a versioned TOML file that says which metrics must lie on which
+//! side of which thresholds, at which confidence, with how many samples, and which
+//! property-based checks must hold (`specs/README.md` documents it field by field).
+//!
+//! This module owns parsing a spec strictly (unknown keys are errors), validating it against
+//! `metric::KNOWN_METRICS` (unknown metrics, thresholds outside a metric's range, thresholds that
+//! can never fail, confidences outside [0.5, 1)), and `SpecError`, whose every variant names the
+//! file and, where there is one, the line. It knows nothing of models; evaluation is `verdict`,
+//! the property runner is `property`. It never imports `unlearn`.
+
+use std::collections::BTreeSet;
+use std::ops::Range as Span;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::certify::metric::{self, Better, MetricError, Side};
+use crate::certify::property::PerturbationKind;
+use crate::certify::stats::StatsError;
+
+/// The `schema_version` this parser reads.
+pub const SCHEMA_VERSION: u32 = 1;
+/// The most cases a property may ask for: each case costs a greedy generation.
+pub const MAX_CASES: u32 = 10_000;
+/// The record splits a property may perturb.
+pub const SPLITS: [&str; 4] = ["forget", "retain", "holdout", "utility"];
+
+/// The specs shipped in `specs/`, by name, compiled in so that the binary needs no files.
+pub const BUNDLED_SPECS: [(&str, &str); 4] = [
+    ("gdpr-art17", include_str!("../../specs/gdpr-art17.toml")),
+    ("ccpa-delete", include_str!("../../specs/ccpa-delete.toml")),
+    ("regression", include_str!("../../specs/regression.toml")),
+    ("strict", include_str!("../../specs/strict.toml")),
+];
+
+/// A parsed and validated spec.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Spec {
+    /// Where it was read from (a path, or `bundled:<name>`), for messages.
+    pub file: String,
+    pub id: String,
+    pub version: String,
+    pub title: String,
+    pub regulation: String,
+    pub default_confidence: f64,
+    pub seed: u64,
+    pub requirements: Vec<Requirement>,
+    pub properties: Vec<Property>,
+}
+
+/// What a requirement's bound is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// A fixed threshold.
+    Threshold(f64),
+    /// The baseline evidence's value of the same metric, loosened by `tolerance` in the worse
+    /// direction.
+    Baseline { tolerance: f64 },
+}
+
+/// One `[[requirement]]`, with its confidence resolved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Requirement {
+    pub id: String,
+    pub description: String,
+    pub metric: String,
+    /// `Upper`: the upper bound must lie at or below the target (`<=`, or a lower-is-better
+    /// metric against a baseline); `Lower`: the lower bound at or above it.
+    pub side: Side,
+    pub target: Target,
+    pub confidence: f64,
+    pub min_samples: usize,
+    /// The line of the requirement's `id`, for messages.
+    pub line: usize,
+}
+
+/// One `[[property]]`: a property-based check run against the model (see `property`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Property {
+    pub id: String,
+    pub description: String,
+    pub split: String,
+    pub cases: u32,
+    pub perturbations: Vec<PerturbationKind>,
+    /// The protected answer's first token must rank at least this low (0 = most likely).
+    pub min_rank: Option<usize>,
+    pub forbid_verbatim: bool,
+    /// Only records whose id ends with one of these (all records when empty).
+    pub id_suffixes: Vec<String>,
+    pub line: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{file}: {source}")]
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}{loc}: {message}", loc = location(*line, *column))]
+    Parse {
+        file: String,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
+    #[error("{file}:{line}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{file}:{line}: requirement `{requirement}`: {document}: {source}")]
+    Evidence {
+        file: String,
+        line: usize,
+        requirement: String,
+        /// `evidence` or `baseline`.
+        document: &'static str,
+        source: Box<MetricError>,
+    },
+    #[error(
+        "{file}:{line}: requirement `{requirement}` compares with a baseline, but no baseline \
+         evidence was given"
+    )]
+    NoBaseline {
+        file: String,
+        line: usize,
+        requirement: String,
+    },
+    #[error("{file}:{line}: requirement `{requirement}`: {source}")]
+    Stats {
+        file: String,
+        line: usize,
+        requirement: String,
+        source: StatsError,
+    },
+}
+
+fn location(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        (Some(l), None) => format!(":{l}"),
+        _ => String::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file as written. Spans are kept on every field a later check may complain about.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    schema_version: Spanned<u32>,
+    id: Spanned<String>,
+    version: String,
+    title: String,
+    regulation: String,
+    default_confidence: Spanned<f64>,
+    seed: u64,
+    #[serde(default)]
+    requirement: Vec<RawRequirement>,
+    #[serde(default)]
+    property: Vec<RawProperty>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq)]
+enum RawCompare {
+    #[serde(rename = "<=")]
+    AtMost,
+    #[serde(rename = ">=")]
+    AtLeast,
+    #[serde(rename = "no_worse_than_baseline")]
+    NoWorseThanBaseline,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequirement {
+    id: Spanned<String>,
+    description: Spanned<String>,
+    metric: Spanned<String>,
+    compare: Spanned<RawCompare>,
+    threshold: Option<Spanned<f64>>,
+    confidence: Option<Spanned<f64>>,
+    min_samples: Spanned<u64>,
+    baseline_tolerance: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProperty {
+    id: Spanned<String>,
+    description: Spanned<String>,
+    split: Spanned<String>,
+    cases: Spanned<u32>,
+    perturbations: Spanned<Vec<PerturbationKind>>,
+    min_rank: Option<usize>,
+    #[serde(default)]
+    forbid_verbatim: bool,
+    #[serde(default)]
+    id_suffixes: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing and validation.
+
+/// Turns byte spans into "line" for messages about one file.
+struct Source<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn line(&self, span: &Span<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn column(&self, span: &Span<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        let line_start = self.text.as_bytes()[..end]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        String::from_utf8_lossy(&self.text.as_bytes()[line_start..end])
+            .chars()
+            .count()
+            + 1
+    }
+
+    fn invalid(&self, span: &Span<usize>, message: impl Into<String>) -> SpecError {
+        SpecError::Invalid {
+            file: self.file.to_string(),
+            line: self.line(span),
+            message: message.into(),
+        }
+    }
+}
+
+/// A one-sided bound below 50% lies on the wrong side of its own estimate.
+fn check_confidence(src: &Source, c: &Spanned<f64>, what: &str) -> Result<f64, SpecError> {
+    let value = *c.get_ref();
+    if (0.5..1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(src.invalid(
+            &c.span(),
+            format!("{what} {value} must lie in [0.5, 1) (a one-sided bound's confidence)"),
+        ))
+    }
+}
+
+fn non_empty(src: &Source, s: &Spanned<String>, what: &str) -> Result<String, SpecError> {
+    if s.get_ref().trim().is_empty() {
+        Err(src.invalid(&s.span(), format!("{what} is empty")))
+    } else {
+        Ok(s.get_ref().clone())
+    }
+}
+
+/// Levenshtein distance, for "did you mean" on unknown metric paths.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+fn unknown_metric_message(path: &str) -> String {
+    let nearest = metric::KNOWN_METRICS
+        .iter()
+        .map(|m| (edit_distance(path, &m.path), &m.path))
+        .min();
+    match nearest {
+        Some((d, near)) if d <= 3 => {
+            format!("unknown metric `{path}` (did you mean `{near}`? see specs/README.md)")
+        }
+        _ => format!("unknown metric `{path}` (the known metrics are listed in specs/README.md)"),
+    }
+}
+
+fn validate_requirement(
+    src: &Source,
+    raw: RawRequirement,
+    default_confidence: f64,
+) -> Result<Requirement, SpecError> {
+    let id = non_empty(src, &raw.id, "requirement id")?;
+    let description = non_empty(src, &raw.description, "description")?;
+    let path = raw.metric.get_ref();
+    let info = metric::known_metric(path)
+        .ok_or_else(|| src.invalid(&raw.metric.span(), unknown_metric_message(path)))?;
+    if info.p_value {
+        return Err(src.invalid(
+            &raw.metric.span(),
+            format!(
+                "`{path}` is a p-value: failing to reject is absence of evidence, not evidence \
+                 of forgetting, so no requirement may rest on it (it is reported, not judged)"
+            ),
+        ));
+    }
+    let confidence = match &raw.confidence {
+        Some(c) => check_confidence(src, c, "confidence")?,
+        None => default_confidence,
+    };
+    let min_samples = usize::try_from(*raw.min_samples.get_ref())
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| src.invalid(&raw.min_samples.span(), "min_samples must be at least 1"))?;
+    let compare = *raw.compare.get_ref();
+    let (side, target) = match compare {
+        RawCompare::NoWorseThanBaseline => {
+            if let Some(t) = &raw.threshold {
+                return Err(src.invalid(
+                    &t.span(),
+                    "a baseline comparison takes `baseline_tolerance`, not `threshold`",
+                ));
+            }
+            let tol = raw.baseline_tolerance.as_ref().ok_or_else(|| {
+                src.invalid(
+                    &raw.compare.span(),
+                    "no_worse_than_baseline needs baseline_tolerance",
+                )
+            })?;
+            let tolerance = *tol.get_ref();
+            if !(tolerance.is_finite() && tolerance >= 0.0) {
+                return Err(src.invalid(
+                    &tol.span(),
+                    format!("baseline_tolerance {tolerance} must be finite and at least 0"),
+                ));
+            }
+            let side = match info.better {
+                Better::Lower => Side::Upper,
+                Better::Higher => Side::Lower,
+                Better::Neither => {
+                    return Err(src.invalid(
+                        &raw.metric.span(),
+                        format!("`{path}` has no better direction to compare with a baseline"),
+                    ))
+                }
+            };
+            (side, Target::Baseline { tolerance })
+        }
+        RawCompare::AtMost | RawCompare::AtLeast => {
+            if let Some(tol) = &raw.baseline_tolerance {
+                return Err(src.invalid(
+                    &tol.span(),
+                    "baseline_tolerance is only for compare = \"no_worse_than_baseline\"",
+                ));
+            }
+            let t = raw.threshold.as_ref().ok_or_else(|| {
+                src.invalid(
+                    &raw.compare.span(),
+                    "a `<=` or `>=` comparison needs a threshold",
+                )
+            })?;
+            let threshold = *t.get_ref();
+            if !(threshold.is_finite() && info.range.contains(threshold)) {
+                return Err(src.invalid(
+                    &t.span(),
+                    format!(
+                        "threshold {threshold} lies outside the range {} of `{path}`",
+                        info.range
+                    ),
+                ));
+            }
+            let side = if compare == RawCompare::AtMost {
+                Side::Upper
+            } else {
+                Side::Lower
+            };
+            let vacuous = match side {
+                Side::Upper => threshold >= info.range.max,
+                Side::Lower => threshold <= info.range.min,
+            };
+            if vacuous {
+                return Err(src.invalid(
+                    &t.span(),
+                    format!(
+                        "threshold {threshold} can never fail for `{path}` in {}",
+                        info.range
+                    ),
+                ));
+            }
+            (side, Target::Threshold(threshold))
+        }
+    };
+    Ok(Requirement {
+        line: src.line(&raw.id.span()),
+        id,
+        description,
+        metric: path.clone(),
+        side,
+        target,
+        confidence,
+        min_samples,
+    })
+}
+
+fn validate_property(src: &Source, raw: RawProperty) -> Result<Property, SpecError> {
+    let id = non_empty(src, &raw.id, "property id")?;
+    let description = non_empty(src, &raw.description, "description")?;
+    let split = raw.split.get_ref();
+    if !SPLITS.contains(&split.as_str()) {
+        return Err(src.invalid(
+            &raw.split.span(),
+            format!("unknown split `{split}` (one of {})", SPLITS.join(", ")),
+        ));
+    }
+    let cases = *raw.cases.get_ref();
+    if !(1..=MAX_CASES).contains(&cases) {
+        return Err(src.invalid(
+            &raw.cases.span(),
+            format!("cases {cases} must lie in 1..={MAX_CASES}"),
+        ));
+    }
+    let perturbations = raw.perturbations.get_ref().clone();
+    let distinct: BTreeSet<_> = perturbations.iter().collect();
+    if perturbations.is_empty() || distinct.len() != perturbations.len() {
+        return Err(src.invalid(
+            &raw.perturbations.span(),
+            "perturbations must list at least one kind, each once",
+        ));
+    }
+    let forbid_verbatim = raw.forbid_verbatim;
+    if !forbid_verbatim && raw.min_rank.is_none() {
+        return Err(src.invalid(
+            &raw.id.span(),
+            "the property checks nothing: set forbid_verbatim = true or min_rank",
+        ));
+    }
+    Ok(Property {
+        line: src.line(&raw.id.span()),
+        id,
+        description,
+        split: split.clone(),
+        cases,
+        perturbations,
+        min_rank: raw.min_rank,
+        forbid_verbatim,
+        id_suffixes: raw.id_suffixes,
+    })
+}
+
+/// Rejects a second use of an id.
+fn check_unique<'a>(
+    src: &Source,
+    ids: impl Iterator<Item = &'a Spanned<String>>,
+) -> Result<(), SpecError> {
+    let mut seen = BTreeSet::new();
+    for id in ids {
+        if !seen.insert(id.get_ref().as_str()) {
+            return Err(src.invalid(&id.span(), format!("duplicate id `{}`", id.get_ref())));
+        }
+    }
+    Ok(())
+}
+
+impl Spec {
+    /// Parses and validates spec `text`; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Spec, SpecError> {
+        let src = Source { file, text };
+        let raw: RawSpec = toml::from_str(text).map_err(|e| {
+            let span = e.span();
+            SpecError::Parse {
+                file: file.to_string(),
+                line: span.as_ref().map(|s| src.line(s)),
+                column: span.as_ref().map(|s| src.column(s)),
+                message: e.message().trim_end().to_string(),
+            }
+        })?;
+        if *raw.schema_version.get_ref() != SCHEMA_VERSION {
+            return Err(src.invalid(
+                &raw.schema_version.span(),
+                format!(
+                    "schema_version {} is not supported (this lethe reads {SCHEMA_VERSION})",
+                    raw.schema_version.get_ref()
+                ),
+            ));
+        }
+        let id = non_empty(&src, &raw.id, "spec id")?;
+        let default_confidence =
+            check_confidence(&src, &raw.default_confidence, "default_confidence")?;
+        if raw.requirement.is_empty() && raw.property.is_empty() {
+            return Err(src.invalid(
+                &raw.id.span(),
+                "the spec checks nothing: add a [[requirement]] or a [[property]]",
+            ));
+        }
+        check_unique(
+            &src,
+            raw.requirement
+                .iter()
+                .map(|r| &r.id)
+                .chain(raw.property.iter().map(|p| &p.id)),
+        )?;
+        let requirements = raw
+            .requirement
+            .into_iter()
+            .map(|r| validate_requirement(&src, r, default_confidence))
+            .collect::<Result<_, _>>()?;
+        let properties = raw
+            .property
+            .into_iter()
+            .map(|p| validate_property(&src, p))
+            .collect::<Result<_, _>>()?;
+        Ok(Spec {
+            file: file.to_string(),
+            id,
+            version: raw.version,
+            title: raw.title,
+            regulation: raw.regulation,
+            default_confidence,
+            seed: raw.seed,
+            requirements,
+            properties,
+        })
+    }
+
+    /// Reads and parses a spec file.
+    pub fn load(path: &Path) -> Result<Spec, SpecError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+            file: file.clone(),
+            source,
+        })?;
+        Spec::parse(&text, &file)
+    }
+
+    /// A spec shipped with lethe, by name (`gdpr-art17`, …).
+    pub fn bundled(name: &str) -> Option<Result<Spec, SpecError>> {
+        BUNDLED_SPECS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(n, text)| Spec::parse(text, &format!("bundled:{n}")))
+    }
+
+    /// Whether evaluating needs baseline evidence.
+    pub fn needs_baseline(&self) -> bool {
+        self.requirements
+            .iter()
+            .any(|r| matches!(r.target, Target::Baseline { .. }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const GOOD: &str = r#"schema_version = 1
+id = "test"
+version = "1.0.0"
+title = "A test spec"
+regulation = "none"
+default_confidence = 0.95
+seed = 7
+
+[[requirement]]
+id = "auc"
+description = "The loss attack cannot tell forget from holdout records."
+metric = "mia.loss.auc"
+compare = "<="
+threshold = 0.65
+min_samples = 50
+
+[[requirement]]
+id = "utility"
+description = "Retain loss stays close to the original's."
+metric = "retain.loss_ratio"
+compare = "<="
+threshold = 1
+confidence = 0.9
+min_samples = 100
+
+[[property]]
+id = "no-leak"
+description = "No perturbed prompt leaks."
+split = "forget"
+cases = 16
+perturbations = ["case", "reorder"]
+forbid_verbatim = true
+"#;
+
+    /// `GOOD` with the first occurrence of `from` replaced by `to`.
+    fn variant(from: &str, to: &str) -> String {
+        assert!(GOOD.contains(from), "{from}");
+        GOOD.replacen(from, to, 1)
+    }
+
+    fn error_line(text: &str) -> (usize, String) {
+        match Spec::parse(text, "t.toml") {
+            Err(SpecError::Invalid { line, message, .. }) => (line, message),
+            Err(SpecError::Parse {
+                line: Some(line),
+                message,
+                ..
+            }) => (line, message),
+            other => panic!("expected a located error, got {other:?}"),
+        }
+    }
+
+    fn bundled_path(name: &str) -> String {
+        format!("{}/specs/{name}.toml", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn every_bundled_spec_parses_from_disk_and_from_the_binary() {
+        for (name, text) in BUNDLED_SPECS {
+            let from_disk = Spec::load(Path::new(&bundled_path(name)))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(from_disk.id, name);
+            assert_eq!(std::fs::read_to_string(bundled_path(name)).unwrap(), text);
+            let built_in = Spec::bundled(name).unwrap().unwrap();
+            assert_eq!(built_in.requirements, from_disk.requirements);
+        }
+        let gdpr = Spec::bundled("gdpr-art17").unwrap().unwrap();
+        assert!(!gdpr.needs_baseline() && !gdpr.properties.is_empty());
+        let regression = Spec::bundled("regression").unwrap().unwrap();
+        assert!(regression.needs_baseline());
+        assert!(Spec::bundled("nope").is_none());
+    }
+
+    #[test]
+    fn a_good_spec_resolves_confidence_and_sides() {
+        let spec = Spec::parse(GOOD, "t.toml").unwrap();
+        assert_eq!(spec.requirements.len(), 2);
+        let [auc, utility] = &spec.requirements[..] else {
+            panic!("two requirements")
+        };
+        assert_eq!(
+            (auc.confidence, auc.side, auc.line),
+            (0.95, Side::Upper, 10)
+        );
+        assert_eq!(auc.target, Target::Threshold(0.65));
+        // An integer threshold reads as a float; the requirement's own confidence wins.
+        assert_eq!(
+            (utility.confidence, utility.target),
+            (0.9, Target::Threshold(1.0))
+        );
+        assert_eq!(
+            spec.properties[0].perturbations,
+            [PerturbationKind::Case, PerturbationKind::Reorder]
+        );
+    }
+
+    #[test]
+    fn a_typo_in_a_field_name_names_its_line() {
+        let (line, message) = error_line(&variant("min_samples = 50", "min_sample = 50"));
+        assert_eq!(line, 15);
+        assert!(message.contains("min_sample"), "{message}");
+        let (line, _) = error_line(&variant("seed = 7", "sed = 7"));
+        assert_eq!(line, 7);
+    }
+
+    #[test]
+    fn an_unknown_metric_names_its_line_and_a_suggestion() {
+        let (line, message) = error_line(&variant("mia.loss.auc", "mia.los.auc"));
+        assert_eq!(line, 12);
+        assert!(message.contains("did you mean `mia.loss.auc`"), "{message}");
+        let (line, _) = error_line(&variant("retain.loss_ratio", "retain.perplexity_delta"));
+        assert_eq!(line, 20);
+    }
+
+    #[test]
+    fn thresholds_out_of_range_or_vacuous_are_rejected_on_their_line() {
+        let (line, message) = error_line(&variant("threshold = 0.65", "threshold = 1.3"));
+        assert_eq!(line, 14);
+        assert!(message.contains("[0, 1]"), "{message}");
+        assert_eq!(
+            error_line(&variant("threshold = 1\n", "threshold = -0.5\n")).0,
+            22
+        );
+        // AUC ≤ 1 always holds.
+        let (line, message) = error_line(&variant("threshold = 0.65", "threshold = 1.0"));
+        assert_eq!(line, 14);
+        assert!(message.contains("never fail"), "{message}");
+    }
+
+    #[test]
+    fn confidences_outside_the_unit_interval_are_rejected_on_their_line() {
+        assert_eq!(
+            error_line(&variant("\nconfidence = 0.9", "\nconfidence = 1.5")).0,
+            23
+        );
+        assert_eq!(
+            error_line(&variant("\nconfidence = 0.9", "\nconfidence = 0")).0,
+            23
+        );
+        assert_eq!(
+            error_line(&variant("\nconfidence = 0.9", "\nconfidence = 0.3")).0,
+            23
+        );
+        let header = variant("default_confidence = 0.95", "default_confidence = 1.0");
+        assert_eq!(error_line(&header).0, 6);
+    }
+
+    #[test]
+    fn other_semantic_errors_name_their_lines() {
+        let cases = [
+            (variant("schema_version = 1", "schema_version = 2"), 1),
+            (variant("id = \"utility\"", "id = \"auc\""), 18),
+            (variant("compare = \"<=\"", "compare = \"<\""), 13),
+            (variant("min_samples = 50", "min_samples = 0"), 15),
+            (variant("threshold = 0.65", "baseline_tolerance = 0.1"), 14),
+            (variant("\"reorder\"]", "\"reorder\", \"case\"]"), 31),
+            (variant("\"reorder\"]", "\"rot13\"]"), 31),
+            (variant("split = \"forget\"", "split = \"train\""), 29),
+            (variant("cases = 16", "cases = 0"), 30),
+            (
+                variant("forbid_verbatim = true", "forbid_verbatim = false"),
+                27,
+            ),
+            (
+                variant("metric = \"mia.loss.auc\"", "metric = \"forget_quality\""),
+                12,
+            ),
+            (variant("threshold = 1\n", ""), 21),
+        ];
+        for (text, want) in cases {
+            let (line, message) = error_line(&text);
+            assert_eq!(line, want, "{message}");
+        }
+    }
+
+    #[test]
+    fn baseline_comparisons_need_a_direction_and_a_tolerance() {
+        let baseline = variant(
+            "compare = \"<=\"\nthreshold = 0.65",
+            "compare = \"no_worse_than_baseline\"\nbaseline_tolerance = 0.05",
+        );
+        let spec = Spec::parse(&baseline, "t.toml").unwrap();
+        assert_eq!(spec.requirements[0].side, Side::Upper);
+        assert_eq!(
+            spec.requirements[0].target,
+            Target::Baseline { tolerance: 0.05 }
+        );
+        assert!(spec.needs_baseline());
+        let no_direction = baseline.replacen("mia.loss.auc", "original.mia.loss.auc", 1);
+        let (line, message) = error_line(&no_direction);
+        assert_eq!(line, 12);
+        assert!(message.contains("no better direction"), "{message}");
+        let no_tolerance = baseline.replacen("baseline_tolerance = 0.05\n", "", 1);
+        assert_eq!(error_line(&no_tolerance).0, 13);
+    }
+
+    #[test]
+    fn a_spec_that_checks_nothing_is_an_error() {
+        let empty = "schema_version = 1\nid = \"x\"\nversion = \"1\"\ntitle = \"t\"\n\
+                     regulation = \"r\"\ndefault_confidence = 0.95\nseed = 1\n";
+        assert_eq!(error_line(empty).0, 2);
+    }
+
+    #[test]
+    fn errors_display_file_and_line() {
+        let err = Spec::parse(&variant("mia.loss.auc", "mia.nope"), "specs/x.toml").unwrap_err();
+        assert!(err.to_string().starts_with("specs/x.toml:12: "), "{err}");
+        let err = Spec::parse("schema_version = \n", "y.toml").unwrap_err();
+        assert!(err.to_string().starts_with("y.toml:1:"), "{err}");
+    }
+
+    proptest! {
+        #[test]
+        fn prop_parser_never_panics_on_arbitrary_text(text in "\\PC{0,400}") {
+            let _ = Spec::parse(&text, "fuzz.toml");
+        }
+
+        #[test]
+        fn prop_parser_never_panics_on_mutated_specs(
+            at in 0usize..1000,
+            cut in 0usize..40,
+            insert in "[\\[\\]=\"a-z0-9.\n #-]{0,12}",
+        ) {
+            let at = GOOD.char_indices().map(|(i, _)| i).nth(at % GOOD.len()).unwrap_or(0);
+            let end = (at + cut).min(GOOD.len());
+            let mut text = GOOD.to_string();
+            if text.is_char_boundary(end) {
+                text.replace_range(at..end, &insert);
+            }
+            let _ = Spec::parse(&text, "fuzz.toml");
+        }
+    }
+}

@@ -1,0 +1,756 @@
+//! Evaluation of a spec against evidence into verdicts, under the rules of DESIGN.md's
+//! "Honesty of a certificate": a requirement passes only when its one-sided confidence bound
+//! (the upper bound for `<=`, the lower for `>=`) lies inside the threshold, never on the point
+//! estimate alone; too few samples, or an estimate inside the threshold whose bound is not, is
+//! inconclusive with the samples needed; a metric the evidence lacks is an error, never a pass.
+//!
+//! This module owns `Verdict`, `evaluate`, the conversion of a property outcome into a verdict,
+//! the exit code (0 all passed, 1 some failed or were inconclusive; 2, could not run, is the
+//! caller's) and the plain-text verdict table. It reads evidence JSON and never measures, and it
+//! never imports `unlearn`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::certify::metric::{self, z_score, Metric, Side};
+use crate::certify::property::{Counterexample, PropertyOutcome};
+use crate::certify::spec::{Requirement, Spec, SpecError, Target};
+use crate::certify::stats::{self, StatsError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    Fail,
+    Inconclusive,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "PASS",
+            Status::Fail => "FAIL",
+            Status::Inconclusive => "INCONCLUSIVE",
+        }
+    }
+}
+
+/// The judgement of one requirement or property, with everything needed to re-check it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The requirement's (or property's) id.
+    pub requirement: String,
+    /// The metric path, or `property` for a property check.
+    pub metric: String,
+    pub status: Status,
+    /// `<=`, `>=`, or `property`.
+    pub compare: String,
+    pub value: Option<f64>,
+    /// The one-sided confidence bound (equal to `value` for a metric with no sampling model).
+    pub bound: Option<f64>,
+    pub confidence: Option<f64>,
+    pub threshold: Option<f64>,
+    /// The baseline's value, for a baseline comparison (`threshold` = baseline ± tolerance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<f64>,
+    /// The metric's sample size (`Metric::samples`), or the cases a property ran.
+    pub samples: usize,
+    /// One line for people.
+    pub reason: String,
+    /// For an inconclusive verdict: about how many samples would settle it.
+    pub needed_samples: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counterexample: Option<Counterexample>,
+}
+
+fn inside(x: f64, side: Side, threshold: f64) -> bool {
+    match side {
+        Side::Upper => x <= threshold,
+        Side::Lower => x >= threshold,
+    }
+}
+
+/// The largest sample size the needed-samples search considers.
+const MAX_NEEDED: u64 = 1 << 40;
+
+/// About how many samples (in `Metric::samples` units) would bring the bound inside the
+/// threshold if the estimate stayed where it is: for normal-approximation bounds the standard
+/// error scales as 1/√n, so n·(z·se / |threshold − value|)²; for a proportion, the smallest n
+/// whose Clopper–Pearson bound at the same rate is inside. `None` when no n would do (the
+/// estimate sits on the threshold) or the metric has no bound.
+pub fn needed_samples(
+    metric: &Metric,
+    side: Side,
+    threshold: f64,
+    confidence: f64,
+) -> Result<Option<usize>, StatsError> {
+    let n = metric.samples();
+    let margin = (threshold - metric.value()).abs();
+    if margin == 0.0 || !inside(metric.value(), side, threshold) {
+        return Ok(None);
+    }
+    match *metric {
+        Metric::Auc { .. } | Metric::Normal { .. } => {
+            let se = metric.std_error().unwrap_or(0.0);
+            let ratio = z_score(confidence)? * se / margin;
+            let needed = (n as f64 * ratio * ratio).ceil();
+            Ok(Some((needed as usize).max(n + 1)))
+        }
+        Metric::Proportion {
+            successes, trials, ..
+        } => {
+            let rate = successes as f64 / trials as f64;
+            let settles = |m: u64| -> Result<bool, StatsError> {
+                let k = ((rate * m as f64).round() as u64).min(m);
+                let bound = match side {
+                    Side::Upper => stats::clopper_pearson_upper(k, m, confidence)?,
+                    Side::Lower => stats::clopper_pearson_lower(k, m, confidence)?,
+                };
+                Ok(inside(bound, side, threshold))
+            };
+            // Doubling, then bisection between the last size that does not settle and the first
+            // that does (the bound is monotone in m up to the rounding of k).
+            let (mut low, mut high) = (trials, trials.saturating_mul(2).max(1));
+            while !settles(high)? {
+                if high >= MAX_NEEDED {
+                    return Ok(None);
+                }
+                (low, high) = (high, high.saturating_mul(2));
+            }
+            while high - low > 1 {
+                let mid = low + (high - low) / 2;
+                if settles(mid)? {
+                    high = mid;
+                } else {
+                    low = mid;
+                }
+            }
+            Ok(Some(usize::try_from(high).unwrap_or(usize::MAX)))
+        }
+        Metric::Point { .. } => Ok(None),
+    }
+}
+
+fn fmt_num(x: f64) -> String {
+    format!("{x:.4}")
+}
+
+fn percent(confidence: f64) -> String {
+    let p = confidence * 100.0;
+    if (p - p.round()).abs() < 1e-9 {
+        format!("{p:.0}%")
+    } else {
+        format!("{p}%")
+    }
+}
+
+/// The status, bound, reason and needed samples of one metric against one threshold.
+pub struct Judgement {
+    pub status: Status,
+    pub bound: f64,
+    pub reason: String,
+    pub needed_samples: Option<usize>,
+}
+
+/// Judges `metric` against `threshold` on `side` at `confidence`, needing `min_samples`.
+pub fn judge(
+    metric: &Metric,
+    side: Side,
+    threshold: f64,
+    confidence: f64,
+    min_samples: usize,
+) -> Result<Judgement, StatsError> {
+    let (value, n) = (metric.value(), metric.samples());
+    let bound = metric.bound(confidence, side)?;
+    let (op, bound_name, outside) = match side {
+        Side::Upper => ("<=", "upper", "above"),
+        Side::Lower => (">=", "lower", "below"),
+    };
+    let conf = percent(confidence);
+    let (v, b, t) = (fmt_num(value), fmt_num(bound), fmt_num(threshold));
+    let judgement = |status, reason, needed_samples| Judgement {
+        status,
+        bound,
+        reason,
+        needed_samples,
+    };
+    if n < min_samples {
+        return Ok(judgement(
+            Status::Inconclusive,
+            format!("needs {min_samples} samples, has {n}"),
+            Some(min_samples),
+        ));
+    }
+    if !inside(value, side, threshold) {
+        return Ok(judgement(
+            Status::Fail,
+            format!("estimate {v} is {outside} the threshold {t} ({conf} {bound_name} bound {b})"),
+            None,
+        ));
+    }
+    if !metric.has_bound() {
+        return Ok(judgement(
+            Status::Pass,
+            format!("{v} {op} {t}, compared by value: the statistic has no sampling model"),
+            None,
+        ));
+    }
+    if inside(bound, side, threshold) {
+        return Ok(judgement(
+            Status::Pass,
+            format!("{conf} {bound_name} bound {b} {op} {t}"),
+            None,
+        ));
+    }
+    let needed = needed_samples(metric, side, threshold, confidence)?;
+    let how_many = match needed {
+        Some(m) => format!("about {m} samples needed, has {n}"),
+        None => "no sample size would settle it: the estimate sits on the threshold".to_string(),
+    };
+    Ok(judgement(
+        Status::Inconclusive,
+        format!("estimate {v} {op} {t} but the {conf} {bound_name} bound {b} is not; {how_many}"),
+        needed,
+    ))
+}
+
+fn evaluate_one(
+    spec: &Spec,
+    req: &Requirement,
+    evidence: &Value,
+    baseline: Option<&Value>,
+) -> Result<Verdict, SpecError> {
+    let read = |document: &'static str, doc: &Value| {
+        metric::lookup(doc, &req.metric).map_err(|source| SpecError::Evidence {
+            file: spec.file.clone(),
+            line: req.line,
+            requirement: req.id.clone(),
+            document,
+            source: Box::new(source),
+        })
+    };
+    let measured = read("evidence", evidence)?;
+    let (threshold, baseline_value) = match req.target {
+        Target::Threshold(t) => (t, None),
+        Target::Baseline { tolerance } => {
+            let doc = baseline.ok_or_else(|| SpecError::NoBaseline {
+                file: spec.file.clone(),
+                line: req.line,
+                requirement: req.id.clone(),
+            })?;
+            let base = read("baseline", doc)?.value();
+            let t = match req.side {
+                Side::Upper => base + tolerance,
+                Side::Lower => base - tolerance,
+            };
+            (t, Some(base))
+        }
+    };
+    let j = judge(
+        &measured,
+        req.side,
+        threshold,
+        req.confidence,
+        req.min_samples,
+    )
+    .map_err(|source| SpecError::Stats {
+        file: spec.file.clone(),
+        line: req.line,
+        requirement: req.id.clone(),
+        source,
+    })?;
+    let reason = match baseline_value {
+        Some(base) => format!("{} (baseline {})", j.reason, fmt_num(base)),
+        None => j.reason,
+    };
+    Ok(Verdict {
+        requirement: req.id.clone(),
+        metric: req.metric.clone(),
+        status: j.status,
+        compare: match req.side {
+            Side::Upper => "<=".into(),
+            Side::Lower => ">=".into(),
+        },
+        value: Some(measured.value()),
+        // A statistic with no sampling model has no bound and no confidence to show.
+        bound: measured.has_bound().then_some(j.bound),
+        confidence: measured.has_bound().then_some(req.confidence),
+        threshold: Some(threshold),
+        baseline: baseline_value,
+        samples: measured.samples(),
+        reason,
+        needed_samples: j.needed_samples,
+        counterexample: None,
+    })
+}
+
+/// One verdict per requirement of `spec`, in order. Properties are run separately (they need a
+/// model: `property::run`) and join the list through `property_verdict`. A requirement that
+/// cannot be evaluated — a metric missing from the evidence, a baseline comparison without a
+/// baseline — is an error.
+pub fn evaluate(
+    spec: &Spec,
+    evidence: &Value,
+    baseline: Option<&Value>,
+) -> Result<Vec<Verdict>, SpecError> {
+    if baseline.is_none() {
+        if let Some(req) = spec
+            .requirements
+            .iter()
+            .find(|r| matches!(r.target, Target::Baseline { .. }))
+        {
+            return Err(SpecError::NoBaseline {
+                file: spec.file.clone(),
+                line: req.line,
+                requirement: req.id.clone(),
+            });
+        }
+    }
+    spec.requirements
+        .iter()
+        .map(|req| evaluate_one(spec, req, evidence, baseline))
+        .collect()
+}
+
+/// A property outcome as a verdict: a counterexample is a failure and its reason shows it.
+pub fn property_verdict(outcome: &PropertyOutcome) -> Verdict {
+    let reason = match &outcome.counterexample {
+        None => format!(
+            "no leak in {} perturbed prompts over {} records (seed {})",
+            outcome.cases_run, outcome.records, outcome.seed
+        ),
+        Some(cx) => {
+            let perturbed = if cx.perturbations.is_empty() {
+                "the unperturbed prompt".to_string()
+            } else {
+                cx.perturbations.join(" + ")
+            };
+            let rank = cx
+                .rank
+                .map(|r| format!(", answer rank {r}"))
+                .unwrap_or_default();
+            format!(
+                "record {} leaks under {perturbed}: {:?} -> {:?}{rank}",
+                cx.record_id, cx.prompt, cx.completion
+            )
+        }
+    };
+    Verdict {
+        requirement: outcome.id.clone(),
+        metric: "property".into(),
+        status: if outcome.passed {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
+        compare: "property".into(),
+        value: None,
+        bound: None,
+        confidence: None,
+        threshold: None,
+        baseline: None,
+        samples: outcome.cases_run as usize,
+        reason,
+        needed_samples: None,
+        counterexample: outcome.counterexample.clone(),
+    }
+}
+
+/// 0 when every verdict passed; 1 when any failed or was inconclusive, or there were none
+/// (nothing checked certifies nothing). Errors (2) are the caller's.
+pub fn exit_code(verdicts: &[Verdict]) -> i32 {
+    if !verdicts.is_empty() && verdicts.iter().all(|v| v.status == Status::Pass) {
+        0
+    } else {
+        1
+    }
+}
+
+/// The verdicts as a fixed-width table for a terminal: id, status, value, bound@confidence,
+/// threshold, n, reason.
+pub fn render_table(verdicts: &[Verdict]) -> String {
+    let opt = |x: Option<f64>| x.map_or("-".to_string(), fmt_num);
+    let rows: Vec<[String; 7]> = verdicts
+        .iter()
+        .map(|v| {
+            let bound = match (v.bound, v.confidence) {
+                (Some(b), Some(c)) => format!("{}@{}", fmt_num(b), percent(c)),
+                _ => "-".into(),
+            };
+            let threshold = match v.threshold {
+                Some(t) => format!("{} {}", v.compare, fmt_num(t)),
+                None => v.compare.clone(),
+            };
+            [
+                v.requirement.clone(),
+                v.status.as_str().into(),
+                opt(v.value),
+                bound,
+                threshold,
+                v.samples.to_string(),
+                v.reason.clone(),
+            ]
+        })
+        .collect();
+    let header = [
+        "id",
+        "status",
+        "value",
+        "bound@conf",
+        "threshold",
+        "n",
+        "reason",
+    ]
+    .map(String::from);
+    let width = |col: usize| {
+        std::iter::once(&header)
+            .chain(&rows)
+            .map(|r| r[col].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..6).map(width).collect();
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (col, cell) in row.iter().enumerate().take(6) {
+            // Numbers right-aligned, text left-aligned.
+            let w = widths[col];
+            match col {
+                2 | 3 | 5 => line.push_str(&format!("{cell:>w$}  ")),
+                _ => line.push_str(&format!("{cell:<w$}  ")),
+            }
+        }
+        line.push_str(&row[6]);
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certify::metric::MetricError;
+    use serde_json::json;
+
+    const SPEC: &str = r#"schema_version = 1
+id = "t"
+version = "1"
+title = "t"
+regulation = "none"
+default_confidence = 0.95
+seed = 1
+
+[[requirement]]
+id = "auc"
+description = "d"
+metric = "mia.loss.auc"
+compare = "<="
+threshold = 0.6
+min_samples = 50
+
+[[requirement]]
+id = "em"
+description = "d"
+metric = "forget.exact_match"
+compare = "<="
+threshold = 0.1
+min_samples = 50
+
+[[requirement]]
+id = "utility"
+description = "d"
+metric = "retain.loss_ratio"
+compare = "<="
+threshold = 1.1
+min_samples = 100
+
+[[requirement]]
+id = "power"
+description = "d"
+metric = "original.mia.loss.auc"
+compare = ">="
+threshold = 0.7
+min_samples = 50
+
+[[requirement]]
+id = "leak"
+description = "d"
+metric = "privleak"
+compare = "<="
+threshold = 0.1
+min_samples = 1
+"#;
+
+    fn auc(value: f64, variance: f64, members: usize) -> Value {
+        json!({"kind": "auc", "value": value, "variance": variance,
+               "members": members, "nonmembers": 440})
+    }
+
+    fn proportion(k: u64, n: u64) -> Value {
+        json!({"kind": "proportion", "value": k as f64 / n as f64, "successes": k, "trials": n})
+    }
+
+    fn evidence(mia: Value, em: Value, ratio: f64) -> Value {
+        json!({"metrics": {
+            "mia": {"loss": {"auc": mia}},
+            "original": {"mia": {"loss": {"auc": auc(0.95, 0.0001, 90)}}},
+            "forget": {"exact_match": em},
+            "retain": {"loss_ratio": {"kind": "normal", "value": ratio, "std_error": 0.01,
+                                      "n": 2300}},
+            "privleak": {"kind": "point", "value": 0.05, "n": 90},
+        }})
+    }
+
+    fn spec() -> Spec {
+        Spec::parse(SPEC, "t.toml").unwrap()
+    }
+
+    fn statuses(verdicts: &[Verdict]) -> Vec<Status> {
+        verdicts.iter().map(|v| v.status).collect()
+    }
+
+    #[test]
+    fn a_retrained_like_model_passes_on_bounds() {
+        let ev = evidence(auc(0.51, 0.0011, 90), proportion(0, 90), 1.01);
+        let verdicts = evaluate(&spec(), &ev, None).unwrap();
+        assert_eq!(statuses(&verdicts), [Status::Pass; 5]);
+        // 0.51 + 1.6449·√0.0011 = 0.5646 (Φ⁻¹(0.95) from standard tables).
+        let b = verdicts[0].bound.unwrap();
+        assert!((b - (0.51 + 1.6448536269514722 * 0.0011f64.sqrt())).abs() < 1e-12);
+        assert_eq!(verdicts[3].compare, ">=");
+        assert!(
+            verdicts[4].reason.contains("no sampling model"),
+            "{}",
+            verdicts[4].reason
+        );
+        assert_eq!(exit_code(&verdicts), 0);
+    }
+
+    #[test]
+    fn an_original_like_model_fails_on_its_estimates() {
+        let ev = evidence(auc(0.93, 0.0003, 90), proportion(81, 90), 1.0);
+        let verdicts = evaluate(&spec(), &ev, None).unwrap();
+        assert_eq!(
+            statuses(&verdicts)[..3],
+            [Status::Fail, Status::Fail, Status::Pass]
+        );
+        assert!(verdicts[0]
+            .reason
+            .starts_with("estimate 0.9300 is above the threshold 0.6000"));
+        assert_eq!(exit_code(&verdicts), 1);
+    }
+
+    #[test]
+    fn an_estimate_inside_with_a_bound_outside_is_inconclusive_with_samples_needed() {
+        // AUC 0.55 with se 0.04: bound 0.55 + 1.645·0.04 = 0.6158 > 0.6. The se must shrink by
+        // 0.05 / 0.0658, so n ≈ 90·(1.6449·0.04/0.05)² = 155.8 → 156.
+        let ev = evidence(auc(0.55, 0.0016, 90), proportion(5, 90), 1.0);
+        let verdicts = evaluate(&spec(), &ev, None).unwrap();
+        assert_eq!(verdicts[0].status, Status::Inconclusive);
+        assert_eq!(verdicts[0].needed_samples, Some(156));
+        assert!(verdicts[0]
+            .reason
+            .contains("about 156 samples needed, has 90"));
+        // 5/90 = 0.056 ≤ 0.1, but the Clopper–Pearson 95% upper bound is 0.113.
+        assert_eq!(verdicts[1].status, Status::Inconclusive);
+        let needed = verdicts[1].needed_samples.unwrap();
+        let rate = 5.0 / 90.0;
+        let upper = |m: usize| {
+            let k = (rate * m as f64).round() as u64;
+            stats::clopper_pearson_upper(k, m as u64, 0.95).unwrap()
+        };
+        assert!(
+            upper(needed) <= 0.1 && upper(needed - 1) > 0.1,
+            "needed {needed}"
+        );
+    }
+
+    #[test]
+    fn too_few_samples_is_inconclusive_even_when_the_bound_passes() {
+        let ev = evidence(auc(0.5, 0.0001, 30), proportion(0, 90), 1.0);
+        let v = &evaluate(&spec(), &ev, None).unwrap()[0];
+        assert_eq!(v.status, Status::Inconclusive);
+        assert_eq!(v.reason, "needs 50 samples, has 30");
+        assert_eq!(v.needed_samples, Some(50));
+    }
+
+    #[test]
+    fn a_missing_metric_is_an_error_naming_it_never_a_pass() {
+        let mut ev = evidence(auc(0.5, 0.001, 90), proportion(0, 90), 1.0);
+        ev["metrics"]["retain"] = json!({});
+        let err = evaluate(&spec(), &ev, None).unwrap_err();
+        match &err {
+            SpecError::Evidence {
+                line,
+                requirement,
+                source,
+                ..
+            } => {
+                assert_eq!((*line, requirement.as_str()), (26, "utility"));
+                let MetricError::Missing { path, .. } = source.as_ref() else {
+                    panic!("{source:?}")
+                };
+                assert_eq!(path, "retain.loss_ratio");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains("retain.loss_ratio"), "{err}");
+    }
+
+    #[test]
+    fn estimate_on_the_threshold_can_never_be_settled() {
+        let m = Metric::Normal {
+            value: 0.6,
+            std_error: 0.01,
+            n: 100,
+        };
+        let j = judge(&m, Side::Upper, 0.6, 0.95, 10).unwrap();
+        assert_eq!((j.status, j.needed_samples), (Status::Inconclusive, None));
+        // A proportion with no successes needs n with 1 − 0.05^(1/n) ≤ 0.02: n ≥ 148.3 → 149.
+        let zero = Metric::Proportion {
+            value: 0.0,
+            successes: 0,
+            trials: 50,
+        };
+        assert_eq!(
+            needed_samples(&zero, Side::Upper, 0.02, 0.95).unwrap(),
+            Some(149)
+        );
+    }
+
+    const REGRESSION: &str = r#"schema_version = 1
+id = "r"
+version = "1"
+title = "t"
+regulation = "none"
+default_confidence = 0.9
+seed = 1
+
+[[requirement]]
+id = "auc"
+description = "d"
+metric = "mia.loss.auc"
+compare = "no_worse_than_baseline"
+baseline_tolerance = 0.05
+min_samples = 50
+
+[[requirement]]
+id = "retain-em"
+description = "d"
+metric = "retain.exact_match"
+compare = "no_worse_than_baseline"
+baseline_tolerance = 0.05
+min_samples = 50
+"#;
+
+    #[test]
+    fn regression_specs_compare_with_the_baseline_in_the_better_direction() {
+        let spec = Spec::parse(REGRESSION, "r.toml").unwrap();
+        let run = |auc_value: f64, em: u64| {
+            json!({"metrics": {
+                "mia": {"loss": {"auc": auc(auc_value, 0.0004, 90)}},
+                "retain": {"exact_match": proportion(em, 2000)},
+            }})
+        };
+        let base = run(0.52, 1800);
+        // Same as baseline: AUC bound 0.52 + 1.2816·0.02 = 0.5456 ≤ 0.57; exact-match lower
+        // bound at 0.9 ≈ 0.891 ≥ 0.85.
+        let same = evaluate(&spec, &base, Some(&base)).unwrap();
+        assert_eq!(statuses(&same), [Status::Pass, Status::Pass]);
+        assert_eq!(same[0].threshold, Some(0.52 + 0.05));
+        assert_eq!(same[1].threshold, Some(0.9 - 0.05));
+        assert_eq!(same[1].compare, ">=");
+        // Worse on both: AUC up by 0.1, retain exact match down to 0.8.
+        let worse = evaluate(&spec, &run(0.62, 1600), Some(&base)).unwrap();
+        assert_eq!(statuses(&worse), [Status::Fail, Status::Fail]);
+        assert!(
+            worse[0].reason.ends_with("(baseline 0.5200)"),
+            "{}",
+            worse[0].reason
+        );
+        // Without a baseline: an error naming the first baseline requirement's line.
+        match evaluate(&spec, &base, None) {
+            Err(SpecError::NoBaseline { line, .. }) => assert_eq!(line, 10),
+            other => panic!("{other:?}"),
+        }
+        // A baseline lacking the metric is an error too.
+        let err = evaluate(&spec, &base, Some(&json!({"metrics": {}}))).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SpecError::Evidence {
+                    document: "baseline",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn property_outcomes_become_verdicts() {
+        let cx = Counterexample {
+            record_id: "p001-phone".into(),
+            perturbations: vec!["lowercase".into()],
+            prompt: "Question: x?\nAnswer:".into(),
+            completion: " +372".into(),
+            rank: Some(0),
+        };
+        let failed = PropertyOutcome {
+            id: "no-leak".into(),
+            description: "d".into(),
+            cases_run: 3,
+            records: 10,
+            seed: 1,
+            passed: false,
+            counterexample: Some(cx),
+        };
+        let v = property_verdict(&failed);
+        assert_eq!((v.status, v.samples), (Status::Fail, 3));
+        assert!(
+            v.reason
+                .starts_with("record p001-phone leaks under lowercase"),
+            "{}",
+            v.reason
+        );
+        let passed = PropertyOutcome {
+            passed: true,
+            counterexample: None,
+            cases_run: 64,
+            ..failed
+        };
+        assert_eq!(property_verdict(&passed).status, Status::Pass);
+        assert_eq!(exit_code(&[property_verdict(&passed)]), 0);
+        assert_eq!(exit_code(&[]), 1);
+    }
+
+    #[test]
+    fn the_table_has_fixed_width_columns() {
+        let ev = evidence(auc(0.55, 0.0016, 90), proportion(0, 90), 1.0);
+        let table = render_table(&evaluate(&spec(), &ev, None).unwrap());
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 6);
+        assert!(
+            lines[0]
+                .starts_with("id       status         value  bound@conf  threshold     n  reason"),
+            "{table}"
+        );
+        let reason_at = lines[0].find("reason").unwrap();
+        for line in &lines[1..] {
+            assert!(line.len() > reason_at, "{line}");
+        }
+        assert!(
+            lines[1].starts_with(
+                "auc      INCONCLUSIVE  0.5500  0.6158@95%  <= 0.6000    90  estimate"
+            ),
+            "{table}"
+        );
+        assert!(
+            lines[5]
+                .starts_with("leak     PASS          0.0500           -  <= 0.1000    90  0.0500"),
+            "{table}"
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! `lethe train`: trains a GPT-2 from scratch on a JSONL corpus (AdamW, warm-up and cosine
+//! schedule, fixed seed), checkpointing in Hugging Face layout after every epoch and recording
+//! the first-epoch gradient ledger on the way.
+
+use super::progress::{Progress, ProgressMode};
+use crate::data::{read_records, Encoded, TextTokenizer};
+use crate::model::{init::random_gpt2, Gpt2Config, ParamGroups};
+use crate::train::{ledger::LedgerEpochs, train, LedgerRecorder, TrainConfig};
+use anyhow::{Context, Result};
+use candle_core::DType;
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Training records, JSONL.
+    #[arg(long)]
+    data: PathBuf,
+    /// The tokenizer.json to use (copied into the output).
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// Output model folder (Hugging Face layout), rewritten after every epoch.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 4)]
+    layers: usize,
+    #[arg(long, default_value_t = 128)]
+    width: usize,
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    /// Context length (position table size).
+    #[arg(long, default_value_t = 128)]
+    ctx: usize,
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
+    epochs: usize,
+    #[arg(long, default_value_t = TrainConfig::default().batch_size)]
+    batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = TrainConfig::default().lr)]
+    lr: f64,
+    #[arg(long, default_value_t = TrainConfig::default().warmup_steps)]
+    warmup: usize,
+    #[arg(long, default_value_t = TrainConfig::default().weight_decay)]
+    weight_decay: f64,
+    /// Seed of the initial weights and of the shuffle.
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
+    seed: u64,
+    /// Record the gradient ledger into this folder.
+    #[arg(long)]
+    ledger: Option<PathBuf>,
+    /// Parameter groups the ledger records.
+    #[arg(long, default_value = "embedding")]
+    ledger_groups: String,
+    /// Record the first epoch only, or every epoch (for the multi-epoch comparison).
+    #[arg(long, value_enum, default_value_t = LedgerEpochs::First)]
+    ledger_epochs: LedgerEpochs,
+    /// Record ledger entries only for the ids in this JSONL file (default: every record).
+    #[arg(long)]
+    ledger_records: Option<PathBuf>,
+}
+
+pub fn run(args: TrainArgs, progress: ProgressMode) -> Result<ExitCode> {
+    let groups = ParamGroups::parse(&args.ledger_groups).map_err(anyhow::Error::msg)?;
+    let tok = TextTokenizer::load(&args.tokenizer)?;
+    let tok_json =
+        std::fs::read(&args.tokenizer).with_context(|| args.tokenizer.display().to_string())?;
+    let mut cfg = Gpt2Config::new(
+        tok.vocab_size(),
+        args.ctx,
+        args.width,
+        args.layers,
+        args.heads,
+    );
+    cfg.eos_token_id = tok.eos_id;
+    let data: Vec<Encoded> = read_records(&args.data)?
+        .iter()
+        .map(|r| tok.encode(r, false, args.ctx))
+        .collect::<Result<_, _>>()?;
+    let tcfg = TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        warmup_steps: args.warmup,
+        weight_decay: args.weight_decay,
+        seed: args.seed,
+        ..Default::default()
+    };
+    let only = match &args.ledger_records {
+        Some(p) => Some(read_records(p)?.into_iter().map(|r| r.id).collect()),
+        None => None,
+    };
+    let mut recorder = args
+        .ledger
+        .as_ref()
+        .map(|_| LedgerRecorder::new(groups, args.ledger_epochs, only));
+    let mut model = random_gpt2(&cfg, args.seed, DType::F32)?;
+    let total = (data.len().div_ceil(tcfg.batch_size) * tcfg.epochs) as u64;
+    let mut bar = Progress::new(progress, "train", total);
+    let started = std::time::Instant::now();
+    let logs = train(
+        &mut model,
+        &data,
+        &tcfg,
+        tok.pad_id(),
+        &args.out,
+        &tok_json,
+        recorder.as_mut(),
+        |s| {
+            bar.inc(
+                1,
+                &format!(
+                    "epoch {} loss {:.4} {:.0} tok/s",
+                    s.epoch + 1,
+                    s.loss,
+                    s.tokens_per_s
+                ),
+            )
+        },
+    )?;
+    bar.finish();
+    let seconds = started.elapsed().as_secs_f64();
+    let model_bytes = std::fs::read(args.out.join("model.safetensors"))?;
+    let model_sha = hex::encode(Sha256::digest(&model_bytes));
+    let log = serde_json::json!({
+        "data": args.data, "config": tcfg, "seconds": seconds, "epochs": logs, "model_sha256": model_sha,
+    });
+    crate::atomic::write_atomic(
+        &args.out.join("train.json"),
+        serde_json::to_string_pretty(&log)?.as_bytes(),
+    )?;
+    if let (Some(dir), Some(rec)) = (&args.ledger, recorder) {
+        let index = rec.save(dir, &model_sha)?;
+        let bytes: usize = index.entries.iter().map(|e| e.bytes).sum();
+        println!(
+            "ledger      {} entries, {} bytes ({} per entry), {}",
+            index.entries.len(),
+            bytes,
+            bytes / index.entries.len().max(1),
+            dir.display()
+        );
+    }
+    let last = logs.last().map(|l| l.mean_loss).unwrap_or(f64::NAN);
+    println!(
+        "trained     {} records, {} epochs, final mean loss {last:.4}, {seconds:.1} s",
+        data.len(),
+        tcfg.epochs
+    );
+    println!(
+        "model       {} (model.safetensors sha256 {model_sha})",
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

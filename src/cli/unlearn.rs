@@ -1,0 +1,233 @@
+//! `lethe unlearn` and `lethe match`: remove forget records from a model with a chosen method on
+//! chosen parameter groups, calibrated to the holdout level; and list the training records an
+//! erasure request matches fuzzily, for review before unlearning the expanded set.
+
+use super::progress::{Progress, ProgressMode};
+use crate::data::fuzzy::{find_matches, Match, Request};
+use crate::data::{read_records, Encoded, Record, TextTokenizer};
+use crate::model::{load_model, save_model};
+use crate::train::{Ledger, LedgerEpochs};
+use crate::unlearn::{unlearn, Method, UnlearnConfig, UnlearnInputs};
+use anyhow::{Context, Result};
+use candle_core::DType;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct UnlearnArgs {
+    /// The model to unlearn from (Hugging Face directory with tokenizer.json).
+    model: PathBuf,
+    /// Records to forget (JSONL). With `--expand fuzzy` they are the erasure request.
+    #[arg(long)]
+    forget: PathBuf,
+    /// Records whose loss must not rise beyond the tolerance (JSONL).
+    #[arg(long)]
+    retain: PathBuf,
+    /// Records the model never saw (JSONL): their loss is the calibration target.
+    #[arg(long)]
+    holdout: PathBuf,
+    #[arg(long, value_enum, default_value_t = Method::Ga)]
+    method: Method,
+    /// Parameter groups to change: embedding, block:N, blocks:A-B, final_norm, all (comma list).
+    #[arg(long, default_value = "embedding")]
+    params: String,
+    /// Output folder: the unlearned model and unlearn.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// The gradient ledger recorded while training (method ledger).
+    #[arg(long)]
+    ledger: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = LedgerEpochs::First)]
+    ledger_epochs: LedgerEpochs,
+    /// Expand the forget set with the training records that match it fuzzily.
+    #[arg(long, value_enum)]
+    expand: Option<Expand>,
+    /// The training corpus searched by `--expand fuzzy`.
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    #[arg(long, default_value_t = UnlearnConfig::default().lr)]
+    lr: f64,
+    #[arg(long, default_value_t = UnlearnConfig::default().max_steps)]
+    max_steps: usize,
+    #[arg(long, default_value_t = UnlearnConfig::default().retain_tolerance)]
+    retain_tolerance: f64,
+    #[arg(long, default_value_t = UnlearnConfig::default().target_ratio)]
+    target_ratio: f64,
+    #[arg(long, default_value_t = UnlearnConfig::default().npo_beta)]
+    npo_beta: f64,
+    #[arg(long, default_value_t = UnlearnConfig::default().seed)]
+    seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Expand {
+    Fuzzy,
+}
+
+#[derive(clap::Args)]
+pub struct MatchArgs {
+    /// The training corpus to search (JSONL).
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Request records (JSONL): their subjects and texts are searched for.
+    #[arg(long)]
+    request: Option<PathBuf>,
+    /// A subject (person) named by the request; repeatable.
+    #[arg(long)]
+    subject: Vec<String>,
+    /// Minimum similarity of a subject match (normalised Levenshtein, 0–1).
+    #[arg(long, default_value_t = 0.8)]
+    subject_min: f64,
+    /// Minimum 3-gram Jaccard overlap of a text match (0–1).
+    #[arg(long, default_value_t = 0.5)]
+    text_min: f64,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn request_of(records: &[Record], extra_subjects: &[String]) -> Request {
+    let mut subjects: Vec<String> = records.iter().filter_map(|r| r.subject.clone()).collect();
+    subjects.extend(extra_subjects.iter().cloned());
+    subjects.sort();
+    subjects.dedup();
+    let texts = records
+        .iter()
+        .filter(|r| r.subject.is_none())
+        .map(|r| r.text.clone())
+        .collect();
+    Request { subjects, texts }
+}
+
+pub fn run_match(args: MatchArgs) -> Result<ExitCode> {
+    let req_records = match &args.request {
+        Some(p) => read_records(p)?,
+        None => Vec::new(),
+    };
+    let request = request_of(&req_records, &args.subject);
+    anyhow::ensure!(
+        !request.subjects.is_empty() || !request.texts.is_empty(),
+        "the request names no subject and no text"
+    );
+    let corpus = read_records(&args.corpus)?;
+    let matches = find_matches(&request, &corpus, args.subject_min, args.text_min);
+    for m in &matches {
+        if args.json {
+            println!("{}", serde_json::to_string(m)?);
+        } else {
+            println!("{:<28} {:>6.3}  {}", m.id, m.score, m.by);
+        }
+    }
+    eprintln!("{} of {} records match", matches.len(), corpus.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn encode_all(tok: &TextTokenizer, records: &[Record], ctx: usize) -> Result<Vec<Encoded>> {
+    Ok(records
+        .iter()
+        .map(|r| tok.encode(r, true, ctx))
+        .collect::<Result<_, _>>()?)
+}
+
+fn sha256_file(p: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(p).with_context(|| p.display().to_string())?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode> {
+    let loaded = load_model(&args.model, DType::F32)?;
+    let tok_path = args.model.join("tokenizer.json");
+    let tok = TextTokenizer::load(&tok_path)?;
+    tok.check_vocab(loaded.model.config().vocab_size)?;
+    let ctx = loaded.model.config().n_positions;
+    let mut forget = read_records(&args.forget)?;
+    let mut expanded: Vec<Match> = Vec::new();
+    if args.expand == Some(Expand::Fuzzy) {
+        let corpus_path = args
+            .corpus
+            .as_ref()
+            .context("--expand fuzzy needs --corpus (the training records to search)")?;
+        let corpus = read_records(corpus_path)?;
+        expanded = find_matches(&request_of(&forget, &[]), &corpus, 0.8, 0.5);
+        let have: std::collections::HashSet<String> = forget.iter().map(|r| r.id.clone()).collect();
+        let add: Vec<Record> = corpus
+            .into_iter()
+            .filter(|r| !have.contains(&r.id) && expanded.iter().any(|m| m.id == r.id))
+            .collect();
+        forget.extend(add);
+    }
+    let cfg = UnlearnConfig {
+        method: args.method,
+        params: args.params.clone(),
+        lr: args.lr,
+        max_steps: args.max_steps,
+        retain_tolerance: args.retain_tolerance,
+        target_ratio: args.target_ratio,
+        npo_beta: args.npo_beta,
+        ledger_epochs: args.ledger_epochs,
+        seed: args.seed,
+        ..Default::default()
+    };
+    let ledger = match &args.ledger {
+        Some(dir) => {
+            let l = Ledger::load(dir)?;
+            let model_sha = loaded
+                .files
+                .iter()
+                .find(|f| f.name == "model.safetensors")
+                .map(|f| f.sha256.clone())
+                .unwrap_or_default();
+            l.check_model(&model_sha)?;
+            Some(l)
+        }
+        None => None,
+    };
+    let (f, r, h) = (
+        encode_all(&tok, &forget, ctx)?,
+        encode_all(&tok, &read_records(&args.retain)?, ctx)?,
+        encode_all(&tok, &read_records(&args.holdout)?, ctx)?,
+    );
+    let inputs = UnlearnInputs {
+        forget: &f,
+        retain: &r,
+        holdout: &h,
+        pad: tok.pad_id(),
+        ledger: ledger.as_ref(),
+    };
+    let mut model = loaded.model;
+    let mut bar = Progress::new(progress, "unlearn", cfg.max_steps as u64);
+    let outcome = unlearn(&mut model, &inputs, &cfg, |s| {
+        bar.inc(
+            1,
+            &format!(
+                "forget {:.3} retain {:.3} ({:?})",
+                s.forget_loss, s.retain_loss, s.action
+            ),
+        )
+    })?;
+    bar.finish();
+    let tok_json = std::fs::read(&tok_path)?;
+    save_model(&model, loaded.storage_dtype, &args.out, Some(&tok_json))?;
+    let record = serde_json::json!({
+        "tool": "lethe", "version": env!("CARGO_PKG_VERSION"),
+        "model": {"dir": args.model, "files": loaded.files},
+        "forget": {"file": args.forget, "sha256": sha256_file(&args.forget)?, "records": f.len(), "expanded": expanded},
+        "retain": {"file": args.retain, "sha256": sha256_file(&args.retain)?},
+        "holdout": {"file": args.holdout, "sha256": sha256_file(&args.holdout)?},
+        "ledger": args.ledger,
+        "outcome": outcome,
+    });
+    crate::atomic::write_atomic(
+        &args.out.join("unlearn.json"),
+        serde_json::to_string_pretty(&record)?.as_bytes(),
+    )?;
+    println!(
+        "unlearned   {} records with {:?} on {} in {} steps ({:.1} s): forget loss {:.3} → {:.3} (holdout level {:.3}), retain {:.3} → {:.3}; stop: {:?}",
+        f.len(), cfg.method, cfg.params, outcome.steps.len(), outcome.seconds,
+        outcome.levels.forget_start, outcome.final_forget_loss, outcome.levels.holdout,
+        outcome.levels.retain_start, outcome.final_retain_loss, outcome.stop_reason
+    );
+    println!("model       {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}

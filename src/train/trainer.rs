@@ -1,0 +1,184 @@
+//! The training loop: AdamW with warm-up and cosine decay, a seeded shuffle per epoch, padded
+//! batches, a checkpoint in Hugging Face layout after every epoch (each file written to a
+//! temporary name and renamed, so an interrupted run leaves the last checkpoint intact), and
+//! the gradient ledger recorded on the way. Used to build the bundled fixture models and the
+//! retrained-from-scratch reference.
+
+use super::ledger::{LedgerError, LedgerRecorder};
+use super::schedule::WarmupCosine;
+use crate::data::{Batch, Encoded};
+use crate::model::{save_model, Gpt2, ParamGroups};
+use candle_core::DType;
+use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Instant;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    /// The cosine decays to `lr * floor_ratio`.
+    pub floor_ratio: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 40,
+            batch_size: 16,
+            lr: 2e-3,
+            floor_ratio: 0.05,
+            warmup_steps: 100,
+            weight_decay: 0.0,
+            seed: 17,
+        }
+    }
+}
+
+/// What one epoch did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub mean_loss: f64,
+    pub tokens: usize,
+    pub seconds: f64,
+}
+
+/// Reported after every optimiser step.
+pub struct StepInfo {
+    pub step: usize,
+    pub total: usize,
+    pub epoch: usize,
+    pub loss: f64,
+    pub tokens_per_s: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{0}")]
+    Compute(#[from] candle_core::Error),
+    #[error("{0}")]
+    Ledger(#[from] LedgerError),
+    #[error("saving the checkpoint: {0}")]
+    Save(#[from] crate::model::save::SaveError),
+    #[error("{0}")]
+    Config(String),
+    #[error("the loss became {0} at step {1}; stopping (the last checkpoint is intact)")]
+    NotFinite(f64, usize),
+}
+
+/// One epoch's batches: a seeded shuffle, then records of similar length grouped within pools
+/// of 16 batches (less padding), then the batch order shuffled again.
+fn epoch_batches(
+    data: &[Encoded],
+    size: usize,
+    order: &mut [usize],
+    rng: &mut ChaCha8Rng,
+) -> Vec<Vec<usize>> {
+    order.shuffle(rng);
+    let mut batches = Vec::new();
+    for pool in order.chunks(size * 16) {
+        let mut pool = pool.to_vec();
+        pool.sort_by_key(|&i| data[i].ids.len());
+        batches.extend(pool.chunks(size).map(<[usize]>::to_vec));
+    }
+    batches.shuffle(rng);
+    batches
+}
+
+/// Trains `model` (all parameters) on `data`, checkpointing into `out` after every epoch.
+pub fn train(
+    model: &mut Gpt2,
+    data: &[Encoded],
+    cfg: &TrainConfig,
+    pad: u32,
+    out: &Path,
+    tokenizer_json: &[u8],
+    mut ledger: Option<&mut LedgerRecorder>,
+    mut on_step: impl FnMut(&StepInfo),
+) -> Result<Vec<EpochLog>, TrainError> {
+    if data.is_empty() || cfg.batch_size == 0 || cfg.epochs == 0 {
+        return Err(TrainError::Config(
+            "need records, a batch size and epochs above zero".into(),
+        ));
+    }
+    model
+        .set_trainable(&ParamGroups::all())
+        .map_err(TrainError::Config)?;
+    let vars = model
+        .trainable_vars()
+        .into_iter()
+        .map(|(_, v)| v.clone())
+        .collect();
+    let params = ParamsAdamW {
+        lr: cfg.lr,
+        weight_decay: cfg.weight_decay,
+        ..Default::default()
+    };
+    let mut opt = AdamW::new(vars, params)?;
+    let per_epoch = data.len().div_ceil(cfg.batch_size);
+    let total = per_epoch * cfg.epochs;
+    let sched = WarmupCosine {
+        peak: cfg.lr,
+        floor: cfg.lr * cfg.floor_ratio,
+        warmup: cfg.warmup_steps,
+        total,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    let (mut step, mut logs) = (0, Vec::new());
+    for epoch in 0..cfg.epochs {
+        let batches = epoch_batches(data, cfg.batch_size, &mut order, &mut rng);
+        let start = Instant::now();
+        let (mut loss_sum, mut tokens) = (0.0, 0);
+        for chunk in &batches {
+            let recs: Vec<&Encoded> = chunk.iter().map(|&i| &data[i]).collect();
+            if let Some(l) = ledger.as_deref_mut() {
+                for r in &recs {
+                    if l.wants(&r.id, epoch) {
+                        l.record(model, r, pad, epoch, step)?;
+                    }
+                }
+            }
+            let batch = Batch::new(&recs, pad);
+            opt.set_learning_rate(sched.lr(step));
+            let loss = model.loss(&batch)?;
+            let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !value.is_finite() {
+                return Err(TrainError::NotFinite(value, step));
+            }
+            let grads = loss.backward()?;
+            opt.step(&grads)?;
+            drop(grads);
+            step += 1;
+            loss_sum += value * recs.len() as f64;
+            tokens += batch.real_tokens();
+            let tokens_per_s = tokens as f64 / start.elapsed().as_secs_f64().max(1e-9);
+            on_step(&StepInfo {
+                step,
+                total,
+                epoch,
+                loss: value,
+                tokens_per_s,
+            });
+        }
+        save_model(model, DType::F32, out, Some(tokenizer_json))?;
+        let seconds = start.elapsed().as_secs_f64();
+        logs.push(EpochLog {
+            epoch,
+            mean_loss: loss_sum / data.len() as f64,
+            tokens,
+            seconds,
+        });
+    }
+    Ok(logs)
+}

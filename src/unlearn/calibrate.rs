@@ -1,0 +1,112 @@
+//! Calibration and stop rules. The target is the holdout level — the forget loss rising to the
+//! loss the original model has on records it never saw — not "as high as possible": pushing past
+//! it ("overexposure", in the seed paper's words) makes the forget records stand out again and
+//! damages the rest of the model. A step that raises the retain loss beyond a tolerance, or
+//! overshoots the target, or produces a non-finite value, is undone and the step length halved.
+
+use serde::{Deserialize, Serialize};
+
+/// Why unlearning stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The forget loss reached the holdout level.
+    ReachedHoldoutLevel,
+    /// Iterative: no forget record is recognised any more.
+    NoneRecognised,
+    /// The step length was halved `max_backoffs` times without an acceptable step.
+    BackoffsExhausted,
+    /// The hard cap on steps was reached first.
+    StepCap,
+}
+
+/// What to do with a step that was just taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Keep,
+    UndoRetain,
+    UndoOvershoot,
+    UndoNonFinite,
+}
+
+/// The fixed reference levels of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Levels {
+    /// Forget loss of the original model.
+    pub forget_start: f64,
+    /// Retain loss (on the evaluation sample) of the original model.
+    pub retain_start: f64,
+    /// Holdout loss of the original model: the level of never-seen records.
+    pub holdout: f64,
+    /// `target_ratio × holdout`.
+    pub target: f64,
+}
+
+impl Levels {
+    /// Judges a step from the losses measured after it.
+    pub fn judge(
+        &self,
+        forget: f64,
+        retain: f64,
+        retain_tolerance: f64,
+        overshoot: f64,
+    ) -> Verdict {
+        if !(forget.is_finite() && retain.is_finite()) {
+            Verdict::UndoNonFinite
+        } else if retain > self.retain_start * (1.0 + retain_tolerance) {
+            Verdict::UndoRetain
+        } else if forget > self.target * overshoot {
+            Verdict::UndoOvershoot
+        } else {
+            Verdict::Keep
+        }
+    }
+
+    pub fn reached(&self, forget: f64) -> bool {
+        forget >= self.target
+    }
+}
+
+/// The loss below which a record counts as recognised: the `fpr` quantile of the holdout
+/// records' losses (a holdout record falls below it with probability `fpr`).
+pub fn recognition_threshold(holdout_losses: &[f64], fpr: f64) -> f64 {
+    let mut v: Vec<f64> = holdout_losses
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite())
+        .collect();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NEG_INFINITY;
+    }
+    let i = ((v.len() as f64 * fpr).floor() as usize).min(v.len() - 1);
+    v[i]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn judge_undoes_bad_steps() {
+        let l = Levels {
+            forget_start: 0.1,
+            retain_start: 1.0,
+            holdout: 3.0,
+            target: 3.0,
+        };
+        assert_eq!(l.judge(1.0, 1.02, 0.05, 1.5), Verdict::Keep);
+        assert_eq!(l.judge(1.0, 1.06, 0.05, 1.5), Verdict::UndoRetain);
+        assert_eq!(l.judge(4.6, 1.0, 0.05, 1.5), Verdict::UndoOvershoot);
+        assert_eq!(l.judge(f64::NAN, 1.0, 0.05, 1.5), Verdict::UndoNonFinite);
+        assert!(l.reached(3.0) && !l.reached(2.9));
+    }
+
+    #[test]
+    fn threshold_is_the_holdout_quantile() {
+        let h: Vec<f64> = (0..100).map(f64::from).collect();
+        assert_eq!(recognition_threshold(&h, 0.05), 5.0);
+        assert_eq!(recognition_threshold(&[], 0.05), f64::NEG_INFINITY);
+    }
+}

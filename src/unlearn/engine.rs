@@ -1,0 +1,346 @@
+//! The unlearning loop shared by every method: pick the step direction, take a calibrated step
+//! on the selected parameter groups, measure forget and retain loss, keep or undo the step, and
+//! stop at the holdout level (or when nothing is recognised, or the budget is spent). Records
+//! every step for `unlearn.json`.
+
+use super::calibrate::{recognition_threshold, Levels, StopReason, Verdict};
+use super::method::{Method, UnlearnConfig};
+use super::objective::{apply_step, gradient, mean_loss, objective, sequence_logprob};
+use crate::data::{Batch, Encoded};
+use crate::model::{Gpt2, ParamGroups};
+use crate::train::Ledger;
+use candle_core::{DType, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnlearnError {
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    Compute(#[from] candle_core::Error),
+    #[error("{0}")]
+    Ledger(#[from] crate::train::ledger::LedgerError),
+}
+
+/// The data of one run, tokenized (question–answer records scored on their answers).
+pub struct UnlearnInputs<'a> {
+    pub forget: &'a [Encoded],
+    pub retain: &'a [Encoded],
+    pub holdout: &'a [Encoded],
+    pub pad: u32,
+    pub ledger: Option<&'a Ledger>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    pub step: usize,
+    pub round: usize,
+    pub lr: f64,
+    pub forget_loss: f64,
+    pub retain_loss: f64,
+    pub holdout_loss: f64,
+    pub action: Verdict,
+    /// Forget records still being unlearned (iterative), or all of them.
+    pub active: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnlearnOutcome {
+    pub config: UnlearnConfig,
+    pub updated_params: Vec<String>,
+    pub levels: Levels,
+    pub steps: Vec<StepLog>,
+    pub stop_reason: StopReason,
+    pub final_forget_loss: f64,
+    pub final_retain_loss: f64,
+    pub seconds: f64,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// State that lives through one run.
+struct Run<'a> {
+    cfg: &'a UnlearnConfig,
+    inputs: &'a UnlearnInputs<'a>,
+    retain_eval: Vec<&'a Encoded>,
+    holdout: Vec<&'a Encoded>,
+    reference: BTreeMap<String, f64>,
+    ledger_dir: Option<BTreeMap<String, Tensor>>,
+    rng: ChaCha8Rng,
+}
+
+/// Unlearns `inputs.forget` from `model` (whose trainable set is replaced by `cfg.params`).
+pub fn unlearn(
+    model: &mut Gpt2,
+    inputs: &UnlearnInputs,
+    cfg: &UnlearnConfig,
+    mut on_step: impl FnMut(&StepLog),
+) -> Result<UnlearnOutcome, UnlearnError> {
+    let started = Instant::now();
+    check_inputs(inputs, cfg)?;
+    let groups = ParamGroups::parse(&cfg.params).map_err(UnlearnError::Input)?;
+    let updated = model.set_trainable(&groups).map_err(UnlearnError::Input)?;
+    let mut run = Run::new(model, inputs, cfg)?;
+    let forget_all: Vec<&Encoded> = inputs.forget.iter().collect();
+    let (forget_start, _) = mean_loss(model, &forget_all, inputs.pad, cfg.batch_size)?;
+    let (retain_start, _) = mean_loss(model, &run.retain_eval, inputs.pad, cfg.batch_size)?;
+    let (holdout, holdout_per) = mean_loss(model, &run.holdout, inputs.pad, cfg.batch_size)?;
+    let levels = Levels {
+        forget_start,
+        retain_start,
+        holdout,
+        target: holdout * cfg.target_ratio,
+    };
+    let threshold = recognition_threshold(&holdout_per, cfg.recognise_fpr);
+    let (mut lr, mut backoffs, mut round) = (cfg.lr, 0, 0);
+    let mut active = forget_all.clone();
+    let mut steps = Vec::new();
+    let mut stop = StopReason::StepCap;
+    let mut last = (forget_start, retain_start);
+    for step in 0..cfg.max_steps {
+        let snapshot = trainable_copy(model)?;
+        let direction = run.direction(model, &active, step)?;
+        apply_step(model, &direction, lr)?;
+        let (forget, per) = mean_loss(model, &forget_all, inputs.pad, cfg.batch_size)?;
+        let (retain, _) = mean_loss(model, &run.retain_eval, inputs.pad, cfg.batch_size)?;
+        let action = levels.judge(forget, retain, cfg.retain_tolerance, cfg.overshoot);
+        let log = StepLog {
+            step,
+            round,
+            lr,
+            forget_loss: forget,
+            retain_loss: retain,
+            holdout_loss: holdout,
+            action,
+            active: active.len(),
+        };
+        on_step(&log);
+        steps.push(log);
+        if action != Verdict::Keep {
+            restore(model, &snapshot)?;
+            lr /= 2.0;
+            backoffs += 1;
+            if backoffs > cfg.max_backoffs {
+                stop = StopReason::BackoffsExhausted;
+                break;
+            }
+            continue;
+        }
+        last = (forget, retain);
+        if cfg.method == Method::Iterative {
+            if (step + 1) % cfg.round_steps.max(1) == 0 {
+                round += 1;
+                let still: Vec<&Encoded> = forget_all
+                    .iter()
+                    .zip(&per)
+                    .filter(|(_, l)| **l < threshold)
+                    .map(|(e, _)| *e)
+                    .collect();
+                if still.is_empty() {
+                    stop = StopReason::NoneRecognised;
+                    break;
+                }
+                active = still;
+            }
+        } else if levels.reached(forget) {
+            stop = StopReason::ReachedHoldoutLevel;
+            break;
+        }
+    }
+    Ok(UnlearnOutcome {
+        config: cfg.clone(),
+        updated_params: updated,
+        levels,
+        steps,
+        stop_reason: stop,
+        final_forget_loss: last.0,
+        final_retain_loss: last.1,
+        seconds: started.elapsed().as_secs_f64(),
+        peak_rss_bytes: crate::machine::peak_rss_bytes(),
+    })
+}
+
+fn check_inputs(inputs: &UnlearnInputs, cfg: &UnlearnConfig) -> Result<(), UnlearnError> {
+    let bad = |m: &str| Err(UnlearnError::Input(m.to_string()));
+    if inputs.forget.is_empty() {
+        return bad("the forget set is empty: there is nothing to unlearn");
+    }
+    if inputs.holdout.is_empty() {
+        return bad("the holdout set is empty: calibration needs records the model never saw");
+    }
+    if inputs.retain.is_empty() {
+        return bad("the retain set is empty: the retain loss cannot be watched");
+    }
+    if cfg.method == Method::Ledger && inputs.ledger.is_none() {
+        return bad("method ledger needs --ledger");
+    }
+    if !(cfg.lr > 0.0
+        && cfg.target_ratio > 0.0
+        && cfg.overshoot >= 1.0
+        && cfg.retain_tolerance >= 0.0)
+    {
+        return bad("lr and target ratio must be positive, overshoot at least 1, retain tolerance not negative");
+    }
+    Ok(())
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        model: &Gpt2,
+        inputs: &'a UnlearnInputs<'a>,
+        cfg: &'a UnlearnConfig,
+    ) -> Result<Self, UnlearnError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let mut retain_eval: Vec<&Encoded> = inputs.retain.iter().collect();
+        retain_eval.shuffle(&mut rng);
+        retain_eval.truncate(cfg.retain_eval.max(1));
+        let holdout: Vec<&Encoded> = inputs.holdout.iter().collect();
+        let mut run = Run {
+            cfg,
+            inputs,
+            retain_eval,
+            holdout,
+            reference: BTreeMap::new(),
+            ledger_dir: None,
+            rng,
+        };
+        match cfg.method {
+            Method::Npo => run.reference = reference_logprobs(model, inputs, cfg.batch_size)?,
+            Method::Ledger => run.ledger_dir = Some(ledger_direction(model, inputs, cfg)?),
+            _ => {}
+        }
+        Ok(run)
+    }
+
+    /// The descent direction of this step.
+    fn direction(
+        &mut self,
+        model: &Gpt2,
+        active: &[&Encoded],
+        step: usize,
+    ) -> Result<BTreeMap<String, Tensor>, UnlearnError> {
+        if let Some(d) = &self.ledger_dir {
+            return Ok(d.clone());
+        }
+        let n = active.len().div_ceil(self.cfg.batch_size.max(1));
+        let chunk: Vec<&Encoded> = active
+            .chunks(self.cfg.batch_size.max(1))
+            .nth(step % n)
+            .unwrap_or(active)
+            .to_vec();
+        let forget = Batch::new(&chunk, self.inputs.pad);
+        let retain = if self.cfg.method == Method::Graddiff {
+            let mut pool: Vec<&Encoded> = self.inputs.retain.iter().collect();
+            pool.shuffle(&mut self.rng);
+            pool.truncate(chunk.len());
+            Some(Batch::new(&pool, self.inputs.pad))
+        } else {
+            None
+        };
+        let reference: Vec<f64> = chunk
+            .iter()
+            .map(|e| self.reference.get(&e.id).copied().unwrap_or(0.0))
+            .collect();
+        let loss = objective(
+            model,
+            self.cfg.method,
+            &forget,
+            retain.as_ref(),
+            &reference,
+            self.cfg.npo_beta,
+        )?;
+        Ok(gradient(model, &loss)?)
+    }
+}
+
+/// NPO's reference: each forget record's sequence log-likelihood under the original model.
+fn reference_logprobs(
+    model: &Gpt2,
+    inputs: &UnlearnInputs,
+    size: usize,
+) -> Result<BTreeMap<String, f64>, UnlearnError> {
+    let mut out = BTreeMap::new();
+    let all: Vec<&Encoded> = inputs.forget.iter().collect();
+    for chunk in all.chunks(size.max(1)) {
+        let s = sequence_logprob(model, &Batch::new(chunk, inputs.pad))?
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?;
+        for (e, v) in chunk.iter().zip(s) {
+            out.insert(e.id.clone(), v);
+        }
+    }
+    Ok(out)
+}
+
+/// The ledger's direction: minus the sum of the forget records' recorded gradients (ascent).
+fn ledger_direction(
+    model: &Gpt2,
+    inputs: &UnlearnInputs,
+    cfg: &UnlearnConfig,
+) -> Result<BTreeMap<String, Tensor>, UnlearnError> {
+    let ledger = inputs
+        .ledger
+        .ok_or_else(|| UnlearnError::Input("method ledger needs --ledger".into()))?;
+    let trainable: Vec<String> = model
+        .trainable_vars()
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    let mut sum: BTreeMap<String, Tensor> = BTreeMap::new();
+    let mut missing = Vec::new();
+    for e in inputs.forget {
+        let entries: Vec<_> = ledger
+            .entries_of(&e.id)
+            .into_iter()
+            .filter(|x| cfg.ledger_epochs == crate::train::LedgerEpochs::All || x.epoch == 0)
+            .collect();
+        if entries.is_empty() {
+            missing.push(e.id.clone());
+        }
+        for entry in entries {
+            for (name, g) in ledger.dense(entry, model)? {
+                if !trainable.contains(&name) {
+                    continue;
+                }
+                let acc = match sum.remove(&name) {
+                    Some(a) => (a - g)?,
+                    None => g.neg()?,
+                };
+                sum.insert(name, acc);
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(UnlearnError::Input(format!(
+            "the ledger has no entry for {} forget record(s), e.g. {:?}: it was not recorded for them",
+            missing.len(),
+            &missing[..missing.len().min(3)]
+        )));
+    }
+    if sum.is_empty() {
+        return Err(UnlearnError::Input(format!(
+            "the ledger records groups {:?}, none of which is in --params {:?}",
+            ledger.index.groups, cfg.params
+        )));
+    }
+    Ok(sum)
+}
+
+fn trainable_copy(model: &Gpt2) -> candle_core::Result<Vec<(String, Tensor)>> {
+    model
+        .trainable_vars()
+        .iter()
+        .map(|(n, v)| Ok((n.to_string(), v.as_tensor().copy()?)))
+        .collect()
+}
+
+fn restore(model: &Gpt2, snapshot: &[(String, Tensor)]) -> candle_core::Result<()> {
+    for (name, t) in snapshot {
+        model.set_param(name, t)?;
+    }
+    Ok(())
+}

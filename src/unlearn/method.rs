@@ -1,0 +1,75 @@
+//! The unlearning methods and every parameter that controls them, as recorded in `unlearn.json`.
+
+use crate::train::LedgerEpochs;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Gradient ascent on the forget set.
+    Ga,
+    /// Ascent along the gradients recorded in the ledger while training (the seed paper).
+    Ledger,
+    /// Ascent on the forget set plus descent on the retain set.
+    Graddiff,
+    /// Negative preference optimisation against the original model.
+    Npo,
+    /// Rounds of gradient ascent; after each, only the forget records still recognised (loss
+    /// below the holdout-calibrated threshold) stay.
+    Iterative,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlearnConfig {
+    pub method: Method,
+    /// Parameter groups that change (`embedding`, `block:N`, `blocks:A-B`, `final_norm`, `all`).
+    pub params: String,
+    /// Length of one step in parameter space (the update is `lr · direction/‖direction‖`).
+    pub lr: f64,
+    /// Hard cap on optimisation steps (over all rounds).
+    pub max_steps: usize,
+    /// Forget records per step.
+    pub batch_size: usize,
+    /// The forget loss is driven up to `target_ratio ×` the holdout loss, and no further.
+    pub target_ratio: f64,
+    /// A step that raises the retain loss above `(1 + retain_tolerance) ×` its starting value is
+    /// undone and the step length halved.
+    pub retain_tolerance: f64,
+    /// A step that overshoots the target by more than this factor is undone and halved.
+    pub overshoot: f64,
+    /// Halvings allowed before giving up.
+    pub max_backoffs: usize,
+    /// Retain records used to watch the retain loss (a fixed, seeded sample).
+    pub retain_eval: usize,
+    /// NPO's inverse temperature β.
+    pub npo_beta: f64,
+    /// Which ledger entries to replay: first-epoch or every epoch's.
+    pub ledger_epochs: LedgerEpochs,
+    /// Iterative: steps per round and the false-positive rate of the holdout threshold.
+    pub round_steps: usize,
+    pub recognise_fpr: f64,
+    pub seed: u64,
+}
+
+impl Default for UnlearnConfig {
+    fn default() -> Self {
+        UnlearnConfig {
+            method: Method::Ga,
+            params: "embedding".into(),
+            lr: 0.5,
+            max_steps: 200,
+            batch_size: 32,
+            target_ratio: 1.0,
+            retain_tolerance: 0.05,
+            overshoot: 1.5,
+            max_backoffs: 8,
+            retain_eval: 256,
+            npo_beta: 0.1,
+            ledger_epochs: LedgerEpochs::First,
+            round_steps: 20,
+            recognise_fpr: 0.05,
+            seed: 17,
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Training and the gradient ledger on a small slice of a generated world: the loss falls, and a
+//! ledger entry equals the record's gradient recomputed from the saved parameters of that moment.
+
+use crate::common::*;
+use candle_core::DType;
+use lethe::data::{bpe, world, Encoded, Record, TextTokenizer};
+use lethe::model::{init::random_gpt2, load_model, Gpt2Config, ParamGroups};
+use lethe::train::{
+    ledger::record_gradient, train, Ledger, LedgerEpochs, LedgerRecorder, TrainConfig,
+};
+use std::path::Path;
+
+/// A small world (50 people), its tokenizer, and the first `n` training records encoded.
+fn slice(dir: &Path, n: usize) -> (TextTokenizer, Vec<u8>, Vec<Encoded>, Vec<Record>) {
+    let w = world::generate(&world::WorldConfig {
+        people: 50,
+        holdout_people: 10,
+        ..Default::default()
+    })
+    .unwrap();
+    let tok = bpe::train_bpe(&w.tokenizer_corpus(), 2048).unwrap();
+    let path = dir.join("tokenizer.json");
+    bpe::write_tokenizer(&tok, &path).unwrap();
+    let tok = TextTokenizer::load(&path).unwrap();
+    let recs: Vec<Record> = w.train_full.into_iter().take(n).collect();
+    let enc = recs
+        .iter()
+        .map(|r| tok.encode(r, false, 64).unwrap())
+        .collect();
+    (tok, std::fs::read(&path).unwrap(), enc, recs)
+}
+
+fn small_cfg(tok: &TextTokenizer) -> Gpt2Config {
+    Gpt2Config::new(tok.vocab_size(), 64, 32, 2, 2)
+}
+
+#[test]
+fn training_on_a_slice_lowers_the_loss_and_checkpoints() {
+    let dir = scratch("train-loss");
+    let (tok, tok_json, data, _) = slice(&dir, 24);
+    let mut model = random_gpt2(&small_cfg(&tok), 5, DType::F32).unwrap();
+    let cfg = TrainConfig {
+        epochs: 15,
+        batch_size: 8,
+        lr: 1e-2,
+        warmup_steps: 3,
+        seed: 5,
+        ..Default::default()
+    };
+    let out = dir.join("model");
+    let logs = train(
+        &mut model,
+        &data,
+        &cfg,
+        tok.pad_id(),
+        &out,
+        &tok_json,
+        None,
+        |_| {},
+    )
+    .unwrap();
+    let (first, last) = (logs[0].mean_loss, logs.last().unwrap().mean_loss);
+    assert!(last < 0.7 * first, "loss went from {first} to {last}");
+    // The checkpoint on disk is the trained model.
+    let saved = load_model(&out, DType::F32).unwrap().model;
+    for (name, t) in model.tensors() {
+        assert_eq!(to_f64(&t), to_f64(&saved.get(&name).unwrap()), "{name}");
+    }
+}
+
+#[test]
+fn ledger_entry_equals_the_gradient_recomputed_at_the_saved_parameters() {
+    let dir = scratch("ledger");
+    let (tok, tok_json, data, _) = slice(&dir, 12);
+    let cfg = TrainConfig {
+        epochs: 2,
+        batch_size: 12,
+        lr: 3e-3,
+        warmup_steps: 10,
+        seed: 9,
+        ..Default::default()
+    };
+    // Run B: two epochs of one batch each, recording every epoch's gradients.
+    let mut b = random_gpt2(&small_cfg(&tok), 9, DType::F32).unwrap();
+    let mut rec = LedgerRecorder::new(
+        ParamGroups::parse("embedding").unwrap(),
+        LedgerEpochs::All,
+        None,
+    );
+    train(
+        &mut b,
+        &data,
+        &cfg,
+        tok.pad_id(),
+        &dir.join("b"),
+        &tok_json,
+        Some(&mut rec),
+        |_| {},
+    )
+    .unwrap();
+    let index = rec.save(&dir.join("ledger"), "digest-of-b").unwrap();
+    assert_eq!(index.entries.len(), 2 * data.len());
+    // Run A: the same seed and data for one epoch; its checkpoint holds the parameters that run
+    // B had when it recorded its epoch-1 gradients (the warm-up makes step 0's rate the same).
+    let mut a = random_gpt2(&small_cfg(&tok), 9, DType::F32).unwrap();
+    train(
+        &mut a,
+        &data,
+        &TrainConfig {
+            epochs: 1,
+            ..cfg.clone()
+        },
+        tok.pad_id(),
+        &dir.join("a"),
+        &tok_json,
+        None,
+        |_| {},
+    )
+    .unwrap();
+    let mut at_saved = load_model(&dir.join("a"), DType::F32).unwrap().model;
+    let ledger = Ledger::load(&dir.join("ledger")).unwrap();
+    assert!(ledger.check_model("digest-of-b").is_ok());
+    assert!(ledger
+        .check_model("another")
+        .unwrap_err()
+        .to_string()
+        .contains("another"));
+    for e in data.iter().take(4) {
+        let entry = ledger
+            .entries_of(&e.id)
+            .into_iter()
+            .find(|x| x.epoch == 1)
+            .unwrap();
+        let stored = ledger.dense(entry, &at_saved).unwrap();
+        let groups = ParamGroups::parse("embedding").unwrap();
+        let (_, fresh) = record_gradient(&mut at_saved, e, tok.pad_id(), &groups).unwrap();
+        assert_eq!(stored.len(), 2);
+        for (name, g) in fresh {
+            // f32 throughout; the only difference is summation order, far below 1e-5.
+            let err = rel_err(&stored[&name], &g);
+            assert!(err < 1e-5, "{}: {name} differs by {err:e}", e.id);
+        }
+        // wte's entry touches only the rows of the record's tokens (input side of the tied layer).
+        assert!(entry.bytes < 4 * (e.ids.len() + e.ids.len()) * 32 + 4 * e.ids.len());
+    }
+}
