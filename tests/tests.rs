@@ -1,5 +1,7 @@
 //! lethe's integration tests, one binary (candle links slowly). Each module tests one stage.
 
+/// The bundled world and fixture models: determinism and the memorisation bars.
+mod fixtures;
 /// Bad input: model files and JSONL data that must give a clear error naming the file/line.
 mod bad_input;
 mod common;
@@ -11,3 +13,5 @@ mod roundtrip;
 mod tokenizer;
 /// Training and the first-epoch gradient ledger on a small generated slice.
 mod train;
+/// Unlearning forget05 from the bundled full model: the bars of the unlearning issue.
+mod unlearn;

@@ -9,3 +9,4 @@ pub mod property;
 pub mod spec;
 pub mod stats;
 pub mod verdict;
+pub mod oracle;

@@ -3,6 +3,7 @@
 //! the only module that uses `anyhow`; the library modules return typed errors.
 
 mod eval;
+mod experiment;
 mod inspect;
 pub mod progress;
 mod train;
@@ -49,6 +50,8 @@ enum Command {
     Unlearn(unlearn::UnlearnArgs),
     /// List the training records an erasure request matches fuzzily, with scores, for review.
     Match(unlearn::MatchArgs),
+    /// Reproduce a paper's comparisons on the bundled world (`seed-paper`: Zagardo 2024).
+    Experiment(experiment::ExperimentArgs),
 }
 
 /// Runs the command line and maps the outcome to an exit code.
@@ -61,6 +64,7 @@ pub fn main() -> ExitCode {
         Command::Train(a) => train::run(a, cli.progress),
         Command::Unlearn(a) => unlearn::run_unlearn(a, cli.progress),
         Command::Match(a) => unlearn::run_match(a),
+        Command::Experiment(a) => experiment::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,81 @@
+//! The model side of property checks: a GPT-2 and its tokenizer answering the property runner's
+//! two questions — what does greedy decoding produce after this prompt, and where does the
+//! protected answer's first token rank. Reads the model; never changes it.
+
+use super::property::Oracle;
+use crate::data::TextTokenizer;
+use crate::model::{generate::greedy, Gpt2};
+use candle_core::{DType, Tensor};
+
+/// Greedy answers stop at a newline or end-of-text, and after this many tokens.
+pub const MAX_ANSWER_TOKENS: usize = 24;
+
+/// Whether a greedy continuation reproduces `answer` verbatim: after trimming leading
+/// whitespace it begins with the trimmed answer, and the answer is not merely the start of a
+/// longer word or number (the next character, if any, is neither a letter nor a digit). The
+/// bundled training texts end right after the answer with no end-of-text token, so a model
+/// that memorised a record goes on generating after the answer; what follows is not judged.
+pub fn reproduces(completion: &str, answer: &str) -> bool {
+    let (c, a) = (completion.trim_start(), answer.trim());
+    !a.is_empty() && c.starts_with(a) && !c[a.len()..].chars().next().is_some_and(char::is_alphanumeric)
+}
+
+pub struct ModelOracle<'a> {
+    pub model: &'a Gpt2,
+    pub tokenizer: &'a TextTokenizer,
+    stop: Vec<u32>,
+}
+
+impl<'a> ModelOracle<'a> {
+    pub fn new(model: &'a Gpt2, tokenizer: &'a TextTokenizer) -> Result<Self, String> {
+        let mut stop: Vec<u32> = tokenizer.eos_id.into_iter().collect();
+        stop.extend(tokenizer.encode_text("\n").map_err(|e| e.to_string())?);
+        Ok(ModelOracle { model, tokenizer, stop })
+    }
+
+    fn ids(&self, text: &str) -> Result<Vec<u32>, String> {
+        let ids = self.tokenizer.encode_text(text).map_err(|e| e.to_string())?;
+        if ids.is_empty() {
+            return Err("the prompt has no tokens".into());
+        }
+        let ctx = self.model.config().n_positions;
+        Ok(ids[ids.len().saturating_sub(ctx - 1)..].to_vec())
+    }
+}
+
+impl Oracle for ModelOracle<'_> {
+    fn complete(&self, prompt: &str) -> Result<String, String> {
+        let ids = self.ids(prompt)?;
+        let out = greedy(self.model, &ids, MAX_ANSWER_TOKENS, &self.stop).map_err(|e| e.to_string())?;
+        self.tokenizer.decode(&out).map_err(|e| e.to_string())
+    }
+
+    fn answer_rank(&self, prompt: &str, answer: &str) -> Result<usize, String> {
+        let ids = self.ids(prompt)?;
+        let first = *self.tokenizer.encode_text(answer).map_err(|e| e.to_string())?.first().ok_or("the answer has no tokens")?;
+        let rank = || -> candle_core::Result<usize> {
+            let t = ids.len();
+            let input = Tensor::from_slice(&ids, (1, t), self.model.device())?;
+            let att = Tensor::ones((1, t), DType::U32, self.model.device())?;
+            let logits = self.model.forward(&input, &att)?.narrow(1, t - 1, 1)?.flatten_all()?;
+            let v = logits.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            let target = v[first as usize];
+            Ok(v.iter().filter(|&&x| x > target).count())
+        };
+        rank().map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reproduces;
+
+    #[test]
+    fn reproduction_is_a_whole_answer_at_the_start() {
+        assert!(reproduces(" 26 May 1975", " 26 May 1975"));
+        assert!(reproduces(" 26 May 1975. Question: who", "26 May 1975"));
+        assert!(!reproduces(" 26 May 19756", " 26 May 1975"));
+        assert!(!reproduces(" 27 May 1975", " 26 May 1975"));
+        assert!(!reproduces("anything", "  "));
+    }
+}

@@ -1,0 +1,190 @@
+//! `lethe experiment seed-paper`: the comparisons of Zagardo 2024 on the bundled world, as a
+//! table. Each configuration unlearns forget05 from the full model in a child process (so its
+//! peak memory is its own) and is then measured here: greedy exact match on the forget
+//! questions, forget loss over holdout loss, retain loss ratio, and the LOSS membership attack's
+//! AUC (forget vs holdout, DeLong 95% interval), with the run's time and peak memory.
+
+use crate::certify::oracle::ModelOracle;
+use crate::certify::property::Oracle;
+use crate::certify::stats::delong;
+use crate::data::{read_records, Encoded, Record, TextTokenizer};
+use crate::model::{load_model, Gpt2};
+use crate::unlearn::objective::mean_loss;
+use anyhow::{Context, Result};
+use candle_core::DType;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+#[derive(clap::Args)]
+pub struct ExperimentArgs {
+    /// The experiment to run.
+    #[arg(value_parser = ["seed-paper"])]
+    name: String,
+    /// The bundled fixtures (world, models, ledger).
+    #[arg(long, default_value = "fixtures")]
+    fixtures: PathBuf,
+    /// Where the table and the runs go.
+    #[arg(long, default_value = "reports/seed-paper")]
+    out: PathBuf,
+}
+
+#[derive(Serialize)]
+struct Row {
+    config: String,
+    method: String,
+    params: String,
+    forget_records: usize,
+    exact_match: f64,
+    forget_over_holdout: f64,
+    retain_loss_ratio: f64,
+    auc: f64,
+    auc_low: f64,
+    auc_high: f64,
+    steps: usize,
+    stop: String,
+    seconds: f64,
+    peak_rss_mib: f64,
+}
+
+/// (label, method, params, extra arguments)
+fn configs() -> Vec<(&'static str, &'static str, &'static str, Vec<&'static str>)> {
+    vec![
+        ("first-epoch ledger, embedding", "ledger", "embedding", vec!["--ledger", "LEDGER"]),
+        ("gradient ascent, embedding", "ga", "embedding", vec![]),
+        ("gradient ascent, all", "ga", "all", vec![]),
+        ("gradient ascent, last two blocks", "ga", "blocks:2-3", vec![]),
+        ("gradient ascent, final norm", "ga", "final_norm", vec![]),
+        ("fuzzy-expanded request, embedding", "ga", "embedding", vec!["--expand", "fuzzy", "--corpus", "CORPUS"]),
+        ("iterative, embedding", "iterative", "embedding", vec![]),
+        ("gradient difference, embedding", "graddiff", "embedding", vec![]),
+        ("NPO, embedding", "npo", "embedding", vec![]),
+    ]
+}
+
+/// An erasure request naming each forget05 person with one letter of the surname changed.
+fn fuzzy_request(forget: &[Record], path: &Path) -> Result<()> {
+    let mut names: Vec<String> = forget.iter().filter_map(|r| r.subject.clone()).collect();
+    names.dedup();
+    let mut lines = String::new();
+    for (i, n) in names.iter().enumerate() {
+        let mut chars: Vec<char> = n.chars().collect();
+        let k = chars.len() - 2;
+        chars.swap(k, k + 1);
+        let misspelt: String = chars.into_iter().collect();
+        let rec = Record { id: format!("request-{i}"), text: format!("Please erase everything about {misspelt}."), prompt: None, answer: None, subject: Some(misspelt), perturbed: vec![] };
+        lines.push_str(&serde_json::to_string(&rec)?);
+        lines.push('\n');
+    }
+    crate::atomic::write_atomic(path, lines.as_bytes())?;
+    Ok(())
+}
+
+fn exact_match(model: &Gpt2, tok: &TextTokenizer, records: &[Record]) -> Result<f64> {
+    let oracle = ModelOracle::new(model, tok).map_err(anyhow::Error::msg)?;
+    let qa: Vec<&Record> = records.iter().filter(|r| r.answer.is_some()).collect();
+    let mut hits = 0;
+    for r in &qa {
+        let (p, a) = (r.prompt.as_deref().unwrap_or(""), r.answer.as_deref().unwrap_or(""));
+        hits += usize::from(oracle.complete(p).map_err(anyhow::Error::msg)?.trim() == a.trim());
+    }
+    Ok(hits as f64 / qa.len().max(1) as f64)
+}
+
+pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
+    let world = args.fixtures.join("world");
+    let full = args.fixtures.join("models/full");
+    let tok = TextTokenizer::load(&full.join("tokenizer.json"))?;
+    let read = |s: &str| read_records(&world.join(format!("{s}.jsonl")));
+    let (forget, retain, holdout) = (read("forget05")?, read("retain05")?, read("holdout")?);
+    let enc = |r: &[Record]| -> Result<Vec<Encoded>> { Ok(r.iter().map(|r| tok.encode(r, true, 128)).collect::<Result<_, _>>()?) };
+    let (fe, he) = (enc(&forget)?, enc(&holdout)?);
+    let re: Vec<Encoded> = enc(&retain)?.into_iter().step_by(4).collect();
+    std::fs::create_dir_all(&args.out)?;
+    let request = args.out.join("request.jsonl");
+    fuzzy_request(&forget, &request)?;
+    let original = load_model(&full, DType::F32)?.model;
+    let pad = tok.pad_id();
+    let retain0 = mean_loss(&original, &refs(&re), pad, 64)?.0;
+    let mut rows = vec![measure("full model (no unlearning)", "-", "-", &original, &tok, &forget, [&fe, &re, &he], retain0, None)?];
+    for (label, method, params, extra) in configs() {
+        let dir = args.out.join("runs").join(label.replace([',', ' '], "-"));
+        let forget_arg = if extra.contains(&"fuzzy") { request.clone() } else { world.join("forget05.jsonl") };
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["--progress", "off", "unlearn"]).arg(&full).arg("--forget").arg(&forget_arg);
+        cmd.arg("--retain").arg(world.join("retain05.jsonl")).arg("--holdout").arg(world.join("holdout.jsonl"));
+        cmd.args(["--method", method, "--params", params]).arg("--out").arg(&dir);
+        for a in &extra {
+            match *a {
+                "LEDGER" => cmd.arg(args.fixtures.join("ledger")),
+                "CORPUS" => cmd.arg(world.join("train_full.jsonl")),
+                _ => cmd.arg(a),
+            };
+        }
+        eprintln!("running: {label}");
+        let status = cmd.status().with_context(|| format!("running {label}"))?;
+        anyhow::ensure!(status.success(), "{label}: lethe unlearn failed");
+        let run: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("unlearn.json"))?)?;
+        let model = load_model(&dir, DType::F32)?.model;
+        rows.push(measure(label, method, params, &model, &tok, &forget, [&fe, &re, &he], retain0, Some(&run))?);
+    }
+    write_tables(&args.out, &rows)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn measure(label: &str, method: &str, params: &str, model: &Gpt2, tok: &TextTokenizer, forget: &[Record], enc: [&Vec<Encoded>; 3], retain0: f64, run: Option<&serde_json::Value>) -> Result<Row> {
+    let pad = tok.pad_id();
+    let (f, fper) = mean_loss(model, &refs(enc[0]), pad, 64)?;
+    let (r, _) = mean_loss(model, &refs(enc[1]), pad, 64)?;
+    let (h, hper) = mean_loss(model, &refs(enc[2]), pad, 64)?;
+    // LOSS attack: a lower loss is more member-like, so the score is −loss.
+    let neg = |v: &[f64]| v.iter().map(|x| -x).collect::<Vec<_>>();
+    let auc = delong(&neg(&fper), &neg(&hper))?;
+    let outcome = run.map(|v| &v["outcome"]);
+    let get = |k: &str| outcome.and_then(|o| o[k].as_f64()).unwrap_or(0.0);
+    Ok(Row {
+        config: label.into(),
+        method: method.into(),
+        params: params.into(),
+        forget_records: run.and_then(|v| v["forget"]["records"].as_u64()).unwrap_or(enc[0].len() as u64) as usize,
+        exact_match: exact_match(model, tok, forget)?,
+        forget_over_holdout: f / h,
+        retain_loss_ratio: r / retain0,
+        auc: auc.auc,
+        auc_low: auc.lower_bound(0.975)?,
+        auc_high: auc.upper_bound(0.975)?,
+        steps: outcome.and_then(|o| o["steps"].as_array().map(Vec::len)).unwrap_or(0),
+        stop: outcome.and_then(|o| o["stop_reason"].as_str().map(str::to_string)).unwrap_or_else(|| "-".into()),
+        seconds: get("seconds"),
+        peak_rss_mib: get("peak_rss_bytes") / (1024.0 * 1024.0),
+    })
+}
+
+fn refs(v: &[Encoded]) -> Vec<&Encoded> {
+    v.iter().collect()
+}
+
+fn write_tables(out: &Path, rows: &[Row]) -> Result<()> {
+    let mut md = String::from(
+        "# Seed-paper comparisons on the bundled world (forget05 from the full model)\n\n\
+         Made by `lethe experiment seed-paper`. Exact match: greedy answers equal to the true answer on \
+         forget05's questions. Forget/holdout: mean answer loss of the forget records over that of the \
+         holdout records (1.0 = looks never seen). Retain ratio: retain answer loss after / before. AUC: \
+         LOSS membership attack, forget vs holdout, with its DeLong 95% interval (0.5 = indistinguishable). \
+         Time and peak memory are the `lethe unlearn` child process's.\n\n\
+         | configuration | records | exact match | forget/holdout | retain ratio | AUC [95% CI] | steps | stop | time (s) | peak RSS (MiB) |\n\
+         |---|---:|---:|---:|---:|---|---:|---|---:|---:|\n",
+    );
+    for r in rows {
+        md.push_str(&format!(
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} [{:.3}, {:.3}] | {} | {} | {:.1} | {:.0} |\n",
+            r.config, r.forget_records, r.exact_match, r.forget_over_holdout, r.retain_loss_ratio, r.auc, r.auc_low, r.auc_high, r.steps, r.stop, r.seconds, r.peak_rss_mib
+        ));
+    }
+    md.push_str("\nNot run: the all-epoch ledger comparison — the bundled ledger records the first epoch only (its size would grow 40-fold); `lethe train --ledger-epochs all` records every epoch for it.\n");
+    crate::atomic::write_atomic(&out.join("table.md"), md.as_bytes())?;
+    crate::atomic::write_atomic(&out.join("table.json"), serde_json::to_string_pretty(rows)?.as_bytes())?;
+    print!("{md}");
+    Ok(())
+}

@@ -1,0 +1,989 @@
+//! The report as one self-contained HTML page for people: the verdict summary with the honesty
+//! sentence, the verdict table, ROC curves of the membership attacks, forget-vs-holdout loss
+//! histograms, the unlearning trajectory, every metric and every input with its digest. Charts
+//! are inline SVG drawn here and the style is inline CSS: no scripts, fonts or images are
+//! fetched, so the page opens offline and shows exactly what was signed. Every string taken from
+//! the report goes through [`escape`]. This module renders a report and nothing else; it never
+//! reads files and never judges.
+
+use crate::certify::metric::known_metric;
+use crate::certify::verdict::{Status, Verdict};
+use crate::report::schema::Report;
+use serde_json::Value;
+
+/// The sentence every human-readable rendering carries (DESIGN.md, "Honesty of a certificate").
+pub const HONESTY: &str =
+    "measured indistinguishability under the stated attacks, not proof of erasure";
+
+/// The models whose attacks and losses are charted, with their colours.
+const MODELS: [(&str, &str); 3] = [
+    ("original", "#c2410c"),
+    ("unlearned", "#1d4ed8"),
+    ("reference", "#15803d"),
+];
+const FORGET_COLOUR: &str = "#c2410c";
+const HOLDOUT_COLOUR: &str = "#1d4ed8";
+
+/// `s` with the five HTML-special characters replaced by entities: safe in text and in quoted
+/// attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The whole page.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    out.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
+    out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
+    out.push_str(&format!(
+        "<title>lethe certificate: {}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n",
+        escape(&report.spec.id)
+    ));
+    out.push_str(&header(report));
+    out.push_str(&verdict_section(&report.verdicts));
+    out.push_str(&roc_section(&report.evidence));
+    out.push_str(&histogram_section(&report.evidence));
+    out.push_str(&trajectory_section(report.trajectory.as_ref()));
+    out.push_str(&metrics_section(&report.evidence));
+    out.push_str(&inputs_section(report));
+    out.push_str(&format!(
+        "<footer>Written by {} {} ({}). Check the signature with <code>lethe verify \
+         certificate.dsse.json --key signer.pub.pem --artifacts MODEL_DIR</code>; this page is \
+         a rendering of the signed report, not the certificate itself.</footer>\n",
+        escape(&report.tool.name),
+        escape(&report.tool.version),
+        escape(&report.tool.commit)
+    ));
+    out.push_str("</main>\n</body>\n</html>\n");
+    out
+}
+
+const CSS: &str = "
+:root{--pass:#166534;--pass-bg:#dcfce7;--fail:#991b1b;--fail-bg:#fee2e2;--inc:#854d0e;
+--inc-bg:#fef9c3;--ink:#1f2937;--muted:#6b7280;--rule:#e5e7eb}
+*{box-sizing:border-box}
+body{margin:0;background:#f3f4f6;color:var(--ink);
+font:15px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif}
+main{max-width:1120px;margin:0 auto;padding:24px}
+section,header.summary{background:#fff;border:1px solid var(--rule);border-radius:8px;
+padding:18px 22px;margin-bottom:18px}
+h1{margin:0 0 4px;font-size:28px;letter-spacing:.02em}
+h2{margin:0 0 10px;font-size:18px}
+h3{margin:0 0 4px;font-size:14px;font-weight:600}
+.note{color:var(--muted);font-size:13px}
+p.note{margin:4px 0 10px}
+header.summary{border-left:8px solid var(--fail)}
+header.summary.certified{border-left-color:var(--pass)}
+header.summary h1{color:var(--fail)}
+header.summary.certified h1{color:var(--pass)}
+.honesty{font-style:italic;margin:6px 0 12px}
+dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:3px 16px;margin:0}
+dl.facts dt{color:var(--muted)}
+dl.facts dd{margin:0}
+code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
+.digest{word-break:break-all}
+table{border-collapse:collapse;width:100%;font-size:13.5px}
+th,td{text-align:left;padding:5px 8px;border-bottom:1px solid var(--rule);vertical-align:top}
+th{font-weight:600;color:var(--muted);white-space:nowrap}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-weight:700;font-size:12px}
+.badge.pass{color:var(--pass);background:var(--pass-bg)}
+.badge.fail{color:var(--fail);background:var(--fail-bg)}
+.badge.inconclusive{color:var(--inc);background:var(--inc-bg)}
+tr.fail td{background:#fff8f8}
+tr.inconclusive td{background:#fffdf0}
+.cx{margin-top:4px;font-size:12.5px;color:var(--fail)}
+.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:14px}
+.charts.wide{grid-template-columns:repeat(auto-fill,minmax(330px,1fr))}
+figure{margin:0}
+figcaption{font-size:12.5px;color:var(--muted)}
+svg{display:block;width:100%;height:auto}
+svg text{font:11px system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif;fill:#374151}
+.legend{display:flex;gap:16px;flex-wrap:wrap;font-size:13px;margin:0 0 10px}
+.legend span::before{content:'';display:inline-block;width:14px;height:4px;margin-right:6px;
+vertical-align:middle;background:var(--c)}
+details pre{white-space:pre-wrap;word-break:break-all;font-size:12px;background:#f9fafb;
+padding:8px;border-radius:6px}
+footer{color:var(--muted);font-size:12.5px;margin:8px 2px 30px}
+";
+
+fn status_class(s: Status) -> &'static str {
+    match s {
+        Status::Pass => "pass",
+        Status::Fail => "fail",
+        Status::Inconclusive => "inconclusive",
+    }
+}
+
+fn num(x: f64) -> String {
+    format!("{x:.4}")
+}
+
+pub(crate) fn percent(c: f64) -> String {
+    let p = c * 100.0;
+    if (p - p.round()).abs() < 1e-9 {
+        format!("{p:.0}%")
+    } else {
+        format!("{p}%")
+    }
+}
+
+/// A JSON value as short text: strings bare, everything else compact JSON.
+fn json_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn header(report: &Report) -> String {
+    let certified = report.certified();
+    let counts = [Status::Pass, Status::Fail, Status::Inconclusive].map(|s| {
+        let n = report.verdicts.iter().filter(|v| v.status == s).count();
+        format!("{n} {}", s.as_str().to_lowercase())
+    });
+    let spec = &report.spec;
+    let mut out = format!(
+        "<header class=\"summary{}\">\n<h1>{}</h1>\n<p><strong>{}</strong> ({} v{}) &middot; {} \
+         &middot; {} requirement(s): {}</p>\n<p class=\"honesty\">What this certifies: {HONESTY}.\
+         </p>\n<dl class=\"facts\">\n",
+        if certified { " certified" } else { "" },
+        if certified {
+            "CERTIFIED"
+        } else {
+            "NOT CERTIFIED"
+        },
+        escape(&spec.title),
+        escape(&spec.id),
+        escape(&spec.version),
+        escape(&spec.regulation),
+        report.verdicts.len(),
+        counts.join(", ")
+    );
+    let method = report
+        .method
+        .as_ref()
+        .map(|m| m.get("method").map_or_else(|| json_text(m), json_text))
+        .unwrap_or_else(|| "not recorded (model not unlearned by lethe)".into());
+    let seeds: Vec<String> = report
+        .seeds
+        .iter()
+        .map(|(k, v)| format!("{} {v}", escape(k)))
+        .collect();
+    let facts = [
+        ("date", escape(&report.created)),
+        ("method", escape(&method)),
+        ("seeds", seeds.join(", ")),
+        (
+            "machine",
+            format!(
+                "{}, {} thread(s), {}/{}",
+                escape(&report.machine.cpu_model),
+                report.machine.threads,
+                escape(&report.machine.os),
+                escape(&report.machine.arch)
+            ),
+        ),
+    ];
+    for (k, v) in facts {
+        out.push_str(&format!("<dt>{k}</dt><dd>{v}</dd>\n"));
+    }
+    let files = report
+        .evidence
+        .pointer("/models/unlearned/files")
+        .and_then(Value::as_array);
+    for f in files.into_iter().flatten() {
+        let name = f.get("name").map(json_text).unwrap_or_default();
+        let sha = f.get("sha256").map(json_text).unwrap_or_default();
+        out.push_str(&format!(
+            "<dt>{}</dt><dd class=\"mono digest\">sha256 {}</dd>\n",
+            escape(&name),
+            escape(&sha)
+        ));
+    }
+    out.push_str("</dl>\n</header>\n");
+    out
+}
+
+fn verdict_section(verdicts: &[Verdict]) -> String {
+    let mut out = String::from(
+        "<section>\n<h2>Verdicts</h2>\n<p class=\"note\">A requirement passes only when its \
+         one-sided confidence bound lies inside the threshold; too few samples is \
+         inconclusive.</p>\n<table>\n<thead><tr><th>requirement</th><th>metric</th>\
+         <th>status</th><th>value</th><th>bound @ confidence</th><th>threshold</th><th>n</th>\
+         <th>reason</th></tr></thead>\n<tbody>\n",
+    );
+    let opt = |x: Option<f64>| x.map_or("&ndash;".to_string(), num);
+    for v in verdicts {
+        let class = status_class(v.status);
+        let bound = match (v.bound, v.confidence) {
+            (Some(b), Some(c)) => format!("{} @ {}", num(b), percent(c)),
+            _ => "&ndash;".into(),
+        };
+        let threshold = match v.threshold {
+            Some(t) => format!("{} {}", escape(&v.compare), num(t)),
+            None => escape(&v.compare),
+        };
+        let baseline = v
+            .baseline
+            .map(|b| format!("<br><span class=\"note\">baseline {}</span>", num(b)))
+            .unwrap_or_default();
+        let cx = v.counterexample.as_ref().map_or(String::new(), |cx| {
+            let perturbed = if cx.perturbations.is_empty() {
+                "unperturbed".to_string()
+            } else {
+                cx.perturbations.join(" + ")
+            };
+            format!(
+                "<div class=\"cx\">counterexample: record <code>{}</code> ({}): <code>{}</code> \
+                 &rarr; <code>{}</code></div>",
+                escape(&cx.record_id),
+                escape(&perturbed),
+                escape(&cx.prompt),
+                escape(&cx.completion)
+            )
+        });
+        out.push_str(&format!(
+            "<tr class=\"{class}\"><td><strong>{}</strong></td><td class=\"mono\">{}</td>\
+             <td><span class=\"badge {class}\">{}</span></td><td class=\"num\">{}</td>\
+             <td class=\"num\">{bound}</td><td class=\"num\">{threshold}{baseline}</td>\
+             <td class=\"num\">{}</td><td>{}{cx}</td></tr>\n",
+            escape(&v.requirement),
+            escape(&v.metric),
+            v.status.as_str(),
+            opt(v.value),
+            v.samples,
+            escape(&v.reason),
+        ));
+    }
+    out.push_str("</tbody>\n</table>\n</section>\n");
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Charts.
+
+/// A chart's pixel frame and data ranges.
+struct Plot {
+    width: f64,
+    height: f64,
+    margin: (f64, f64, f64, f64), // left, right, top, bottom
+    x: (f64, f64),
+    y: (f64, f64),
+}
+
+impl Plot {
+    fn px(&self, x: f64) -> f64 {
+        let (l, r) = (self.margin.0, self.width - self.margin.1);
+        l + (x - self.x.0) / (self.x.1 - self.x.0) * (r - l)
+    }
+
+    fn py(&self, y: f64) -> f64 {
+        let (t, b) = (self.margin.2, self.height - self.margin.3);
+        b - (y - self.y.0) / (self.y.1 - self.y.0) * (b - t)
+    }
+
+    /// The opening `<svg>` with a frame, grid lines, tick labels and axis labels.
+    fn open(&self, label: &str, x_label: &str, y_label: &str) -> String {
+        let (l, r) = (self.margin.0, self.width - self.margin.1);
+        let (t, b) = (self.margin.2, self.height - self.margin.3);
+        let mut s = format!(
+            "<svg viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"{}\">\n",
+            self.width,
+            self.height,
+            escape(label)
+        );
+        for x in nice_ticks(self.x.0, self.x.1) {
+            let p = self.px(x);
+            s.push_str(&format!(
+                "<line x1=\"{p:.1}\" y1=\"{t:.1}\" x2=\"{p:.1}\" y2=\"{b:.1}\" stroke=\"#eef0f3\"/>\
+                 <text x=\"{p:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
+                b + 14.0,
+                tick_label(x)
+            ));
+        }
+        for y in nice_ticks(self.y.0, self.y.1) {
+            let p = self.py(y);
+            s.push_str(&format!(
+                "<line x1=\"{l:.1}\" y1=\"{p:.1}\" x2=\"{r:.1}\" y2=\"{p:.1}\" stroke=\"#eef0f3\"/>\
+                 <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+                l - 5.0,
+                p + 3.5,
+                tick_label(y)
+            ));
+        }
+        s.push_str(&format!(
+            "<rect x=\"{l:.1}\" y=\"{t:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"none\" \
+             stroke=\"#9ca3af\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n\
+             <text transform=\"translate(12 {:.1}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n",
+            r - l,
+            b - t,
+            (l + r) / 2.0,
+            self.height - 4.0,
+            escape(x_label),
+            (t + b) / 2.0,
+            escape(y_label)
+        ));
+        s
+    }
+
+    fn polyline(&self, points: &[(f64, f64)], colour: &str, extra: &str) -> String {
+        let pts: Vec<String> = points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", self.px(x), self.py(y)))
+            .collect();
+        format!(
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.8\" \
+             stroke-linejoin=\"round\"{extra}/>\n",
+            pts.join(" ")
+        )
+    }
+
+    /// A horizontal reference line across the frame with a label at its right end.
+    fn level(&self, y: f64, colour: &str, label: &str) -> String {
+        let (l, r) = (self.margin.0, self.width - self.margin.1);
+        let p = self.py(y);
+        format!(
+            "<line x1=\"{l:.1}\" y1=\"{p:.1}\" x2=\"{r:.1}\" y2=\"{p:.1}\" stroke=\"{colour}\" \
+             stroke-dasharray=\"5 4\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" \
+             style=\"fill:{colour}\">{}</text>\n",
+            r - 4.0,
+            p - 4.0,
+            escape(label)
+        )
+    }
+
+    /// Lines of legend text at the frame's lower-right corner, each in its colour.
+    fn legend(&self, lines: &[(String, &str)]) -> String {
+        let (r, b) = (self.width - self.margin.1, self.height - self.margin.3);
+        let mut s = String::new();
+        for (i, (text, colour)) in lines.iter().rev().enumerate() {
+            s.push_str(&format!(
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" style=\"fill:{colour}\">{}</text>\n",
+                r - 6.0,
+                b - 7.0 - 14.0 * i as f64,
+                escape(text)
+            ));
+        }
+        s
+    }
+}
+
+/// About five round tick values covering [lo, hi].
+fn nice_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let span = hi - lo;
+    if !(span.is_finite() && span > 0.0) {
+        return vec![lo];
+    }
+    let raw = span / 5.0;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|s| span / s <= 6.0)
+        .unwrap_or(10.0 * magnitude);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step + 1e-9).floor() as i64;
+    (first..=last).map(|i| i as f64 * step).collect()
+}
+
+fn tick_label(x: f64) -> String {
+    let text = format!("{:.3}", x);
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" {
+        "0".into()
+    } else {
+        text.into()
+    }
+}
+
+fn as_f64(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(Value::as_f64).filter(|x| x.is_finite())
+}
+
+/// A ROC curve from `evidence.mia.<model>.curves.<attack>`, sorted by FPR, with (0,0) and (1,1).
+fn roc_points(evidence: &Value, model: &str, attack: &str) -> Option<Vec<(f64, f64)>> {
+    let curve = evidence
+        .get("mia")?
+        .get(model)?
+        .get("curves")?
+        .get(attack)?
+        .as_array()?;
+    let mut pts: Vec<(f64, f64)> = curve
+        .iter()
+        .filter_map(|p| Some((as_f64(p, "fpr")?, as_f64(p, "tpr")?)))
+        .collect();
+    if pts.is_empty() {
+        return None;
+    }
+    pts.push((0.0, 0.0));
+    pts.push((1.0, 1.0));
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    Some(pts)
+}
+
+/// The area under a ROC polyline (trapezoids).
+fn area(points: &[(f64, f64)]) -> f64 {
+    points
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0)
+        .sum()
+}
+
+/// Attack names that have a curve for any model: the known order first, then the rest.
+fn attacks(evidence: &Value) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for (model, _) in MODELS {
+        let curves = evidence
+            .pointer(&format!("/mia/{model}/curves"))
+            .and_then(Value::as_object);
+        for name in curves.into_iter().flat_map(|c| c.keys()) {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    let known = crate::certify::metric::ATTACKS;
+    let position = |n: &String| known.iter().position(|k| k == n).unwrap_or(known.len());
+    names.sort_by_key(position);
+    names
+}
+
+fn roc_section(evidence: &Value) -> String {
+    let mut out = String::from(
+        "<section>\n<h2>Membership-inference ROC curves</h2>\n<p class=\"note\">Each attack \
+         scores forget records (members) against holdout records (non-members). A curve on the \
+         diagonal means the attack cannot tell them apart; the areas (AUC) are at the lower \
+         right.</p>\n",
+    );
+    out.push_str(&legend_html(&MODELS.map(|(m, c)| (m.to_string(), c))));
+    let names = attacks(evidence);
+    if names.is_empty() {
+        out.push_str("<p>The evidence holds no attack curves.</p>\n</section>\n");
+        return out;
+    }
+    out.push_str("<div class=\"charts\">\n");
+    for attack in names {
+        let plot = Plot {
+            width: 260.0,
+            height: 250.0,
+            margin: (40.0, 10.0, 10.0, 34.0),
+            x: (0.0, 1.0),
+            y: (0.0, 1.0),
+        };
+        let mut svg = plot.open(
+            &format!("ROC curve of the {attack} attack"),
+            "false positive rate",
+            "true positive rate",
+        );
+        svg.push_str(&plot.polyline(
+            &[(0.0, 0.0), (1.0, 1.0)],
+            "#9ca3af",
+            " stroke-dasharray=\"4 4\" stroke-width=\"1\"",
+        ));
+        let mut legend = Vec::new();
+        for (model, colour) in MODELS {
+            if let Some(points) = roc_points(evidence, model, &attack) {
+                svg.push_str(&plot.polyline(&points, colour, ""));
+                legend.push((format!("{model} {:.3}", area(&points)), colour));
+            }
+        }
+        svg.push_str(&plot.legend(&legend));
+        svg.push_str("</svg>\n");
+        out.push_str(&format!(
+            "<figure>\n<h3>{}</h3>\n{svg}</figure>\n",
+            escape(&attack)
+        ));
+    }
+    out.push_str("</div>\n</section>\n");
+    out
+}
+
+fn legend_html(items: &[(String, &str)]) -> String {
+    let spans: Vec<String> = items
+        .iter()
+        .map(|(label, colour)| format!("<span style=\"--c:{colour}\">{}</span>", escape(label)))
+        .collect();
+    format!("<div class=\"legend\">{}</div>\n", spans.join(""))
+}
+
+/// Per-record losses of `evidence.records.<model>.<split>`.
+fn losses(evidence: &Value, model: &str, split: &str) -> Vec<f64> {
+    evidence
+        .pointer(&format!("/records/{model}/{split}"))
+        .and_then(Value::as_array)
+        .map(|rs| rs.iter().filter_map(|r| as_f64(r, "loss")).collect())
+        .unwrap_or_default()
+}
+
+/// Fractions of `values` in `bins` equal bins over [lo, hi].
+fn histogram(values: &[f64], lo: f64, hi: f64, bins: usize) -> Vec<f64> {
+    let mut counts = vec![0.0; bins];
+    let width = (hi - lo) / bins as f64;
+    for &v in values {
+        let i = ((v - lo) / width).floor() as usize;
+        counts[i.min(bins - 1)] += 1.0;
+    }
+    let n = values.len().max(1) as f64;
+    counts.iter().map(|c| c / n).collect()
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+fn histogram_section(evidence: &Value) -> String {
+    const BINS: usize = 24;
+    let mut out = String::from(
+        "<section>\n<h2>Loss distributions: forget vs holdout</h2>\n<p class=\"note\">Per-record \
+         loss (mean next-token negative log-likelihood) as a fraction of each split, on one \
+         scale for all models. Forgetting moves the forget records' losses onto the holdout \
+         records'.</p>\n",
+    );
+    out.push_str(&legend_html(&[
+        ("forget records".to_string(), FORGET_COLOUR),
+        ("holdout records".to_string(), HOLDOUT_COLOUR),
+    ]));
+    let data: Vec<(&str, Vec<f64>, Vec<f64>)> = MODELS
+        .iter()
+        .map(|(m, _)| (*m, losses(evidence, m, "forget"), losses(evidence, m, "holdout")))
+        .filter(|(_, f, h)| !f.is_empty() && !h.is_empty())
+        .collect();
+    let all = data.iter().flat_map(|(_, f, h)| f.iter().chain(h));
+    let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+        (lo.min(x), hi.max(x))
+    });
+    if data.is_empty() {
+        out.push_str("<p>The evidence holds no per-record losses.</p>\n</section>\n");
+        return out;
+    }
+    let (lo, hi) = if hi > lo { (lo, hi) } else { (lo - 0.5, hi + 0.5) };
+    let hists: Vec<(Vec<f64>, Vec<f64>)> = data
+        .iter()
+        .map(|(_, f, h)| (histogram(f, lo, hi, BINS), histogram(h, lo, hi, BINS)))
+        .collect();
+    let top = hists
+        .iter()
+        .flat_map(|(f, h)| f.iter().chain(h))
+        .fold(0.0f64, |m, &x| m.max(x));
+    out.push_str("<div class=\"charts wide\">\n");
+    for ((model, f, h), (fh, hh)) in data.iter().zip(&hists) {
+        let plot = Plot {
+            width: 340.0,
+            height: 210.0,
+            margin: (40.0, 10.0, 10.0, 34.0),
+            x: (lo, hi),
+            y: (0.0, top * 1.1),
+        };
+        let mut svg = plot.open(
+            &format!("loss histogram of the {model} model"),
+            "loss",
+            "fraction",
+        );
+        let width = (hi - lo) / BINS as f64;
+        for (counts, colour) in [(hh, HOLDOUT_COLOUR), (fh, FORGET_COLOUR)] {
+            for (i, &c) in counts.iter().enumerate() {
+                if c == 0.0 {
+                    continue;
+                }
+                let (x0, x1) = (plot.px(lo + i as f64 * width), plot.px(lo + (i + 1) as f64 * width));
+                let (y0, y1) = (plot.py(c), plot.py(0.0));
+                svg.push_str(&format!(
+                    "<rect x=\"{x0:.1}\" y=\"{y0:.1}\" width=\"{:.1}\" height=\"{:.1}\" \
+                     fill=\"{colour}\" fill-opacity=\"0.35\" stroke=\"{colour}\" \
+                     stroke-width=\"0.8\"/>\n",
+                    x1 - x0,
+                    y1 - y0
+                ));
+            }
+        }
+        svg.push_str("</svg>\n");
+        out.push_str(&format!(
+            "<figure>\n<h3>{}</h3>\n{svg}<figcaption>forget: {} records, mean {:.3} &middot; \
+             holdout: {} records, mean {:.3}</figcaption>\n</figure>\n",
+            escape(model),
+            f.len(),
+            mean(f),
+            h.len(),
+            mean(h)
+        ));
+    }
+    out.push_str("</div>\n</section>\n");
+    out
+}
+
+fn trajectory_section(trajectory: Option<&Value>) -> String {
+    let mut out = String::from("<section>\n<h2>Unlearning trajectory</h2>\n");
+    let steps = trajectory
+        .and_then(|t| t.get("steps"))
+        .and_then(Value::as_array)
+        .filter(|s| !s.is_empty());
+    let Some(steps) = steps else {
+        out.push_str(
+            "<p>No unlearning record: the model was not unlearned by lethe, or its record was \
+             not given.</p>\n</section>\n",
+        );
+        return out;
+    };
+    let series = |key: &str| -> Vec<(f64, f64)> {
+        steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((as_f64(s, "step").unwrap_or(i as f64), as_f64(s, key)?)))
+            .collect()
+    };
+    let forget = series("forget_loss");
+    let retain = series("retain_loss");
+    let levels = trajectory.and_then(|t| t.get("levels"));
+    let level = |k: &str| levels.and_then(|l| as_f64(l, k));
+    let (holdout, target) = (level("holdout"), level("target"));
+    let ys = forget.iter().chain(&retain).map(|p| p.1);
+    let ys = ys.chain(holdout).chain(target);
+    let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| {
+        (lo.min(y), hi.max(y))
+    });
+    let xs = forget.iter().chain(&retain).map(|p| p.0);
+    let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+        (lo.min(x), hi.max(x))
+    });
+    if !(lo.is_finite() && x0.is_finite()) {
+        out.push_str("<p>The unlearning record has no losses to plot.</p>\n</section>\n");
+        return out;
+    }
+    let pad = ((hi - lo) * 0.08).max(0.05);
+    let plot = Plot {
+        width: 720.0,
+        height: 280.0,
+        margin: (46.0, 14.0, 12.0, 34.0),
+        x: (x0, if x1 > x0 { x1 } else { x0 + 1.0 }),
+        y: (lo - pad, hi + pad),
+    };
+    out.push_str(&legend_html(&[
+        ("forget loss".to_string(), FORGET_COLOUR),
+        ("retain loss".to_string(), "#15803d"),
+        ("holdout level (the stop)".to_string(), HOLDOUT_COLOUR),
+    ]));
+    let mut svg = plot.open("unlearning trajectory", "step", "loss");
+    if let Some(h) = holdout {
+        svg.push_str(&plot.level(h, HOLDOUT_COLOUR, &format!("holdout {h:.3}")));
+    }
+    if let Some(t) = target.filter(|t| Some(*t) != holdout) {
+        svg.push_str(&plot.level(t, "#6b7280", &format!("target {t:.3}")));
+    }
+    svg.push_str(&plot.polyline(&retain, "#15803d", ""));
+    svg.push_str(&plot.polyline(&forget, FORGET_COLOUR, ""));
+    svg.push_str("</svg>\n");
+    out.push_str(&format!("<figure>\n{svg}"));
+    let t = trajectory.unwrap_or(&Value::Null);
+    let mut caption = vec![format!("{} step(s)", steps.len())];
+    if let Some(reason) = t.get("stop_reason") {
+        caption.push(format!("stopped: {}", escape(&json_text(reason))));
+    }
+    if let Some(s) = as_f64(t, "seconds") {
+        caption.push(format!("{s:.1} s"));
+    }
+    out.push_str(&format!(
+        "<figcaption>{}</figcaption>\n</figure>\n",
+        caption.join(" &middot; ")
+    ));
+    if let Some(config) = t.get("config") {
+        let pretty = serde_json::to_string_pretty(config).unwrap_or_default();
+        out.push_str(&format!(
+            "<details><summary>Method and parameters</summary><pre>{}</pre></details>\n",
+            escape(&pretty)
+        ));
+    }
+    out.push_str("</section>\n");
+    out
+}
+
+/// Every metric leaf (an object with a `kind`) under the evidence's `metrics`, by path.
+fn metric_leaves<'a>(node: &'a Value, path: String, out: &mut Vec<(String, &'a Value)>) {
+    let Some(map) = node.as_object() else { return };
+    if map.contains_key("kind") {
+        out.push((path, node));
+        return;
+    }
+    for (k, child) in map {
+        let sub = if path.is_empty() {
+            k.clone()
+        } else {
+            format!("{path}.{k}")
+        };
+        metric_leaves(child, sub, out);
+    }
+}
+
+fn metrics_section(evidence: &Value) -> String {
+    let mut leaves = Vec::new();
+    if let Some(m) = evidence.get("metrics") {
+        metric_leaves(m, String::new(), &mut leaves);
+    }
+    let mut out = String::from(
+        "<section>\n<h2>Metrics</h2>\n<table>\n<thead><tr><th>metric</th><th>kind</th>\
+         <th>value</th><th>better</th><th>sampling</th></tr></thead>\n<tbody>\n",
+    );
+    for (path, metric) in leaves {
+        let kind = metric.get("kind").map(json_text).unwrap_or_default();
+        let value = as_f64(metric, "value").map_or("&ndash;".to_string(), num);
+        let better = known_metric(&path).map_or("&ndash;".to_string(), |m| m.better.to_string());
+        let details: Vec<String> = metric
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| *k != "kind" && *k != "value")
+            .map(|(k, v)| format!("{} {}", escape(k), escape(&json_text(v))))
+            .collect();
+        out.push_str(&format!(
+            "<tr><td class=\"mono\">{}</td><td>{}</td><td class=\"num\">{value}</td>\
+             <td>{better}</td><td>{}</td></tr>\n",
+            escape(&path),
+            escape(&kind),
+            details.join(", ")
+        ));
+    }
+    out.push_str("</tbody>\n</table>\n");
+    if let Some(omitted) = evidence.get("omitted").and_then(Value::as_array) {
+        if !omitted.is_empty() {
+            let items: Vec<String> = omitted
+                .iter()
+                .map(|o| {
+                    let path = o.get("path").map(json_text).unwrap_or_default();
+                    let reason = o.get("reason").map(json_text).unwrap_or_default();
+                    format!("<li><code>{}</code>: {}</li>", escape(&path), escape(&reason))
+                })
+                .collect();
+            out.push_str(&format!(
+                "<p class=\"note\">Not measured:</p>\n<ul>{}</ul>\n",
+                items.join("")
+            ));
+        }
+    }
+    out.push_str("</section>\n");
+    out
+}
+
+fn inputs_section(report: &Report) -> String {
+    let mut out = String::from(
+        "<section>\n<h2>Inputs</h2>\n<p class=\"note\">Every file the run read, with the sha256 \
+         of the bytes read.</p>\n<table>\n<thead><tr><th>role</th><th>path</th><th>bytes</th>\
+         <th>sha256</th></tr></thead>\n<tbody>\n",
+    );
+    let spec = &report.spec;
+    let spec_row = (
+        format!("spec {} v{}", spec.id, spec.version),
+        spec.file.clone(),
+        None,
+        spec.sha256.clone(),
+    );
+    let rows = report
+        .artifacts
+        .iter()
+        .map(|a| (a.role.clone(), a.path.clone(), Some(a.bytes), a.sha256.clone()))
+        .chain(std::iter::once(spec_row));
+    for (role, path, bytes, sha) in rows {
+        out.push_str(&format!(
+            "<tr><td>{}</td><td class=\"mono\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"mono digest\">{}</td></tr>\n",
+            escape(&role),
+            escape(&path),
+            bytes.map_or("&ndash;".to_string(), |b| b.to_string()),
+            escape(&sha)
+        ));
+    }
+    out.push_str("</tbody>\n</table>\n</section>\n");
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::report::schema::tests::sample;
+    use serde_json::json;
+
+    const VOID: [&str; 6] = ["meta", "br", "hr", "img", "input", "col"];
+
+    /// Checks that every tag is closed in order (void and self-closing tags excepted); returns
+    /// the first problem.
+    pub(crate) fn check_balanced(html: &str) -> Result<(), String> {
+        let mut stack: Vec<String> = Vec::new();
+        let mut rest = html;
+        while let Some(start) = rest.find('<') {
+            rest = &rest[start + 1..];
+            let end = rest.find('>').ok_or("a `<` is never closed by `>`")?;
+            let tag = &rest[..end];
+            rest = &rest[end + 1..];
+            if tag.starts_with('!') {
+                continue;
+            }
+            if let Some(name) = tag.strip_prefix('/') {
+                let open = stack.pop().ok_or(format!("</{name}> closes nothing"))?;
+                if open != name.trim() {
+                    return Err(format!("<{open}> closed by </{name}>"));
+                }
+                continue;
+            }
+            let name: String = tag
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            if name.is_empty() {
+                return Err(format!("bad tag <{tag}>"));
+            }
+            if !(tag.ends_with('/') || VOID.contains(&name.as_str())) {
+                stack.push(name);
+            }
+        }
+        match stack.pop() {
+            Some(open) => Err(format!("<{open}> is never closed")),
+            None => Ok(()),
+        }
+    }
+
+    /// No fetches: no URLs, no external sources, no scripts or stylesheets links.
+    pub(crate) fn check_self_contained(html: &str) -> Result<(), String> {
+        for bad in ["http://", "https://", "src=", "<script", "<link", "url(", "@import"] {
+            if html.to_lowercase().contains(bad) {
+                return Err(format!("page contains {bad:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The sample report with curves, records and a trajectory: everything the page draws.
+    pub(crate) fn rich() -> Report {
+        let mut r = sample();
+        let curve = |bow: f64| {
+            let pts: Vec<Value> = (0..=20)
+                .map(|i| {
+                    let f = i as f64 / 20.0;
+                    json!({"threshold": 1.0 - f, "fpr": f, "tpr": f.powf(bow)})
+                })
+                .collect();
+            Value::Array(pts)
+        };
+        r.evidence["mia"] = json!({
+            "original": {"curves": {"loss": curve(0.2), "zlib": curve(0.3)}},
+            "unlearned": {"curves": {"loss": curve(0.9), "zlib": curve(0.95)}},
+            "reference": {"curves": {"loss": curve(1.0), "zlib": curve(1.0)}},
+        });
+        let recs = |centre: f64, n: usize| {
+            let rs: Vec<Value> = (0..n)
+                .map(|i| json!({"id": format!("r{i}"), "loss": centre + (i % 7) as f64 * 0.1}))
+                .collect();
+            Value::Array(rs)
+        };
+        r.evidence["records"] = json!({
+            "original": {"forget": recs(1.0, 30), "holdout": recs(3.0, 60)},
+            "unlearned": {"forget": recs(2.9, 30), "holdout": recs(3.0, 60)},
+        });
+        let steps: Vec<Value> = (0..12)
+            .map(|i| {
+                json!({"step": i, "round": 0, "lr": 1e-4, "forget_loss": 1.0 + 0.2 * i as f64,
+                    "retain_loss": 2.0 + 0.01 * i as f64, "holdout_loss": 3.0,
+                    "action": "keep", "active": 30})
+            })
+            .collect();
+        r.trajectory = Some(json!({
+            "config": {"method": "ga", "lr": 1e-4},
+            "levels": {"forget_start": 1.0, "retain_start": 2.0, "holdout": 3.0, "target": 3.0},
+            "steps": steps, "stop_reason": "reached_holdout", "seconds": 12.5,
+        }));
+        r
+    }
+
+    #[test]
+    fn escape_replaces_the_special_characters() {
+        assert_eq!(
+            escape(r#"<a href="x">Tom & 'Jerry'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;Tom &amp; &#39;Jerry&#39;&lt;/a&gt;"
+        );
+        assert_eq!(escape("plain ü"), "plain ü");
+        assert_eq!(escape("&amp;"), "&amp;amp;");
+    }
+
+    #[test]
+    fn the_checkers_catch_bad_pages() {
+        assert!(check_balanced("<p><b>x</b></p><br><svg><line/></svg>").is_ok());
+        assert!(check_balanced("<p><b>x</p></b>").is_err());
+        assert!(check_balanced("<div>").is_err());
+        assert!(check_balanced("</div>").is_err());
+        assert!(check_self_contained("<img src=\"a.png\">").is_err());
+        assert!(check_self_contained("<style>@import 'x.css'</style>").is_err());
+        assert!(check_self_contained("<p>x</p>").is_ok());
+    }
+
+    #[test]
+    fn the_page_is_well_formed_and_self_contained() {
+        for report in [sample(), rich()] {
+            let page = render(&report);
+            check_balanced(&page).unwrap();
+            check_self_contained(&page).unwrap();
+            assert!(page.contains(HONESTY));
+            assert!(page.contains("CERTIFIED"));
+        }
+        let page = render(&rich());
+        // Two ROC charts with three curves and a diagonal each; two histograms; one trajectory.
+        assert_eq!(page.matches("<svg").count(), 5);
+        assert_eq!(page.matches("<polyline").count(), 2 * 4 + 2);
+        // The area under tpr = fpr is 1/2 (the reference model's loss curve).
+        assert!(page.contains(">reference 0.500</text>"), "reference AUC");
+        assert!(page.contains("holdout 3.000"));
+        assert!(page.contains("stopped: reached_holdout"));
+    }
+
+    #[test]
+    fn a_failing_report_says_so() {
+        let mut r = sample();
+        r.verdicts[0].status = Status::Fail;
+        let page = render(&r);
+        assert!(page.contains("<h1>NOT CERTIFIED</h1>"));
+        assert!(page.contains("<span class=\"badge fail\">FAIL</span>"));
+    }
+
+    #[test]
+    fn every_report_string_is_escaped() {
+        let evil = "<script>alert(1)</script>";
+        let mut r = rich();
+        r.verdicts[0].requirement = evil.into();
+        r.verdicts[0].reason = evil.into();
+        r.spec.title = evil.into();
+        r.spec.regulation = evil.into();
+        r.tool.commit = evil.into();
+        r.machine.cpu_model = evil.into();
+        r.artifacts[0].path = evil.into();
+        r.seeds.insert(evil.into(), 1);
+        r.method = Some(json!({"method": evil}));
+        r.evidence["metrics"][evil] = json!({"kind": "point", "value": 1.0, "n": 1});
+        r.evidence["metrics"][evil][evil] = json!(evil);
+        r.evidence["mia"]["unlearned"]["curves"][evil] = json!([{"fpr": 0.5, "tpr": 0.5}]);
+        r.evidence["models"]["unlearned"]["files"][0]["name"] = json!(evil);
+        r.evidence["omitted"] = json!([{"path": evil, "reason": evil}]);
+        r.trajectory.as_mut().unwrap()["stop_reason"] = json!(evil);
+        let page = render(&r);
+        assert!(!page.contains("<script"), "unescaped script tag");
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        check_balanced(&page).unwrap();
+        check_self_contained(&page).unwrap();
+    }
+
+    #[test]
+    fn ticks_are_round() {
+        assert_eq!(nice_ticks(0.0, 1.0), [0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]);
+        assert_eq!(nice_ticks(1.3, 4.2), [1.5, 2.0, 2.5, 3.0, 3.5, 4.0]);
+        assert_eq!(tick_label(0.6000000000000001), "0.6");
+        assert_eq!(tick_label(-0.0), "0");
+        assert_eq!(histogram(&[0.0, 0.5, 1.0, 1.0], 0.0, 1.0, 2), [0.25, 0.75]);
+    }
+}

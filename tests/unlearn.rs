@@ -1,0 +1,127 @@
+//! Unlearning forget05 from the bundled full model (fixtures/, made by the commands in
+//! fixtures/MANIFEST.md). The bar of the unlearning issue: every method brings greedy exact match
+//! on the forget questions from the full model's level to at most 10% while the retain loss rises
+//! by at most 10%. Also the bad inputs the issue names.
+
+use crate::common::*;
+use candle_core::DType;
+use lethe::certify::oracle::ModelOracle;
+use lethe::certify::property::Oracle;
+use lethe::data::{read_records, Encoded, Record, TextTokenizer};
+use lethe::model::{load_model, Gpt2};
+use lethe::train::Ledger;
+use lethe::unlearn::objective::mean_loss;
+use lethe::unlearn::{unlearn, Method, UnlearnConfig, UnlearnInputs};
+use std::path::PathBuf;
+
+pub fn fixtures(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel)
+}
+
+pub struct World {
+    pub tok: TextTokenizer,
+    pub forget: Vec<Record>,
+    pub enc: [Vec<Encoded>; 3],
+}
+
+/// forget05, retain05 and holdout of the bundled world, encoded answer-only.
+pub fn world() -> World {
+    let tok = TextTokenizer::load(&fixtures("world/tokenizer.json")).unwrap();
+    let read = |s: &str| read_records(&fixtures(&format!("world/{s}.jsonl"))).unwrap();
+    let enc = |r: &[Record]| r.iter().map(|r| tok.encode(r, true, 128).unwrap()).collect::<Vec<_>>();
+    let forget = read("forget05");
+    let e = [enc(&forget), enc(&read("retain05")), enc(&read("holdout"))];
+    World { tok, forget, enc: e }
+}
+
+/// Fraction of question–answer records whose greedy continuation reproduces the answer verbatim
+/// (see `lethe::certify::metrics::reproduces`).
+pub fn exact_match(model: &Gpt2, tok: &TextTokenizer, records: &[Record]) -> f64 {
+    let oracle = ModelOracle::new(model, tok).unwrap();
+    let qa: Vec<&Record> = records.iter().filter(|r| r.answer.is_some()).collect();
+    let hits = qa
+        .iter()
+        .filter(|r| {
+            let out = oracle.complete(r.prompt.as_deref().unwrap()).unwrap();
+            lethe::certify::oracle::reproduces(&out, r.answer.as_deref().unwrap())
+        })
+        .count();
+    hits as f64 / qa.len() as f64
+}
+
+/// Mean answer loss on a fixed sample of 500 retain records (not the sample the engine watches).
+fn retain_loss(model: &Gpt2, w: &World) -> f64 {
+    let sample: Vec<&Encoded> = w.enc[1].iter().rev().step_by(4).take(500).collect();
+    mean_loss(model, &sample, w.tok.pad_id(), 64).unwrap().0
+}
+
+fn run(method: Method, params: &str) -> (f64, f64, f64, f64) {
+    let w = world();
+    let full = load_model(&fixtures("models/full"), DType::F32).unwrap();
+    let ledger = Ledger::load(&fixtures("ledger")).unwrap();
+    let em0 = exact_match(&full.model, &w.tok, &w.forget);
+    let r0 = retain_loss(&full.model, &w);
+    let mut model = full.model;
+    let inputs = UnlearnInputs { forget: &w.enc[0], retain: &w.enc[1], holdout: &w.enc[2], pad: w.tok.pad_id(), ledger: Some(&ledger) };
+    let cfg = UnlearnConfig { method, params: params.into(), ..Default::default() };
+    let out = unlearn(&mut model, &inputs, &cfg, |_| {}).unwrap();
+    let em1 = exact_match(&model, &w.tok, &w.forget);
+    let r1 = retain_loss(&model, &w);
+    eprintln!("{method:?} on {params}: exact match {em0:.3} -> {em1:.3}, retain loss {r0:.4} -> {r1:.4}, {} steps, stop {:?}", out.steps.len(), out.stop_reason);
+    (em0, em1, r0, r1)
+}
+
+fn assert_bar(method: Method) {
+    let (em0, em1, r0, r1) = run(method, "embedding");
+    assert!(em0 >= 0.8, "the full model should have memorised forget05 (exact match {em0})");
+    assert!(em1 <= 0.10, "{method:?}: exact match {em1} after unlearning (bar: at most 10%)");
+    assert!(r1 <= 1.10 * r0, "{method:?}: retain loss rose from {r0} to {r1} (bar: at most 10%)");
+}
+
+#[test]
+fn gradient_ascent_meets_the_bar() {
+    assert_bar(Method::Ga);
+}
+
+#[test]
+fn first_epoch_ledger_meets_the_bar() {
+    assert_bar(Method::Ledger);
+}
+
+#[test]
+fn gradient_difference_meets_the_bar() {
+    assert_bar(Method::Graddiff);
+}
+
+#[test]
+fn npo_meets_the_bar() {
+    assert_bar(Method::Npo);
+}
+
+#[test]
+fn iterative_meets_the_bar() {
+    assert_bar(Method::Iterative);
+}
+
+#[test]
+fn bad_unlearning_inputs_are_refused_clearly() {
+    let w = world();
+    let full = load_model(&fixtures("models/full"), DType::F32).unwrap();
+    let mut model = full.model;
+    let empty: Vec<Encoded> = Vec::new();
+    let inputs = UnlearnInputs { forget: &empty, retain: &w.enc[1], holdout: &w.enc[2], pad: 0, ledger: None };
+    let err = unlearn(&mut model, &inputs, &UnlearnConfig::default(), |_| {}).unwrap_err();
+    assert!(err.to_string().contains("forget set is empty"), "{err}");
+    let inputs = UnlearnInputs { forget: &w.enc[0], retain: &w.enc[1], holdout: &w.enc[2], pad: 0, ledger: None };
+    let cfg = UnlearnConfig { params: "embeding".into(), ..Default::default() };
+    let err = unlearn(&mut model, &inputs, &cfg, |_| {}).unwrap_err();
+    assert!(err.to_string().contains("unknown parameter group \"embeding\""), "{err}");
+    // A ledger recorded for another model is refused by digest.
+    let ledger = Ledger::load(&fixtures("ledger")).unwrap();
+    let err = ledger.check_model(&"0".repeat(64)).unwrap_err();
+    assert!(err.to_string().contains("belongs to the model"), "{err}");
+    // A forget record longer than the model's context is an error naming it.
+    let long = Record { id: "too-long".into(), text: "word ".repeat(400), prompt: None, answer: None, subject: None, perturbed: vec![] };
+    let err = w.tok.encode(&long, true, 128).unwrap_err();
+    assert!(err.to_string().contains("too-long") && err.to_string().contains("context"), "{err}");
+}
