@@ -55,6 +55,13 @@ pub struct UnlearnArgs {
     target_ratio: f64,
     #[arg(long, default_value_t = UnlearnConfig::default().npo_beta)]
     npo_beta: f64,
+    /// Embedding rows that may change: those of tokens at least this many times more frequent
+    /// (relatively) in the forget set than in the retain set.
+    #[arg(long, default_value_t = UnlearnConfig::default().row_ratio)]
+    row_ratio: f64,
+    /// Let every embedding row change (no forget-specific row selection).
+    #[arg(long)]
+    all_rows: bool,
     #[arg(long, default_value_t = UnlearnConfig::default().seed)]
     seed: u64,
 }
@@ -166,6 +173,8 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
         target_ratio: args.target_ratio,
         npo_beta: args.npo_beta,
         ledger_epochs: args.ledger_epochs,
+        row_ratio: args.row_ratio,
+        specific_rows: !args.all_rows,
         seed: args.seed,
         ..Default::default()
     };

@@ -70,6 +70,8 @@ struct Run<'a> {
     holdout: Vec<&'a Encoded>,
     reference: BTreeMap<String, f64>,
     ledger_dir: Option<BTreeMap<String, Tensor>>,
+    /// `[V, 1]` mask of the `wte` rows allowed to change (all when `None`).
+    row_mask: Option<Tensor>,
     rng: ChaCha8Rng,
 }
 
@@ -199,6 +201,11 @@ impl<'a> Run<'a> {
         retain_eval.shuffle(&mut rng);
         retain_eval.truncate(cfg.retain_eval.max(1));
         let holdout: Vec<&Encoded> = inputs.holdout.iter().collect();
+        let row_mask = if cfg.specific_rows {
+            Some(specific_rows(model, inputs, cfg.row_ratio)?)
+        } else {
+            None
+        };
         let mut run = Run {
             cfg,
             inputs,
@@ -206,6 +213,7 @@ impl<'a> Run<'a> {
             holdout,
             reference: BTreeMap::new(),
             ledger_dir: None,
+            row_mask,
             rng,
         };
         match cfg.method {
@@ -217,7 +225,25 @@ impl<'a> Run<'a> {
     }
 
     /// The descent direction of this step.
+    /// The descent direction of this step, restricted to the allowed embedding rows.
     fn direction(
+        &mut self,
+        model: &Gpt2,
+        active: &[&Encoded],
+        step: usize,
+    ) -> Result<BTreeMap<String, Tensor>, UnlearnError> {
+        let mut d = self.raw_direction(model, active, step)?;
+        if let Some(mask) = &self.row_mask {
+            if let Some(w) = d.get_mut("transformer.wte.weight") {
+                *w = w.broadcast_mul(&mask.to_dtype(w.dtype())?)?;
+            }
+            // Positions are shared by every record: with row selection they stay.
+            d.remove("transformer.wpe.weight");
+        }
+        Ok(d)
+    }
+
+    fn raw_direction(
         &mut self,
         model: &Gpt2,
         active: &[&Encoded],
@@ -255,6 +281,28 @@ impl<'a> Run<'a> {
         )?;
         Ok(gradient(model, &loss)?)
     }
+}
+
+/// The `wte` rows whose tokens are at least `ratio` times more frequent (relatively) in the
+/// forget records than in the retain records, as a `[V, 1]` 0/1 mask.
+fn specific_rows(model: &Gpt2, inputs: &UnlearnInputs, ratio: f64) -> Result<Tensor, UnlearnError> {
+    let v = model.config().vocab_size;
+    let count = |recs: &[Encoded]| {
+        let mut c = vec![0f64; v];
+        for e in recs {
+            for &t in &e.ids {
+                c[t as usize] += 1.0;
+            }
+        }
+        let total: f64 = c.iter().sum();
+        c.into_iter().map(|x| x / total.max(1.0)).collect::<Vec<_>>()
+    };
+    let (f, r) = (count(inputs.forget), count(inputs.retain));
+    let mask: Vec<f32> = f.iter().zip(&r).map(|(&f, &r)| if f > 0.0 && f >= ratio * r { 1.0 } else { 0.0 }).collect();
+    if mask.iter().all(|&m| m == 0.0) {
+        return Err(UnlearnError::Input("no token is specific to the forget set; use --all-rows".into()));
+    }
+    Ok(Tensor::from_vec(mask, (v, 1), model.device())?)
 }
 
 /// NPO's reference: each forget record's sequence log-likelihood under the original model.

@@ -49,6 +49,11 @@ pub struct UnlearnConfig {
     /// Iterative: steps per round and the false-positive rate of the holdout threshold.
     pub round_steps: usize,
     pub recognise_fpr: f64,
+    /// Restrict embedding updates to the rows of tokens over-represented in the forget set
+    /// (relative frequency at least `row_ratio ×` that in the retain set): the rows of the
+    /// forgotten people's names and rare answer pieces, not of shared tokens such as digits.
+    pub specific_rows: bool,
+    pub row_ratio: f64,
     pub seed: u64,
 }
 
@@ -57,18 +62,20 @@ impl Default for UnlearnConfig {
         UnlearnConfig {
             method: Method::Ga,
             params: "embedding".into(),
-            lr: 0.5,
-            max_steps: 200,
+            lr: 1.0,
+            max_steps: 80,
             batch_size: 32,
             target_ratio: 1.0,
-            retain_tolerance: 0.05,
+            retain_tolerance: 0.08,
             overshoot: 1.5,
             max_backoffs: 8,
-            retain_eval: 256,
+            retain_eval: 128,
             npo_beta: 0.1,
             ledger_epochs: LedgerEpochs::First,
             round_steps: 20,
             recognise_fpr: 0.05,
+            specific_rows: true,
+            row_ratio: 30.0,
             seed: 17,
         }
     }
