@@ -7,6 +7,7 @@ pub mod config;
 pub mod generate;
 pub mod gpt2;
 pub mod grad;
+pub mod init;
 pub mod load;
 pub mod ops;
 pub mod params;
