@@ -3,6 +3,8 @@
 /// Bad input: model files and JSONL data that must give a clear error naming the file/line.
 mod bad_input;
 mod common;
+/// The fused float32 kernels against the composed float64 operations and the oracle.
+mod kernels;
 /// GPT-2 against the Hugging Face oracle in ../shared/oracles/tiny-gpt2 (logits, grads, HVPs).
 mod oracle;
 /// Saving a model: round trip to the same tensors, parameter groups, the CLI.
