@@ -155,8 +155,6 @@ fn f32_hvp_is_refused_not_silently_wrong() {
         .map(|(n, var)| (n.to_string(), var.as_tensor().ones_like().unwrap()))
         .collect();
     let batch: Batch = crate::oracle::oracle_batch();
-    let err = hvp(&m, &batch, &v)
-        .err()
-        .expect("a second backward through f32 kernels");
+    let err = hvp(&m, &batch, &v).expect_err("a second backward through f32 kernels");
     assert!(err.to_string().contains("backward"), "{err}");
 }
