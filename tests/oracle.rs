@@ -16,7 +16,7 @@ fn model(dtype: DType) -> Gpt2 {
 
 /// The oracle's input batch: ids `[3,16]`, mask with the last 4 positions of row 2 padded,
 /// targets scored where the target's mask is 1 (labels = -100 at padding).
-fn oracle_batch() -> Batch {
+pub fn oracle_batch() -> Batch {
     let ex = expected_tensors();
     let ids: Vec<i64> = ex["input_ids"].flatten_all().unwrap().to_vec1().unwrap();
     let mask: Vec<i64> = ex["attention_mask"]

@@ -1,10 +1,12 @@
 //! lethe's integration tests, one binary (candle links slowly). Each module tests one stage.
 
-/// The bundled world and fixture models: determinism and the memorisation bars.
-mod fixtures;
 /// Bad input: model files and JSONL data that must give a clear error naming the file/line.
 mod bad_input;
 mod common;
+/// The bundled world and fixture models: determinism and the memorisation bars.
+mod fixtures;
+/// The fused float32 kernels against the composed float64 operations and the oracle.
+mod kernels;
 /// GPT-2 against the Hugging Face oracle in ../shared/oracles/tiny-gpt2 (logits, grads, HVPs).
 mod oracle;
 /// Saving a model: round trip to the same tensors, parameter groups, the CLI.

@@ -3,7 +3,6 @@
 //! on the forget questions from the full model's level to at most 10% while the retain loss rises
 //! by at most 10%. Also the bad inputs the issue names.
 
-use crate::common::*;
 use candle_core::DType;
 use lethe::certify::oracle::ModelOracle;
 use lethe::certify::property::Oracle;
@@ -15,7 +14,9 @@ use lethe::unlearn::{unlearn, Method, UnlearnConfig, UnlearnInputs};
 use std::path::PathBuf;
 
 pub fn fixtures(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
 }
 
 pub struct World {
@@ -28,10 +29,18 @@ pub struct World {
 pub fn world() -> World {
     let tok = TextTokenizer::load(&fixtures("world/tokenizer.json")).unwrap();
     let read = |s: &str| read_records(&fixtures(&format!("world/{s}.jsonl"))).unwrap();
-    let enc = |r: &[Record]| r.iter().map(|r| tok.encode(r, true, 128).unwrap()).collect::<Vec<_>>();
+    let enc = |r: &[Record]| {
+        r.iter()
+            .map(|r| tok.encode(r, true, 128).unwrap())
+            .collect::<Vec<_>>()
+    };
     let forget = read("forget05");
     let e = [enc(&forget), enc(&read("retain05")), enc(&read("holdout"))];
-    World { tok, forget, enc: e }
+    World {
+        tok,
+        forget,
+        enc: e,
+    }
 }
 
 /// Fraction of question–answer records whose greedy continuation reproduces the answer verbatim
@@ -62,8 +71,18 @@ fn run(method: Method, params: &str) -> (f64, f64, f64, f64) {
     let em0 = exact_match(&full.model, &w.tok, &w.forget);
     let r0 = retain_loss(&full.model, &w);
     let mut model = full.model;
-    let inputs = UnlearnInputs { forget: &w.enc[0], retain: &w.enc[1], holdout: &w.enc[2], pad: w.tok.pad_id(), ledger: Some(&ledger) };
-    let cfg = UnlearnConfig { method, params: params.into(), ..Default::default() };
+    let inputs = UnlearnInputs {
+        forget: &w.enc[0],
+        retain: &w.enc[1],
+        holdout: &w.enc[2],
+        pad: w.tok.pad_id(),
+        ledger: Some(&ledger),
+    };
+    let cfg = UnlearnConfig {
+        method,
+        params: params.into(),
+        ..Default::default()
+    };
     let out = unlearn(&mut model, &inputs, &cfg, |_| {}).unwrap();
     let em1 = exact_match(&model, &w.tok, &w.forget);
     let r1 = retain_loss(&model, &w);
@@ -73,9 +92,18 @@ fn run(method: Method, params: &str) -> (f64, f64, f64, f64) {
 
 fn assert_bar(method: Method) {
     let (em0, em1, r0, r1) = run(method, "embedding");
-    assert!(em0 >= 0.8, "the full model should have memorised forget05 (exact match {em0})");
-    assert!(em1 <= 0.10, "{method:?}: exact match {em1} after unlearning (bar: at most 10%)");
-    assert!(r1 <= 1.10 * r0, "{method:?}: retain loss rose from {r0} to {r1} (bar: at most 10%)");
+    assert!(
+        em0 >= 0.8,
+        "the full model should have memorised forget05 (exact match {em0})"
+    );
+    assert!(
+        em1 <= 0.10,
+        "{method:?}: exact match {em1} after unlearning (bar: at most 10%)"
+    );
+    assert!(
+        r1 <= 1.10 * r0,
+        "{method:?}: retain loss rose from {r0} to {r1} (bar: at most 10%)"
+    );
 }
 
 #[test]
@@ -109,19 +137,48 @@ fn bad_unlearning_inputs_are_refused_clearly() {
     let full = load_model(&fixtures("models/full"), DType::F32).unwrap();
     let mut model = full.model;
     let empty: Vec<Encoded> = Vec::new();
-    let inputs = UnlearnInputs { forget: &empty, retain: &w.enc[1], holdout: &w.enc[2], pad: 0, ledger: None };
+    let inputs = UnlearnInputs {
+        forget: &empty,
+        retain: &w.enc[1],
+        holdout: &w.enc[2],
+        pad: 0,
+        ledger: None,
+    };
     let err = unlearn(&mut model, &inputs, &UnlearnConfig::default(), |_| {}).unwrap_err();
     assert!(err.to_string().contains("forget set is empty"), "{err}");
-    let inputs = UnlearnInputs { forget: &w.enc[0], retain: &w.enc[1], holdout: &w.enc[2], pad: 0, ledger: None };
-    let cfg = UnlearnConfig { params: "embeding".into(), ..Default::default() };
+    let inputs = UnlearnInputs {
+        forget: &w.enc[0],
+        retain: &w.enc[1],
+        holdout: &w.enc[2],
+        pad: 0,
+        ledger: None,
+    };
+    let cfg = UnlearnConfig {
+        params: "embeding".into(),
+        ..Default::default()
+    };
     let err = unlearn(&mut model, &inputs, &cfg, |_| {}).unwrap_err();
-    assert!(err.to_string().contains("unknown parameter group \"embeding\""), "{err}");
+    assert!(
+        err.to_string()
+            .contains("unknown parameter group \"embeding\""),
+        "{err}"
+    );
     // A ledger recorded for another model is refused by digest.
     let ledger = Ledger::load(&fixtures("ledger")).unwrap();
     let err = ledger.check_model(&"0".repeat(64)).unwrap_err();
     assert!(err.to_string().contains("belongs to the model"), "{err}");
     // A forget record longer than the model's context is an error naming it.
-    let long = Record { id: "too-long".into(), text: "word ".repeat(400), prompt: None, answer: None, subject: None, perturbed: vec![] };
+    let long = Record {
+        id: "too-long".into(),
+        text: "word ".repeat(400),
+        prompt: None,
+        answer: None,
+        subject: None,
+        perturbed: vec![],
+    };
     let err = w.tok.encode(&long, true, 128).unwrap_err();
-    assert!(err.to_string().contains("too-long") && err.to_string().contains("context"), "{err}");
+    assert!(
+        err.to_string().contains("too-long") && err.to_string().contains("context"),
+        "{err}"
+    );
 }

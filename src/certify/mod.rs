@@ -5,8 +5,8 @@
 //! `unlearn` (it judges a model, whoever made it).
 
 pub mod metric;
+pub mod oracle;
 pub mod property;
 pub mod spec;
 pub mod stats;
 pub mod verdict;
-pub mod oracle;

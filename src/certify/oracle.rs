@@ -17,7 +17,12 @@ pub const MAX_ANSWER_TOKENS: usize = 24;
 /// that memorised a record goes on generating after the answer; what follows is not judged.
 pub fn reproduces(completion: &str, answer: &str) -> bool {
     let (c, a) = (completion.trim_start(), answer.trim());
-    !a.is_empty() && c.starts_with(a) && !c[a.len()..].chars().next().is_some_and(char::is_alphanumeric)
+    !a.is_empty()
+        && c.starts_with(a)
+        && !c[a.len()..]
+            .chars()
+            .next()
+            .is_some_and(char::is_alphanumeric)
 }
 
 pub struct ModelOracle<'a> {
@@ -30,11 +35,18 @@ impl<'a> ModelOracle<'a> {
     pub fn new(model: &'a Gpt2, tokenizer: &'a TextTokenizer) -> Result<Self, String> {
         let mut stop: Vec<u32> = tokenizer.eos_id.into_iter().collect();
         stop.extend(tokenizer.encode_text("\n").map_err(|e| e.to_string())?);
-        Ok(ModelOracle { model, tokenizer, stop })
+        Ok(ModelOracle {
+            model,
+            tokenizer,
+            stop,
+        })
     }
 
     fn ids(&self, text: &str) -> Result<Vec<u32>, String> {
-        let ids = self.tokenizer.encode_text(text).map_err(|e| e.to_string())?;
+        let ids = self
+            .tokenizer
+            .encode_text(text)
+            .map_err(|e| e.to_string())?;
         if ids.is_empty() {
             return Err("the prompt has no tokens".into());
         }
@@ -46,18 +58,28 @@ impl<'a> ModelOracle<'a> {
 impl Oracle for ModelOracle<'_> {
     fn complete(&self, prompt: &str) -> Result<String, String> {
         let ids = self.ids(prompt)?;
-        let out = greedy(self.model, &ids, MAX_ANSWER_TOKENS, &self.stop).map_err(|e| e.to_string())?;
+        let out =
+            greedy(self.model, &ids, MAX_ANSWER_TOKENS, &self.stop).map_err(|e| e.to_string())?;
         self.tokenizer.decode(&out).map_err(|e| e.to_string())
     }
 
     fn answer_rank(&self, prompt: &str, answer: &str) -> Result<usize, String> {
         let ids = self.ids(prompt)?;
-        let first = *self.tokenizer.encode_text(answer).map_err(|e| e.to_string())?.first().ok_or("the answer has no tokens")?;
+        let first = *self
+            .tokenizer
+            .encode_text(answer)
+            .map_err(|e| e.to_string())?
+            .first()
+            .ok_or("the answer has no tokens")?;
         let rank = || -> candle_core::Result<usize> {
             let t = ids.len();
             let input = Tensor::from_slice(&ids, (1, t), self.model.device())?;
             let att = Tensor::ones((1, t), DType::U32, self.model.device())?;
-            let logits = self.model.forward(&input, &att)?.narrow(1, t - 1, 1)?.flatten_all()?;
+            let logits = self
+                .model
+                .forward(&input, &att)?
+                .narrow(1, t - 1, 1)?
+                .flatten_all()?;
             let v = logits.to_dtype(DType::F32)?.to_vec1::<f32>()?;
             let target = v[first as usize];
             Ok(v.iter().filter(|&&x| x > target).count())

@@ -50,14 +50,34 @@ struct Row {
 /// (label, method, params, extra arguments)
 fn configs() -> Vec<(&'static str, &'static str, &'static str, Vec<&'static str>)> {
     vec![
-        ("first-epoch ledger, embedding", "ledger", "embedding", vec!["--ledger", "LEDGER"]),
+        (
+            "first-epoch ledger, embedding",
+            "ledger",
+            "embedding",
+            vec!["--ledger", "LEDGER"],
+        ),
         ("gradient ascent, embedding", "ga", "embedding", vec![]),
         ("gradient ascent, all", "ga", "all", vec![]),
-        ("gradient ascent, last two blocks", "ga", "blocks:2-3", vec![]),
+        (
+            "gradient ascent, last two blocks",
+            "ga",
+            "blocks:2-3",
+            vec![],
+        ),
         ("gradient ascent, final norm", "ga", "final_norm", vec![]),
-        ("fuzzy-expanded request, embedding", "ga", "embedding", vec!["--expand", "fuzzy", "--corpus", "CORPUS"]),
+        (
+            "fuzzy-expanded request, embedding",
+            "ga",
+            "embedding",
+            vec!["--expand", "fuzzy", "--corpus", "CORPUS"],
+        ),
         ("iterative, embedding", "iterative", "embedding", vec![]),
-        ("gradient difference, embedding", "graddiff", "embedding", vec![]),
+        (
+            "gradient difference, embedding",
+            "graddiff",
+            "embedding",
+            vec![],
+        ),
         ("NPO, embedding", "npo", "embedding", vec![]),
     ]
 }
@@ -72,7 +92,14 @@ fn fuzzy_request(forget: &[Record], path: &Path) -> Result<()> {
         let k = chars.len() - 2;
         chars.swap(k, k + 1);
         let misspelt: String = chars.into_iter().collect();
-        let rec = Record { id: format!("request-{i}"), text: format!("Please erase everything about {misspelt}."), prompt: None, answer: None, subject: Some(misspelt), perturbed: vec![] };
+        let rec = Record {
+            id: format!("request-{i}"),
+            text: format!("Please erase everything about {misspelt}."),
+            prompt: None,
+            answer: None,
+            subject: Some(misspelt),
+            perturbed: vec![],
+        };
         lines.push_str(&serde_json::to_string(&rec)?);
         lines.push('\n');
     }
@@ -85,7 +112,10 @@ fn exact_match(model: &Gpt2, tok: &TextTokenizer, records: &[Record]) -> Result<
     let qa: Vec<&Record> = records.iter().filter(|r| r.answer.is_some()).collect();
     let mut hits = 0;
     for r in &qa {
-        let (p, a) = (r.prompt.as_deref().unwrap_or(""), r.answer.as_deref().unwrap_or(""));
+        let (p, a) = (
+            r.prompt.as_deref().unwrap_or(""),
+            r.answer.as_deref().unwrap_or(""),
+        );
         hits += usize::from(oracle.complete(p).map_err(anyhow::Error::msg)?.trim() == a.trim());
     }
     Ok(hits as f64 / qa.len().max(1) as f64)
@@ -97,7 +127,11 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     let tok = TextTokenizer::load(&full.join("tokenizer.json"))?;
     let read = |s: &str| read_records(&world.join(format!("{s}.jsonl")));
     let (forget, retain, holdout) = (read("forget05")?, read("retain05")?, read("holdout")?);
-    let enc = |r: &[Record]| -> Result<Vec<Encoded>> { Ok(r.iter().map(|r| tok.encode(r, true, 128)).collect::<Result<_, _>>()?) };
+    let enc = |r: &[Record]| -> Result<Vec<Encoded>> {
+        Ok(r.iter()
+            .map(|r| tok.encode(r, true, 128))
+            .collect::<Result<_, _>>()?)
+    };
     let (fe, he) = (enc(&forget)?, enc(&holdout)?);
     let re: Vec<Encoded> = enc(&retain)?.into_iter().step_by(4).collect();
     std::fs::create_dir_all(&args.out)?;
@@ -106,14 +140,36 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     let original = load_model(&full, DType::F32)?.model;
     let pad = tok.pad_id();
     let retain0 = mean_loss(&original, &refs(&re), pad, 64)?.0;
-    let mut rows = vec![measure("full model (no unlearning)", "-", "-", &original, &tok, &forget, [&fe, &re, &he], retain0, None)?];
+    let mut rows = vec![measure(
+        "full model (no unlearning)",
+        "-",
+        "-",
+        &original,
+        &tok,
+        &forget,
+        [&fe, &re, &he],
+        retain0,
+        None,
+    )?];
     for (label, method, params, extra) in configs() {
         let dir = args.out.join("runs").join(label.replace([',', ' '], "-"));
-        let forget_arg = if extra.contains(&"fuzzy") { request.clone() } else { world.join("forget05.jsonl") };
+        let forget_arg = if extra.contains(&"fuzzy") {
+            request.clone()
+        } else {
+            world.join("forget05.jsonl")
+        };
         let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.args(["--progress", "off", "unlearn"]).arg(&full).arg("--forget").arg(&forget_arg);
-        cmd.arg("--retain").arg(world.join("retain05.jsonl")).arg("--holdout").arg(world.join("holdout.jsonl"));
-        cmd.args(["--method", method, "--params", params]).arg("--out").arg(&dir);
+        cmd.args(["--progress", "off", "unlearn"])
+            .arg(&full)
+            .arg("--forget")
+            .arg(&forget_arg);
+        cmd.arg("--retain")
+            .arg(world.join("retain05.jsonl"))
+            .arg("--holdout")
+            .arg(world.join("holdout.jsonl"));
+        cmd.args(["--method", method, "--params", params])
+            .arg("--out")
+            .arg(&dir);
         for a in &extra {
             match *a {
                 "LEDGER" => cmd.arg(args.fixtures.join("ledger")),
@@ -124,16 +180,37 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
         eprintln!("running: {label}");
         let status = cmd.status().with_context(|| format!("running {label}"))?;
         anyhow::ensure!(status.success(), "{label}: lethe unlearn failed");
-        let run: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("unlearn.json"))?)?;
+        let run: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("unlearn.json"))?)?;
         let model = load_model(&dir, DType::F32)?.model;
-        rows.push(measure(label, method, params, &model, &tok, &forget, [&fe, &re, &he], retain0, Some(&run))?);
+        rows.push(measure(
+            label,
+            method,
+            params,
+            &model,
+            &tok,
+            &forget,
+            [&fe, &re, &he],
+            retain0,
+            Some(&run),
+        )?);
     }
     write_tables(&args.out, &rows)?;
     Ok(ExitCode::SUCCESS)
 }
 
 #[allow(clippy::too_many_arguments)]
-fn measure(label: &str, method: &str, params: &str, model: &Gpt2, tok: &TextTokenizer, forget: &[Record], enc: [&Vec<Encoded>; 3], retain0: f64, run: Option<&serde_json::Value>) -> Result<Row> {
+fn measure(
+    label: &str,
+    method: &str,
+    params: &str,
+    model: &Gpt2,
+    tok: &TextTokenizer,
+    forget: &[Record],
+    enc: [&Vec<Encoded>; 3],
+    retain0: f64,
+    run: Option<&serde_json::Value>,
+) -> Result<Row> {
     let pad = tok.pad_id();
     let (f, fper) = mean_loss(model, &refs(enc[0]), pad, 64)?;
     let (r, _) = mean_loss(model, &refs(enc[1]), pad, 64)?;
@@ -147,15 +224,21 @@ fn measure(label: &str, method: &str, params: &str, model: &Gpt2, tok: &TextToke
         config: label.into(),
         method: method.into(),
         params: params.into(),
-        forget_records: run.and_then(|v| v["forget"]["records"].as_u64()).unwrap_or(enc[0].len() as u64) as usize,
+        forget_records: run
+            .and_then(|v| v["forget"]["records"].as_u64())
+            .unwrap_or(enc[0].len() as u64) as usize,
         exact_match: exact_match(model, tok, forget)?,
         forget_over_holdout: f / h,
         retain_loss_ratio: r / retain0,
         auc: auc.auc,
         auc_low: auc.lower_bound(0.975)?,
         auc_high: auc.upper_bound(0.975)?,
-        steps: outcome.and_then(|o| o["steps"].as_array().map(Vec::len)).unwrap_or(0),
-        stop: outcome.and_then(|o| o["stop_reason"].as_str().map(str::to_string)).unwrap_or_else(|| "-".into()),
+        steps: outcome
+            .and_then(|o| o["steps"].as_array().map(Vec::len))
+            .unwrap_or(0),
+        stop: outcome
+            .and_then(|o| o["stop_reason"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "-".into()),
         seconds: get("seconds"),
         peak_rss_mib: get("peak_rss_bytes") / (1024.0 * 1024.0),
     })
@@ -184,7 +267,10 @@ fn write_tables(out: &Path, rows: &[Row]) -> Result<()> {
     }
     md.push_str("\nNot run: the all-epoch ledger comparison — the bundled ledger records the first epoch only (its size would grow 40-fold); `lethe train --ledger-epochs all` records every epoch for it.\n");
     crate::atomic::write_atomic(&out.join("table.md"), md.as_bytes())?;
-    crate::atomic::write_atomic(&out.join("table.json"), serde_json::to_string_pretty(rows)?.as_bytes())?;
+    crate::atomic::write_atomic(
+        &out.join("table.json"),
+        serde_json::to_string_pretty(rows)?.as_bytes(),
+    )?;
     print!("{md}");
     Ok(())
 }

@@ -98,7 +98,7 @@ impl Gpt2Config {
                 "only GPT-2's standard 1/sqrt(head_dim) attention scaling is supported".into(),
             );
         }
-        if !(self.layer_norm_epsilon > 0.0) {
+        if self.layer_norm_epsilon.is_nan() || self.layer_norm_epsilon <= 0.0 {
             return Err("layer_norm_epsilon must be positive".into());
         }
         Ok(())

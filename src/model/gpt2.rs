@@ -177,13 +177,13 @@ impl Gpt2 {
             .reshape((b, t, c))?;
         let pos = self.p(1).narrow(0, 0, t)?;
         let mut h = tok.broadcast_add(&pos)?;
-        let bias = ops::attention_bias(attention, self.dtype)?;
+        let mask = ops::attention_mask(attention, self.dtype)?;
         let mut hidden = Hidden { layers: Vec::new() };
         if keep {
             hidden.layers.push(h.clone());
         }
         for layer in 0..self.cfg.n_layer {
-            h = self.block(layer, &h, &bias)?;
+            h = self.block(layer, &h, &mask)?;
             if keep {
                 hidden.layers.push(h.clone());
             }
@@ -191,11 +191,11 @@ impl Gpt2 {
         Ok((h, hidden))
     }
 
-    fn block(&self, layer: usize, x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    fn block(&self, layer: usize, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let w = |k| self.block_param(layer, k);
         let eps = self.cfg.layer_norm_epsilon;
         let a = ops::layer_norm(x, &w(0), &w(1), eps)?;
-        let a = self.attention(&a, &w(2), &w(3), bias)?;
+        let a = self.attention(&a, &w(2), &w(3), mask)?;
         let a = ops::linear(&a, &w(4), &w(5))?;
         let x = (x + a)?;
         let m = ops::layer_norm(&x, &w(6), &w(7), eps)?;
@@ -204,22 +204,11 @@ impl Gpt2 {
         x + m
     }
 
-    fn attention(&self, x: &Tensor, w: &Tensor, b: &Tensor, bias: &Tensor) -> Result<Tensor> {
-        let (bs, t, c) = x.dims3()?;
-        let (nh, hd) = (self.cfg.n_head, self.cfg.head_dim());
-        let qkv = ops::linear(x, w, b)?.reshape((bs, t, 3, nh, hd))?;
-        let head = |k: usize| -> Result<Tensor> {
-            qkv.narrow(2, k, 1)?
-                .squeeze(2)?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let (q, k, v) = (head(0)?, head(1)?, head(2)?);
-        let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?;
-        let probs = ops::masked_softmax(&scores, bias)?;
-        let y = probs.matmul(&v)?; // [B, H, T, D]
-        y.transpose(1, 2)?.reshape((bs, t, c))
+    fn attention(&self, x: &Tensor, w: &Tensor, b: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let [q, k, v] = ops::qkv_heads(x, w, b, self.cfg.n_head)?;
+        let scale = 1.0 / (self.cfg.head_dim() as f64).sqrt();
+        let probs = ops::masked_softmax(&q.matmul(&k.t()?)?, mask, scale)?;
+        ops::merge_heads(&probs.matmul(&v)?) // [B, H, T, D] → [B, T, C]
     }
 
     /// Logits `[B, T, V]` for token ids `[B, T]` (u32) and an attention mask `[B, T]` (1 for
@@ -265,9 +254,11 @@ impl Gpt2 {
     /// whatever the model gives there; weigh them out with the batch's target weights.
     pub fn token_logprobs(&self, batch: &Batch) -> Result<Tensor> {
         let (ids, att) = self.batch_tensors(batch)?;
-        let logits = self.forward(&ids, &att)?;
-        let (b, t, v) = logits.dims3()?;
-        let logits = logits.narrow(1, 0, t - 1)?.reshape((b * (t - 1), v))?;
+        let (h, _) = self.trunk(&ids, &att, false)?;
+        let (b, t, _) = h.dims3()?;
+        // The last position predicts nothing: drop it before the vocabulary-sized matmul.
+        let logits = self.head(&h.narrow(1, 0, t - 1)?)?;
+        let logits = logits.reshape((b * (t - 1), self.cfg.vocab_size))?;
         let targets = ids.narrow(1, 1, t - 1)?.flatten_all()?;
         ops::target_logprobs(&logits, &targets)?.reshape((b, t - 1))
     }

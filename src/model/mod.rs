@@ -8,6 +8,7 @@ pub mod generate;
 pub mod gpt2;
 pub mod grad;
 pub mod init;
+pub mod kernels;
 pub mod load;
 pub mod ops;
 pub mod params;

@@ -1,9 +1,17 @@
 //! The numerical kernels of the GPT-2 forward pass: linear (Conv1D) layers, layer norm,
-//! `gelu_new`, masked softmax and target log-probs. In float64 each is composed from candle's
-//! primitive operations, so gradients and Hessian-vector products (double backward) are exact
-//! to rounding. This module owns the arithmetic only; it knows nothing of parameter names.
+//! `gelu_new`, the attention head split and merge, masked softmax and target log-probs. In
+//! float64 each is composed from candle's primitive operations, so gradients and
+//! Hessian-vector products (double backward) are exact to rounding; in float32 each goes to a
+//! fused first-order kernel of `kernels`, for speed. This module owns the arithmetic and that
+//! choice; it knows nothing of parameter names.
 
+use super::kernels;
 use candle_core::{DType, Result, Tensor, D};
+
+/// True where the fused float32 kernels replace the composed operations.
+fn fused(t: &Tensor) -> bool {
+    t.dtype() == DType::F32
+}
 
 /// `x @ w + b` for a Conv1D weight stored `[in, out]`; `x` is `[.., in]`.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -16,8 +24,42 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     y.reshape(out)
 }
 
+/// Queries, keys and values `[B, H, T, D]` each, for `x` `[B, T, C]` and the attention's
+/// Conv1D `w` `[C, 3C]`, `b` `[3C]`. Fused: one matmul per part on a column slice of `w`, then
+/// one head-split copy each.
+pub fn qkv_heads(x: &Tensor, w: &Tensor, b: &Tensor, heads: usize) -> Result<[Tensor; 3]> {
+    let (bs, t, c) = x.dims3()?;
+    let hd = c / heads;
+    let part = |k: usize| -> Result<Tensor> {
+        if fused(x) {
+            let y = linear(x, &w.narrow(1, k * c, c)?, &b.narrow(0, k * c, c)?)?;
+            return kernels::swap_middle(&y.reshape((bs, t, heads, hd))?);
+        }
+        let qkv = linear(x, w, b)?.reshape((bs, t, 3, heads, hd))?;
+        qkv.narrow(2, k, 1)?
+            .squeeze(2)?
+            .transpose(1, 2)?
+            .contiguous()
+    };
+    Ok([part(0)?, part(1)?, part(2)?])
+}
+
+/// `[B, H, T, D]` → `[B, T, H·D]`.
+pub fn merge_heads(y: &Tensor) -> Result<Tensor> {
+    let (bs, h, t, d) = y.dims4()?;
+    let y = if fused(y) {
+        kernels::swap_middle(y)?
+    } else {
+        y.transpose(1, 2)?
+    };
+    y.reshape((bs, t, h * d))
+}
+
 /// Layer norm over the last dimension with the biased variance, as `torch.nn.LayerNorm`.
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    if fused(x) {
+        return kernels::layer_norm(x, w, b, eps);
+    }
     let mean = x.mean_keepdim(D::Minus1)?;
     let centred = x.broadcast_sub(&mean)?;
     let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
@@ -29,10 +71,22 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
 /// so that its derivatives carry full precision (candle's built-in gelu backward uses
 /// 6-digit constants; DESIGN.md).
 pub fn gelu_new(x: &Tensor) -> Result<Tensor> {
+    if fused(x) {
+        return kernels::gelu_new(x);
+    }
     let k = (2.0 / std::f64::consts::PI).sqrt();
     let cube = (x.sqr()? * x)?;
     let inner = ((x + (cube * 0.044715)?)? * k)?;
     ((inner.tanh()? + 1.0)? * x)? * 0.5
+}
+
+/// What the attention softmax masks with, from the attention mask `[B, T]` (u32): for the
+/// fused kernel the mask itself; otherwise the additive bias of [`attention_bias`].
+pub fn attention_mask(attention: &Tensor, dtype: DType) -> Result<Tensor> {
+    match dtype {
+        DType::F32 => Ok(attention.clone()),
+        _ => attention_bias(attention, dtype),
+    }
 }
 
 /// The additive attention bias `[B, 1, T, T]`: 0 where query `i` may attend key `j` (`j ≤ i` and
@@ -53,9 +107,13 @@ pub fn attention_bias(attention: &Tensor, dtype: DType) -> Result<Tensor> {
     Tensor::from_vec(bias, (b, 1, t, t), attention.device())?.to_dtype(dtype)
 }
 
-/// Softmax over the last dimension of `scores + bias`.
-pub fn masked_softmax(scores: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    let x = scores.broadcast_add(bias)?;
+/// Softmax over the last dimension of `scale·scores` masked by `mask` (from
+/// [`attention_mask`]).
+pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+    if fused(scores) {
+        return kernels::masked_causal_softmax(scores, mask, scale);
+    }
+    let x = (scores * scale)?.broadcast_add(mask)?;
     // Softmax is invariant to the shift, so the max is a constant for differentiation.
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
@@ -68,6 +126,9 @@ pub fn masked_softmax(scores: &Tensor, bias: &Tensor) -> Result<Tensor> {
 /// is picked with a one-hot product instead: candle's backward of scatter-add (needed for second
 /// derivatives through `gather`) is wrong, and the one-hot product is exact to any order.
 pub fn target_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if fused(logits) {
+        return kernels::target_logprobs(logits, targets);
+    }
     let max = logits.max_keepdim(D::Minus1)?.detach();
     let shifted = logits.broadcast_sub(&max)?;
     let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?.squeeze(1)?;

@@ -160,7 +160,10 @@ fn verify_signed(
     let ok = step(
         ENVELOPE,
         match &envelope {
-            Ok(e) => Ok(format!("DSSE envelope, {} signature(s)", e.signatures.len())),
+            Ok(e) => Ok(format!(
+                "DSSE envelope, {} signature(s)",
+                e.signatures.len()
+            )),
             Err(e) => Err(e.to_string()),
         },
     );
@@ -267,7 +270,12 @@ pub fn render_checks(checks: &[Check]) -> String {
     let width = width.unwrap_or(0);
     let mut out = String::new();
     for c in checks {
-        let line = format!("{:<7}  {:<width$}  {}", c.outcome.as_str(), c.name, c.detail);
+        let line = format!(
+            "{:<7}  {:<width$}  {}",
+            c.outcome.as_str(),
+            c.name,
+            c.detail
+        );
         out.push_str(line.trim_end());
         out.push('\n');
     }
@@ -303,9 +311,13 @@ mod tests {
         let v = verify(&envelope(), &key().verifying_key(), &Options::default());
         assert!(v.passed(), "{}", render_checks(&v.checks));
         assert_eq!(v.exit_code(), 0);
-        assert_eq!(v.report, Some(sample()));
+        let canonical = v.report.map(|r| r.to_jcs().unwrap());
+        assert_eq!(canonical, Some(sample().to_jcs().unwrap()));
         let names: Vec<&str> = v.checks.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, [ENVELOPE, PAYLOAD_TYPE, SIGNATURE, STATEMENT, SCHEMA]);
+        assert_eq!(
+            names,
+            [ENVELOPE, PAYLOAD_TYPE, SIGNATURE, STATEMENT, SCHEMA]
+        );
         let text = render_checks(&v.checks);
         assert!(
             text.starts_with("PASS     envelope       DSSE envelope, 1 signature(s)\n"),
@@ -416,7 +428,13 @@ mod tests {
         assert_eq!(failed, ["artifact model.safetensors"]);
         fs::remove_file(dir.join("config.json")).unwrap();
         let v = verify(&bytes, &vk, &options);
-        assert_eq!(v.checks.iter().filter(|c| c.outcome == Outcome::Fail).count(), 2);
+        assert_eq!(
+            v.checks
+                .iter()
+                .filter(|c| c.outcome == Outcome::Fail)
+                .count(),
+            2
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -295,12 +295,20 @@ fn specific_rows(model: &Gpt2, inputs: &UnlearnInputs, ratio: f64) -> Result<Ten
             }
         }
         let total: f64 = c.iter().sum();
-        c.into_iter().map(|x| x / total.max(1.0)).collect::<Vec<_>>()
+        c.into_iter()
+            .map(|x| x / total.max(1.0))
+            .collect::<Vec<_>>()
     };
     let (f, r) = (count(inputs.forget), count(inputs.retain));
-    let mask: Vec<f32> = f.iter().zip(&r).map(|(&f, &r)| if f > 0.0 && f >= ratio * r { 1.0 } else { 0.0 }).collect();
+    let mask: Vec<f32> = f
+        .iter()
+        .zip(&r)
+        .map(|(&f, &r)| if f > 0.0 && f >= ratio * r { 1.0 } else { 0.0 })
+        .collect();
     if mask.iter().all(|&m| m == 0.0) {
-        return Err(UnlearnError::Input("no token is specific to the forget set; use --all-rows".into()));
+        return Err(UnlearnError::Input(
+            "no token is specific to the forget set; use --all-rows".into(),
+        ));
     }
     Ok(Tensor::from_vec(mask, (v, 1), model.device())?)
 }

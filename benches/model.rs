@@ -1,0 +1,121 @@
+//! Speed of lethe's GPT-2 on CPU (f32, 2 threads, random weights): log-prob evaluation in
+//! tokens/s and one gradient-ascent step (forward, backward, SGD update of the trainable
+//! parameters) for a small model (4 × 128, vocab 2048) at batch 8×128 and GPT-2 small's shape
+//! (12 × 768, vocab 50257) at batch 1×128, training `all` parameters or `embedding` only; and
+//! one f64 gradient and one exact Hessian-vector product w.r.t. `embedding` on the small model.
+//! PyTorch 2.15 on this machine, same shapes (DESIGN.md): 64 / 62 ms per step and 52.7k
+//! tokens/s (small); 745 / 554 ms and 817 tokens/s (GPT-2 small); 66 ms gradient and 168 ms
+//! HVP (f64 small model).
+
+use candle_core::{DType, Tensor};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use lethe::data::Batch;
+use lethe::model::grad::{hvp, loss_and_grad};
+use lethe::model::init::random_gpt2 as random_model;
+use lethe::model::{Gpt2, Gpt2Config, ParamGroups};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::time::Duration;
+
+/// A full batch of random tokens: every position real and scored.
+fn random_batch(rows: usize, cols: usize, vocab: usize, seed: u64) -> Batch {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    Batch {
+        ids: (0..rows * cols)
+            .map(|_| rng.gen_range(0..vocab as u32))
+            .collect(),
+        attention: vec![1; rows * cols],
+        target_weight: vec![1.0; rows * (cols - 1)],
+        rows,
+        cols,
+        record_ids: (0..rows).map(|r| r.to_string()).collect(),
+    }
+}
+
+/// One gradient-ascent step on the batch loss: `θ ← θ + lr·∇L` for every trainable parameter.
+fn ascent_step(model: &Gpt2, batch: &Batch, lr: f64) {
+    let (_, grads) = loss_and_grad(model, batch).unwrap();
+    for ((_, var), (_, g)) in model.trainable_vars().into_iter().zip(grads) {
+        let next = (var.as_tensor() + (g * lr).unwrap()).unwrap();
+        var.set(&next).unwrap();
+    }
+}
+
+struct Shape {
+    name: &'static str,
+    cfg: Gpt2Config,
+    rows: usize,
+    cols: usize,
+}
+
+fn shapes() -> [Shape; 2] {
+    [
+        Shape {
+            name: "small-4x128",
+            cfg: Gpt2Config::new(2048, 128, 128, 4, 4),
+            rows: 8,
+            cols: 128,
+        },
+        Shape {
+            name: "gpt2-small",
+            cfg: Gpt2Config::new(50257, 1024, 768, 12, 12),
+            rows: 1,
+            cols: 128,
+        },
+    ]
+}
+
+fn eval_and_step(c: &mut Criterion) {
+    for shape in shapes() {
+        let mut model = random_model(&shape.cfg, 1, DType::F32).unwrap();
+        let batch = random_batch(shape.rows, shape.cols, shape.cfg.vocab_size, 2);
+        let mut group = c.benchmark_group(shape.name);
+        group.sample_size(10).warm_up_time(Duration::from_secs(1));
+        group.measurement_time(Duration::from_secs(4));
+        group.throughput(Throughput::Elements((shape.rows * shape.cols) as u64));
+        group.bench_function("eval-logprobs", |b| {
+            b.iter(|| model.token_logprobs(&batch).unwrap())
+        });
+        for params in ["all", "embedding"] {
+            model
+                .set_trainable(&ParamGroups::parse(params).unwrap())
+                .unwrap();
+            group.bench_function(BenchmarkId::new("ga-step", params), |b| {
+                b.iter(|| ascent_step(&model, &batch, 1e-4))
+            });
+        }
+        group.finish();
+    }
+}
+
+fn gradient_and_hvp(c: &mut Criterion) {
+    let shape = &shapes()[0];
+    let mut model = random_model(&shape.cfg, 1, DType::F64).unwrap();
+    model
+        .set_trainable(&ParamGroups::parse("embedding").unwrap())
+        .unwrap();
+    let batch = random_batch(shape.rows, shape.cols, shape.cfg.vocab_size, 2);
+    let v: Vec<(String, Tensor)> = model
+        .trainable_vars()
+        .into_iter()
+        .map(|(n, var)| (n.to_string(), var.as_tensor().randn_like(0.0, 1.0).unwrap()))
+        .collect();
+    let mut group = c.benchmark_group("small-4x128-f64-embedding");
+    group.sample_size(10).warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(4));
+    group.bench_function("gradient", |b| {
+        b.iter(|| loss_and_grad(&model, &batch).unwrap())
+    });
+    group.bench_function("hvp", |b| b.iter(|| hvp(&model, &batch, &v).unwrap()));
+    group.finish();
+}
+
+fn main() {
+    // Exact HVPs need the gradient's graph; candle reads this once per thread (DESIGN.md).
+    std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
+    std::env::set_var("RAYON_NUM_THREADS", "2");
+    let mut c = Criterion::default().configure_from_args();
+    eval_and_step(&mut c);
+    gradient_and_hvp(&mut c);
+    c.final_summary();
+}

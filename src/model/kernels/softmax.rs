@@ -1,0 +1,125 @@
+//! The attention softmax with its scale and mask applied inside: for query i of row b,
+//! softmax_j(scale·s_ij) over the keys j ≤ i whose attention-mask entry is 1, zero elsewhere,
+//! so no `[B, 1, T, T]` bias tensor is built. A query with no allowed key gets the uniform
+//! distribution over all T keys, as the composed version with its f32::MIN bias does.
+//! Backward: dS = scale · P ⊙ (dP − Σ_j P·dP), which is zero wherever P is.
+
+use super::math::exp;
+use super::{f32s, u32s, MIN_ROWS_PER_TASK};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Probabilities `[B, H, T, T]` from raw scores `[B, H, T, T]` (f32) and the attention mask
+/// `[B, T]` (u32, 1 for a real token).
+pub fn masked_causal_softmax(scores: &Tensor, attention: &Tensor, scale: f64) -> Result<Tensor> {
+    let scale = scale as f32;
+    scores
+        .contiguous()?
+        .apply_op2(&attention.contiguous()?, MaskedSoftmax { scale })
+}
+
+struct MaskedSoftmax {
+    scale: f32,
+}
+
+/// Inputs: probabilities and their gradient; output: the gradient of the scores.
+struct MaskedSoftmaxBackward {
+    scale: f32,
+}
+
+/// One query row: `p` gets the probabilities, `keep[j]` says whether key j is a real token.
+fn softmax_row(s: &[f32], keep: &[u32], query: usize, scale: f32, p: &mut [f32]) {
+    let allowed = |j: usize| keep[j] != 0;
+    let mut max = f32::NEG_INFINITY;
+    for j in (0..=query).filter(|&j| allowed(j)) {
+        max = max.max(scale * s[j]);
+    }
+    if max == f32::NEG_INFINITY {
+        p.fill(1.0 / p.len() as f32);
+        return;
+    }
+    let mut sum = 0f32;
+    // exp for every key then a select, so the loop has no branch and vectorises.
+    for ((p, &s), &k) in p[..=query].iter_mut().zip(s).zip(keep) {
+        let e = exp(scale * s - max);
+        *p = if k != 0 { e } else { 0.0 };
+        sum += *p;
+    }
+    let inv = 1.0 / sum;
+    p[..=query].iter_mut().for_each(|p| *p *= inv);
+}
+
+impl CustomOp2 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "masked-causal-softmax-f32"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let s = f32s(s1, l1, self.name())?;
+        let keep = u32s(s2, l2, self.name())?;
+        let (b, h, t, t2) = l1.shape().dims4()?;
+        if t != t2 || l2.shape().dims2()? != (b, t) {
+            candle_core::bail!(
+                "masked softmax: scores {:?}, mask {:?}",
+                l1.dims(),
+                l2.dims()
+            );
+        }
+        let mut p = vec![0f32; s.len()];
+        p.par_chunks_mut(t)
+            .zip(s.par_chunks(t))
+            .with_min_len(MIN_ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(row, (p, s))| {
+                let (batch, query) = (row / (h * t), row % t);
+                softmax_row(s, &keep[batch * t..(batch + 1) * t], query, self.scale, p);
+            });
+        Ok((CpuStorage::F32(p), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _scores: &Tensor,
+        _attention: &Tensor,
+        probs: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let scale = self.scale;
+        let ds = probs.apply_op2(&grad.contiguous()?, MaskedSoftmaxBackward { scale })?;
+        Ok((Some(ds), None))
+    }
+}
+
+impl CustomOp2 for MaskedSoftmaxBackward {
+    fn name(&self) -> &'static str {
+        "masked-causal-softmax-backward-f32"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (p, g) = (f32s(s1, l1, self.name())?, f32s(s2, l2, self.name())?);
+        let t = l1.dims()[l1.dims().len() - 1];
+        let mut ds = vec![0f32; p.len()];
+        ds.par_chunks_mut(t)
+            .zip(p.par_chunks(t).zip(g.par_chunks(t)))
+            .with_min_len(MIN_ROWS_PER_TASK)
+            .for_each(|(ds, (p, g))| {
+                let dot: f32 = p.iter().zip(g).map(|(p, g)| p * g).sum();
+                for ((d, &p), &g) in ds.iter_mut().zip(p).zip(g) {
+                    *d = self.scale * p * (g - dot);
+                }
+            });
+        Ok((CpuStorage::F32(ds), l1.shape().clone()))
+    }
+}
