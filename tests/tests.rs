@@ -2,6 +2,8 @@
 
 /// Bad input: model files and JSONL data that must give a clear error naming the file/line.
 mod bad_input;
+/// The certifier end to end: evidence contract, reproducibility, run-time HVP checks, bad input.
+mod certify;
 mod common;
 /// GPT-2 against the Hugging Face oracle in ../shared/oracles/tiny-gpt2 (logits, grads, HVPs).
 mod oracle;

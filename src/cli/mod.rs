@@ -2,6 +2,7 @@
 //! and the exit codes (0 success or certified, 1 checks ran and failed, 2 could not run). This is
 //! the only module that uses `anyhow`; the library modules return typed errors.
 
+mod certify;
 mod eval;
 mod inspect;
 pub mod progress;
@@ -37,6 +38,9 @@ enum Command {
     /// Score records with a model: per-record loss (mean next-token negative log-likelihood)
     /// and perplexity.
     Eval(eval::EvalArgs),
+    /// Measure an unlearned model against the original (and a retrained reference): metrics,
+    /// membership-inference attacks with confidence intervals, influence; write evidence JSON.
+    Certify(Box<certify::CertifyArgs>),
 }
 
 /// Runs the command line and maps the outcome to an exit code.
@@ -45,6 +49,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Eval(a) => eval::run(a, cli.progress),
+        Command::Certify(a) => certify::run(*a, cli.progress),
     };
     match result {
         Ok(code) => code,
