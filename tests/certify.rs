@@ -7,6 +7,8 @@ use crate::common::*;
 use candle_core::{DType, Device, Tensor};
 use lethe::certify::evidence::Evidence;
 use lethe::certify::influence::{check_hvp, Sample, Space};
+use lethe::certify::mia::{run_attack, scores, AttackScores, Side};
+use lethe::certify::records::{EvalPlan, Evaluator};
 use lethe::certify::{certify, load_inputs, Metric, Request};
 use lethe::data::bpe::{train_bpe, write_tokenizer};
 use lethe::data::world::{generate, WorldConfig};
@@ -350,4 +352,71 @@ fn cli_writes_evidence_and_refuses_bad_inputs() {
     }
     let r = call(base("unlearned", "holdout_small.jsonl"));
     assert!(String::from_utf8_lossy(&r.stderr).contains("add 40 more"));
+}
+
+/// `fixtures/...` in this repository (made by `fixtures/make.sh`).
+fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
+}
+
+#[test]
+fn bundled_world_power_and_size() {
+    // Issue 5's bars on the bundled world: the full model (trained on forget05) must be told
+    // from holdout by the LOSS attack with a 95 % interval whose lower end is above 0.8 (power),
+    // and the model retrained without forget05 must have a 95 % interval containing 0.5 (size).
+    // The certifier's own path (records → LOSS scores → DeLong), forward passes only: the
+    // greedy answers of a full run do not enter the LOSS attack.
+    let tok = lethe::data::TextTokenizer::load(&fixture("models/full/tokenizer.json")).unwrap();
+    let stop = lethe::certify::answers::stop_tokens(&tok).unwrap();
+    let forget = lethe::data::read_records(&fixture("world/forget05.jsonl")).unwrap();
+    let holdout = lethe::data::read_records(&fixture("world/holdout.jsonl")).unwrap();
+    let plan = EvalPlan {
+        greedy: false,
+        truth_ratio: false,
+    };
+    let interval = |model: &str| {
+        let m = load_model(&fixture(&format!("models/{model}")), DType::F32).unwrap();
+        let ev = Evaluator {
+            tok: &tok,
+            stop: &stop,
+            ctx: m.model.config().n_positions,
+            generated: 0,
+            seed: 0,
+        };
+        let loss = |recs: &[Record]| -> Vec<f64> {
+            let e = ev.evaluate(&m.model, recs, plan, &mut |_| {}).unwrap();
+            e.iter().map(|r| r.loss).collect()
+        };
+        let (lf, lh) = (loss(&forget), loss(&holdout));
+        let none = vec![0; 0];
+        let side = |l: &[f64]| {
+            scores(
+                "loss",
+                &Side {
+                    loss: l,
+                    zlib_bytes: &none,
+                    min_k: &[],
+                    min_k_pp: &[],
+                },
+                None,
+                None,
+            )
+            .unwrap()
+        };
+        let s = AttackScores {
+            members: side(&lf),
+            nonmembers: side(&lh),
+        };
+        run_attack(&s).unwrap().auc.interval(0.95).unwrap()
+    };
+    let full = interval("full");
+    let retrain = interval("retrain05");
+    eprintln!("LOSS AUC 95% CI: full {full:?}, retrain05 {retrain:?}");
+    assert!(full.lower > 0.8, "power: full model's interval {full:?}");
+    assert!(
+        retrain.lower <= 0.5 && 0.5 <= retrain.upper,
+        "size: retrained model's interval {retrain:?}"
+    );
 }

@@ -14,7 +14,7 @@ use super::influence::{check_hvp, self_influence, spectrum, Sample, Space, DISTA
 use super::metric::{independent_ratio, paired_ratio, Metric};
 use super::metrics::truth_ratio_score;
 use super::mia::{grad_norms, run_attack, scores, AttackScores, Side, ATTACKS};
-use super::records::{EvalPlan, Evaluator, RecordEval, GREEDY_SLACK, MIN_K};
+use super::records::{seeded_subset, EvalPlan, Evaluator, RecordEval, GREEDY_SLACK, MIN_K};
 use super::scoring::SIGMA2_FLOOR;
 use super::stats::ks_two_sample;
 use super::{evidence::Metrics, CertifyError};
@@ -22,9 +22,6 @@ use crate::data::{read_records, Encoded, Record, TextTokenizer};
 use crate::model::load::digest;
 use crate::model::{load_model, LoadedModel, ParamGroups};
 use candle_core::DType;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -53,6 +50,8 @@ pub struct Request {
     pub cg_tolerance: f64,
     pub cg_max_iterations: usize,
     pub damping: Option<f64>,
+    /// Question–answer records per split that get greedy answers and truth ratios.
+    pub generated_records: usize,
 }
 
 impl Request {
@@ -75,12 +74,13 @@ impl Request {
             seed: 0,
             confidence: 0.95,
             params: ParamGroups(vec![crate::model::Group::Embedding]),
-            hessian_records: 32,
-            influence_records: 8,
-            lanczos_steps: 16,
-            cg_tolerance: 1e-4,
-            cg_max_iterations: 50,
+            hessian_records: 16,
+            influence_records: 4,
+            lanczos_steps: 12,
+            cg_tolerance: 1e-3,
+            cg_max_iterations: 30,
             damping: None,
+            generated_records: 200,
         }
     }
 }
@@ -243,17 +243,6 @@ pub struct RunSummary {
     pub eval_seconds: f64,
 }
 
-/// A seeded sample of `k` of `0..n` in ascending order (all of them when k ≥ n).
-fn sample(n: usize, k: usize, seed: u64, stream: u64) -> Vec<usize> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(stream);
-    let mut idx: Vec<usize> = (0..n).collect();
-    idx.shuffle(&mut rng);
-    idx.truncate(k.min(n));
-    idx.sort_unstable();
-    idx
-}
-
 struct Run<'a> {
     req: &'a Request,
     inputs: &'a Inputs,
@@ -284,6 +273,8 @@ pub fn certify(
             tok: &inputs.tokenizer,
             stop: &stop,
             ctx,
+            generated: req.generated_records,
+            seed: req.seed,
         },
         progress,
         metrics: Metrics::default(),
@@ -348,6 +339,7 @@ pub fn certify(
             cg_tolerance: req.cg_tolerance,
             cg_max_iterations: req.cg_max_iterations,
             damping: req.damping,
+            generated_records: req.generated_records,
         },
         models: model_inputs(inputs),
         data: inputs
@@ -355,7 +347,7 @@ pub fn certify(
             .iter()
             .map(|(k, (d, _))| (k.clone(), d.clone()))
             .collect(),
-        sample_sizes: sample_sizes(inputs, &influence),
+        sample_sizes: sample_sizes(inputs, &influence, &evals),
         metrics: run.metrics,
         omitted: run.omitted,
         records: evals,
@@ -385,8 +377,19 @@ fn model_inputs(inputs: &Inputs) -> BTreeMap<String, ModelInput> {
     out
 }
 
-fn sample_sizes(inputs: &Inputs, inf: &Option<InfluenceEvidence>) -> BTreeMap<String, usize> {
+fn sample_sizes(
+    inputs: &Inputs,
+    inf: &Option<InfluenceEvidence>,
+    evals: &Evals,
+) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
+    for (split, e) in &evals["unlearned"] {
+        let generated = e
+            .iter()
+            .filter(|r| r.qa.as_ref().is_some_and(|q| q.greedy.is_some()))
+            .count();
+        out.insert(format!("{split}_generated"), generated);
+    }
     for (k, (d, _)) in &inputs.splits {
         out.insert(k.clone(), d.records);
         out.insert(format!("{k}_question_answer"), d.question_answer_records);
@@ -708,7 +711,7 @@ impl Run<'_> {
         let space = Space::new(&model);
         let retain = self.eval.encode(&inputs.splits["retain"].1)?;
         let pick = |enc: &[Encoded], k: usize, stream: u64| -> Vec<Encoded> {
-            sample(enc.len(), k, req.seed, stream)
+            seeded_subset(enc.len(), k, req.seed, stream)
                 .into_iter()
                 .map(|i| enc[i].clone())
                 .collect()

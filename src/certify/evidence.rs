@@ -125,6 +125,8 @@ pub struct Settings {
     pub cg_max_iterations: usize,
     /// The damping asked for; `None` when it was chosen from the spectrum.
     pub damping: Option<f64>,
+    /// Question–answer records per split (a seeded sample) with greedy answers and truth ratios.
+    pub generated_records: usize,
 }
 
 /// Influence analysis at the unlearned parameters.

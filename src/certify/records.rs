@@ -12,6 +12,9 @@ use super::scoring::score;
 use super::CertifyError;
 use crate::data::{Encoded, Record, TextTokenizer};
 use crate::model::Gpt2;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
@@ -68,6 +71,22 @@ pub struct Evaluator<'a> {
     pub tok: &'a TextTokenizer,
     pub stop: &'a HashSet<u32>,
     pub ctx: usize,
+    /// At most this many question–answer records per split get greedy answers and truth ratios
+    /// (a seeded sample, the same for every model); the forward-pass scores cover every record.
+    pub generated: usize,
+    pub seed: u64,
+}
+
+/// A seeded sample of `k` of `0..n` in ascending order (all of them when k ≥ n); `stream`
+/// separates independent choices made from one seed.
+pub fn seeded_subset(n: usize, k: usize, seed: u64, stream: u64) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.shuffle(&mut rng);
+    idx.truncate(k.min(n));
+    idx.sort_unstable();
+    idx
 }
 
 impl Evaluator<'_> {
@@ -110,14 +129,18 @@ impl Evaluator<'_> {
                 }),
             })
             .collect();
-        let qa: Vec<usize> = (0..records.len())
+        let qa_all: Vec<usize> = (0..records.len())
             .filter(|&i| records[i].answer.is_some())
+            .collect();
+        let qa: Vec<usize> = seeded_subset(qa_all.len(), self.generated, self.seed, 0)
+            .into_iter()
+            .map(|k| qa_all[k])
             .collect();
         if plan.greedy && !qa.is_empty() {
             self.greedy(model, records, &enc, &qa, &mut out)?;
         }
         if plan.truth_ratio {
-            self.truth_ratios(model, records, &mut out)?;
+            self.truth_ratios(model, records, &qa, &mut out)?;
         }
         Ok(out)
     }
@@ -158,11 +181,13 @@ impl Evaluator<'_> {
         &self,
         model: &Gpt2,
         records: &[Record],
+        qa: &[usize],
         out: &mut [RecordEval],
     ) -> Result<(), CertifyError> {
         let mut owner = Vec::new();
         let mut variants = Vec::new();
-        for (i, rec) in records.iter().enumerate() {
+        for &i in qa {
+            let rec = &records[i];
             let (Some(prompt), Some(_)) = (&rec.prompt, &rec.answer) else {
                 continue;
             };

@@ -6,7 +6,7 @@
 
 use crate::data::{Batch, Encoded};
 use crate::model::Gpt2;
-use candle_core::{DType, Result, D};
+use candle_core::{DType, Result, Tensor, D};
 
 /// Largest `rows × cols × vocab` of one batch's logits (≈ 64 MiB in f32 per temporary).
 const MAX_BATCH_ELEMENTS: usize = 16 << 20;
@@ -77,31 +77,44 @@ pub fn score(
 fn score_batch(model: &Gpt2, batch: &Batch, records: &[&Encoded]) -> Result<Vec<TokenScores>> {
     let (ids, att) = model.batch_tensors(batch)?;
     let logits = model.forward(&ids, &att)?;
-    let t = batch.cols;
-    let lsm = candle_nn::ops::log_softmax(&logits.narrow(1, 0, t - 1)?, D::Minus1)?;
+    let (b, t, v) = logits.dims3()?;
+    // Only the scored positions go through the vocabulary-wide softmax statistics: target x[tt]
+    // is predicted at position tt-1.
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for (r, rec) in records.iter().enumerate() {
+        for tt in rec.score_from.max(1)..rec.ids.len() {
+            rows.push((r * t + tt - 1) as u32);
+            targets.push(rec.ids[tt]);
+        }
+    }
+    let dev = model.device();
+    let n = rows.len();
+    let picked = logits
+        .reshape((b * t, v))?
+        .index_select(&Tensor::from_vec(rows, n, dev)?, 0)?;
+    let lsm = candle_nn::ops::log_softmax(&picked, D::Minus1)?;
     let p = lsm.exp()?;
     let mu = (&p * &lsm)?.sum_keepdim(D::Minus1)?;
     let var = (&p * lsm.broadcast_sub(&mu)?.sqr()?)?.sum(D::Minus1)?;
-    let targets = ids.narrow(1, 1, t - 1)?.contiguous()?;
-    let target_lp = lsm.gather(&targets.unsqueeze(2)?, 2)?.squeeze(2)?;
-    let argmax = lsm.argmax(D::Minus1)?.to_vec2::<u32>()?;
-    let f64s = |x: candle_core::Tensor| x.to_dtype(DType::F64)?.to_vec2::<f64>();
-    let (lp, mu, var) = (f64s(target_lp)?, f64s(mu.squeeze(2)?)?, f64s(var)?);
+    let target_ids = Tensor::from_vec(targets.clone(), (n, 1), dev)?;
+    let target_lp = lsm.gather(&target_ids, 1)?.squeeze(1)?;
+    let argmax = lsm.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    let f64s = |x: Tensor| x.to_dtype(DType::F64)?.to_vec1::<f64>();
+    let (lp, mu, var) = (f64s(target_lp)?, f64s(mu.squeeze(1)?)?, f64s(var)?);
     let mut out = Vec::with_capacity(records.len());
-    for (r, rec) in records.iter().enumerate() {
-        let mut s = TokenScores {
-            logprobs: Vec::new(),
-            hits: Vec::new(),
-            z: Vec::new(),
-        };
-        // Target x[t] is predicted at position t-1.
-        for tt in rec.score_from.max(1)..rec.ids.len() {
-            let (l, pos) = (lp[r][tt - 1], tt - 1);
-            s.logprobs.push(l);
-            s.hits.push(argmax[r][pos] == rec.ids[tt]);
-            s.z.push((l - mu[r][pos]) / var[r][pos].max(SIGMA2_FLOOR).sqrt());
-        }
-        out.push(s);
+    let mut k = 0;
+    for rec in records {
+        let m = rec.ids.len() - rec.score_from.max(1);
+        let range = k..k + m;
+        k += m;
+        out.push(TokenScores {
+            logprobs: lp[range.clone()].to_vec(),
+            hits: range.clone().map(|i| argmax[i] == targets[i]).collect(),
+            z: range
+                .map(|i| (lp[i] - mu[i]) / var[i].max(SIGMA2_FLOOR).sqrt())
+                .collect(),
+        });
     }
     Ok(out)
 }

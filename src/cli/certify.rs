@@ -45,14 +45,18 @@ pub struct CertifyArgs {
     #[arg(long, default_value = "embedding")]
     params: String,
     /// Retain records in the Hessian sample.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 16)]
     hessian_records: usize,
     /// Forget and holdout records (each) whose self-influence is computed.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 4)]
     influence_records: usize,
     /// Lanczos steps for the Hessian's extreme eigenvalues.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 12)]
     lanczos_steps: usize,
+    /// Question–answer records per split (a seeded sample) that get greedy answers and truth
+    /// ratios; loss, memorisation and the attacks always cover every record.
+    #[arg(long, default_value_t = 200)]
+    generated_records: usize,
     /// Damping λ of (H + λI)⁻¹ (default: chosen from the Lanczos spectrum).
     #[arg(long)]
     damping: Option<f64>,
@@ -74,6 +78,7 @@ pub fn run(args: CertifyArgs, progress: ProgressMode) -> Result<ExitCode> {
     req.hessian_records = args.hessian_records;
     req.influence_records = args.influence_records;
     req.lanczos_steps = args.lanczos_steps;
+    req.generated_records = args.generated_records;
     anyhow::ensure!(
         req.hessian_records > 0,
         "--hessian-records must be at least 1"
