@@ -2,9 +2,13 @@
 
 /// Bad input: model files and JSONL data that must give a clear error naming the file/line.
 mod bad_input;
+/// The certifier end to end: evidence contract, reproducibility, run-time HVP checks, bad input.
+mod certify;
 mod common;
 /// The bundled world and fixture models: determinism and the memorisation bars.
 mod fixtures;
+/// The committed golden certificate verifies in CI.
+mod golden;
 /// The fused float32 kernels against the composed float64 operations and the oracle.
 mod kernels;
 /// GPT-2 against the Hugging Face oracle in ../shared/oracles/tiny-gpt2 (logits, grads, HVPs).

@@ -12,7 +12,9 @@ use crate::certify::verdict::{evaluate, property_verdict, render_table};
 use crate::data::{read_records, Encoded, Record, TextTokenizer};
 use crate::model::{load_model, save_model};
 use crate::report::certificate::write_certificate;
-use crate::report::keys::{keygen, load_signing_key, load_verifying_key, SIGNING_KEY_FILE, VERIFYING_KEY_FILE};
+use crate::report::keys::{
+    keygen, load_signing_key, load_verifying_key, SIGNING_KEY_FILE, VERIFYING_KEY_FILE,
+};
 use crate::report::schema::{rfc3339_utc, Artifact, Machine, Report, SpecRef, Tool};
 use crate::report::verify::{render_checks, verify, Options};
 use crate::report::{html, markdown};
@@ -53,20 +55,40 @@ fn unlearn_step(args: &DemoArgs, world: &Path, model_out: &Path) -> Result<serde
     let ctx = loaded.model.config().n_positions;
     let enc = |s: &str| -> Result<Vec<Encoded>> {
         let recs = read_records(&world.join(format!("{s}.jsonl")))?;
-        Ok(recs.iter().map(|r| tok.encode(r, true, ctx)).collect::<Result<_, _>>()?)
+        Ok(recs
+            .iter()
+            .map(|r| tok.encode(r, true, ctx))
+            .collect::<Result<_, _>>()?)
     };
     let (f, r, h) = (enc("forget05")?, enc("retain05")?, enc("holdout")?);
     let ledger = match args.method {
         Method::Ledger => Some(crate::train::Ledger::load(&args.fixtures.join("ledger"))?),
         _ => None,
     };
-    let inputs = UnlearnInputs { forget: &f, retain: &r, holdout: &h, pad: tok.pad_id(), ledger: ledger.as_ref() };
-    let cfg = UnlearnConfig { method: args.method, ..Default::default() };
+    let inputs = UnlearnInputs {
+        forget: &f,
+        retain: &r,
+        holdout: &h,
+        pad: tok.pad_id(),
+        ledger: ledger.as_ref(),
+    };
+    let cfg = UnlearnConfig {
+        method: args.method,
+        ..Default::default()
+    };
     let mut model = loaded.model;
     let outcome = unlearn(&mut model, &inputs, &cfg, |_| {})?;
-    save_model(&model, loaded.storage_dtype, model_out, Some(&std::fs::read(&tok_path)?))?;
+    save_model(
+        &model,
+        loaded.storage_dtype,
+        model_out,
+        Some(&std::fs::read(&tok_path)?),
+    )?;
     let value = serde_json::to_value(&outcome)?;
-    write(&model_out.join("unlearn.json"), serde_json::to_string_pretty(&value)?.as_bytes())?;
+    write(
+        &model_out.join("unlearn.json"),
+        serde_json::to_string_pretty(&value)?.as_bytes(),
+    )?;
     println!(
         "unlearned   forget05 ({} records) with {:?} on {}: forget loss {:.3} -> {:.3} (holdout level {:.3}), retain {:.3} -> {:.3}, {} steps, {:.1} s",
         f.len(), cfg.method, cfg.params, outcome.levels.forget_start, outcome.final_forget_loss,
@@ -83,7 +105,10 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let trajectory = unlearn_step(&args, &world, &model_out)?;
     // Certify: original = full, unlearned = ours, reference = retrained without forget05.
     let spec_text = std::fs::read(&args.spec).with_context(|| args.spec.display().to_string())?;
-    let spec = Spec::parse(&String::from_utf8_lossy(&spec_text), &args.spec.display().to_string())?;
+    let spec = Spec::parse(
+        &String::from_utf8_lossy(&spec_text),
+        &args.spec.display().to_string(),
+    )?;
     let mut req = Request::new(
         args.fixtures.join("models/full"),
         model_out.clone(),
@@ -97,18 +122,29 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let mut inputs = load_inputs(&req)?;
     let (evidence, summary) = certify(&req, &mut inputs, &mut |_, _| {})?;
     evidence.write(&args.out.join("evidence.json"))?;
-    println!("certified   {} tokens scored at {:.0} tokens/s", summary.eval_tokens, summary.eval_tokens as f64 / summary.eval_seconds.max(1e-9));
+    println!(
+        "certified   {} tokens scored at {:.0} tokens/s",
+        summary.eval_tokens,
+        summary.eval_tokens as f64 / summary.eval_seconds.max(1e-9)
+    );
     let evidence = serde_json::to_value(&evidence)?;
     let mut verdicts = evaluate(&spec, &evidence, None)?;
     let forget: Vec<Record> = read_records(&world.join("forget05.jsonl"))?;
-    let oracle = ModelOracle::new(&inputs.unlearned.model, &inputs.tokenizer).map_err(anyhow::Error::msg)?;
+    let oracle =
+        ModelOracle::new(&inputs.unlearned.model, &inputs.tokenizer).map_err(anyhow::Error::msg)?;
     for p in &spec.properties {
-        verdicts.push(property_verdict(&property::run(p, spec.seed, &forget, &oracle)?));
+        verdicts.push(property_verdict(&property::run(
+            p, spec.seed, &forget, &oracle,
+        )?));
     }
     // The report, rendered and signed.
     let mut artifacts = Artifact::from_evidence(&evidence);
     artifacts.push(Artifact::of_file("spec", &args.spec)?);
-    let seeds = BTreeMap::from([("evidence".to_string(), req.seed), ("spec".to_string(), spec.seed), ("unlearn".to_string(), UnlearnConfig::default().seed)]);
+    let seeds = BTreeMap::from([
+        ("evidence".to_string(), req.seed),
+        ("spec".to_string(), spec.seed),
+        ("unlearn".to_string(), UnlearnConfig::default().seed),
+    ]);
     let report = Report {
         schema_version: 1,
         tool: Tool::current(),
@@ -123,8 +159,14 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         trajectory: Some(trajectory),
     };
     write(&args.out.join("report.json"), &report.to_jcs()?)?;
-    write(&args.out.join("report.html"), html::render(&report).as_bytes())?;
-    write(&args.out.join("report.md"), markdown::render(&report).as_bytes())?;
+    write(
+        &args.out.join("report.html"),
+        html::render(&report).as_bytes(),
+    )?;
+    write(
+        &args.out.join("report.md"),
+        markdown::render(&report).as_bytes(),
+    )?;
     if !args.out.join(SIGNING_KEY_FILE).exists() {
         keygen(&args.out)?;
     }
@@ -132,18 +174,39 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let cert = write_certificate(&report, &key, &args.out)?;
     // Verify what was written, as a third party would.
     let public = load_verifying_key(&args.out.join(VERIFYING_KEY_FILE))?;
-    let check = verify(&std::fs::read(&cert)?, &public, &Options { artifacts: Some(&model_out), recompute: None });
+    let check = verify(
+        &std::fs::read(&cert)?,
+        &public,
+        &Options {
+            artifacts: Some(&model_out),
+            recompute: None,
+        },
+    );
     print!("\n{}", render_table(&report.verdicts));
     print!("\nverify\n{}", render_checks(&check.checks));
     println!("\ncertificate {}", cert.display());
-    println!("public key  {}", args.out.join(VERIFYING_KEY_FILE).display());
-    println!("report      {} (and report.md, report.json)", args.out.join("report.html").display());
+    println!(
+        "public key  {}",
+        args.out.join(VERIFYING_KEY_FILE).display()
+    );
+    println!(
+        "report      {} (and report.md, report.json)",
+        args.out.join("report.html").display()
+    );
     println!("model       {}", model_out.display());
     println!(
         "result      {} against {} in {:.0} s",
-        if report.certified() { "CERTIFIED" } else { "NOT CERTIFIED" },
+        if report.certified() {
+            "CERTIFIED"
+        } else {
+            "NOT CERTIFIED"
+        },
         report.spec.id,
         started.elapsed().as_secs_f64()
     );
-    Ok(if check.passed() && report.certified() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if check.passed() && report.certified() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -29,7 +29,10 @@ pub struct DiffArgs {
 
 pub fn run(args: DiffArgs) -> Result<ExitCode> {
     if !(args.tolerance.is_finite() && args.tolerance >= 0.0) {
-        bail!("--tolerance must be a finite non-negative number, got {}", args.tolerance);
+        bail!(
+            "--tolerance must be a finite non-negative number, got {}",
+            args.tolerance
+        );
     }
     let key = args.key.as_deref().map(load_verifying_key).transpose()?;
     let old = read_report(&args.old, key.as_ref())?;
@@ -49,7 +52,10 @@ fn read_report(path: &Path, key: Option<&VerifyingKey>) -> Result<Report> {
         return Report::from_json(&bytes).with_context(|| format!("{}", path.display()));
     }
     let Some(key) = key else {
-        bail!("{} is a signed certificate: give --key PUB.pem to verify and read it", path.display());
+        bail!(
+            "{} is a signed certificate: give --key PUB.pem to verify and read it",
+            path.display()
+        );
     };
     let statement = open_envelope(&bytes, key).with_context(|| format!("{}", path.display()))?;
     let predicate = serde_json::to_vec(&statement.predicate)?;

@@ -2,12 +2,17 @@
 //! and the exit codes (0 success or certified, 1 checks ran and failed, 2 could not run). This is
 //! the only module that uses `anyhow`; the library modules return typed errors.
 
+mod certify;
+mod demo;
+mod diff;
 mod eval;
 mod experiment;
 mod inspect;
+mod keygen;
 pub mod progress;
 mod train;
 mod unlearn;
+mod verify;
 mod world;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +57,18 @@ enum Command {
     Match(unlearn::MatchArgs),
     /// Reproduce a paper's comparisons on the bundled world (`seed-paper`: Zagardo 2024).
     Experiment(experiment::ExperimentArgs),
+    /// Measure an unlearned model against the original (and a retrained reference): metrics,
+    /// membership-inference attacks with confidence intervals, influence; write evidence JSON.
+    Certify(Box<certify::CertifyArgs>),
+    /// The whole chain on the bundled world: unlearn forget05, certify against
+    /// specs/gdpr-art17.toml with the retrained model as reference, sign, verify.
+    Demo(demo::DemoArgs),
+    /// Make an Ed25519 signing key pair (PKCS#8 PEM private key, mode 0600; PEM public key).
+    Keygen(keygen::KeygenArgs),
+    /// Check a signed certificate: signature, payload type, report schema, artifact digests.
+    Verify(verify::VerifyArgs),
+    /// Compare two reports: metric deltas and verdict changes; exit 1 on a regression.
+    Diff(diff::DiffArgs),
 }
 
 /// Runs the command line and maps the outcome to an exit code.
@@ -65,6 +82,11 @@ pub fn main() -> ExitCode {
         Command::Unlearn(a) => unlearn::run_unlearn(a, cli.progress),
         Command::Match(a) => unlearn::run_match(a),
         Command::Experiment(a) => experiment::run(a),
+        Command::Certify(a) => certify::run(*a, cli.progress),
+        Command::Demo(a) => demo::run(a),
+        Command::Keygen(a) => keygen::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Diff(a) => diff::run(a),
     };
     match result {
         Ok(code) => code,

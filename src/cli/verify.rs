@@ -3,9 +3,8 @@
 //! when asked for, are rendered from the verified report only.
 
 use crate::atomic::write_atomic;
-use crate::report::verify::{render_checks, verify, Check, Options};
 use crate::report::keys::load_verifying_key;
-use crate::report::schema::Report;
+use crate::report::verify::{render_checks, verify, Options, Recompute};
 use crate::report::{html, markdown};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -34,7 +33,7 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode> {
 }
 
 /// `run`, with the evaluation re-run by `recompute` (supplied by the certifier) when given.
-pub fn run_with(args: VerifyArgs, recompute: Option<&dyn Fn(&Report) -> Vec<Check>>) -> Result<ExitCode> {
+pub fn run_with(args: VerifyArgs, recompute: Option<Recompute<'_>>) -> Result<ExitCode> {
     let key = load_verifying_key(&args.key)?;
     let bytes = std::fs::read(&args.envelope)
         .with_context(|| format!("cannot read {}", args.envelope.display()))?;

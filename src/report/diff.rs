@@ -92,7 +92,11 @@ pub fn diff(old: &Report, new: &Report, tolerance: f64) -> Diff {
             .find(|v| v.requirement == id)
             .map(|v| v.status)
     };
-    let mut ids: Vec<&str> = old.verdicts.iter().map(|v| v.requirement.as_str()).collect();
+    let mut ids: Vec<&str> = old
+        .verdicts
+        .iter()
+        .map(|v| v.requirement.as_str())
+        .collect();
     for v in &new.verdicts {
         if !ids.contains(&v.requirement.as_str()) {
             ids.push(&v.requirement);
@@ -290,10 +294,22 @@ mod tests {
         better.evidence["metrics"]["privleak"]["value"] = json!(-40.0);
         assert!(!diff(&old, &better, 0.0).is_regression());
         let text = render(&d);
-        assert!(text.contains("REGRESSION: 0 verdict(s) and 2 metric(s)"), "{text}");
-        let line = text.lines().find(|l| l.starts_with("mia.loss.auc")).unwrap();
-        assert!(line.contains("0.5500") && line.contains("+0.0300"), "{line}");
-        assert!(line.contains(" lower ") && line.ends_with(" WORSE"), "{line}");
+        assert!(
+            text.contains("REGRESSION: 0 verdict(s) and 2 metric(s)"),
+            "{text}"
+        );
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("mia.loss.auc"))
+            .unwrap();
+        assert!(
+            line.contains("0.5500") && line.contains("+0.0300"),
+            "{line}"
+        );
+        assert!(
+            line.contains(" lower ") && line.ends_with(" WORSE"),
+            "{line}"
+        );
     }
 
     #[test]
@@ -326,11 +342,15 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("auc");
-        new.evidence["metrics"]["retain"] = json!({"loss": {"kind": "point", "value": 2.0, "n": 5}});
+        new.evidence["metrics"]["retain"] =
+            json!({"loss": {"kind": "point", "value": 2.0, "n": 5}});
         let d = diff(&old, &new, 0.0);
         assert_eq!(worse_paths(&d), ["mia.loss.auc"]);
         let retain = d.metrics.iter().find(|m| m.path == "retain.loss").unwrap();
-        assert_eq!((retain.old, retain.new, retain.worse), (None, Some(2.0), false));
+        assert_eq!(
+            (retain.old, retain.new, retain.worse),
+            (None, Some(2.0), false)
+        );
         // An unknown path is compared but never judged.
         let mut odd = sample();
         odd.evidence["metrics"]["custom"] = json!({"kind": "point", "value": 1.0, "n": 1});

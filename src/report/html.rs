@@ -557,7 +557,13 @@ fn histogram_section(evidence: &Value) -> String {
     ]));
     let data: Vec<(&str, Vec<f64>, Vec<f64>)> = MODELS
         .iter()
-        .map(|(m, _)| (*m, losses(evidence, m, "forget"), losses(evidence, m, "holdout")))
+        .map(|(m, _)| {
+            (
+                *m,
+                losses(evidence, m, "forget"),
+                losses(evidence, m, "holdout"),
+            )
+        })
         .filter(|(_, f, h)| !f.is_empty() && !h.is_empty())
         .collect();
     let all = data.iter().flat_map(|(_, f, h)| f.iter().chain(h));
@@ -568,7 +574,11 @@ fn histogram_section(evidence: &Value) -> String {
         out.push_str("<p>The evidence holds no per-record losses.</p>\n</section>\n");
         return out;
     }
-    let (lo, hi) = if hi > lo { (lo, hi) } else { (lo - 0.5, hi + 0.5) };
+    let (lo, hi) = if hi > lo {
+        (lo, hi)
+    } else {
+        (lo - 0.5, hi + 0.5)
+    };
     let hists: Vec<(Vec<f64>, Vec<f64>)> = data
         .iter()
         .map(|(_, f, h)| (histogram(f, lo, hi, BINS), histogram(h, lo, hi, BINS)))
@@ -597,7 +607,10 @@ fn histogram_section(evidence: &Value) -> String {
                 if c == 0.0 {
                     continue;
                 }
-                let (x0, x1) = (plot.px(lo + i as f64 * width), plot.px(lo + (i + 1) as f64 * width));
+                let (x0, x1) = (
+                    plot.px(lo + i as f64 * width),
+                    plot.px(lo + (i + 1) as f64 * width),
+                );
                 let (y0, y1) = (plot.py(c), plot.py(0.0));
                 svg.push_str(&format!(
                     "<rect x=\"{x0:.1}\" y=\"{y0:.1}\" width=\"{:.1}\" height=\"{:.1}\" \
@@ -761,7 +774,11 @@ fn metrics_section(evidence: &Value) -> String {
                 .map(|o| {
                     let path = o.get("path").map(json_text).unwrap_or_default();
                     let reason = o.get("reason").map(json_text).unwrap_or_default();
-                    format!("<li><code>{}</code>: {}</li>", escape(&path), escape(&reason))
+                    format!(
+                        "<li><code>{}</code>: {}</li>",
+                        escape(&path),
+                        escape(&reason)
+                    )
                 })
                 .collect();
             out.push_str(&format!(
@@ -790,7 +807,14 @@ fn inputs_section(report: &Report) -> String {
     let rows = report
         .artifacts
         .iter()
-        .map(|a| (a.role.clone(), a.path.clone(), Some(a.bytes), a.sha256.clone()))
+        .map(|a| {
+            (
+                a.role.clone(),
+                a.path.clone(),
+                Some(a.bytes),
+                a.sha256.clone(),
+            )
+        })
         .chain(std::iter::once(spec_row));
     for (role, path, bytes, sha) in rows {
         out.push_str(&format!(
@@ -853,7 +877,9 @@ pub(crate) mod tests {
 
     /// No fetches: no URLs, no external sources, no scripts or stylesheets links.
     pub(crate) fn check_self_contained(html: &str) -> Result<(), String> {
-        for bad in ["http://", "https://", "src=", "<script", "<link", "url(", "@import"] {
+        for bad in [
+            "http://", "https://", "src=", "<script", "<link", "url(", "@import",
+        ] {
             if html.to_lowercase().contains(bad) {
                 return Err(format!("page contains {bad:?}"));
             }
@@ -980,7 +1006,10 @@ pub(crate) mod tests {
 
     #[test]
     fn ticks_are_round() {
-        assert_eq!(nice_ticks(0.0, 1.0), [0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]);
+        assert_eq!(
+            nice_ticks(0.0, 1.0),
+            [0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]
+        );
         assert_eq!(nice_ticks(1.3, 4.2), [1.5, 2.0, 2.5, 3.0, 3.5, 4.0]);
         assert_eq!(tick_label(0.6000000000000001), "0.6");
         assert_eq!(tick_label(-0.0), "0");

@@ -162,8 +162,14 @@ mod tests {
         );
         assert!(md.contains("| loss | – | 0.5500 |"), "{md}");
         assert!(md.contains("| privleak | -4.0000 |"), "{md}");
-        assert!(md.contains(&format!("| model:unlearned | out/model/model.safetensors | `{}` |", "22".repeat(32))));
-        assert!(md.contains(&format!("| spec | specs/gdpr-art17.toml | `{}` |", "44".repeat(32))));
+        assert!(md.contains(&format!(
+            "| model:unlearned | out/model/model.safetensors | `{}` |",
+            "22".repeat(32)
+        )));
+        assert!(md.contains(&format!(
+            "| spec | specs/gdpr-art17.toml | `{}` |",
+            "44".repeat(32)
+        )));
         let mut r = sample();
         r.verdicts[0].status = Status::Inconclusive;
         r.verdicts[0].reason = "a | b".into();

@@ -7,19 +7,19 @@
 //! method and trajectory as JSON. Each submodule has its own small error type.
 
 pub mod certificate;
-// pub mod diff;
+pub mod diff;
 pub mod dsse;
-// pub mod html;
+pub mod html;
 pub mod jcs;
 pub mod keys;
-// pub mod markdown;
+pub mod markdown;
 pub mod schema;
 pub mod seal;
 pub mod statement;
 pub mod verify;
 
 pub use certificate::{write_certificate, CertificateError, CERTIFICATE_FILE};
-// pub use diff::{diff, Diff};
+pub use diff::{diff, Diff};
 pub use dsse::{DsseError, Envelope};
 pub use jcs::JcsError;
 pub use keys::{keygen, load_signing_key, load_verifying_key, KeyError};

@@ -65,13 +65,17 @@ impl Check {
     }
 }
 
+/// Re-runs the evaluation recorded in a verified report and returns one check per verdict and
+/// figure compared (supplied by the certifier, which has the ML stack).
+pub type Recompute<'a> = &'a dyn Fn(&Report) -> Vec<Check>;
+
 /// What the caller asks to verify beyond the signature and schema.
 #[derive(Default)]
 pub struct Options<'a> {
     /// The unlearned model's directory: every subject file must be there with its digest.
     pub artifacts: Option<&'a Path>,
     /// Re-runs the evaluation from the verified report and compares; its checks are appended.
-    pub recompute: Option<&'a dyn Fn(&Report) -> Vec<Check>>,
+    pub recompute: Option<Recompute<'a>>,
 }
 
 /// The checks' results and, when the signature and schema held, the verified report (the one

@@ -1,0 +1,826 @@
+//! The certification run: load and check the inputs (parse, then validate, then run), evaluate
+//! each model on each split once, and assemble the evidence. Validation refuses, before any
+//! tensor work, models whose tokenizers differ, empty splits, and splits too small for the
+//! requested confidence (saying how many records are needed). It reads models and data and never
+//! changes the files; the parameters it moves for finite differences are an in-memory copy.
+
+use super::activation::cosines;
+use super::aggregate::{independent_ratio, mean_of, paired_ratio};
+use super::answers::stop_tokens;
+use super::evidence::{
+    DataInput, Evidence, InfluenceEvidence, MiaEvidence, ModelInput, Omitted, Settings,
+    SCHEMA_VERSION,
+};
+use super::influence::{check_hvp, self_influence, spectrum, Sample, Space, DISTANCE_ASSUMPTION};
+use super::metric::Metric;
+use super::metrics::truth_ratio_score;
+use super::mia::{grad_norms, run_attack, scores, AttackScores, Side, ATTACKS};
+use super::records::{seeded_subset, EvalPlan, Evaluator, RecordEval, GREEDY_SLACK, MIN_K};
+use super::scoring::SIGMA2_FLOOR;
+use super::stats::ks_two_sample;
+use super::{evidence::Metrics, CertifyError};
+use crate::data::{read_records, Encoded, Record, TextTokenizer};
+use crate::model::load::digest;
+use crate::model::{load_model, LoadedModel, ParamGroups};
+use candle_core::DType;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The smallest non-member sample for which a 1 % FPR allows a single false positive.
+pub const MIN_NONMEMBERS_FOR_1PCT_FPR: usize = 100;
+/// Rows per batch of the gradient and Hessian passes.
+const GRAD_ROWS: usize = 16;
+
+/// What to certify and how.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub original: PathBuf,
+    pub unlearned: PathBuf,
+    pub reference: Option<PathBuf>,
+    pub forget: PathBuf,
+    pub retain: PathBuf,
+    pub holdout: PathBuf,
+    pub utility: Option<PathBuf>,
+    pub seed: u64,
+    pub confidence: f64,
+    pub params: ParamGroups,
+    pub hessian_records: usize,
+    pub influence_records: usize,
+    pub lanczos_steps: usize,
+    pub cg_tolerance: f64,
+    pub cg_max_iterations: usize,
+    pub damping: Option<f64>,
+    /// Question–answer records per split that get greedy answers and truth ratios.
+    pub generated_records: usize,
+}
+
+impl Request {
+    /// The defaults of `lethe certify` for the given inputs.
+    pub fn new(
+        original: PathBuf,
+        unlearned: PathBuf,
+        forget: PathBuf,
+        retain: PathBuf,
+        holdout: PathBuf,
+    ) -> Request {
+        Request {
+            original,
+            unlearned,
+            reference: None,
+            forget,
+            retain,
+            holdout,
+            utility: None,
+            seed: 0,
+            confidence: 0.95,
+            params: ParamGroups(vec![crate::model::Group::Embedding]),
+            hessian_records: 16,
+            influence_records: 4,
+            lanczos_steps: 12,
+            cg_tolerance: 1e-3,
+            cg_max_iterations: 30,
+            damping: None,
+            generated_records: 200,
+        }
+    }
+}
+
+/// The fewest records for which a one-sided bound at `confidence` can tell a proportion from
+/// one half at all: with n records and no successes the Clopper–Pearson upper bound is
+/// 1 − (1 − c)^(1/n), below 1/2 only when n > log(1 − c) / log(1/2) (5 records at 95 %).
+pub fn min_records(confidence: f64) -> usize {
+    ((1.0 - confidence).ln() / 0.5f64.ln()).floor() as usize + 1
+}
+
+/// Loaded and checked inputs.
+pub struct Inputs {
+    pub original: LoadedModel,
+    pub unlearned: LoadedModel,
+    pub reference: Option<LoadedModel>,
+    pub tokenizer: TextTokenizer,
+    /// `forget`, `retain`, `holdout`, optionally `utility`: records and their digests.
+    pub splits: BTreeMap<String, (DataInput, Vec<Record>)>,
+}
+
+fn read_split(path: &Path) -> Result<(DataInput, Vec<Record>), CertifyError> {
+    let io = |source| CertifyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let before = std::fs::read(path).map_err(io)?;
+    let records = read_records(path)?;
+    // The parser streams the file itself: hash what it read by checking it did not change.
+    let after = std::fs::read(path).map_err(io)?;
+    if before != after {
+        return Err(CertifyError::Setting(format!(
+            "{} changed while it was being read",
+            path.display()
+        )));
+    }
+    let d = digest("", &after);
+    Ok((
+        DataInput {
+            path: path.display().to_string(),
+            sha256: d.sha256,
+            bytes: d.bytes,
+            records: records.len(),
+            question_answer_records: records.iter().filter(|r| r.answer.is_some()).count(),
+        },
+        records,
+    ))
+}
+
+fn tokenizer_digest(m: &LoadedModel) -> Result<&str, CertifyError> {
+    m.files
+        .iter()
+        .find(|f| f.name == "tokenizer.json")
+        .map(|f| f.sha256.as_str())
+        .ok_or_else(|| {
+            CertifyError::Mismatch(format!(
+                "{} has no tokenizer.json, so its tokens cannot be compared with the others'",
+                m.dir.display()
+            ))
+        })
+}
+
+/// Loads the models and splits and checks that they can be certified together.
+pub fn load_inputs(req: &Request) -> Result<Inputs, CertifyError> {
+    if !(0.5..1.0).contains(&req.confidence) {
+        return Err(CertifyError::Setting(format!(
+            "confidence must lie in [0.5, 1), got {}",
+            req.confidence
+        )));
+    }
+    let load = |p: &PathBuf| load_model(p, DType::F32);
+    let (original, unlearned) = (load(&req.original)?, load(&req.unlearned)?);
+    let reference = req.reference.as_ref().map(load).transpose()?;
+    let want = tokenizer_digest(&unlearned)?;
+    for m in std::iter::once(&original).chain(reference.as_ref()) {
+        let got = tokenizer_digest(m)?;
+        if got != want {
+            return Err(CertifyError::Mismatch(format!(
+                "{}/tokenizer.json (sha256 {got}) differs from {}/tokenizer.json (sha256 {want}): \
+                 the same text would be different tokens to each model",
+                m.dir.display(),
+                unlearned.dir.display()
+            )));
+        }
+        let (a, b) = (m.model.config(), unlearned.model.config());
+        if a.vocab_size != b.vocab_size {
+            return Err(CertifyError::Mismatch(format!(
+                "{} has a vocabulary of {} ids, {} of {}",
+                m.dir.display(),
+                a.vocab_size,
+                unlearned.dir.display(),
+                b.vocab_size
+            )));
+        }
+    }
+    let tokenizer = TextTokenizer::load(&unlearned.dir.join("tokenizer.json"))?;
+    tokenizer.check_vocab(unlearned.model.config().vocab_size)?;
+    req.params
+        .select(unlearned.model.config())
+        .map_err(CertifyError::Setting)?;
+    let mut splits = BTreeMap::new();
+    for (name, path) in [
+        ("forget", Some(&req.forget)),
+        ("retain", Some(&req.retain)),
+        ("holdout", Some(&req.holdout)),
+        ("utility", req.utility.as_ref()),
+    ] {
+        if let Some(p) = path {
+            splits.insert(name.to_string(), read_split(p)?);
+        }
+    }
+    check_sizes(&splits, req.confidence)?;
+    Ok(Inputs {
+        original,
+        unlearned,
+        reference,
+        tokenizer,
+        splits,
+    })
+}
+
+fn check_sizes(
+    splits: &BTreeMap<String, (DataInput, Vec<Record>)>,
+    confidence: f64,
+) -> Result<(), CertifyError> {
+    let n = min_records(confidence);
+    let count = |s: &str| splits.get(s).map_or(0, |(d, _)| d.records);
+    let needs = [
+        (
+            "forget",
+            n.max(2),
+            format!("a one-sided {confidence} bound on a membership attack's TPR"),
+        ),
+        (
+            "holdout",
+            n.max(MIN_NONMEMBERS_FOR_1PCT_FPR),
+            "the TPR at 1 % FPR (one false positive in 100 non-members)".to_string(),
+        ),
+        ("retain", 2, "the retain loss and its Hessian".to_string()),
+    ];
+    for (split, need, what) in needs {
+        let got = count(split);
+        if got < need {
+            return Err(CertifyError::TooSmall {
+                split,
+                got,
+                need,
+                more: need - got,
+                what,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What a run measured besides the evidence: evaluation throughput, for the closing note.
+#[derive(Debug, Clone, Copy)]
+pub struct RunSummary {
+    pub eval_tokens: u64,
+    pub eval_seconds: f64,
+}
+
+struct Run<'a> {
+    req: &'a Request,
+    inputs: &'a Inputs,
+    eval: Evaluator<'a>,
+    progress: &'a mut dyn FnMut(&str, u64),
+    metrics: Metrics,
+    omitted: Vec<Omitted>,
+    eval_tokens: u64,
+    eval_seconds: f64,
+}
+
+/// Runs the whole certification; `progress(stage, units)` reports work done (records scored).
+pub fn certify(
+    req: &Request,
+    inputs: &mut Inputs,
+    progress: &mut dyn FnMut(&str, u64),
+) -> Result<(Evidence, RunSummary), CertifyError> {
+    let stop = stop_tokens(&inputs.tokenizer).map_err(CertifyError::Tokenizer)?;
+    let ctx = inputs.unlearned.model.config().n_positions;
+    // Gradient passes need the models mutable (trainable flags); take them out for that stage.
+    let mut unlearned_grad = inputs.unlearned.model.duplicate()?;
+    let mut original_grad = inputs.original.model.duplicate()?;
+    let inputs: &Inputs = inputs;
+    let mut run = Run {
+        req,
+        inputs,
+        eval: Evaluator {
+            tok: &inputs.tokenizer,
+            stop: &stop,
+            ctx,
+            generated: req.generated_records,
+            seed: req.seed,
+        },
+        progress,
+        metrics: Metrics::default(),
+        omitted: Vec::new(),
+        eval_tokens: 0,
+        eval_seconds: 0.0,
+    };
+    let evals = run.evaluate_all()?;
+    let mut mia = BTreeMap::new();
+    let member_enc = run.eval.encode(&inputs.splits["forget"].1)?;
+    let nonmember_enc = run.eval.encode(&inputs.splits["holdout"].1)?;
+    let both: Vec<Encoded> = member_enc.iter().chain(&nonmember_enc).cloned().collect();
+    for (role, model) in [
+        ("unlearned", &mut unlearned_grad),
+        ("original", &mut original_grad),
+    ] {
+        let p = &mut *run.progress;
+        let norms = grad_norms(
+            model,
+            &both,
+            inputs.tokenizer.pad_id(),
+            &req.params,
+            &mut |n| p("gradient norms", n),
+        )?;
+        let prefix = if role == "original" { "original." } else { "" };
+        mia.insert(
+            role.to_string(),
+            run.mia(
+                role,
+                prefix,
+                &evals,
+                &norms[..member_enc.len()],
+                &norms[member_enc.len()..],
+            )?,
+        );
+    }
+    drop((unlearned_grad, original_grad));
+    for (split, _) in inputs.splits.iter() {
+        let orig = evals["original"].get(split).map(Vec::as_slice);
+        run.split_metrics("", split, &evals["unlearned"][split], orig);
+        run.split_metrics("original.", split, &evals["original"][split], None);
+    }
+    run.reference_metrics(&evals)?;
+    let influence = Some(run.influence(&member_enc, &nonmember_enc)?);
+    let summary = RunSummary {
+        eval_tokens: run.eval_tokens,
+        eval_seconds: run.eval_seconds,
+    };
+    let evidence = Evidence {
+        schema_version: SCHEMA_VERSION,
+        tool: format!("lethe {}", env!("CARGO_PKG_VERSION")),
+        seed: req.seed,
+        settings: Settings {
+            confidence: req.confidence,
+            params: req.params.to_string(),
+            min_k: MIN_K,
+            min_k_pp_sigma2_floor: SIGMA2_FLOOR,
+            greedy_slack_tokens: GREEDY_SLACK,
+            hessian_records: req.hessian_records,
+            influence_records: req.influence_records,
+            lanczos_steps: req.lanczos_steps,
+            cg_tolerance: req.cg_tolerance,
+            cg_max_iterations: req.cg_max_iterations,
+            damping: req.damping,
+            generated_records: req.generated_records,
+        },
+        models: model_inputs(inputs),
+        data: inputs
+            .splits
+            .iter()
+            .map(|(k, (d, _))| (k.clone(), d.clone()))
+            .collect(),
+        sample_sizes: sample_sizes(inputs, &influence, &evals),
+        metrics: run.metrics,
+        omitted: run.omitted,
+        records: evals,
+        mia,
+        influence,
+    };
+    Ok((evidence, summary))
+}
+
+fn model_inputs(inputs: &Inputs) -> BTreeMap<String, ModelInput> {
+    let mut out = BTreeMap::new();
+    for (role, m) in [
+        ("original", Some(&inputs.original)),
+        ("unlearned", Some(&inputs.unlearned)),
+        ("reference", inputs.reference.as_ref()),
+    ] {
+        if let Some(m) = m {
+            out.insert(
+                role.to_string(),
+                ModelInput {
+                    dir: m.dir.display().to_string(),
+                    files: m.files.clone(),
+                },
+            );
+        }
+    }
+    out
+}
+
+fn sample_sizes(
+    inputs: &Inputs,
+    inf: &Option<InfluenceEvidence>,
+    evals: &Evals,
+) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for (split, e) in &evals["unlearned"] {
+        let generated = e
+            .iter()
+            .filter(|r| r.qa.as_ref().is_some_and(|q| q.greedy.is_some()))
+            .count();
+        out.insert(format!("{split}_generated"), generated);
+    }
+    for (k, (d, _)) in &inputs.splits {
+        out.insert(k.clone(), d.records);
+        out.insert(format!("{k}_question_answer"), d.question_answer_records);
+    }
+    if let Some(i) = inf {
+        out.insert("hessian".into(), i.hessian_records);
+        out.insert("influence_forget".into(), i.self_influence_forget.len());
+        out.insert("influence_holdout".into(), i.self_influence_holdout.len());
+    }
+    out
+}
+
+type Evals = BTreeMap<String, BTreeMap<String, Vec<RecordEval>>>;
+
+impl Run<'_> {
+    fn evaluate_all(&mut self) -> Result<Evals, CertifyError> {
+        let inputs = self.inputs;
+        let full = EvalPlan {
+            greedy: true,
+            truth_ratio: true,
+        };
+        let forward_only = EvalPlan {
+            greedy: false,
+            truth_ratio: false,
+        };
+        let mut jobs: Vec<(&str, &LoadedModel, &str, EvalPlan)> = Vec::new();
+        for split in inputs.splits.keys() {
+            jobs.push(("unlearned", &inputs.unlearned, split, full));
+            let orig_plan = if split == "forget" || split == "holdout" {
+                full
+            } else {
+                forward_only
+            };
+            jobs.push(("original", &inputs.original, split, orig_plan));
+            if let Some(r) = &inputs.reference {
+                if split == "forget" || split == "holdout" {
+                    let plan = EvalPlan {
+                        greedy: false,
+                        truth_ratio: split == "forget",
+                    };
+                    jobs.push(("reference", r, split, plan));
+                }
+            }
+        }
+        let mut out: Evals = BTreeMap::new();
+        for (role, model, split, plan) in jobs {
+            let records = &inputs.splits[split].1;
+            let stage = format!("{role} on {split}");
+            let p = &mut *self.progress;
+            let t0 = Instant::now();
+            let evals = self
+                .eval
+                .evaluate(&model.model, records, plan, &mut |n| p(&stage, n))?;
+            if !plan.greedy && !plan.truth_ratio {
+                self.eval_seconds += t0.elapsed().as_secs_f64();
+                self.eval_tokens += evals.iter().map(|e| e.tokens as u64).sum::<u64>();
+            }
+            out.entry(role.to_string())
+                .or_default()
+                .insert(split.to_string(), evals);
+        }
+        Ok(out)
+    }
+
+    fn omit(&mut self, path: String, reason: &str) {
+        self.omitted.push(Omitted {
+            path,
+            reason: reason.to_string(),
+        });
+    }
+
+    fn mia(
+        &mut self,
+        role: &str,
+        prefix: &str,
+        evals: &Evals,
+        member_norms: &[f64],
+        nonmember_norms: &[f64],
+    ) -> Result<MiaEvidence, CertifyError> {
+        let target = &evals[role];
+        let (f, h) = (&target["forget"], &target["holdout"]);
+        let col = |e: &[RecordEval], pick: fn(&RecordEval) -> f64| {
+            e.iter().map(pick).collect::<Vec<f64>>()
+        };
+        let sides: Vec<(Vec<f64>, Vec<usize>, Vec<f64>, Vec<f64>)> = [f, h]
+            .iter()
+            .map(|e| {
+                (
+                    col(e, |r| r.loss),
+                    e.iter().map(|r| r.zlib_bytes).collect(),
+                    col(e, |r| r.min_k),
+                    col(e, |r| r.min_k_pp),
+                )
+            })
+            .collect();
+        let losses_of = |who: &str, split: &str| {
+            evals
+                .get(who)
+                .and_then(|m| m.get(split))
+                .map(|e| col(e, |r| r.loss))
+        };
+        let mut out = MiaEvidence::default();
+        for attack in ATTACKS {
+            let reference_role = match attack {
+                "ref_original" if role == "original" => {
+                    self.omit(
+                        format!("{prefix}mia.{attack}"),
+                        "the original model cannot be its own reference",
+                    );
+                    continue;
+                }
+                "ref_original" => Some("original"),
+                "ref_reference" => Some("reference"),
+                _ => None,
+            };
+            let mut two = Vec::new();
+            for (k, (split, norms)) in [("forget", member_norms), ("holdout", nonmember_norms)]
+                .into_iter()
+                .enumerate()
+            {
+                let (loss, zlib, min_k, min_k_pp) = &sides[k];
+                let side = Side {
+                    loss,
+                    zlib_bytes: zlib,
+                    min_k,
+                    min_k_pp,
+                };
+                let reference = reference_role.and_then(|r| losses_of(r, split));
+                two.push(scores(attack, &side, reference.as_deref(), Some(norms)));
+            }
+            let (Some(members), Some(nonmembers)) = (two[0].take(), two[1].take()) else {
+                self.omit(
+                    format!("{prefix}mia.{attack}"),
+                    "no reference model was given (--reference)",
+                );
+                continue;
+            };
+            let s = AttackScores {
+                members,
+                nonmembers,
+            };
+            let r = run_attack(&s)?;
+            let p = format!("{prefix}mia.{attack}");
+            self.metrics.insert(
+                &format!("{p}.auc"),
+                Metric::Auc {
+                    value: r.auc.auc,
+                    variance: r.auc.variance,
+                    members: r.auc.m,
+                    nonmembers: r.auc.n,
+                },
+            );
+            for (name, t) in [
+                ("tpr_at_1pct_fpr", r.tpr_at_1pct_fpr),
+                ("tpr_at_5pct_fpr", r.tpr_at_5pct_fpr),
+            ] {
+                self.metrics.insert(
+                    &format!("{p}.{name}"),
+                    Metric::Proportion {
+                        value: t.tpr,
+                        successes: t.true_positives,
+                        trials: t.members,
+                    },
+                );
+            }
+            out.curves.insert(attack.to_string(), r.curve);
+            out.scores.insert(attack.to_string(), s);
+        }
+        Ok(out)
+    }
+
+    fn split_metrics(
+        &mut self,
+        prefix: &str,
+        split: &str,
+        e: &[RecordEval],
+        original: Option<&[RecordEval]>,
+    ) {
+        let p = format!("{prefix}{split}");
+        let loss: Vec<f64> = e.iter().map(|r| r.loss).collect();
+        if let Some(m) = mean_of(&loss) {
+            self.metrics.insert(&format!("{p}.loss"), m);
+        }
+        let tokens: usize = e.iter().map(|r| r.tokens).sum();
+        let nll: f64 = e.iter().map(|r| r.loss * r.tokens as f64).sum();
+        self.metrics.insert(
+            &format!("{p}.perplexity"),
+            Metric::Point {
+                value: (nll / tokens.max(1) as f64).exp(),
+                n: e.len(),
+            },
+        );
+        if let Some(o) = original {
+            let ol: Vec<f64> = o.iter().map(|r| r.loss).collect();
+            match paired_ratio(&loss, &ol) {
+                Some(m) => self.metrics.insert(&format!("{p}.loss_ratio"), m),
+                None => self.omit(
+                    format!("{p}.loss_ratio"),
+                    "the original's mean loss is zero",
+                ),
+            }
+        }
+        let qa: Vec<_> = e.iter().filter_map(|r| r.qa.as_ref()).collect();
+        if qa.is_empty() {
+            for m in [
+                "exact_memorization",
+                "extraction_strength",
+                "exact_match",
+                "rouge_l",
+                "truth_ratio",
+            ] {
+                self.omit(
+                    format!("{p}.{m}"),
+                    "the split has no question–answer records",
+                );
+            }
+            return;
+        }
+        let mean = |xs: Vec<f64>| mean_of(&xs);
+        let em = mean(qa.iter().map(|q| q.exact_memorization).collect());
+        let es = mean(qa.iter().map(|q| q.extraction_strength).collect());
+        for (name, m) in [("exact_memorization", em), ("extraction_strength", es)] {
+            if let Some(m) = m {
+                self.metrics.insert(&format!("{p}.{name}"), m);
+            }
+        }
+        let greedy: Vec<_> = qa.iter().filter_map(|q| q.greedy.as_ref()).collect();
+        if !greedy.is_empty() {
+            let hits = greedy.iter().filter(|g| g.exact_match).count() as u64;
+            self.metrics.insert(
+                &format!("{p}.exact_match"),
+                Metric::Proportion {
+                    value: hits as f64 / greedy.len() as f64,
+                    successes: hits,
+                    trials: greedy.len() as u64,
+                },
+            );
+            if let Some(m) = mean(greedy.iter().map(|g| g.rouge_l).collect()) {
+                self.metrics.insert(&format!("{p}.rouge_l"), m);
+            }
+        }
+        let tr: Vec<f64> = qa
+            .iter()
+            .filter_map(|q| q.truth_ratio)
+            .map(|r| truth_ratio_score(r, split == "forget"))
+            .collect();
+        match mean(tr) {
+            Some(m) => self.metrics.insert(&format!("{p}.truth_ratio"), m),
+            None if greedy.is_empty() => {}
+            None => self.omit(
+                format!("{p}.truth_ratio"),
+                "no record has perturbed answers",
+            ),
+        }
+    }
+
+    fn reference_metrics(&mut self, evals: &Evals) -> Result<(), CertifyError> {
+        let Some(reference) = evals.get("reference") else {
+            for p in ["privleak", "forget_quality"] {
+                self.omit(p.to_string(), "no reference model was given (--reference)");
+            }
+            return Ok(());
+        };
+        // MUSE's PrivLeak on the Min-K% attack, with MUSE's AUC orientation (1 − ours).
+        let auc = |m: &Metrics, path: &str| m.get(path).map(Metric::value);
+        let a_u = auc(&self.metrics, "mia.min_k.auc");
+        let members: Vec<f64> = reference["forget"].iter().map(|r| r.min_k).collect();
+        let nonmembers: Vec<f64> = reference["holdout"].iter().map(|r| r.min_k).collect();
+        let a_r = super::stats::roc_auc(&members, &nonmembers)?;
+        if let Some(a_u) = a_u {
+            let (u, r) = (1.0 - a_u, 1.0 - a_r);
+            if r > 0.0 {
+                self.metrics.insert(
+                    "privleak",
+                    Metric::Point {
+                        value: (u - r) / r,
+                        n: members.len(),
+                    },
+                );
+            } else {
+                self.omit("privleak".into(), "the reference model's Min-K% AUC is 1");
+            }
+        }
+        let tr = |e: &[RecordEval]| -> Vec<f64> {
+            e.iter()
+                .filter_map(|r| r.qa.as_ref().and_then(|q| q.truth_ratio))
+                .collect()
+        };
+        let (tu, trf) = (tr(&evals["unlearned"]["forget"]), tr(&reference["forget"]));
+        if tu.is_empty() || trf.is_empty() {
+            self.omit(
+                "forget_quality".into(),
+                "the forget split has no question–answer records with perturbed answers",
+            );
+        } else {
+            let ks = ks_two_sample(&tu, &trf)?;
+            self.metrics.insert(
+                "forget_quality",
+                Metric::Point {
+                    value: ks.p_value,
+                    n: tu.len(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn influence(
+        &mut self,
+        forget: &[Encoded],
+        holdout: &[Encoded],
+    ) -> Result<InfluenceEvidence, CertifyError> {
+        let (req, inputs) = (self.req, self.inputs);
+        let pad = inputs.tokenizer.pad_id();
+        let mut model = inputs.unlearned.model.to_dtype(DType::F64)?;
+        model
+            .set_trainable(&req.params)
+            .map_err(CertifyError::Setting)?;
+        let space = Space::new(&model);
+        let retain = self.eval.encode(&inputs.splits["retain"].1)?;
+        let pick = |enc: &[Encoded], k: usize, stream: u64| -> Vec<Encoded> {
+            seeded_subset(enc.len(), k, req.seed, stream)
+                .into_iter()
+                .map(|i| enc[i].clone())
+                .collect()
+        };
+        let hess_records = pick(&retain, req.hessian_records, 1);
+        let hessian = Sample::new(&hess_records.iter().collect::<Vec<_>>(), pad, GRAD_ROWS);
+        (self.progress)("Hessian checks", 0);
+        let hvp_check = check_hvp(&space, &hessian, req.seed)?;
+        let spec = spectrum(&space, &hessian, req.lanczos_steps, req.seed)?;
+        let (damping, damping_rule) = match req.damping {
+            Some(d) => (d, "given (--damping)".to_string()),
+            None => (
+                (0.01 * spec.lambda_max.max(0.0) + (-spec.lambda_min).max(0.0)).max(1e-6),
+                "0.01·max(λ_max, 0) + max(−λ_min, 0), at least 1e-6 (λ from Lanczos)".to_string(),
+            ),
+        };
+        let mut si = Vec::new();
+        for (stream, enc) in [(2, forget), (3, holdout)] {
+            let chosen = pick(enc, req.influence_records, stream);
+            let p = &mut *self.progress;
+            si.push(self_influence(
+                &space,
+                &hessian,
+                &chosen.iter().collect::<Vec<_>>(),
+                pad,
+                damping,
+                req.cg_tolerance,
+                req.cg_max_iterations,
+                &mut |n| p("self-influence", n),
+            )?);
+        }
+        let (si_h, si_f) = (si.pop().unwrap_or_default(), si.pop().unwrap_or_default());
+        let full = Sample::new(&retain.iter().collect::<Vec<_>>(), pad, GRAD_ROWS);
+        (self.progress)("retain gradient", 0);
+        let (retain_loss, g) = space.loss_grad(&full)?;
+        let gnorm = super::lanczos::norm(&g);
+        let denom = spec.lambda_min + damping;
+        let distance_bound = (denom > 0.0).then(|| gnorm / denom);
+        let values =
+            |v: &[super::influence::SelfInfluence]| v.iter().map(|s| s.value).collect::<Vec<f64>>();
+        match independent_ratio(&values(&si_f), &values(&si_h)) {
+            Some(m) => self.metrics.insert("influence.self_influence_ratio", m),
+            None => self.omit(
+                "influence.self_influence_ratio".into(),
+                "no self-influence could be computed (zero mean)",
+            ),
+        }
+        match distance_bound {
+            Some(b) => self.metrics.insert(
+                "influence.distance_bound",
+                Metric::Point {
+                    value: b,
+                    n: retain.len(),
+                },
+            ),
+            None => self.omit(
+                "influence.distance_bound".into(),
+                "λ_min + damping ≤ 0: the local-convexity assumption fails",
+            ),
+        }
+        drop(space);
+        drop(model);
+        let retain_pick = pick(&retain, forget.len(), 4);
+        let orig = &inputs.original.model;
+        let unl = &inputs.unlearned.model;
+        let act_f = cosines(orig, unl, forget, pad)?;
+        let act_r = cosines(orig, unl, &retain_pick, pad)?;
+        let layers = act_f.first().map_or(0, Vec::len);
+        let mut mean_f = Vec::new();
+        let mut mean_r = Vec::new();
+        for l in 0..layers {
+            let col = |a: &[Vec<f64>]| a.iter().map(|r| r[l]).collect::<Vec<f64>>();
+            for (side, a, means) in [
+                ("forget", &act_f, &mut mean_f),
+                ("retain", &act_r, &mut mean_r),
+            ] {
+                if let Some(m) = mean_of(&col(a)) {
+                    means.push(m.value());
+                    self.metrics
+                        .insert(&format!("influence.activation.layer_{l}.{side}"), m);
+                }
+            }
+        }
+        Ok(InfluenceEvidence {
+            params: req.params.to_string(),
+            parameters: inputs.unlearned.model.count_params(|n| {
+                req.params
+                    .select(inputs.unlearned.model.config())
+                    .is_ok_and(|s| s.contains(n))
+            }),
+            hessian_records: hessian.records,
+            hessian_tokens: hessian.tokens,
+            hvp_check,
+            spectrum: spec,
+            damping,
+            damping_rule,
+            self_influence_forget: si_f,
+            self_influence_holdout: si_h,
+            retain_records: retain.len(),
+            retain_loss,
+            retain_gradient_norm: gnorm,
+            distance_bound,
+            distance_bound_assumption: DISTANCE_ASSUMPTION.to_string(),
+            activation_forget: mean_f,
+            activation_retain: mean_r,
+            activation_forget_records: act_f,
+            activation_retain_ids: retain_pick.iter().map(|e| e.id.clone()).collect(),
+            activation_retain_records: act_r,
+        })
+    }
+}

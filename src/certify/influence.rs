@@ -1,0 +1,273 @@
+//! Influence analysis at the unlearned parameters, in f64 on one parameter group (default
+//! `embedding`): exact Hessian-vector products of the retain loss by double backward
+//! (`model::grad::hvp`), checked at run time for symmetry and against central finite
+//! differences of the gradient; Lanczos for the extreme Hessian eigenvalues; conjugate gradients
+//! for `(H + λI)⁻¹g`; each sampled record's self-influence `gᵀ(H + λI)⁻¹g` (a forgotten record
+//! should look like a holdout record, Koh & Liang 2017); and the retain gradient norm with the
+//! certified-removal distance bound `‖θ − θ*‖ ≤ ‖∇L(θ)‖ / (λ_min + λ)` under its stated
+//! local-convexity assumption (Guo et al. 2020). Parameters are moved only for the finite
+//! differences, on the in-memory f64 copy, and put back bit for bit.
+
+use super::cg::{conjugate_gradients, CgResult};
+use super::lanczos::{dot, lanczos, norm};
+use crate::data::{Batch, Encoded};
+use crate::model::grad::{hvp, loss_and_grad, ParamTensors};
+use crate::model::Gpt2;
+use candle_core::{DType, Result, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// The local-convexity assumption behind the distance bound, written into the evidence.
+pub const DISTANCE_ASSUMPTION: &str =
+    "Assumes the retain loss restricted to the parameter group, plus (damping/2)·‖θ − θ_u‖², \
+is (λ_min + damping)-strongly convex on a ball around the unlearned parameters θ_u that contains \
+its minimiser θ*, where λ_min is the smallest Lanczos Ritz value of the Hessian at θ_u on the \
+Hessian sample (a Ritz value is at least the true smallest eigenvalue, so the bound can be \
+optimistic). Then ‖θ_u − θ*‖ ≤ ‖∇L(θ_u)‖ / (λ_min + damping). Nothing is claimed when \
+λ_min + damping ≤ 0, and nothing about parameters outside the group.";
+
+/// Central finite-difference step along a unit vector.
+const FD_STEP: f64 = 1e-4;
+
+/// A weighted set of batches whose loss is `Σ w_b · loss_b` (w_b = the batch's share of the
+/// scored tokens, so the sum is the token-weighted mean loss of all records).
+pub struct Sample {
+    pub batches: Vec<(Batch, f64)>,
+    pub records: usize,
+    pub tokens: usize,
+}
+
+impl Sample {
+    pub fn new(records: &[&Encoded], pad_id: u32, rows: usize) -> Sample {
+        let batches: Vec<Batch> = records
+            .chunks(rows.max(1))
+            .map(|c| Batch::new(c, pad_id))
+            .collect();
+        let tokens: usize = batches.iter().map(|b| b.scored_tokens()).sum();
+        Sample {
+            batches: batches
+                .into_iter()
+                .map(|b| {
+                    let w = b.scored_tokens() as f64 / tokens.max(1) as f64;
+                    (b, w)
+                })
+                .collect(),
+            records: records.len(),
+            tokens,
+        }
+    }
+}
+
+/// The trainable parameters of an f64 model as one flat vector.
+pub struct Space<'a> {
+    pub model: &'a Gpt2,
+    names: Vec<String>,
+    shapes: Vec<Vec<usize>>,
+}
+
+impl<'a> Space<'a> {
+    /// `model` must be f64 with the influence group already trainable.
+    pub fn new(model: &'a Gpt2) -> Space<'a> {
+        let vars = model.trainable_vars();
+        Space {
+            model,
+            names: vars.iter().map(|(n, _)| n.to_string()).collect(),
+            shapes: vars.iter().map(|(_, v)| v.dims().to_vec()).collect(),
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        self.shapes
+            .iter()
+            .map(|s| s.iter().product::<usize>())
+            .sum()
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    fn flatten(&self, t: &ParamTensors) -> Result<Vec<f64>> {
+        let mut out = Vec::with_capacity(self.dim());
+        for (_, x) in t {
+            out.extend(x.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?);
+        }
+        Ok(out)
+    }
+
+    fn unflatten(&self, flat: &[f64]) -> Result<ParamTensors> {
+        let mut off = 0;
+        let dev = self.model.device();
+        self.names
+            .iter()
+            .zip(&self.shapes)
+            .map(|(n, s)| {
+                let k: usize = s.iter().product();
+                let t = Tensor::from_slice(&flat[off..off + k], s.as_slice(), dev)?;
+                off += k;
+                Ok((n.clone(), t))
+            })
+            .collect()
+    }
+
+    /// Loss and gradient of the sample's weighted loss.
+    pub fn loss_grad(&self, sample: &Sample) -> Result<(f64, Vec<f64>)> {
+        let mut g = vec![0.0; self.dim()];
+        let mut loss = 0.0;
+        for (b, w) in &sample.batches {
+            let (l, gb) = loss_and_grad(self.model, b)?;
+            loss += w * l;
+            super::lanczos::axpy(&mut g, *w, &self.flatten(&gb)?);
+        }
+        Ok((loss, g))
+    }
+
+    /// Exact `H v` of the sample's weighted loss.
+    pub fn hvp(&self, sample: &Sample, v: &[f64]) -> Result<Vec<f64>> {
+        let vt = self.unflatten(v)?;
+        let mut out = vec![0.0; self.dim()];
+        for (b, w) in &sample.batches {
+            let hv = hvp(self.model, b, &vt)?;
+            super::lanczos::axpy(&mut out, *w, &self.flatten(&hv)?);
+        }
+        Ok(out)
+    }
+
+    /// The gradient of one record's mean loss.
+    pub fn record_grad(&self, rec: &Encoded, pad_id: u32) -> Result<Vec<f64>> {
+        let (_, g) = loss_and_grad(self.model, &Batch::new(&[rec], pad_id))?;
+        self.flatten(&g)
+    }
+
+    /// Sets the group's parameters to `flat`.
+    fn set(&self, flat: &[f64]) -> Result<()> {
+        for (n, t) in self.unflatten(flat)? {
+            self.model.set_param(&n, &t)?;
+        }
+        Ok(())
+    }
+
+    fn current(&self) -> Result<Vec<f64>> {
+        let mut out = Vec::with_capacity(self.dim());
+        for n in &self.names {
+            let t = self
+                .model
+                .get(n)
+                .ok_or_else(|| candle_core::Error::Msg(format!("no parameter {n}")))?;
+            out.extend(t.flatten_all()?.to_vec1::<f64>()?);
+        }
+        Ok(out)
+    }
+}
+
+/// How far the exact HVP is from symmetric and from a finite-difference derivative of the
+/// gradient, for seeded random unit vectors u and v.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HvpCheck {
+    /// |u·Hv − v·Hu| / (‖u‖·‖Hv‖).
+    pub symmetry: f64,
+    /// max|Hv − (∇L(θ+εv) − ∇L(θ−εv))/(2ε)| / max|Hv|.
+    pub finite_difference_relative_error: f64,
+    pub finite_difference_step: f64,
+}
+
+/// A seeded random unit vector.
+pub fn random_unit(dim: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
+    let v: Vec<f64> = (0..dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let n = norm(&v);
+    v.into_iter().map(|x| x / n).collect()
+}
+
+pub fn check_hvp(space: &Space, sample: &Sample, seed: u64) -> Result<HvpCheck> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (u, v) = (
+        random_unit(space.dim(), &mut rng),
+        random_unit(space.dim(), &mut rng),
+    );
+    let hv = space.hvp(sample, &v)?;
+    let hu = space.hvp(sample, &u)?;
+    let symmetry = (dot(&u, &hv) - dot(&v, &hu)).abs() / (norm(&u) * norm(&hv));
+    let theta = space.current()?;
+    let shifted = |s: f64| -> Result<Vec<f64>> {
+        let p: Vec<f64> = theta.iter().zip(&v).map(|(t, d)| t + s * d).collect();
+        space.set(&p)?;
+        Ok(space.loss_grad(sample)?.1)
+    };
+    let fd = (|| {
+        let (gp, gm) = (shifted(FD_STEP)?, shifted(-FD_STEP)?);
+        Ok::<_, candle_core::Error>(
+            gp.iter()
+                .zip(&gm)
+                .map(|(a, b)| (a - b) / (2.0 * FD_STEP))
+                .collect::<Vec<f64>>(),
+        )
+    })();
+    space.set(&theta)?;
+    let fd = fd?;
+    let max_abs = |x: &mut dyn Iterator<Item = f64>| x.fold(0.0, |m: f64, y| m.max(y.abs()));
+    let diff = max_abs(&mut hv.iter().zip(&fd).map(|(a, b)| a - b));
+    Ok(HvpCheck {
+        symmetry,
+        finite_difference_relative_error: diff / max_abs(&mut hv.iter().copied()),
+        finite_difference_step: FD_STEP,
+    })
+}
+
+/// Lanczos summary: the Ritz values and the extremes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spectrum {
+    pub steps: usize,
+    pub ritz_values: Vec<f64>,
+    pub lambda_max: f64,
+    pub lambda_min: f64,
+}
+
+pub fn spectrum(space: &Space, sample: &Sample, steps: usize, seed: u64) -> Result<Spectrum> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_1a2c);
+    let start = random_unit(space.dim(), &mut rng);
+    let mut op = |x: &[f64]| space.hvp(sample, x);
+    let res = lanczos(&mut op, &start, steps.min(space.dim()))?;
+    Ok(Spectrum {
+        steps: res.steps,
+        lambda_max: *res.ritz_values.last().unwrap_or(&0.0),
+        lambda_min: *res.ritz_values.first().unwrap_or(&0.0),
+        ritz_values: res.ritz_values,
+    })
+}
+
+/// One record's self-influence and the solve behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelfInfluence {
+    pub id: String,
+    pub value: f64,
+    pub gradient_norm: f64,
+    pub cg: CgResult,
+}
+
+/// `gᵀ(H + λI)⁻¹g` for each record, g the gradient of the record's own loss.
+pub fn self_influence(
+    space: &Space,
+    sample: &Sample,
+    records: &[&Encoded],
+    pad_id: u32,
+    damping: f64,
+    tol: f64,
+    max_iter: usize,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Vec<SelfInfluence>> {
+    let mut out = Vec::new();
+    for rec in records {
+        let g = space.record_grad(rec, pad_id)?;
+        let mut op = |x: &[f64]| space.hvp(sample, x);
+        let cg = conjugate_gradients(&mut op, &g, damping, tol, max_iter)?;
+        out.push(SelfInfluence {
+            id: rec.id.clone(),
+            value: dot(&g, &cg.x),
+            gradient_norm: norm(&g),
+            cg,
+        });
+        progress(1);
+    }
+    Ok(out)
+}
