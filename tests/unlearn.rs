@@ -4,8 +4,7 @@
 //! by at most 10%. Also the bad inputs the issue names.
 
 use candle_core::DType;
-use lethe::certify::oracle::ModelOracle;
-use lethe::certify::property::Oracle;
+use lethe::certify::oracle::{exact_match_rate, ModelOracle};
 use lethe::data::{read_records, Encoded, Record, TextTokenizer};
 use lethe::model::{load_model, Gpt2};
 use lethe::train::Ledger;
@@ -43,19 +42,9 @@ pub fn world() -> World {
     }
 }
 
-/// Fraction of question–answer records whose greedy continuation reproduces the answer verbatim
-/// (see `lethe::certify::metrics::reproduces`).
+/// Fraction of question–answer records whose greedy continuation reproduces the answer.
 pub fn exact_match(model: &Gpt2, tok: &TextTokenizer, records: &[Record]) -> f64 {
-    let oracle = ModelOracle::new(model, tok).unwrap();
-    let qa: Vec<&Record> = records.iter().filter(|r| r.answer.is_some()).collect();
-    let hits = qa
-        .iter()
-        .filter(|r| {
-            let out = oracle.complete(r.prompt.as_deref().unwrap()).unwrap();
-            lethe::certify::oracle::reproduces(&out, r.answer.as_deref().unwrap())
-        })
-        .count();
-    hits as f64 / qa.len() as f64
+    exact_match_rate(&ModelOracle::new(model, tok).unwrap(), records).unwrap()
 }
 
 /// Mean answer loss on a fixed sample of 500 retain records (not the sample the engine watches).

@@ -475,7 +475,9 @@ impl Run<'_> {
         let col = |e: &[RecordEval], pick: fn(&RecordEval) -> f64| {
             e.iter().map(pick).collect::<Vec<f64>>()
         };
-        let sides: Vec<(Vec<f64>, Vec<usize>, Vec<f64>, Vec<f64>)> = [f, h]
+        // Per side: losses, zlib lengths, Min-K% and Min-K%++ scores.
+        type Columns = (Vec<f64>, Vec<usize>, Vec<f64>, Vec<f64>);
+        let sides: Vec<Columns> = [f, h]
             .iter()
             .map(|e| {
                 (

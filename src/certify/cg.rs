@@ -23,7 +23,7 @@ pub struct CgResult {
 /// Solves `(op + damping·I) x = b` from x = 0 until the relative residual is at most `tol` or
 /// `max_iter` iterations have run.
 pub fn conjugate_gradients<E>(
-    op: &mut dyn FnMut(&[f64]) -> Result<Vec<f64>, E>,
+    op: &mut super::lanczos::Operator<'_, E>,
     b: &[f64],
     damping: f64,
     tol: f64,

@@ -33,14 +33,13 @@ pub struct Lanczos {
     pub steps: usize,
 }
 
+/// A symmetric linear operator on flat vectors (a Hessian-vector product), fallible.
+pub type Operator<'a, E> = dyn FnMut(&[f64]) -> Result<Vec<f64>, E> + 'a;
+
 /// Runs at most `steps` Lanczos steps on the symmetric operator `op` from `start`. Every new
 /// vector is orthogonalised twice against all earlier ones (full re-orthogonalisation, so the
 /// Ritz values carry no spurious copies).
-pub fn lanczos<E>(
-    op: &mut dyn FnMut(&[f64]) -> Result<Vec<f64>, E>,
-    start: &[f64],
-    steps: usize,
-) -> Result<Lanczos, E> {
+pub fn lanczos<E>(op: &mut Operator<'_, E>, start: &[f64], steps: usize) -> Result<Lanczos, E> {
     let mut q = start.to_vec();
     let n0 = norm(&q);
     q.iter_mut().for_each(|x| *x /= n0);

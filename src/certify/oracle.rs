@@ -25,6 +25,23 @@ pub fn reproduces(completion: &str, answer: &str) -> bool {
             .is_some_and(char::is_alphanumeric)
 }
 
+/// Fraction of the question–answer records among `records` whose greedy continuation of the
+/// prompt reproduces the answer verbatim (0 when there are none).
+pub fn exact_match_rate(
+    oracle: &dyn Oracle,
+    records: &[crate::data::Record],
+) -> Result<f64, String> {
+    let qa: Vec<_> = records
+        .iter()
+        .filter_map(|r| Some((r.prompt.as_deref()?, r.answer.as_deref()?)))
+        .collect();
+    let mut hits = 0;
+    for (prompt, answer) in &qa {
+        hits += usize::from(reproduces(&oracle.complete(prompt)?, answer));
+    }
+    Ok(hits as f64 / qa.len().max(1) as f64)
+}
+
 pub struct ModelOracle<'a> {
     pub model: &'a Gpt2,
     pub tokenizer: &'a TextTokenizer,

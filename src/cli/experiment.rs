@@ -4,8 +4,7 @@
 //! questions, forget loss over holdout loss, retain loss ratio, and the LOSS membership attack's
 //! AUC (forget vs holdout, DeLong 95% interval), with the run's time and peak memory.
 
-use crate::certify::oracle::ModelOracle;
-use crate::certify::property::Oracle;
+use crate::certify::oracle::{exact_match_rate, ModelOracle};
 use crate::certify::stats::delong;
 use crate::data::{read_records, Encoded, Record, TextTokenizer};
 use crate::model::{load_model, Gpt2};
@@ -109,16 +108,7 @@ fn fuzzy_request(forget: &[Record], path: &Path) -> Result<()> {
 
 fn exact_match(model: &Gpt2, tok: &TextTokenizer, records: &[Record]) -> Result<f64> {
     let oracle = ModelOracle::new(model, tok).map_err(anyhow::Error::msg)?;
-    let qa: Vec<&Record> = records.iter().filter(|r| r.answer.is_some()).collect();
-    let mut hits = 0;
-    for r in &qa {
-        let (p, a) = (
-            r.prompt.as_deref().unwrap_or(""),
-            r.answer.as_deref().unwrap_or(""),
-        );
-        hits += usize::from(oracle.complete(p).map_err(anyhow::Error::msg)?.trim() == a.trim());
-    }
-    Ok(hits as f64 / qa.len().max(1) as f64)
+    exact_match_rate(&oracle, records).map_err(anyhow::Error::msg)
 }
 
 pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
