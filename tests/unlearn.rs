@@ -28,11 +28,7 @@ pub struct World {
 pub fn world() -> World {
     let tok = TextTokenizer::load(&fixtures("world/tokenizer.json")).unwrap();
     let read = |s: &str| read_records(&fixtures(&format!("world/{s}.jsonl"))).unwrap();
-    let enc = |r: &[Record]| {
-        r.iter()
-            .map(|r| tok.encode(r, true, 128).unwrap())
-            .collect::<Vec<_>>()
-    };
+    let enc = |r: &[Record]| tok.encode_all(r, true, 128).unwrap();
     let forget = read("forget05");
     let e = [enc(&forget), enc(&read("retain05")), enc(&read("holdout"))];
     World {

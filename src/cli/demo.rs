@@ -54,11 +54,7 @@ fn unlearn_step(args: &DemoArgs, world: &Path, model_out: &Path) -> Result<serde
     let tok = TextTokenizer::load(&tok_path)?;
     let ctx = loaded.model.config().n_positions;
     let enc = |s: &str| -> Result<Vec<Encoded>> {
-        let recs = read_records(&world.join(format!("{s}.jsonl")))?;
-        Ok(recs
-            .iter()
-            .map(|r| tok.encode(r, true, ctx))
-            .collect::<Result<_, _>>()?)
+        Ok(tok.encode_all(&read_records(&world.join(format!("{s}.jsonl")))?, true, ctx)?)
     };
     let (f, r, h) = (enc("forget05")?, enc("retain05")?, enc("holdout")?);
     let ledger = match args.method {

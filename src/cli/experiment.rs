@@ -117,11 +117,7 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     let tok = TextTokenizer::load(&full.join("tokenizer.json"))?;
     let read = |s: &str| read_records(&world.join(format!("{s}.jsonl")));
     let (forget, retain, holdout) = (read("forget05")?, read("retain05")?, read("holdout")?);
-    let enc = |r: &[Record]| -> Result<Vec<Encoded>> {
-        Ok(r.iter()
-            .map(|r| tok.encode(r, true, 128))
-            .collect::<Result<_, _>>()?)
-    };
+    let enc = |r: &[Record]| tok.encode_all(r, true, 128);
     let (fe, he) = (enc(&forget)?, enc(&holdout)?);
     let re: Vec<Encoded> = enc(&retain)?.into_iter().step_by(4).collect();
     std::fs::create_dir_all(&args.out)?;

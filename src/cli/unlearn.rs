@@ -130,10 +130,7 @@ pub fn run_match(args: MatchArgs) -> Result<ExitCode> {
 }
 
 fn encode_all(tok: &TextTokenizer, records: &[Record], ctx: usize) -> Result<Vec<Encoded>> {
-    Ok(records
-        .iter()
-        .map(|r| tok.encode(r, true, ctx))
-        .collect::<Result<_, _>>()?)
+    Ok(tok.encode_all(records, true, ctx)?)
 }
 
 fn sha256_file(p: &Path) -> Result<String> {

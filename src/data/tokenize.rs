@@ -108,6 +108,19 @@ impl TextTokenizer {
         })
     }
 
+    /// Encodes every record (see [`TextTokenizer::encode`]); the first bad record is the error.
+    pub fn encode_all(
+        &self,
+        records: &[Record],
+        answer_only: bool,
+        max_len: usize,
+    ) -> Result<Vec<Encoded>, DataError> {
+        records
+            .iter()
+            .map(|r| self.encode(r, answer_only, max_len))
+            .collect()
+    }
+
     /// Refuses a tokenizer that can emit ids the model has no embedding for.
     pub fn check_vocab(&self, model_vocab: usize) -> Result<(), DataError> {
         let n = self.vocab_size();
