@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
-    /// The forget loss reached the holdout level.
+    /// The forget records reached the holdout level: no more of them are recognised than of
+    /// the holdout records.
     ReachedHoldoutLevel,
     /// Iterative: no forget record is recognised any more.
     NoneRecognised,
@@ -39,8 +40,12 @@ pub struct Levels {
     pub retain_start: f64,
     /// Holdout loss of the original model: the level of never-seen records.
     pub holdout: f64,
-    /// `target_ratio × holdout`.
+    /// `target_ratio × holdout`: the per-record loss above which a forget record is no longer
+    /// ascended.
     pub target: f64,
+    /// The recognition threshold: the `recognise_fpr` quantile of the holdout records' losses.
+    /// A record with a loss below it is "recognised" (looks like training data).
+    pub recognition: f64,
 }
 
 impl Levels {
@@ -63,8 +68,15 @@ impl Levels {
         }
     }
 
-    pub fn reached(&self, forget: f64) -> bool {
-        forget >= self.target
+    /// Forget records (by per-record loss) that are still recognised.
+    pub fn recognised(&self, per_record: &[f64]) -> usize {
+        per_record.iter().filter(|&&l| l < self.recognition).count()
+    }
+
+    /// The holdout level is reached when no larger a share of the forget records is recognised
+    /// than of the holdout records themselves (`fpr`, by construction of the threshold).
+    pub fn reached(&self, per_record: &[f64], fpr: f64) -> bool {
+        self.recognised(per_record) as f64 <= fpr * per_record.len() as f64
     }
 }
 
@@ -95,12 +107,18 @@ mod tests {
             retain_start: 1.0,
             holdout: 3.0,
             target: 3.0,
+            recognition: 2.0,
         };
         assert_eq!(l.judge(1.0, 1.02, 0.05, 1.5), Verdict::Keep);
         assert_eq!(l.judge(1.0, 1.06, 0.05, 1.5), Verdict::UndoRetain);
         assert_eq!(l.judge(4.6, 1.0, 0.05, 1.5), Verdict::UndoOvershoot);
         assert_eq!(l.judge(f64::NAN, 1.0, 0.05, 1.5), Verdict::UndoNonFinite);
-        assert!(l.reached(3.0) && !l.reached(2.9));
+        // One of twenty below the threshold is the holdout's own 5%; two is too many.
+        let mut per = vec![2.5; 20];
+        per[0] = 1.0;
+        assert!(l.reached(&per, 0.05));
+        per[1] = 1.9;
+        assert!(!l.reached(&per, 0.05));
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct StepLog {
     pub retain_loss: f64,
     pub holdout_loss: f64,
     pub action: Verdict,
+    /// Forget records whose loss is below the recognition threshold after the step.
+    pub recognised: usize,
     /// Forget records still being unlearned (iterative), or all of them.
     pub active: usize,
 }
@@ -69,9 +71,14 @@ struct Run<'a> {
     retain_eval: Vec<&'a Encoded>,
     holdout: Vec<&'a Encoded>,
     reference: BTreeMap<String, f64>,
-    ledger_dir: Option<BTreeMap<String, Tensor>>,
+    /// Method ledger: each forget record's recorded ascent direction, in forget-set order.
+    ledger_dirs: Option<Vec<BTreeMap<String, Tensor>>>,
+    /// Each forget record's loss after the last kept step, in forget-set order.
+    current: Vec<f64>,
     /// `[V, 1]` mask of the `wte` rows allowed to change (all when `None`).
     row_mask: Option<Tensor>,
+    /// The per-record loss above which a forget record is no longer ascended.
+    target: f64,
     rng: ChaCha8Rng,
 }
 
@@ -88,7 +95,8 @@ pub fn unlearn(
     let updated = model.set_trainable(&groups).map_err(UnlearnError::Input)?;
     let mut run = Run::new(model, inputs, cfg)?;
     let forget_all: Vec<&Encoded> = inputs.forget.iter().collect();
-    let (forget_start, _) = mean_loss(model, &forget_all, inputs.pad, cfg.batch_size)?;
+    let (forget_start, forget_per) = mean_loss(model, &forget_all, inputs.pad, cfg.batch_size)?;
+    run.current = forget_per;
     let (retain_start, _) = mean_loss(model, &run.retain_eval, inputs.pad, cfg.batch_size)?;
     let (holdout, holdout_per) = mean_loss(model, &run.holdout, inputs.pad, cfg.batch_size)?;
     let levels = Levels {
@@ -96,8 +104,14 @@ pub fn unlearn(
         retain_start,
         holdout,
         target: holdout * cfg.target_ratio,
+        recognition: f64::NEG_INFINITY,
     };
     let threshold = recognition_threshold(&holdout_per, cfg.recognise_fpr);
+    let levels = Levels {
+        recognition: threshold,
+        ..levels
+    };
+    run.target = levels.target;
     let (mut lr, mut backoffs, mut round) = (cfg.lr, 0, 0);
     let mut active = forget_all.clone();
     let mut steps = Vec::new();
@@ -118,6 +132,7 @@ pub fn unlearn(
             retain_loss: retain,
             holdout_loss: holdout,
             action,
+            recognised: levels.recognised(&per),
             active: active.len(),
         };
         on_step(&log);
@@ -133,6 +148,7 @@ pub fn unlearn(
             continue;
         }
         last = (forget, retain);
+        run.current = per.clone();
         if cfg.method == Method::Iterative {
             if (step + 1) % cfg.round_steps.max(1) == 0 {
                 round += 1;
@@ -148,7 +164,7 @@ pub fn unlearn(
                 }
                 active = still;
             }
-        } else if levels.reached(forget) {
+        } else if levels.reached(&per, cfg.recognise_fpr) {
             stop = StopReason::ReachedHoldoutLevel;
             break;
         }
@@ -212,19 +228,20 @@ impl<'a> Run<'a> {
             retain_eval,
             holdout,
             reference: BTreeMap::new(),
-            ledger_dir: None,
+            ledger_dirs: None,
+            current: Vec::new(),
             row_mask,
+            target: f64::INFINITY,
             rng,
         };
         match cfg.method {
             Method::Npo => run.reference = reference_logprobs(model, inputs, cfg.batch_size)?,
-            Method::Ledger => run.ledger_dir = Some(ledger_direction(model, inputs, cfg)?),
+            Method::Ledger => run.ledger_dirs = Some(ledger_directions(model, inputs, cfg)?),
             _ => {}
         }
         Ok(run)
     }
 
-    /// The descent direction of this step.
     /// The descent direction of this step, restricted to the allowed embedding rows.
     fn direction(
         &mut self,
@@ -249,8 +266,24 @@ impl<'a> Run<'a> {
         active: &[&Encoded],
         step: usize,
     ) -> Result<BTreeMap<String, Tensor>, UnlearnError> {
-        if let Some(d) = &self.ledger_dir {
-            return Ok(d.clone());
+        if let Some(dirs) = &self.ledger_dirs {
+            // The recorded directions of the records still below the target, summed: a record
+            // already at the holdout level is not pushed further (as in `capped_ascent`).
+            let mut sum: BTreeMap<String, Tensor> = BTreeMap::new();
+            for (d, _) in dirs
+                .iter()
+                .zip(&self.current)
+                .filter(|(_, &l)| l < self.target)
+            {
+                for (name, g) in d {
+                    let acc = match sum.remove(name) {
+                        Some(a) => (a + g)?,
+                        None => g.clone(),
+                    };
+                    sum.insert(name.clone(), acc);
+                }
+            }
+            return Ok(sum);
         }
         let n = active.len().div_ceil(self.cfg.batch_size.max(1));
         let chunk: Vec<&Encoded> = active
@@ -278,6 +311,7 @@ impl<'a> Run<'a> {
             retain.as_ref(),
             &reference,
             self.cfg.npo_beta,
+            self.target,
         )?;
         Ok(gradient(model, &loss)?)
     }
@@ -332,12 +366,13 @@ fn reference_logprobs(
     Ok(out)
 }
 
-/// The ledger's direction: minus the sum of the forget records' recorded gradients (ascent).
-fn ledger_direction(
+/// The ledger's directions: for each forget record, minus the sum of its recorded gradients
+/// (ascent), restricted to the trainable parameters.
+fn ledger_directions(
     model: &Gpt2,
     inputs: &UnlearnInputs,
     cfg: &UnlearnConfig,
-) -> Result<BTreeMap<String, Tensor>, UnlearnError> {
+) -> Result<Vec<BTreeMap<String, Tensor>>, UnlearnError> {
     let ledger = inputs
         .ledger
         .ok_or_else(|| UnlearnError::Input("method ledger needs --ledger".into()))?;
@@ -346,7 +381,7 @@ fn ledger_direction(
         .iter()
         .map(|(n, _)| n.to_string())
         .collect();
-    let mut sum: BTreeMap<String, Tensor> = BTreeMap::new();
+    let mut out = Vec::with_capacity(inputs.forget.len());
     let mut missing = Vec::new();
     for e in inputs.forget {
         let entries: Vec<_> = ledger
@@ -357,6 +392,7 @@ fn ledger_direction(
         if entries.is_empty() {
             missing.push(e.id.clone());
         }
+        let mut sum: BTreeMap<String, Tensor> = BTreeMap::new();
         for entry in entries {
             for (name, g) in ledger.dense(entry, model)? {
                 if !trainable.contains(&name) {
@@ -369,6 +405,7 @@ fn ledger_direction(
                 sum.insert(name, acc);
             }
         }
+        out.push(sum);
     }
     if !missing.is_empty() {
         return Err(UnlearnError::Input(format!(
@@ -377,13 +414,13 @@ fn ledger_direction(
             &missing[..missing.len().min(3)]
         )));
     }
-    if sum.is_empty() {
+    if out.iter().all(BTreeMap::is_empty) {
         return Err(UnlearnError::Input(format!(
             "the ledger records groups {:?}, none of which is in --params {:?}",
             ledger.index.groups, cfg.params
         )));
     }
-    Ok(sum)
+    Ok(out)
 }
 
 fn trainable_copy(model: &Gpt2) -> candle_core::Result<Vec<(String, Tensor)>> {

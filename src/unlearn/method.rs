@@ -31,7 +31,7 @@ pub struct UnlearnConfig {
     pub max_steps: usize,
     /// Forget records per step.
     pub batch_size: usize,
-    /// The forget loss is driven up to `target_ratio ×` the holdout loss, and no further.
+    /// Each forget record is driven up to `target_ratio ×` the holdout loss, and no further.
     pub target_ratio: f64,
     /// A step that raises the retain loss above `(1 + retain_tolerance) ×` its starting value is
     /// undone and the step length halved.

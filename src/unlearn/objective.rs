@@ -14,8 +14,20 @@ pub fn sequence_logprob(model: &Gpt2, batch: &Batch) -> Result<Tensor> {
     (lp * w)?.sum(D::Minus1)
 }
 
+/// Minus the mean of the per-record losses of the forget records still below `ceiling` (the
+/// holdout level): a record already as unlikely as never-seen data contributes nothing, so
+/// ascent is not spent pushing it further past the point of looking unseen ("overexposure").
+/// Zero (no direction) when every record of the batch is above the ceiling.
+pub fn capped_ascent(model: &Gpt2, forget: &Batch, ceiling: f64) -> Result<Tensor> {
+    let per = model.record_losses(forget)?;
+    let below = per.detach().lt(ceiling)?.to_dtype(per.dtype())?;
+    let n = below.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    (per * below)?.sum_all()? * (-1.0 / n.max(1.0))
+}
+
 /// The objective whose gradient is the descent direction, for the loss-based methods.
-/// `reference` holds NPO's per-record sequence log-likelihoods under the original model.
+/// `reference` holds NPO's per-record sequence log-likelihoods under the original model;
+/// `ceiling` is the per-record loss above which a forget record is no longer ascended.
 pub fn objective(
     model: &Gpt2,
     method: Method,
@@ -23,11 +35,12 @@ pub fn objective(
     retain: Option<&Batch>,
     reference: &[f64],
     beta: f64,
+    ceiling: f64,
 ) -> Result<Tensor> {
     match method {
-        Method::Ga | Method::Iterative => model.loss(forget)?.neg(),
+        Method::Ga | Method::Iterative => capped_ascent(model, forget, ceiling),
         Method::Graddiff => {
-            let up = model.loss(forget)?.neg()?;
+            let up = capped_ascent(model, forget, ceiling)?;
             match retain {
                 Some(r) => up + model.loss(r)?,
                 None => Ok(up),
