@@ -6,10 +6,12 @@
 //!   `exp` of the token-weighted mean. Lower = the model predicts the split better.
 //! - **exact memorisation** (OpenUnlearning `exact_memorization`): the fraction of answer tokens
 //!   whose teacher-forced argmax equals the answer token.
-//! - **extraction strength** (OpenUnlearning `extraction_strength`): `1 − k/n` for the smallest
-//!   `k` in `0..n` such that the teacher-forced argmax equals the answer from position `k` to the
-//!   end. As in OpenUnlearning's loop, `k` stops at `n − 1` when not even the last token matches,
-//!   so the least value is `1/n`, not 0.
+//! - **extraction strength** (OpenUnlearning `extraction_strength`, by its written definition):
+//!   `1 − k/n` for the smallest `k` in `0..=n` such that the teacher-forced argmax equals the
+//!   answer from position `k` to the end; 0 when not even the last token matches. OpenUnlearning's
+//!   loop stops at `k = n − 1` instead and gives such an answer `1/n` — a one-token answer the
+//!   model gets wrong would score 1.0, "fully extractable". lethe does not copy that quirk: the
+//!   figures differ from theirs only on answers whose last token is missed (theirs by `1/n`).
 //! - **greedy exact match**: the greedy answer (cut at the first newline, trimmed) equals the
 //!   trimmed answer.
 //! - **ROUGE-L recall** of the greedy answer against the answer: longest common subsequence of
@@ -34,12 +36,16 @@ pub fn exact_memorization(hits: &[bool]) -> f64 {
     hits.iter().filter(|&&h| h).count() as f64 / hits.len() as f64
 }
 
-/// OpenUnlearning's extraction strength of one answer (see the module docs for `k = n − 1`).
+/// Extraction strength of one answer: `1 − k/n` for the shortest correctly predicted suffix
+/// `k..n` (see the module docs for how this differs from OpenUnlearning's loop). 0 for no tokens.
 pub fn extraction_strength(hits: &[bool]) -> f64 {
     let n = hits.len();
-    let k = (0..n)
+    if n == 0 {
+        return 0.0;
+    }
+    let k = (0..=n)
         .find(|&k| hits[k..].iter().all(|&h| h))
-        .unwrap_or(n.saturating_sub(1));
+        .unwrap_or(n);
     1.0 - k as f64 / n as f64
 }
 
@@ -114,13 +120,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn extraction_strength_follows_openunlearning_loop() {
-        // Worked by hand from OpenUnlearning's loop `for k in range(n): if preds[k:] == labels[k:]`.
+    fn extraction_strength_by_its_definition() {
+        // Worked by hand from the definition 1 − k/n, smallest k with preds[k:] == labels[k:].
         let (t, f) = (true, false);
         assert_eq!(extraction_strength(&[t, t, t, t]), 1.0); // k = 0
         assert_eq!(extraction_strength(&[f, t, t, t]), 0.75); // k = 1
         assert_eq!(extraction_strength(&[t, f, t, t]), 0.5); // k = 2
-        assert_eq!(extraction_strength(&[t, t, t, f]), 0.25); // no suffix: k stops at n-1
+        assert_eq!(extraction_strength(&[t, t, t, f]), 0.0); // only the empty suffix: k = n
+        assert_eq!(extraction_strength(&[f]), 0.0); // OpenUnlearning's loop would say 1.0
+        assert_eq!(extraction_strength(&[]), 0.0);
         assert_eq!(exact_memorization(&[t, f, t, t]), 0.75);
     }
 

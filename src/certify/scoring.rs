@@ -35,23 +35,10 @@ impl TokenScores {
     }
 }
 
-/// Groups of input indices, sorted by length, each small enough for one forward pass.
+/// Groups of input indices, sorted by length, each small enough for one forward pass (the
+/// logits of a batch, `rows × len × vocab`, stay under a fixed number of elements).
 pub fn length_batches(lens: &[usize], vocab: usize) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..lens.len()).collect();
-    order.sort_by_key(|&i| (lens[i], i));
-    let mut out: Vec<Vec<usize>> = Vec::new();
-    let mut cur: Vec<usize> = Vec::new();
-    for i in order {
-        let rows = cur.len() + 1;
-        if !cur.is_empty() && (rows > MAX_ROWS || rows * lens[i] * vocab > MAX_BATCH_ELEMENTS) {
-            out.push(std::mem::take(&mut cur));
-        }
-        cur.push(i);
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
+    crate::data::batch::length_groups(lens, MAX_ROWS, MAX_BATCH_ELEMENTS / vocab.max(1))
 }
 
 /// Scores every record; `progress` is called with the number of records done after each batch.

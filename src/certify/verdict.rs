@@ -312,6 +312,47 @@ pub fn evaluate(
         .collect()
 }
 
+/// Why a spec could not be judged.
+#[derive(Debug, thiserror::Error)]
+pub enum JudgeError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Property(#[from] crate::certify::property::PropertyError),
+    #[error("{file}:{line}: property `{property}` names split `{split}`, which was not given")]
+    MissingSplit {
+        file: String,
+        line: usize,
+        property: String,
+        split: String,
+    },
+}
+
+/// Every verdict of `spec`, in order: its requirements evaluated on `evidence` (relative ones
+/// against `baseline`), then its properties checked on `oracle` (the certified model) with the
+/// records of the split each names. This is the one place a spec is judged — `lethe certify
+/// --spec`, the demo and the tests all come here.
+pub fn judge_spec<'r>(
+    spec: &Spec,
+    evidence: &Value,
+    baseline: Option<&Value>,
+    split: &dyn Fn(&str) -> Option<&'r [crate::data::Record]>,
+    oracle: &dyn crate::certify::property::Oracle,
+) -> Result<Vec<Verdict>, JudgeError> {
+    let mut verdicts = evaluate(spec, evidence, baseline)?;
+    for p in &spec.properties {
+        let records = split(&p.split).ok_or_else(|| JudgeError::MissingSplit {
+            file: spec.file.clone(),
+            line: p.line,
+            property: p.id.clone(),
+            split: p.split.clone(),
+        })?;
+        let outcome = crate::certify::property::run(p, spec.seed, records, oracle)?;
+        verdicts.push(property_verdict(&outcome));
+    }
+    Ok(verdicts)
+}
+
 /// A property outcome as a verdict: a counterexample is a failure and its reason shows it.
 pub fn property_verdict(outcome: &PropertyOutcome) -> Verdict {
     let reason = match &outcome.counterexample {

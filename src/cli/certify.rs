@@ -1,8 +1,13 @@
 //! `lethe certify`: measure an unlearned model against the original (and a retrained reference
-//! when given) on the forget, retain, holdout and utility splits, and write the evidence JSON.
-//! Arguments become a checked request and the inputs are validated before any tensor work.
+//! when given) on the forget, retain, holdout and utility splits, and write the evidence JSON;
+//! with `--spec`, judge it and print the verdict table (exit 0 when every verdict passes, 1 when
+//! any fails or is inconclusive). Arguments become a checked request and the inputs are
+//! validated before any tensor work.
 
 use super::progress::{Progress, ProgressMode};
+use crate::certify::oracle::ModelOracle;
+use crate::certify::spec::Spec;
+use crate::certify::verdict::{judge_spec, render_table, Status};
 use crate::certify::{certify, load_inputs, Request};
 use crate::model::ParamGroups;
 use anyhow::{Context, Result};
@@ -60,6 +65,17 @@ pub struct CertifyArgs {
     /// Damping λ of (H + λI)⁻¹ (default: chosen from the Lanczos spectrum).
     #[arg(long)]
     damping: Option<f64>,
+    /// Skip the influence analysis (exact f64 Hessian work, most of the run time); the evidence
+    /// records the omission and specs that name `influence.*` metrics cannot be evaluated.
+    #[arg(long)]
+    no_influence: bool,
+    /// A specification (TOML) to judge the evidence against; prints the verdict table and sets
+    /// the exit code (0 all pass, 1 any fail or inconclusive, 2 error).
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    /// Evidence JSON of a baseline run, for specs with thresholds relative to a baseline.
+    #[arg(long, requires = "spec")]
+    baseline: Option<PathBuf>,
 }
 
 pub fn run(args: CertifyArgs, progress: ProgressMode) -> Result<ExitCode> {
@@ -79,6 +95,7 @@ pub fn run(args: CertifyArgs, progress: ProgressMode) -> Result<ExitCode> {
     req.influence_records = args.influence_records;
     req.lanczos_steps = args.lanczos_steps;
     req.generated_records = args.generated_records;
+    req.influence = !args.no_influence;
     anyhow::ensure!(
         req.hessian_records > 0,
         "--hessian-records must be at least 1"
@@ -91,10 +108,25 @@ pub fn run(args: CertifyArgs, progress: ProgressMode) -> Result<ExitCode> {
         );
         req.damping = Some(d);
     }
+    // Read the spec (and baseline) before the long run, so a typo fails in a second.
+    let spec = match &args.spec {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| p.display().to_string())?;
+            Some(Spec::parse(&text, &p.display().to_string())?)
+        }
+        None => None,
+    };
+    let baseline: Option<serde_json::Value> = match &args.baseline {
+        Some(p) => Some(
+            serde_json::from_slice(&std::fs::read(p).with_context(|| p.display().to_string())?)
+                .with_context(|| format!("{}: not JSON", p.display()))?,
+        ),
+        None => None,
+    };
     let mut inputs = load_inputs(&req)?;
     let models = 2 + usize::from(inputs.reference.is_some());
     let records: usize = inputs.splits.values().map(|(d, _)| d.records).sum();
-    let total = (models * records + 2 * 2 * req.influence_records) as u64;
+    let total = (models * records + 2 * 2 * req.influence_records * usize::from(req.influence)) as u64;
     let mut bar = Progress::new(progress, "certify", total);
     let (evidence, summary) = certify(&req, &mut inputs, &mut |stage, n| bar.inc(n, stage))?;
     bar.finish();
@@ -108,5 +140,29 @@ pub fn run(args: CertifyArgs, progress: ProgressMode) -> Result<ExitCode> {
         summary.eval_tokens as f64 / summary.eval_seconds.max(1e-9),
         args.out.display()
     );
-    Ok(ExitCode::SUCCESS)
+    let Some(spec) = spec else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let oracle =
+        ModelOracle::new(&inputs.unlearned.model, &inputs.tokenizer).map_err(anyhow::Error::msg)?;
+    let verdicts = judge_spec(
+        &spec,
+        &serde_json::to_value(&evidence)?,
+        baseline.as_ref(),
+        &|s| inputs.splits.get(s).map(|(_, r)| r.as_slice()),
+        &oracle,
+    )?;
+    print!("{}", render_table(&verdicts));
+    let all_pass = verdicts.iter().all(|v| v.status == Status::Pass);
+    println!(
+        "{} against {} {}",
+        if all_pass { "PASS" } else { "NOT PASSED" },
+        spec.id,
+        spec.version
+    );
+    Ok(if all_pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

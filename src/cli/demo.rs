@@ -6,10 +6,9 @@
 
 use crate::certify::certifier::{certify, load_inputs, Request};
 use crate::certify::oracle::ModelOracle;
-use crate::certify::property;
 use crate::certify::spec::Spec;
-use crate::certify::verdict::{evaluate, property_verdict, render_table};
-use crate::data::{read_records, Encoded, Record, TextTokenizer};
+use crate::certify::verdict::{judge_spec, render_table};
+use crate::data::{read_records, Encoded, TextTokenizer};
 use crate::model::{load_model, save_model};
 use crate::report::certificate::write_certificate;
 use crate::report::keys::{
@@ -115,24 +114,35 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     req.reference = Some(args.fixtures.join("models/retrain05"));
     req.utility = Some(world.join("utility.jsonl"));
     req.seed = spec.seed;
+    // Compute the evidence the spec needs: the influence analysis (exact f64 Hessian work, several
+    // minutes on 2 cores) only when a requirement names an `influence.*` metric.
+    req.influence = spec
+        .requirements
+        .iter()
+        .any(|r| r.metric.starts_with("influence."));
     let mut inputs = load_inputs(&req)?;
     let (evidence, summary) = certify(&req, &mut inputs, &mut |_, _| {})?;
     evidence.write(&args.out.join("evidence.json"))?;
     println!(
-        "certified   {} tokens scored at {:.0} tokens/s",
+        "certified   {} tokens scored at {:.0} tokens/s; influence analysis {}",
         summary.eval_tokens,
-        summary.eval_tokens as f64 / summary.eval_seconds.max(1e-9)
+        summary.eval_tokens as f64 / summary.eval_seconds.max(1e-9),
+        if req.influence {
+            "included"
+        } else {
+            "skipped (the spec names no influence.* metric; `lethe certify` runs it)"
+        }
     );
     let evidence = serde_json::to_value(&evidence)?;
-    let mut verdicts = evaluate(&spec, &evidence, None)?;
-    let forget: Vec<Record> = read_records(&world.join("forget05.jsonl"))?;
     let oracle =
         ModelOracle::new(&inputs.unlearned.model, &inputs.tokenizer).map_err(anyhow::Error::msg)?;
-    for p in &spec.properties {
-        verdicts.push(property_verdict(&property::run(
-            p, spec.seed, &forget, &oracle,
-        )?));
-    }
+    let verdicts = judge_spec(
+        &spec,
+        &evidence,
+        None,
+        &|s| inputs.splits.get(s).map(|(_, r)| r.as_slice()),
+        &oracle,
+    )?;
     // The report, rendered and signed.
     let mut artifacts = Artifact::from_evidence(&evidence);
     artifacts.push(Artifact::of_file("spec", &args.spec)?);

@@ -49,6 +49,9 @@ pub struct UnlearnArgs {
     lr: f64,
     #[arg(long, default_value_t = UnlearnConfig::default().max_steps)]
     max_steps: usize,
+    /// Retain records (a seeded sample) whose loss is watched after every step.
+    #[arg(long, default_value_t = UnlearnConfig::default().retain_eval)]
+    retain_eval: usize,
     #[arg(long, default_value_t = UnlearnConfig::default().retain_tolerance)]
     retain_tolerance: f64,
     #[arg(long, default_value_t = UnlearnConfig::default().target_ratio)]
@@ -166,6 +169,7 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
         params: args.params.clone(),
         lr: args.lr,
         max_steps: args.max_steps,
+        retain_eval: args.retain_eval,
         retain_tolerance: args.retain_tolerance,
         target_ratio: args.target_ratio,
         npo_beta: args.npo_beta,

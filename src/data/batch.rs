@@ -5,6 +5,27 @@
 use super::tokenize::Encoded;
 use candle_core::{DType, Device, Result, Tensor};
 
+/// Indices of records grouped for batching: sorted by length (so a batch pads little), each
+/// group at most `max_rows` records and at most `max_tokens` padded tokens (`rows × longest`).
+/// Every index appears once; within a group, shorter records first.
+pub fn length_groups(lens: &[usize], max_rows: usize, max_tokens: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.sort_by_key(|&i| (lens[i], i));
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut cur: Vec<usize> = Vec::new();
+    for i in order {
+        let rows = cur.len() + 1;
+        if !cur.is_empty() && (rows > max_rows.max(1) || rows * lens[i] > max_tokens) {
+            out.push(std::mem::take(&mut cur));
+        }
+        cur.push(i);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
 #[derive(Debug, Clone)]
 pub struct Batch {
     /// Token ids, `rows × cols`, row-major, right-padded with `pad_id`.

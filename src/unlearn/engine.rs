@@ -249,7 +249,27 @@ impl<'a> Run<'a> {
         active: &[&Encoded],
         step: usize,
     ) -> Result<BTreeMap<String, Tensor>, UnlearnError> {
-        let mut d = self.raw_direction(model, active, step)?;
+        let d = self.raw_direction(model, active, step)?;
+        let d = self.restrict(d)?;
+        if self.ledger_dirs.is_none() {
+            return Ok(d);
+        }
+        // The recorded gradients were taken at the first epoch's parameters, not at these: a
+        // step along them can raise the retain loss to first order. Remove that component
+        // (project onto the half-space where the retain loss does not rise, as A-GEM does).
+        let mut pool: Vec<&Encoded> = self.inputs.retain.iter().collect();
+        pool.shuffle(&mut self.rng);
+        pool.truncate(self.cfg.batch_size.max(1) * 2);
+        let g = gradient(model, &model.loss(&Batch::new(&pool, self.inputs.pad))?)?;
+        let g = self.restrict(g)?;
+        project_out_rise(d, &g)
+    }
+
+    /// Restricts a direction to the allowed embedding rows (and drops the shared positions).
+    fn restrict(
+        &self,
+        mut d: BTreeMap<String, Tensor>,
+    ) -> Result<BTreeMap<String, Tensor>, UnlearnError> {
         if let Some(mask) = &self.row_mask {
             if let Some(w) = d.get_mut("transformer.wte.weight") {
                 *w = w.broadcast_mul(&mask.to_dtype(w.dtype())?)?;
@@ -421,6 +441,32 @@ fn ledger_directions(
         )));
     }
     Ok(out)
+}
+
+/// `d` without its component along `−g` when a step `θ − lr·d` would raise the loss whose
+/// gradient is `g` (that is, when `d·g < 0`).
+fn project_out_rise(
+    mut d: BTreeMap<String, Tensor>,
+    g: &BTreeMap<String, Tensor>,
+) -> Result<BTreeMap<String, Tensor>, UnlearnError> {
+    let dot = |a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>| -> candle_core::Result<f64> {
+        let mut s = 0.0;
+        for (k, x) in a {
+            if let Some(y) = b.get(k) {
+                s += (x * y)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            }
+        }
+        Ok(s)
+    };
+    let (dg, gg) = (dot(&d, g)?, dot(g, g)?);
+    if dg < 0.0 && gg > 0.0 {
+        for (k, x) in d.iter_mut() {
+            if let Some(y) = g.get(k) {
+                *x = (&*x - (y * (dg / gg))?)?;
+            }
+        }
+    }
+    Ok(d)
 }
 
 fn trainable_copy(model: &Gpt2) -> candle_core::Result<Vec<(String, Tensor)>> {

@@ -69,7 +69,7 @@ impl Default for UnlearnConfig {
             retain_tolerance: 0.07,
             overshoot: 1.5,
             max_backoffs: 8,
-            retain_eval: 512,
+            retain_eval: 256,
             npo_beta: 0.1,
             ledger_epochs: LedgerEpochs::First,
             round_steps: 20,

@@ -97,17 +97,20 @@ pub fn apply_step(model: &Gpt2, direction: &BTreeMap<String, Tensor>, lr: f64) -
 }
 
 /// Mean loss over all scored tokens of `records` (the weighting of [`Gpt2::loss`]), computed in
-/// batches of `size`, and each record's own mean loss.
+/// length-sorted batches of at most `size` records, and each record's own mean loss (in the
+/// order of `records`).
 pub fn mean_loss(
     model: &Gpt2,
     records: &[&Encoded],
     pad: u32,
     size: usize,
 ) -> Result<(f64, Vec<f64>)> {
-    let mut per = Vec::with_capacity(records.len());
+    let mut per = vec![f64::NAN; records.len()];
     let (mut total, mut weight) = (0.0, 0.0);
-    for chunk in records.chunks(size.max(1)) {
-        let batch = Batch::new(chunk, pad);
+    let lens: Vec<usize> = records.iter().map(|e| e.ids.len()).collect();
+    for group in crate::data::batch::length_groups(&lens, size, usize::MAX) {
+        let chunk: Vec<&Encoded> = group.iter().map(|&i| records[i]).collect();
+        let batch = Batch::new(&chunk, pad);
         let lp = model.token_logprobs(&batch)?;
         let w = batch.weight_tensor(lp.dtype(), lp.device())?;
         let nll = (lp * &w)?
@@ -119,8 +122,8 @@ pub fn mean_loss(
             .sum(D::Minus1)?
             .to_dtype(candle_core::DType::F64)?
             .to_vec1::<f64>()?;
-        for (n, c) in nll.iter().zip(&counts) {
-            per.push(n / c);
+        for ((&i, n), c) in group.iter().zip(&nll).zip(&counts) {
+            per[i] = n / c;
             total += n;
             weight += c;
         }
