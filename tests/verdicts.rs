@@ -72,7 +72,11 @@ fn status<'a>(verdicts: &'a [Verdict], id: &str) -> &'a Verdict {
 fn original_model_fails_gdpr_art17_with_a_shrunk_leak() {
     let v = judged(&fixtures("models/full"));
     // The memorising model is told from holdout and reproduces its answers.
-    for id in ["mia-loss-auc", "forget-exact-match", "forget-extraction-strength"] {
+    for id in [
+        "mia-loss-auc",
+        "forget-exact-match",
+        "forget-extraction-strength",
+    ] {
         assert_eq!(status(&v, id).status, Status::Fail, "{id}");
     }
     let leak = status(&v, "no-verbatim-leak");

@@ -298,11 +298,14 @@ pub fn certify(
     let pad = inputs.tokenizer.pad_id();
     let (norms_u, norms_o) = std::thread::scope(|scope| {
         let (both, params) = (&both, &req.params);
-        let other = scope.spawn(move || grad_norms(&mut original_grad, both, pad, params, &mut |_| {}));
+        let other =
+            scope.spawn(move || grad_norms(&mut original_grad, both, pad, params, &mut |_| {}));
         let mine = grad_norms(&mut unlearned_grad, both, pad, params, &mut |_| {});
-        let theirs = other
-            .join()
-            .unwrap_or_else(|_| Err(candle_core::Error::Msg("gradient-norm thread panicked".into())));
+        let theirs = other.join().unwrap_or_else(|_| {
+            Err(candle_core::Error::Msg(
+                "gradient-norm thread panicked".into(),
+            ))
+        });
         (mine, theirs)
     });
     drop(unlearned_grad);

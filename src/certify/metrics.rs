@@ -43,9 +43,7 @@ pub fn extraction_strength(hits: &[bool]) -> f64 {
     if n == 0 {
         return 0.0;
     }
-    let k = (0..=n)
-        .find(|&k| hits[k..].iter().all(|&h| h))
-        .unwrap_or(n);
+    let k = (0..=n).find(|&k| hits[k..].iter().all(|&h| h)).unwrap_or(n);
     1.0 - k as f64 / n as f64
 }
 

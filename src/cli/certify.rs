@@ -126,7 +126,8 @@ pub fn run(args: CertifyArgs, progress: ProgressMode) -> Result<ExitCode> {
     let mut inputs = load_inputs(&req)?;
     let models = 2 + usize::from(inputs.reference.is_some());
     let records: usize = inputs.splits.values().map(|(d, _)| d.records).sum();
-    let total = (models * records + 2 * 2 * req.influence_records * usize::from(req.influence)) as u64;
+    let total =
+        (models * records + 2 * 2 * req.influence_records * usize::from(req.influence)) as u64;
     let mut bar = Progress::new(progress, "certify", total);
     let (evidence, summary) = certify(&req, &mut inputs, &mut |stage, n| bar.inc(n, stage))?;
     bar.finish();

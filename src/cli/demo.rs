@@ -120,11 +120,13 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         .requirements
         .iter()
         .any(|r| r.metric.starts_with("influence."));
+    let certify_start = Instant::now();
     let mut inputs = load_inputs(&req)?;
     let (evidence, summary) = certify(&req, &mut inputs, &mut |_, _| {})?;
     evidence.write(&args.out.join("evidence.json"))?;
     println!(
-        "certified   {} tokens scored at {:.0} tokens/s; influence analysis {}",
+        "certified   in {:.1} s: {} tokens scored at {:.0} tokens/s; influence analysis {}",
+        certify_start.elapsed().as_secs_f64(),
         summary.eval_tokens,
         summary.eval_tokens as f64 / summary.eval_seconds.max(1e-9),
         if req.influence {
@@ -143,6 +145,11 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         &|s| inputs.splits.get(s).map(|(_, r)| r.as_slice()),
         &oracle,
     )?;
+    println!(
+        "judged      {} verdicts in {:.1} s",
+        verdicts.len(),
+        certify_start.elapsed().as_secs_f64()
+    );
     // The report, rendered and signed.
     let mut artifacts = Artifact::from_evidence(&evidence);
     artifacts.push(Artifact::of_file("spec", &args.spec)?);

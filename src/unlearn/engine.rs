@@ -449,15 +449,19 @@ fn project_out_rise(
     mut d: BTreeMap<String, Tensor>,
     g: &BTreeMap<String, Tensor>,
 ) -> Result<BTreeMap<String, Tensor>, UnlearnError> {
-    let dot = |a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>| -> candle_core::Result<f64> {
-        let mut s = 0.0;
-        for (k, x) in a {
-            if let Some(y) = b.get(k) {
-                s += (x * y)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let dot =
+        |a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>| -> candle_core::Result<f64> {
+            let mut s = 0.0;
+            for (k, x) in a {
+                if let Some(y) = b.get(k) {
+                    s += (x * y)?
+                        .sum_all()?
+                        .to_dtype(DType::F64)?
+                        .to_scalar::<f64>()?;
+                }
             }
-        }
-        Ok(s)
-    };
+            Ok(s)
+        };
     let (dg, gg) = (dot(&d, g)?, dot(g, g)?);
     if dg < 0.0 && gg > 0.0 {
         for (k, x) in d.iter_mut() {

@@ -21,7 +21,10 @@ pub fn sequence_logprob(model: &Gpt2, batch: &Batch) -> Result<Tensor> {
 pub fn capped_ascent(model: &Gpt2, forget: &Batch, ceiling: f64) -> Result<Tensor> {
     let per = model.record_losses(forget)?;
     let below = per.detach().lt(ceiling)?.to_dtype(per.dtype())?;
-    let n = below.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    let n = below
+        .sum_all()?
+        .to_dtype(candle_core::DType::F64)?
+        .to_scalar::<f64>()?;
     (per * below)?.sum_all()? * (-1.0 / n.max(1.0))
 }
 
