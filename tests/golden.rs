@@ -1,6 +1,7 @@
 //! The golden certificate under reports/golden (written by `lethe demo` and committed) still
 //! verifies — signature, payload type, schema and every artifact digest — with the committed
-//! public key; and a changed artifact makes verification fail.
+//! public key; a changed artifact makes verification fail; and `--recompute` re-runs the
+//! certification it records to the same figures and verdicts.
 
 use crate::common::*;
 use std::path::PathBuf;
@@ -59,4 +60,33 @@ fn a_changed_artifact_fails_verification() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+#[test]
+fn the_golden_certificate_recomputes_to_the_same_figures_and_verdicts() {
+    // Issue 7's `verify --recompute`: the certification is re-run from the files, settings and
+    // seeds the signed report records (paths relative to the repository root, where
+    // `lethe demo --out reports/golden` made it) and every figure and verdict must agree.
+    let out = lethe(&[
+        "verify",
+        &golden("certificate.dsse.json"),
+        "--key",
+        &golden("signer.pub.pem"),
+        "--recompute",
+        "--root",
+        env!("CARGO_MANIFEST_DIR"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for check in [
+        "recompute inputs",
+        "recompute evidence",
+        "recompute no-verbatim-leak",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("PASS") && l.contains(check)),
+            "{check} missing or failed:\n{text}"
+        );
+    }
 }

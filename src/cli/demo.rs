@@ -97,6 +97,17 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let world = args.fixtures.join("world");
     let model_out = args.out.join("model");
     std::fs::create_dir_all(&args.out).with_context(|| args.out.display().to_string())?;
+    // A public key without its private key cannot sign; say so before minutes of work.
+    let (private, public) = (
+        args.out.join(SIGNING_KEY_FILE),
+        args.out.join(VERIFYING_KEY_FILE),
+    );
+    anyhow::ensure!(
+        private.exists() || !public.exists(),
+        "{} exists without {}: the demo would have to replace a public key (move it away or pick another --out)",
+        public.display(),
+        private.display()
+    );
     let trajectory = unlearn_step(&args, &world, &model_out)?;
     // Certify: original = full, unlearned = ours, reference = retrained without forget05.
     let spec_text = std::fs::read(&args.spec).with_context(|| args.spec.display().to_string())?;

@@ -10,6 +10,7 @@ mod experiment;
 mod inspect;
 mod keygen;
 pub mod progress;
+mod recompute;
 mod train;
 mod unlearn;
 mod verify;

@@ -1,4 +1,4 @@
-//! `lethe verify ENVELOPE --key PUB.pem [--artifacts MODEL_DIR]`: every check of a certificate
+//! `lethe verify ENVELOPE --key PUB.pem [--artifacts MODEL_DIR] [--recompute]`: every check of a certificate
 //! printed as PASS/FAIL with its detail; exit 0 only when all pass. The HTML and Markdown pages,
 //! when asked for, are rendered from the verified report only.
 
@@ -26,9 +26,21 @@ pub struct VerifyArgs {
     /// Write the verified report as a Markdown summary here.
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// Re-run the certification from the recorded inputs, settings and seeds, and compare every
+    /// figure and verdict with the signed ones (minutes; needs the models and data it names).
+    #[arg(long)]
+    recompute: bool,
+    /// The directory the report's relative paths are resolved against (where it was made).
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
 }
 
 pub fn run(args: VerifyArgs) -> Result<ExitCode> {
+    if args.recompute {
+        let root = args.root.clone();
+        let recompute = move |r: &crate::report::Report| super::recompute::recompute(r, &root);
+        return run_with(args, Some(&recompute));
+    }
     run_with(args, None)
 }
 

@@ -1,8 +1,13 @@
-//! Calibration and stop rules. The target is the holdout level — the forget loss rising to the
-//! loss the original model has on records it never saw — not "as high as possible": pushing past
-//! it ("overexposure", in the seed paper's words) makes the forget records stand out again and
-//! damages the rest of the model. A step that raises the retain loss beyond a tolerance, or
-//! overshoots the target, or produces a non-finite value, is undone and the step length halved.
+//! Calibration and stop rules. The target is the holdout level — the loss the original model has
+//! on records it never saw — not "as high as possible": pushing past it ("overexposure", in the
+//! seed paper's words) makes the forget records stand out again and damages the rest of the
+//! model. The level is applied per record: a forget record is ascended only while its own loss is
+//! below the target (`objective::capped_ascent`), and a run stops when no larger share of the
+//! forget records is recognised (loss below the holdout's `fpr` quantile) than of the holdout
+//! records themselves. A mean-loss criterion is not enough: on the bundled world the mean forget
+//! loss reached 4.9 (holdout 5.5) while 11% of the answers were still reproduced verbatim. A step
+//! that raises the retain loss beyond a tolerance, or drives the mean forget loss past the target
+//! by the overshoot factor, or produces a non-finite value, is undone and the step length halved.
 
 use serde::{Deserialize, Serialize};
 
