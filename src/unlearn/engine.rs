@@ -99,17 +99,13 @@ pub fn unlearn(
     run.current = forget_per;
     let (retain_start, _) = mean_loss(model, &run.retain_eval, inputs.pad, cfg.batch_size)?;
     let (holdout, holdout_per) = mean_loss(model, &run.holdout, inputs.pad, cfg.batch_size)?;
+    let threshold = recognition_threshold(&holdout_per, cfg.recognise_fpr);
     let levels = Levels {
         forget_start,
         retain_start,
         holdout,
         target: holdout * cfg.target_ratio,
-        recognition: f64::NEG_INFINITY,
-    };
-    let threshold = recognition_threshold(&holdout_per, cfg.recognise_fpr);
-    let levels = Levels {
         recognition: threshold,
-        ..levels
     };
     run.target = levels.target;
     let (mut lr, mut backoffs, mut round) = (cfg.lr, 0, 0);
