@@ -292,11 +292,7 @@ impl<'a> Run<'a> {
                 .filter(|(_, &l)| l < self.target)
             {
                 for (name, g) in d {
-                    let acc = match sum.remove(name) {
-                        Some(a) => (a + g)?,
-                        None => g.clone(),
-                    };
-                    sum.insert(name.clone(), acc);
+                    add_into(&mut sum, name, g)?;
                 }
             }
             return Ok(sum);
@@ -411,15 +407,14 @@ fn ledger_directions(
         let mut sum: BTreeMap<String, Tensor> = BTreeMap::new();
         for entry in entries {
             for (name, g) in ledger.dense(entry, model)? {
-                if !trainable.contains(&name) {
-                    continue;
+                if trainable.contains(&name) {
+                    add_into(&mut sum, &name, &g)?;
                 }
-                let acc = match sum.remove(&name) {
-                    Some(a) => (a - g)?,
-                    None => g.neg()?,
-                };
-                sum.insert(name, acc);
             }
+        }
+        // Ascent: minus the recorded gradients.
+        for g in sum.values_mut() {
+            *g = g.neg()?;
         }
         out.push(sum);
     }
@@ -437,6 +432,16 @@ fn ledger_directions(
         )));
     }
     Ok(out)
+}
+
+/// `sum[name] += g` (inserted when absent).
+fn add_into(sum: &mut BTreeMap<String, Tensor>, name: &str, g: &Tensor) -> candle_core::Result<()> {
+    let acc = match sum.remove(name) {
+        Some(a) => (a + g)?,
+        None => g.clone(),
+    };
+    sum.insert(name.to_string(), acc);
+    Ok(())
 }
 
 /// `d` without its component along `−g` when a step `θ − lr·d` would raise the loss whose
