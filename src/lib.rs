@@ -12,5 +12,6 @@ pub mod data;
 pub mod machine;
 pub mod model;
 pub mod report;
+pub mod runtime;
 pub mod train;
 pub mod unlearn;
