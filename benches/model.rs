@@ -111,9 +111,10 @@ fn gradient_and_hvp(c: &mut Criterion) {
 }
 
 fn main() {
-    // Exact HVPs need the gradient's graph; candle reads this once per thread (DESIGN.md).
-    std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
+    // Two threads, as PyTorch's figures in DESIGN.md; then the same process set-up as the
+    // `lethe` binary (second-order gradients on, allocator thresholds).
     std::env::set_var("RAYON_NUM_THREADS", "2");
+    lethe::runtime::init();
     let mut c = Criterion::default().configure_from_args();
     eval_and_step(&mut c);
     gradient_and_hvp(&mut c);

@@ -420,3 +420,58 @@ fn bundled_world_power_and_size() {
         "size: retrained model's interval {retrain:?}"
     );
 }
+
+#[test]
+fn batched_greedy_answers_equal_one_prompt_at_a_time_with_the_full_forward() {
+    // The certifier decodes 32 prompts per forward pass (right padding) and runs the output
+    // layer only at each row's last position. Reference: one prompt at a time, logits of every
+    // position from `Gpt2::forward`, argmax of the last row — written here, not through lethe's
+    // decoding code. Prompts of forget05 on the bundled full model, so answers are long and real.
+    let tok = lethe::data::TextTokenizer::load(&fixture("models/full/tokenizer.json")).unwrap();
+    let stop = lethe::certify::answers::stop_tokens(&tok).unwrap();
+    let m = load_model(&fixture("models/full"), DType::F32).unwrap();
+    let forget = lethe::data::read_records(&fixture("world/forget05.jsonl")).unwrap();
+    let ctx = m.model.config().n_positions;
+    let prompts: Vec<Vec<u32>> = forget
+        .iter()
+        .filter_map(|r| r.prompt.as_ref())
+        .take(40)
+        .map(|p| tok.encode_text(p).unwrap())
+        .collect();
+    assert!(prompts.len() == 40 && prompts.iter().any(|p| p.len() != prompts[0].len()));
+    let budget: Vec<usize> = (0..prompts.len()).map(|i| 4 + i % 9).collect();
+    let batched =
+        lethe::certify::answers::greedy_batch(&m.model, &prompts, &budget, &stop, tok.pad_id())
+            .unwrap();
+    for ((prompt, &max_new), got) in prompts.iter().zip(&budget).zip(&batched) {
+        let mut ids = prompt.clone();
+        let mut want = Vec::new();
+        while want.len() < max_new && ids.len() < ctx {
+            let t = ids.len();
+            let input = Tensor::from_slice(&ids, (1, t), &Device::Cpu).unwrap();
+            let att = Tensor::ones((1, t), DType::U32, &Device::Cpu).unwrap();
+            let logits = m.model.forward(&input, &att).unwrap();
+            let row: Vec<f32> = logits
+                .get(0)
+                .unwrap()
+                .get(t - 1)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let next = (0..row.len())
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a)))
+                .unwrap() as u32;
+            if stop.contains(&next) {
+                break;
+            }
+            ids.push(next);
+            want.push(next);
+        }
+        assert_eq!(got, &want, "prompt {prompt:?}");
+    }
+    let produced: usize = batched.iter().map(Vec::len).sum();
+    assert!(
+        produced > 100,
+        "only {produced} tokens decoded: the test would prove little"
+    );
+}

@@ -79,17 +79,9 @@ fn next_tokens(model: &Gpt2, seqs: &[&Vec<u32>], pad_id: u32) -> Result<Vec<u32>
     let dev = model.device();
     let ids = Tensor::from_vec(ids, (seqs.len(), cols), dev)?;
     let att = Tensor::from_vec(att, (seqs.len(), cols), dev)?;
-    let logits = model.forward(&ids, &att)?;
-    let (b, t, v) = logits.dims3()?;
-    let last: Vec<u32> = seqs
-        .iter()
-        .enumerate()
-        .map(|(r, s)| (r * t + s.len() - 1) as u32)
-        .collect();
-    let last = Tensor::from_vec(last, seqs.len(), dev)?;
-    logits
-        .reshape((b * t, v))?
-        .index_select(&last, 0)?
+    let last: Vec<usize> = seqs.iter().map(|s| s.len() - 1).collect();
+    model
+        .next_logits(&ids, &att, &last)?
         .argmax(D::Minus1)?
         .to_vec1::<u32>()
 }

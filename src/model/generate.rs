@@ -14,9 +14,8 @@ pub fn greedy(model: &Gpt2, prompt: &[u32], max_new: usize, stop: &[u32]) -> Res
         let t = ids.len();
         let input = Tensor::from_slice(&ids, (1, t), model.device())?;
         let att = Tensor::ones((1, t), candle_core::DType::U32, model.device())?;
-        let logits = model.forward(&input, &att)?;
-        let next = logits
-            .narrow(1, t - 1, 1)?
+        let next = model
+            .next_logits(&input, &att, &[t - 1])?
             .flatten_all()?
             .argmax(D::Minus1)?
             .to_scalar::<u32>()?;

@@ -5,8 +5,8 @@
 //! files is `load`/`save`, the fast kernels are `ops`, and it knows nothing of training.
 
 use super::config::Gpt2Config;
-use super::ops;
 use super::params::{param_shapes, ParamGroups};
+use super::{constant, ops};
 use crate::data::batch::Batch;
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 use std::collections::BTreeMap;
@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 const PER_BLOCK: usize = 12;
 
 /// A GPT-2 language model. Every parameter is a `Var`; only the parameters selected with
-/// [`Gpt2::set_trainable`] enter the autograd graph, so no weight-gradient work is done for
-/// the others.
+/// [`Gpt2::set_trainable`] enter the autograd graph, and the layers read the others through
+/// `constant`'s operations, so no weight-gradient work is done for them.
 pub struct Gpt2 {
     cfg: Gpt2Config,
     names: Vec<String>,
@@ -218,6 +218,29 @@ impl Gpt2 {
         self.head(&h)
     }
 
+    /// Logits `[B, V]` of the next token after position `last[r]` of row `r`: the trunk runs
+    /// over the whole batch, the vocabulary-sized output layer only at those positions (what
+    /// greedy decoding needs; a quarter of a small model's forward pass is that layer).
+    pub fn next_logits(&self, ids: &Tensor, attention: &Tensor, last: &[usize]) -> Result<Tensor> {
+        let (h, _) = self.trunk(ids, attention, false)?;
+        let (b, t, c) = h.dims3()?;
+        if last.len() != b || last.iter().any(|&p| p >= t) {
+            candle_core::bail!(
+                "next_logits: {} positions for {b} rows of {t} tokens",
+                last.len()
+            );
+        }
+        let rows: Vec<u32> = last
+            .iter()
+            .enumerate()
+            .map(|(r, &p)| (r * t + p) as u32)
+            .collect();
+        let rows = Tensor::from_vec(rows, b, &self.device)?;
+        let picked = h.reshape((b * t, c))?.index_select(&rows, 0)?;
+        let logits = self.head(&picked.reshape((b, 1, c))?)?;
+        logits.reshape((b, self.cfg.vocab_size))
+    }
+
     /// Hidden states of every layer (embedding output, then each block's output) for the
     /// seed paper's activation score.
     pub fn hidden_states(&self, ids: &Tensor, attention: &Tensor) -> Result<Hidden> {
@@ -238,7 +261,7 @@ impl Gpt2 {
         } else {
             self.p(0).detach()
         };
-        let logits = h.reshape((b * t, c))?.matmul(&wte.t()?)?;
+        let logits = constant::matmul(&h.reshape((b * t, c))?, &wte.t()?)?;
         logits.reshape((b, t, self.cfg.vocab_size))
     }
 

@@ -4,6 +4,7 @@
 //! training, unlearning or certification, which use it through this interface.
 
 pub mod config;
+pub mod constant;
 pub mod generate;
 pub mod gpt2;
 pub mod grad;

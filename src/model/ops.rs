@@ -5,7 +5,7 @@
 //! fused first-order kernel of `kernels`, for speed. This module owns the arithmetic and that
 //! choice; it knows nothing of parameter names.
 
-use super::kernels;
+use super::{constant, kernels};
 use candle_core::{DType, Result, Tensor, D};
 
 /// True where the fused float32 kernels replace the composed operations.
@@ -17,7 +17,7 @@ fn fused(t: &Tensor) -> bool {
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let (rows, inp) = (x.elem_count() / dims[dims.len() - 1], dims[dims.len() - 1]);
-    let y = x.reshape((rows, inp))?.matmul(w)?.broadcast_add(b)?;
+    let y = constant::linear(&x.reshape((rows, inp))?, w, b)?;
     let mut out = dims;
     let last = out.len() - 1;
     out[last] = w.dim(1)?;
@@ -64,7 +64,7 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
     let centred = x.broadcast_sub(&mean)?;
     let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
     let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
-    normed.broadcast_mul(w)?.broadcast_add(b)
+    constant::add(&constant::mul(&normed, w)?, b)
 }
 
 /// GPT-2's `gelu_new`: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), written from primitives
@@ -113,10 +113,10 @@ pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tens
     if fused(scores) {
         return kernels::masked_causal_softmax(scores, mask, scale);
     }
-    let x = (scores * scale)?.broadcast_add(mask)?;
+    let x = constant::add(&(scores * scale)?, mask)?;
     // Softmax is invariant to the shift, so the max is a constant for differentiation.
     let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
+    let e = constant::sub(&x, &max)?.exp()?;
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
@@ -130,7 +130,7 @@ pub fn target_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         return kernels::target_logprobs(logits, targets);
     }
     let max = logits.max_keepdim(D::Minus1)?.detach();
-    let shifted = logits.broadcast_sub(&max)?;
+    let shifted = constant::sub(logits, &max)?;
     let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?.squeeze(1)?;
     let picked = if logits.dtype() == DType::F64 {
         let (n, v) = logits.dims2()?;
@@ -139,7 +139,7 @@ pub fn target_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
             hot[row * v + t as usize] = 1.0;
         }
         let hot = Tensor::from_vec(hot, (n, v), logits.device())?;
-        (shifted * hot)?.sum(D::Minus1)?
+        constant::mul(&shifted, &hot)?.sum(D::Minus1)?
     } else {
         shifted.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?
     };
