@@ -64,8 +64,11 @@ pub struct UnlearnOutcome {
     pub peak_rss_bytes: Option<u64>,
 }
 
-/// State that lives through one run.
-struct Run<'a> {
+/// A method's step directions on one request, with what they need: the retain sample the run
+/// watches, NPO's reference log-likelihoods, the ledger's per-record directions, the allowed
+/// embedding rows, and the per-record ceiling. [`unlearn`] drives it step by step; the
+/// benchmarks time one step of each method with it.
+pub struct Stepper<'a> {
     cfg: &'a UnlearnConfig,
     inputs: &'a UnlearnInputs<'a>,
     retain_eval: Vec<&'a Encoded>,
@@ -93,7 +96,7 @@ pub fn unlearn(
     check_inputs(inputs, cfg)?;
     let groups = ParamGroups::parse(&cfg.params).map_err(UnlearnError::Input)?;
     let updated = model.set_trainable(&groups).map_err(UnlearnError::Input)?;
-    let mut run = Run::new(model, inputs, cfg)?;
+    let mut run = Stepper::new(model, inputs, cfg)?;
     let forget_all: Vec<&Encoded> = inputs.forget.iter().collect();
     let (forget_start, forget_per) = mean_loss(model, &forget_all, inputs.pad, cfg.batch_size)?;
     run.current = forget_per;
@@ -202,8 +205,8 @@ fn check_inputs(inputs: &UnlearnInputs, cfg: &UnlearnConfig) -> Result<(), Unlea
     Ok(())
 }
 
-impl<'a> Run<'a> {
-    fn new(
+impl<'a> Stepper<'a> {
+    pub fn new(
         model: &Gpt2,
         inputs: &'a UnlearnInputs<'a>,
         cfg: &'a UnlearnConfig,
@@ -218,7 +221,7 @@ impl<'a> Run<'a> {
         } else {
             None
         };
-        let mut run = Run {
+        let mut run = Stepper {
             cfg,
             inputs,
             retain_eval,
@@ -238,8 +241,21 @@ impl<'a> Run<'a> {
         Ok(run)
     }
 
-    /// The descent direction of this step, restricted to the allowed embedding rows.
-    fn direction(
+    /// Sets the per-record loss above which a forget record is no longer ascended, and each
+    /// forget record's current loss (in forget-set order).
+    pub fn calibrate(&mut self, target: f64, current: Vec<f64>) {
+        self.target = target;
+        self.current = current;
+    }
+
+    /// The fixed, seeded retain sample whose loss the run watches.
+    pub fn retain_eval(&self) -> &[&'a Encoded] {
+        &self.retain_eval
+    }
+
+    /// The descent direction of step `step` over the `active` forget records, restricted to
+    /// the allowed embedding rows.
+    pub fn direction(
         &mut self,
         model: &Gpt2,
         active: &[&Encoded],

@@ -9,5 +9,5 @@ pub mod engine;
 pub mod method;
 pub mod objective;
 
-pub use engine::{unlearn, UnlearnInputs, UnlearnOutcome};
+pub use engine::{unlearn, Stepper, UnlearnInputs, UnlearnOutcome};
 pub use method::{Method, UnlearnConfig};

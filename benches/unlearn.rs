@@ -1,0 +1,97 @@
+//! Time per unlearning step, per method and parameter group, on the bundled world (the full
+//! model, forget05, retain05, holdout, the first-epoch ledger; `fixtures/`). A step is what
+//! `lethe unlearn` does each iteration: the method's direction (forward and backward on a
+//! forget batch of 32 — plus a retain batch for graddiff, the retain projection for ledger),
+//! the normalised update of the selected parameters, and the evaluation that judges it (mean
+//! loss on all 110 forget records and the 256 watched retain records). The evaluation is the
+//! same for every method and is also timed alone. `iterative` steps exactly as `ga` does (its
+//! rounds only change which records are active), so it has no row of its own.
+//! Small learning rate, per-record ceiling at infinity: the model stays near the full model
+//! over the samples and every record contributes to every step.
+
+use candle_core::DType;
+use criterion::{BenchmarkId, Criterion};
+use lethe::data::{read_records, Encoded, TextTokenizer};
+use lethe::model::{load_model, ParamGroups};
+use lethe::train::Ledger;
+use lethe::unlearn::objective::{apply_step, mean_loss};
+use lethe::unlearn::{Method, Stepper, UnlearnConfig, UnlearnInputs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn fixtures(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
+}
+
+fn main() {
+    std::env::set_var("RAYON_NUM_THREADS", "2");
+    lethe::runtime::init();
+    let tok = TextTokenizer::load(&fixtures("world/tokenizer.json")).unwrap();
+    let enc = |s: &str| -> Vec<Encoded> {
+        let recs = read_records(&fixtures(&format!("world/{s}.jsonl"))).unwrap();
+        tok.encode_all(&recs, true, 128).unwrap()
+    };
+    let (forget, retain, holdout) = (enc("forget05"), enc("retain05"), enc("holdout"));
+    let ledger = Ledger::load(&fixtures("ledger")).unwrap();
+    let inputs = UnlearnInputs {
+        forget: &forget,
+        retain: &retain,
+        holdout: &holdout,
+        pad: tok.pad_id(),
+        ledger: Some(&ledger),
+    };
+    let forget_all: Vec<&Encoded> = forget.iter().collect();
+    let mut c = Criterion::default().configure_from_args();
+    let mut group = c.benchmark_group("unlearn-step");
+    group.sample_size(10).warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(8));
+    let cases = [
+        (Method::Ga, "embedding"),
+        (Method::Ga, "all"),
+        (Method::Ga, "blocks:2-3"),
+        (Method::Ga, "final_norm"),
+        (Method::Graddiff, "embedding"),
+        (Method::Npo, "embedding"),
+        (Method::Ledger, "embedding"),
+    ];
+    for (method, params) in cases {
+        let mut model = load_model(&fixtures("models/full"), DType::F32)
+            .unwrap()
+            .model;
+        model
+            .set_trainable(&ParamGroups::parse(params).unwrap())
+            .unwrap();
+        let cfg = UnlearnConfig {
+            method,
+            params: params.into(),
+            ..Default::default()
+        };
+        let mut stepper = Stepper::new(&model, &inputs, &cfg).unwrap();
+        let (_, per) = mean_loss(&model, &forget_all, inputs.pad, cfg.batch_size).unwrap();
+        stepper.calibrate(f64::INFINITY, per);
+        let retain_eval: Vec<&Encoded> = stepper.retain_eval().to_vec();
+        let mut step = 0;
+        let name = format!("{method:?}").to_lowercase();
+        group.bench_function(BenchmarkId::new(name, params), |b| {
+            b.iter(|| {
+                let d = stepper.direction(&model, &forget_all, step).unwrap();
+                apply_step(&model, &d, 1e-3).unwrap();
+                mean_loss(&model, &forget_all, inputs.pad, cfg.batch_size).unwrap();
+                mean_loss(&model, &retain_eval, inputs.pad, cfg.batch_size).unwrap();
+                step += 1;
+            })
+        });
+        if method == Method::Ga && params == "embedding" {
+            group.bench_function("evaluation-only", |b| {
+                b.iter(|| {
+                    mean_loss(&model, &forget_all, inputs.pad, cfg.batch_size).unwrap();
+                    mean_loss(&model, &retain_eval, inputs.pad, cfg.batch_size).unwrap();
+                })
+            });
+        }
+    }
+    group.finish();
+    c.final_summary();
+}
