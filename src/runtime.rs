@@ -34,7 +34,7 @@ fn tune_allocator() {
     // other thread exists. A refused value (return 0) leaves glibc's default in place.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, -1);
     }
 }
 

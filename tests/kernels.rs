@@ -1,5 +1,5 @@
-//! The fused float32 kernels against the composed float64 operations (`ops` dispatches on
-//! dtype): forward values and first-order gradients on random inputs, padded batches included,
+//! The fused float32 kernels against the float64 operations (`ops` dispatches on dtype; f64 is
+//! held to the Hugging Face oracle in `oracle.rs`): forward values and first-order gradients on random inputs, padded batches included,
 //! and the whole f32 model's gradient against the f64 oracle. The reference is f64, so each
 //! tolerance is float32 rounding of the operation's arithmetic, stated where it is checked.
 

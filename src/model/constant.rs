@@ -13,20 +13,37 @@ use candle_core::backend::BackendStorage;
 use candle_core::op::{Add, Mul};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
-/// `x @ w` for `x` `[M, K]`, `w` `[K, N]`.
+/// `x @ w` for `x` `[.., K]` (leading dimensions are rows), `w` `[K, N]`.
 pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if w.track_op() {
-        return x.matmul(w);
+        return rows(x, |x2| x2.matmul(w));
     }
-    x.apply_op2(w, ConstMatmul)
+    x.contiguous()?.apply_op2(w, ConstMatmul)
 }
 
-/// `x @ w + b` for `x` `[M, K]`, `w` `[K, N]`, `b` `[N]`, in one pass over the output.
+/// `x @ w + b` for `x` `[.., K]` (leading dimensions are rows), `w` `[K, N]`, `b` `[N]`, in
+/// one pass over the output. With a constant weight and bias no reshape enters the graph
+/// (candle's backward of a reshape allocates two tensors of its size).
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     if w.track_op() || b.track_op() {
-        return x.matmul(w)?.broadcast_add(b);
+        return rows(x, |x2| x2.matmul(w)?.broadcast_add(b));
     }
-    x.apply_op3(w, b, ConstLinear)
+    x.contiguous()?.apply_op3(w, b, ConstLinear)
+}
+
+/// `f` applied to `x` viewed as `[M, K]`, its result viewed back with `x`'s leading dimensions.
+fn rows(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    if dims.len() == 2 {
+        return f(x);
+    }
+    let k = dims.last().copied().unwrap_or(1);
+    let y = f(&x.reshape((x.elem_count() / k.max(1), k))?)?;
+    let mut out = dims;
+    if let Some(last) = out.last_mut() {
+        *last = y.dim(1)?;
+    }
+    y.reshape(out)
 }
 
 /// `x + c`, `c` broadcast to `x`'s shape.
@@ -57,13 +74,29 @@ fn binary(x: &Tensor, c: &Tensor, kind: Kind) -> Result<Tensor> {
     x.apply_op2(&c.broadcast_as(x.shape())?, ConstBinary(kind))
 }
 
-/// `(batch, m, n, k)` of a 2-D matmul, checked.
-fn mnk(l1: &Layout, l2: &Layout, op: &str) -> Result<(usize, usize, usize, usize)> {
+/// candle's matmul dimensions: batch, rows, columns, inner.
+type Bmnk = (usize, usize, usize, usize);
+
+/// `(batch, m, n, k)` of `x @ w` with `x` `[.., K]` (contiguous; its leading dimensions are
+/// rows), `w` `[K, N]`; the layout of `x` as `[M, K]`; the output shape `[.., N]`.
+fn mnk(l1: &Layout, l2: &Layout, op: &str) -> Result<(Bmnk, Layout, Shape)> {
     let (a, b) = (l1.dims(), l2.dims());
-    if a.len() != 2 || b.len() != 2 || a[1] != b[0] {
-        candle_core::bail!("{op}: expected [M, K] @ [K, N], got {a:?} @ {b:?}");
+    let k = a.last().copied().unwrap_or(0);
+    if a.is_empty() || b.len() != 2 || k != b[0] {
+        candle_core::bail!("{op}: expected [.., K] @ [K, N], got {a:?} @ {b:?}");
     }
-    Ok((1, a[0], b[1], a[1]))
+    let m = l1.shape().elem_count() / k.max(1);
+    let x2 = if a.len() == 2 {
+        l1.clone()
+    } else {
+        match l1.contiguous_offsets() {
+            Some((start, _)) => Layout::contiguous_with_offset((m, k), start),
+            None => candle_core::bail!("{op}: a batched left operand must be contiguous"),
+        }
+    };
+    let mut out = a.to_vec();
+    out[a.len() - 1] = b[1];
+    Ok(((1, m, b[1], k), x2, Shape::from(out)))
 }
 
 struct ConstMatmul;
@@ -80,8 +113,8 @@ impl CustomOp2 for ConstMatmul {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (b, m, n, k) = mnk(l1, l2, self.name())?;
-        Ok((s1.matmul(s2, (b, m, n, k), l1, l2)?, Shape::from((m, n))))
+        let (bmnk, x2, shape) = mnk(l1, l2, self.name())?;
+        Ok((s1.matmul(s2, bmnk, &x2, l2)?, shape))
     }
 
     fn bwd(
@@ -111,7 +144,8 @@ impl CustomOp3 for ConstLinear {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (b, m, n, k) = mnk(l1, l2, self.name())?;
+        let (bmnk, x2, shape) = mnk(l1, l2, self.name())?;
+        let n = bmnk.2;
         let Some((lo, hi)) = l3.contiguous_offsets() else {
             candle_core::bail!("{}: bias must be contiguous", self.name())
         };
@@ -122,13 +156,13 @@ impl CustomOp3 for ConstLinear {
                 hi - lo
             );
         }
-        let mut y = s1.matmul(s2, (b, m, n, k), l1, l2)?;
+        let mut y = s1.matmul(s2, bmnk, &x2, l2)?;
         match (&mut y, s3) {
             (CpuStorage::F32(y), CpuStorage::F32(bias)) => add_rows(y, &bias[lo..hi]),
             (CpuStorage::F64(y), CpuStorage::F64(bias)) => add_rows(y, &bias[lo..hi]),
             _ => candle_core::bail!("{}: float32 or float64 of one dtype only", self.name()),
         }
-        Ok((y, Shape::from((m, n))))
+        Ok((y, shape))
     }
 
     fn bwd(

@@ -1,11 +1,13 @@
 //! The numerical kernels of the GPT-2 forward pass: linear (Conv1D) layers, layer norm,
 //! `gelu_new`, the attention head split and merge, masked softmax and target log-probs. In
-//! float64 each is composed from candle's primitive operations, so gradients and
-//! Hessian-vector products (double backward) are exact to rounding; in float32 each goes to a
-//! fused first-order kernel of `kernels`, for speed. This module owns the arithmetic and that
-//! choice; it knows nothing of parameter names.
+//! float64 each is exact to second order — softmax, target log-probs and `gelu_new` by the
+//! hand-derived operations of `exact`, the rest composed from candle's primitives — so
+//! gradients and Hessian-vector products (double backward) are exact to rounding; in float32
+//! each goes to a fused first-order kernel of `kernels`, for speed. Frozen weights, masks and
+//! shifts enter through `constant`. This module owns that choice; it knows nothing of
+//! parameter names.
 
-use super::{constant, kernels};
+use super::{constant, exact, kernels};
 use candle_core::{DType, Result, Tensor, D};
 
 /// True where the fused float32 kernels replace the composed operations.
@@ -15,13 +17,7 @@ fn fused(t: &Tensor) -> bool {
 
 /// `x @ w + b` for a Conv1D weight stored `[in, out]`; `x` is `[.., in]`.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let (rows, inp) = (x.elem_count() / dims[dims.len() - 1], dims[dims.len() - 1]);
-    let y = constant::linear(&x.reshape((rows, inp))?, w, b)?;
-    let mut out = dims;
-    let last = out.len() - 1;
-    out[last] = w.dim(1)?;
-    y.reshape(out)
+    constant::linear(x, w, b)
 }
 
 /// Queries, keys and values `[B, H, T, D]` each, for `x` `[B, T, C]` and the attention's
@@ -74,6 +70,9 @@ pub fn gelu_new(x: &Tensor) -> Result<Tensor> {
     if fused(x) {
         return kernels::gelu_new(x);
     }
+    if x.dtype() == DType::F64 {
+        return exact::gelu_new(x);
+    }
     let k = (2.0 / std::f64::consts::PI).sqrt();
     let cube = (x.sqr()? * x)?;
     let inner = ((x + (cube * 0.044715)?)? * k)?;
@@ -114,6 +113,9 @@ pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tens
         return kernels::masked_causal_softmax(scores, mask, scale);
     }
     let x = constant::add(&(scores * scale)?, mask)?;
+    if x.dtype() == DType::F64 {
+        return exact::softmax(&x);
+    }
     // Softmax is invariant to the shift, so the max is a constant for differentiation.
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = constant::sub(&x, &max)?.exp()?;
@@ -128,6 +130,9 @@ pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tens
 pub fn target_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if fused(logits) {
         return kernels::target_logprobs(logits, targets);
+    }
+    if logits.dtype() == DType::F64 {
+        return exact::target_logprobs(logits, &targets.to_vec1::<u32>()?);
     }
     let max = logits.max_keepdim(D::Minus1)?.detach();
     let shifted = constant::sub(logits, &max)?;
