@@ -10,8 +10,10 @@
 //!   writes it to `RAYON_NUM_THREADS`, so the count is the same and the parsing happens once.
 //! - glibc returns every freed block above its mmap threshold to the kernel, and candle frees
 //!   and re-allocates activation-sized buffers on every operation, so each one page-faults
-//!   afresh (39 s of system time in a 123 s demo). A 32 MiB threshold (glibc's maximum) and a
-//!   high trim threshold keep those buffers in the heap for reuse.
+//!   afresh (39 s of system time in a 123 s demo). A 32 MiB threshold (glibc's maximum) and no
+//!   trimming keep those buffers in the heap for reuse: a process keeps the memory of its peak
+//!   (an exact Hessian-vector product peaks at several GB and used to fault all of it in again
+//!   on every product).
 
 /// Sets up the process. Call once, at the top of `main`, before any other thread starts.
 pub fn init() {
