@@ -26,11 +26,15 @@ pub struct ExperimentArgs {
     /// Where the table and the runs go.
     #[arg(long, default_value = "reports/seed-paper")]
     out: PathBuf,
-    /// A ledger of every training epoch for the full model (`lethe train --ledger-epochs all`
-    /// with the command of `fixtures/make.sh`): adds the first-epoch vs all-epoch comparison.
-    /// Not bundled: it is 40 times the size of the first-epoch ledger.
+    /// A ledger of every training epoch (`lethe train --ledger-epochs all`, otherwise the
+    /// command of `fixtures/make.sh`): adds the first-epoch vs all-epoch comparison, both
+    /// replayed from this one ledger on the model it belongs to. Not bundled: it is 40 times
+    /// the size of the first-epoch ledger.
     #[arg(long)]
     ledger_all: Option<PathBuf>,
+    /// The model the `--ledger-all` ledger was recorded for (default: the bundled full model).
+    #[arg(long, requires = "ledger_all")]
+    ledger_model: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -116,6 +120,17 @@ fn exact_match(model: &Gpt2, tok: &TextTokenizer, records: &[Record]) -> Result<
     exact_match_rate(&oracle, records).map_err(anyhow::Error::msg)
 }
 
+/// What every configuration of a comparison shares: the world, its tokenizer and encodings.
+struct Bench<'a> {
+    args: &'a ExperimentArgs,
+    world: PathBuf,
+    tok: TextTokenizer,
+    forget: Vec<Record>,
+    /// forget05, every fourth retain05 record, holdout — encoded answer-only.
+    enc: [Vec<Encoded>; 3],
+    request: PathBuf,
+}
+
 pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     let world = args.fixtures.join("world");
     let full = args.fixtures.join("models/full");
@@ -128,156 +143,196 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&args.out)?;
     let request = args.out.join("request.jsonl");
     fuzzy_request(&forget, &request)?;
-    let original = load_model(&full, DType::F32)?.model;
-    let pad = tok.pad_id();
-    let retain0 = mean_loss(&original, &refs(&re), pad, 64)?.0;
-    let mut rows = vec![measure(
-        "full model (no unlearning)",
-        "-",
-        "-",
-        &original,
-        &tok,
-        &forget,
-        [&fe, &re, &he],
-        retain0,
-        None,
-    )?];
-    let mut configs = configs();
-    if args.ledger_all.is_some() {
-        configs.insert(
-            1,
-            (
-                "all-epoch ledger, embedding",
-                "ledger",
-                "embedding",
-                vec!["--ledger", "LEDGER_ALL", "--ledger-epochs", "all"],
-            ),
-        );
-    }
-    for (label, method, params, extra) in configs {
-        let dir = args.out.join("runs").join(label.replace([',', ' '], "-"));
-        let forget_arg = if extra.contains(&"fuzzy") {
-            request.clone()
-        } else {
-            world.join("forget05.jsonl")
-        };
-        let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.args(["--progress", "off", "unlearn"])
-            .arg(&full)
-            .arg("--forget")
-            .arg(&forget_arg);
-        cmd.arg("--retain")
-            .arg(world.join("retain05.jsonl"))
-            .arg("--holdout")
-            .arg(world.join("holdout.jsonl"));
-        cmd.args(["--method", method, "--params", params])
-            .arg("--out")
-            .arg(&dir);
-        for a in &extra {
-            match *a {
-                "LEDGER" => cmd.arg(args.fixtures.join("ledger")),
-                "LEDGER_ALL" => cmd.arg(args.ledger_all.as_deref().unwrap_or(Path::new(""))),
-                "CORPUS" => cmd.arg(world.join("train_full.jsonl")),
-                _ => cmd.arg(a),
-            };
+    let bench = Bench {
+        args: &args,
+        world,
+        tok,
+        forget,
+        enc: [fe, re, he],
+        request,
+    };
+    let ledger = args.fixtures.join("ledger");
+    let rows = bench.compare(&full, "full model (no unlearning)", configs(), &ledger)?;
+    let epochs = match &args.ledger_all {
+        Some(all) => {
+            let model = args.ledger_model.clone().unwrap_or(full);
+            bench.compare(
+                &model,
+                "that model (no unlearning)",
+                vec![
+                    (
+                        "its ledger's first epoch, embedding",
+                        "ledger",
+                        "embedding",
+                        vec!["--ledger", "LEDGER", "--ledger-epochs", "first"],
+                    ),
+                    (
+                        "its ledger's every epoch, embedding",
+                        "ledger",
+                        "embedding",
+                        vec!["--ledger", "LEDGER", "--ledger-epochs", "all"],
+                    ),
+                ],
+                all,
+            )?
         }
-        eprintln!("running: {label}");
-        let status = cmd.status().with_context(|| format!("running {label}"))?;
-        anyhow::ensure!(status.success(), "{label}: lethe unlearn failed");
-        let run: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("unlearn.json"))?)?;
-        let model = load_model(&dir, DType::F32)?.model;
-        rows.push(measure(
-            label,
-            method,
-            params,
-            &model,
-            &tok,
-            &forget,
-            [&fe, &re, &he],
-            retain0,
-            Some(&run),
-        )?);
-    }
-    write_tables(&args.out, &rows, args.ledger_all.is_some())?;
+        None => Vec::new(),
+    };
+    write_tables(&args.out, &rows, &epochs)?;
     Ok(ExitCode::SUCCESS)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn measure(
-    label: &str,
-    method: &str,
-    params: &str,
-    model: &Gpt2,
-    tok: &TextTokenizer,
-    forget: &[Record],
-    enc: [&Vec<Encoded>; 3],
-    retain0: f64,
-    run: Option<&serde_json::Value>,
-) -> Result<Row> {
-    let pad = tok.pad_id();
-    let (f, fper) = mean_loss(model, &refs(enc[0]), pad, 64)?;
-    let (r, _) = mean_loss(model, &refs(enc[1]), pad, 64)?;
-    let (h, hper) = mean_loss(model, &refs(enc[2]), pad, 64)?;
-    // LOSS attack: a lower loss is more member-like, so the score is −loss.
-    let neg = |v: &[f64]| v.iter().map(|x| -x).collect::<Vec<_>>();
-    let auc = delong(&neg(&fper), &neg(&hper))?;
-    let outcome = run.map(|v| &v["outcome"]);
-    let get = |k: &str| outcome.and_then(|o| o[k].as_f64()).unwrap_or(0.0);
-    Ok(Row {
-        config: label.into(),
-        method: method.into(),
-        params: params.into(),
-        forget_records: run
-            .and_then(|v| v["forget"]["records"].as_u64())
-            .unwrap_or(enc[0].len() as u64) as usize,
-        exact_match: exact_match(model, tok, forget)?,
-        forget_over_holdout: f / h,
-        retain_loss_ratio: r / retain0,
-        auc: auc.auc,
-        auc_low: auc.lower_bound(0.975)?,
-        auc_high: auc.upper_bound(0.975)?,
-        steps: outcome
-            .and_then(|o| o["steps"].as_array().map(Vec::len))
-            .unwrap_or(0),
-        stop: outcome
-            .and_then(|o| o["stop_reason"].as_str().map(str::to_string))
-            .unwrap_or_else(|| "-".into()),
-        seconds: get("seconds"),
-        peak_rss_mib: get("peak_rss_bytes") / (1024.0 * 1024.0),
-    })
+impl Bench<'_> {
+    /// Measures `model_dir` as is, then unlearns forget05 from it with each configuration in a
+    /// child process and measures the result. `ledger` replaces the `LEDGER` placeholder.
+    fn compare(
+        &self,
+        model_dir: &Path,
+        baseline: &str,
+        configs: Vec<(&str, &str, &str, Vec<&str>)>,
+        ledger: &Path,
+    ) -> Result<Vec<Row>> {
+        let world = &self.world;
+        let original = load_model(model_dir, DType::F32)?.model;
+        let retain0 = mean_loss(&original, &refs(&self.enc[1]), self.tok.pad_id(), 64)?.0;
+        let mut rows = vec![self.measure(baseline, "-", "-", &original, retain0, None)?];
+        for (label, method, params, extra) in configs {
+            let dir = self
+                .args
+                .out
+                .join("runs")
+                .join(label.replace([',', ' ', '\''], "-"));
+            let forget_arg = if extra.contains(&"fuzzy") {
+                self.request.clone()
+            } else {
+                world.join("forget05.jsonl")
+            };
+            let mut cmd = Command::new(std::env::current_exe()?);
+            cmd.args(["--progress", "off", "unlearn"])
+                .arg(model_dir)
+                .arg("--forget")
+                .arg(&forget_arg);
+            cmd.arg("--retain")
+                .arg(world.join("retain05.jsonl"))
+                .arg("--holdout")
+                .arg(world.join("holdout.jsonl"));
+            cmd.args(["--method", method, "--params", params])
+                .arg("--out")
+                .arg(&dir);
+            for a in &extra {
+                match *a {
+                    "LEDGER" => cmd.arg(ledger),
+                    "CORPUS" => cmd.arg(world.join("train_full.jsonl")),
+                    _ => cmd.arg(a),
+                };
+            }
+            eprintln!("running: {label}");
+            let status = cmd.status().with_context(|| format!("running {label}"))?;
+            anyhow::ensure!(status.success(), "{label}: lethe unlearn failed");
+            let run: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join("unlearn.json"))?)?;
+            let model = load_model(&dir, DType::F32)?.model;
+            rows.push(self.measure(label, method, params, &model, retain0, Some(&run))?);
+        }
+        Ok(rows)
+    }
+    fn measure(
+        &self,
+        label: &str,
+        method: &str,
+        params: &str,
+        model: &Gpt2,
+        retain0: f64,
+        run: Option<&serde_json::Value>,
+    ) -> Result<Row> {
+        let (tok, forget, enc) = (&self.tok, &self.forget, &self.enc);
+        let pad = tok.pad_id();
+        let (f, fper) = mean_loss(model, &refs(&enc[0]), pad, 64)?;
+        let (r, _) = mean_loss(model, &refs(&enc[1]), pad, 64)?;
+        let (h, hper) = mean_loss(model, &refs(&enc[2]), pad, 64)?;
+        // LOSS attack: a lower loss is more member-like, so the score is −loss.
+        let neg = |v: &[f64]| v.iter().map(|x| -x).collect::<Vec<_>>();
+        let auc = delong(&neg(&fper), &neg(&hper))?;
+        let outcome = run.map(|v| &v["outcome"]);
+        let get = |k: &str| outcome.and_then(|o| o[k].as_f64()).unwrap_or(0.0);
+        Ok(Row {
+            config: label.into(),
+            method: method.into(),
+            params: params.into(),
+            forget_records: run
+                .and_then(|v| v["forget"]["records"].as_u64())
+                .unwrap_or(enc[0].len() as u64) as usize,
+            exact_match: exact_match(model, tok, forget)?,
+            forget_over_holdout: f / h,
+            retain_loss_ratio: r / retain0,
+            auc: auc.auc,
+            auc_low: auc.lower_bound(0.975)?,
+            auc_high: auc.upper_bound(0.975)?,
+            steps: outcome
+                .and_then(|o| o["steps"].as_array().map(Vec::len))
+                .unwrap_or(0),
+            stop: outcome
+                .and_then(|o| o["stop_reason"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "-".into()),
+            seconds: get("seconds"),
+            peak_rss_mib: get("peak_rss_bytes") / (1024.0 * 1024.0),
+        })
+    }
 }
 
 fn refs(v: &[Encoded]) -> Vec<&Encoded> {
     v.iter().collect()
 }
 
-fn write_tables(out: &Path, rows: &[Row], all_epochs: bool) -> Result<()> {
-    let mut md = String::from(
-        "# Seed-paper comparisons on the bundled world (forget05 from the full model)\n\n\
-         Made by `lethe experiment seed-paper`. Exact match: greedy answers equal to the true answer on \
-         forget05's questions. Forget/holdout: mean answer loss of the forget records over that of the \
-         holdout records (1.0 = looks never seen). Retain ratio: retain answer loss after / before. AUC: \
-         LOSS membership attack, forget vs holdout, with its DeLong 95% interval (0.5 = indistinguishable). \
-         Time and peak memory are the `lethe unlearn` child process's.\n\n\
-         | configuration | records | exact match | forget/holdout | retain ratio | AUC [95% CI] | steps | stop | time (s) | peak RSS (MiB) |\n\
-         |---|---:|---:|---:|---:|---|---:|---|---:|---:|\n",
-    );
+const TABLE_HEAD: &str = "| configuration | records | exact match | forget/holdout | retain ratio | AUC [95% CI] | steps | stop | time (s) | peak RSS (MiB) |\n\
+     |---|---:|---:|---:|---:|---|---:|---|---:|---:|\n";
+
+fn table_rows(md: &mut String, rows: &[Row]) {
     for r in rows {
         md.push_str(&format!(
             "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} [{:.3}, {:.3}] | {} | {} | {:.1} | {:.0} |\n",
             r.config, r.forget_records, r.exact_match, r.forget_over_holdout, r.retain_loss_ratio, r.auc, r.auc_low, r.auc_high, r.steps, r.stop, r.seconds, r.peak_rss_mib
         ));
     }
-    if all_epochs {
-        md.push_str("\nThe all-epoch ledger is not bundled (40 times the first-epoch ledger's size): it was recorded by `fixtures/make.sh`'s training command with `--ledger-epochs all` (the same model, byte for byte: the ledger's model digest is checked) and passed with `--ledger-all`.\n");
+}
+
+#[derive(Serialize)]
+struct Tables<'a> {
+    comparisons: &'a [Row],
+    /// First-epoch vs all-epoch ledger replay, from one all-epoch ledger on its model.
+    ledger_epochs: &'a [Row],
+}
+
+fn write_tables(out: &Path, rows: &[Row], epochs: &[Row]) -> Result<()> {
+    let mut md = String::from(
+        "# Seed-paper comparisons on the bundled world (forget05 from the full model)\n\n\
+         Made by `lethe experiment seed-paper`. Exact match: greedy answers equal to the true answer on \
+         forget05's questions. Forget/holdout: mean answer loss of the forget records over that of the \
+         holdout records (1.0 = looks never seen). Retain ratio: retain answer loss after / before. AUC: \
+         LOSS membership attack, forget vs holdout, with its DeLong 95% interval (0.5 = indistinguishable). \
+         Time and peak memory are the `lethe unlearn` child process's.\n\n",
+    );
+    md.push_str(TABLE_HEAD);
+    table_rows(&mut md, rows);
+    if epochs.is_empty() {
+        md.push_str("\nNot run: the first-epoch vs all-epoch ledger comparison. The bundled ledger records the first epoch only (an all-epoch one is 40 times its size); record one with `fixtures/make.sh`'s training command plus `--ledger-epochs all` and pass it with `--ledger-all` (and `--ledger-model`).\n");
     } else {
-        md.push_str("\nNot run: the all-epoch ledger comparison — the bundled ledger records the first epoch only (its size would grow 40-fold); record one with `fixtures/make.sh`'s training command plus `--ledger-epochs all` and pass it with `--ledger-all`.\n");
+        md.push_str("\n## First-epoch vs all-epoch ledger\n\n\
+            Both replayed from one ledger of every epoch (`--ledger-all`), recorded while training the model it \
+            belongs to (`--ledger-model`) with `fixtures/make.sh`'s command plus `--ledger-epochs all`; the first-epoch \
+            row uses only that ledger's epoch-0 entries. That ledger is not bundled (40 times the first-epoch \
+            ledger's size).\n\n");
+        md.push_str(TABLE_HEAD);
+        table_rows(&mut md, epochs);
     }
     crate::atomic::write_atomic(&out.join("table.md"), md.as_bytes())?;
     crate::atomic::write_atomic(
         &out.join("table.json"),
-        serde_json::to_string_pretty(rows)?.as_bytes(),
+        serde_json::to_string_pretty(&Tables {
+            comparisons: rows,
+            ledger_epochs: epochs,
+        })?
+        .as_bytes(),
     )?;
     print!("{md}");
     Ok(())
