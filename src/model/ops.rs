@@ -124,9 +124,9 @@ pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tens
 
 /// `log softmax(logits)[target]` for each row: `logits` `[N, V]`, `targets` `[N]` (u32).
 ///
-/// The target is picked with `gather` in float32 (its backward is a scatter-add). In float64 it
-/// is picked with a one-hot product instead: candle's backward of scatter-add (needed for second
-/// derivatives through `gather`) is wrong, and the one-hot product is exact to any order.
+/// Float32 uses the fused kernel; float64 the hand-derived operation of `exact` (candle's
+/// backward of the scatter-add behind `gather` is wrong, so second derivatives cannot go
+/// through `gather`); any other dtype the composition below.
 pub fn target_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if fused(logits) {
         return kernels::target_logprobs(logits, targets);
@@ -137,16 +137,6 @@ pub fn target_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let max = logits.max_keepdim(D::Minus1)?.detach();
     let shifted = constant::sub(logits, &max)?;
     let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?.squeeze(1)?;
-    let picked = if logits.dtype() == DType::F64 {
-        let (n, v) = logits.dims2()?;
-        let mut hot = vec![0f64; n * v];
-        for (row, &t) in targets.to_vec1::<u32>()?.iter().enumerate() {
-            hot[row * v + t as usize] = 1.0;
-        }
-        let hot = Tensor::from_vec(hot, (n, v), logits.device())?;
-        constant::mul(&shifted, &hot)?.sum(D::Minus1)?
-    } else {
-        shifted.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?
-    };
+    let picked = shifted.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?;
     picked - lse
 }

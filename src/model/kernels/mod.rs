@@ -4,7 +4,7 @@
 //! contiguous slices, splits rows across rayon's threads and keeps its inner loops simple
 //! enough to vectorise; its backward is another custom op. They are first-order only: a second
 //! backward through them (an HVP on a float32 model) fails with candle's
-//! `BackwardNotSupported`; float64 keeps the composed operations of `ops`, exact to any order.
+//! `BackwardNotSupported`; float64 goes through `ops`' operations, exact to second order.
 //! This module owns the arithmetic of these kernels; `ops` decides when they are used.
 
 mod gelu;
