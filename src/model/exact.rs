@@ -232,3 +232,105 @@ impl CustomOp1 for Gelu {
         Ok(Some((g * x.apply_op1(Gelu(self.0 + 1))?)?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each operation against the same function composed from candle's primitives (whose
+    //! derivatives candle's autograd gives to any order): values, gradients, and the gradient
+    //! of `⟨∇f, r⟩` (the second-order path an HVP takes), on random float64 inputs. Second
+    //! derivatives need `CANDLE_GRAD_DO_NOT_DETACH=1`, which `.cargo/config.toml` sets for tests.
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let n: usize = shape.iter().product();
+        let v: Vec<f64> = (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
+        let a: Vec<f64> = a.flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f64> = b.flatten_all().unwrap().to_vec1().unwrap();
+        let scale = b.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
+        a.iter()
+            .zip(&b)
+            .fold(0f64, |m, (x, y)| m.max((x - y).abs()))
+            / scale
+    }
+
+    /// (value, gradient, second-order gradient) of `f` at `x` with random weights.
+    fn derivatives(x: &Tensor, f: &dyn Fn(&Tensor) -> Tensor) -> [Tensor; 3] {
+        let var = Var::from_tensor(x).unwrap();
+        let y = f(var.as_tensor());
+        let r = randn(y.dims(), 7);
+        let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = grads.get(var.as_tensor()).unwrap().clone();
+        let s = randn(g.dims(), 11);
+        let second = (&g * &s).unwrap().sum_all().unwrap().backward().unwrap();
+        let h = second.get(var.as_tensor()).unwrap().detach();
+        [y.detach(), g.detach(), h]
+    }
+
+    fn agree(x: &Tensor, mine: &dyn Fn(&Tensor) -> Tensor, composed: &dyn Fn(&Tensor) -> Tensor) {
+        let (a, b) = (derivatives(x, mine), derivatives(x, composed));
+        for (order, (a, b)) in a.iter().zip(&b).enumerate() {
+            let e = max_rel(a, b);
+            assert!(e < 1e-12, "derivative of order {order} differs by {e:e}");
+        }
+    }
+
+    fn composed_softmax(x: &Tensor) -> Tensor {
+        let e = x.exp().unwrap();
+        e.broadcast_div(&e.sum_keepdim(D::Minus1).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn softmax_matches_the_composed_function_to_second_order() {
+        agree(
+            &randn(&[3, 5, 7], 1),
+            &|x| softmax(x).unwrap(),
+            &composed_softmax,
+        );
+    }
+
+    #[test]
+    fn target_logprobs_match_the_composed_function_to_second_order() {
+        let targets = [3u32, 0, 6, 2];
+        let mut hot = vec![0f64; 4 * 7];
+        for (r, &t) in targets.iter().enumerate() {
+            hot[r * 7 + t as usize] = 1.0;
+        }
+        let hot = Tensor::from_vec(hot, (4, 7), &Device::Cpu).unwrap();
+        agree(
+            &randn(&[4, 7], 2),
+            &|x| target_logprobs(x, &targets).unwrap(),
+            &|x| {
+                let lse = x.exp().unwrap().sum(D::Minus1).unwrap().log().unwrap();
+                ((x * &hot).unwrap().sum(D::Minus1).unwrap() - lse).unwrap()
+            },
+        );
+    }
+
+    #[test]
+    fn gelu_matches_the_composed_function_to_second_order_and_refuses_the_third() {
+        let k = (2.0 / std::f64::consts::PI).sqrt();
+        agree(&randn(&[5, 9], 3), &|x| gelu_new(x).unwrap(), &|x| {
+            let inner = ((x + (x.powf(3.0).unwrap() * A).unwrap()).unwrap() * k).unwrap();
+            (((inner.tanh().unwrap() + 1.0).unwrap() * x).unwrap() * 0.5).unwrap()
+        });
+        let x = Var::from_tensor(&randn(&[4], 4)).unwrap();
+        let third = Gelu(2).bwd(x.as_tensor(), x.as_tensor(), x.as_tensor());
+        assert!(
+            third.is_err(),
+            "a third derivative must be refused, not computed"
+        );
+    }
+}
