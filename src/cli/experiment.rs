@@ -121,8 +121,9 @@ fn exact_match(model: &Gpt2, tok: &TextTokenizer, records: &[Record]) -> Result<
 }
 
 /// What every configuration of a comparison shares: the world, its tokenizer and encodings.
-struct Bench<'a> {
-    args: &'a ExperimentArgs,
+struct Bench {
+    /// Where the runs go (`OUT/runs/…`).
+    out: PathBuf,
     world: PathBuf,
     tok: TextTokenizer,
     forget: Vec<Record>,
@@ -144,7 +145,7 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     let request = args.out.join("request.jsonl");
     fuzzy_request(&forget, &request)?;
     let bench = Bench {
-        args: &args,
+        out: args.out.clone(),
         world,
         tok,
         forget,
@@ -182,7 +183,7 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-impl Bench<'_> {
+impl Bench {
     /// Measures `model_dir` as is, then unlearns forget05 from it with each configuration in a
     /// child process and measures the result. `ledger` replaces the `LEDGER` placeholder.
     fn compare(
@@ -198,7 +199,6 @@ impl Bench<'_> {
         let mut rows = vec![self.measure(baseline, "-", "-", &original, retain0, None)?];
         for (label, method, params, extra) in configs {
             let dir = self
-                .args
                 .out
                 .join("runs")
                 .join(label.replace([',', ' ', '\''], "-"));
@@ -236,6 +236,7 @@ impl Bench<'_> {
         }
         Ok(rows)
     }
+
     fn measure(
         &self,
         label: &str,

@@ -1,4 +1,4 @@
-//! Operations with a constant operand — a frozen parameter, a mask, a detached shift — whose
+//! Operations with a constant operand — a frozen parameter, a mask, a one-hot target — whose
 //! backward computes the gradient of the other operand only. candle's own backward computes
 //! both operands' gradients of every matmul, add and multiply, and throws away those of
 //! tensors outside the graph: with the embedding trainable, every block's weight gradient was
@@ -49,14 +49,6 @@ fn rows(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor>
 /// `x + c`, `c` broadcast to `x`'s shape.
 pub fn add(x: &Tensor, c: &Tensor) -> Result<Tensor> {
     binary(x, c, Kind::Add)
-}
-
-/// `x − c`, `c` broadcast to `x`'s shape.
-pub fn sub(x: &Tensor, c: &Tensor) -> Result<Tensor> {
-    if c.track_op() {
-        return x.broadcast_sub(c);
-    }
-    binary(x, &c.neg()?, Kind::Add)
 }
 
 /// `x · c` elementwise, `c` broadcast to `x`'s shape.

@@ -3,14 +3,14 @@
 //! float64 each is exact to second order — softmax, target log-probs and `gelu_new` by the
 //! hand-derived operations of `exact`, the rest composed from candle's primitives — so
 //! gradients and Hessian-vector products (double backward) are exact to rounding; in float32
-//! each goes to a fused first-order kernel of `kernels`, for speed. Frozen weights, masks and
-//! shifts enter through `constant`. This module owns that choice; it knows nothing of
+//! each goes to a fused first-order kernel of `kernels`, for speed. Frozen weights and masks
+//! enter through `constant`. This module owns that choice; it knows nothing of
 //! parameter names.
 
 use super::{constant, exact, kernels};
 use candle_core::{DType, Result, Tensor, D};
 
-/// True where the fused float32 kernels replace the composed operations.
+/// True where the fused float32 kernels are used (float64 goes to `exact` and composed ops).
 fn fused(t: &Tensor) -> bool {
     t.dtype() == DType::F32
 }
@@ -63,20 +63,13 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
     constant::add(&constant::mul(&normed, w)?, b)
 }
 
-/// GPT-2's `gelu_new`: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), written from primitives
-/// so that its derivatives carry full precision (candle's built-in gelu backward uses
-/// 6-digit constants; DESIGN.md).
+/// GPT-2's `gelu_new`: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), with full-precision
+/// derivatives (candle's built-in gelu backward uses 6-digit constants; DESIGN.md).
 pub fn gelu_new(x: &Tensor) -> Result<Tensor> {
     if fused(x) {
         return kernels::gelu_new(x);
     }
-    if x.dtype() == DType::F64 {
-        return exact::gelu_new(x);
-    }
-    let k = (2.0 / std::f64::consts::PI).sqrt();
-    let cube = (x.sqr()? * x)?;
-    let inner = ((x + (cube * 0.044715)?)? * k)?;
-    ((inner.tanh()? + 1.0)? * x)? * 0.5
+    exact::gelu_new(x)
 }
 
 /// What the attention softmax masks with, from the attention mask `[B, T]` (u32): for the
@@ -112,31 +105,16 @@ pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tens
     if fused(scores) {
         return kernels::masked_causal_softmax(scores, mask, scale);
     }
-    let x = constant::add(&(scores * scale)?, mask)?;
-    if x.dtype() == DType::F64 {
-        return exact::softmax(&x);
-    }
-    // Softmax is invariant to the shift, so the max is a constant for differentiation.
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = constant::sub(&x, &max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+    exact::softmax(&constant::add(&(scores * scale)?, mask)?)
 }
 
 /// `log softmax(logits)[target]` for each row: `logits` `[N, V]`, `targets` `[N]` (u32).
-///
-/// Float32 uses the fused kernel; float64 the hand-derived operation of `exact` (candle's
-/// backward of the scatter-add behind `gather` is wrong, so second derivatives cannot go
-/// through `gather`); any other dtype the composition below.
+/// Float32 uses the fused kernel; float64 the hand-derived operation of `exact` (not `gather`:
+/// candle's backward of the scatter-add behind it is wrong, so second derivatives cannot go
+/// through it).
 pub fn target_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if fused(logits) {
         return kernels::target_logprobs(logits, targets);
     }
-    if logits.dtype() == DType::F64 {
-        return exact::target_logprobs(logits, &targets.to_vec1::<u32>()?);
-    }
-    let max = logits.max_keepdim(D::Minus1)?.detach();
-    let shifted = constant::sub(logits, &max)?;
-    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?.squeeze(1)?;
-    let picked = shifted.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?;
-    picked - lse
+    exact::target_logprobs(logits, &targets.to_vec1::<u32>()?)
 }

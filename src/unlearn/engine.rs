@@ -99,7 +99,6 @@ pub fn unlearn(
     let mut run = Stepper::new(model, inputs, cfg)?;
     let forget_all: Vec<&Encoded> = inputs.forget.iter().collect();
     let (forget_start, forget_per) = mean_loss(model, &forget_all, inputs.pad, cfg.batch_size)?;
-    run.current = forget_per;
     let (retain_start, _) = mean_loss(model, &run.retain_eval, inputs.pad, cfg.batch_size)?;
     let (holdout, holdout_per) = mean_loss(model, &run.holdout, inputs.pad, cfg.batch_size)?;
     let threshold = recognition_threshold(&holdout_per, cfg.recognise_fpr);
@@ -110,7 +109,7 @@ pub fn unlearn(
         target: holdout * cfg.target_ratio,
         recognition: threshold,
     };
-    run.target = levels.target;
+    run.calibrate(levels.target, forget_per);
     let (mut lr, mut backoffs, mut round) = (cfg.lr, 0, 0);
     let mut active = forget_all.clone();
     let mut steps = Vec::new();
