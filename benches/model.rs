@@ -2,7 +2,8 @@
 //! tokens/s and one gradient-ascent step (forward, backward, SGD update of the trainable
 //! parameters) for a small model (4 × 128, vocab 2048) at batch 8×128 and GPT-2 small's shape
 //! (12 × 768, vocab 50257) at batch 1×128, training `all` parameters or `embedding` only; and
-//! one f64 gradient and one exact Hessian-vector product w.r.t. `embedding` on the small model.
+//! one f64 gradient and one exact Hessian-vector product w.r.t. `embedding` on the small model
+//! (forward-over-reverse, `model::dual`), and the same gradient by candle's autograd.
 //! PyTorch 2.15 on this machine, same shapes (DESIGN.md): 64 / 62 ms per step and 52.7k
 //! tokens/s (small); 745 / 554 ms and 817 tokens/s (GPT-2 small); 66 ms gradient and 168 ms
 //! HVP (f64 small model).
@@ -107,12 +108,16 @@ fn gradient_and_hvp(c: &mut Criterion) {
         b.iter(|| loss_and_grad(&model, &batch).unwrap())
     });
     group.bench_function("hvp", |b| b.iter(|| hvp(&model, &batch, &v).unwrap()));
+    // The same gradient by candle's autograd (what f32 training uses), for comparison.
+    group.bench_function("gradient-autograd", |b| {
+        b.iter(|| model.loss(&batch).unwrap().backward().unwrap())
+    });
     group.finish();
 }
 
 fn main() {
     // Two threads, as PyTorch's figures in DESIGN.md; then the same process set-up as the
-    // `lethe` binary (second-order gradients on, allocator thresholds).
+    // `lethe` binary (thread count, allocator thresholds).
     std::env::set_var("RAYON_NUM_THREADS", "2");
     lethe::runtime::init();
     let mut c = Criterion::default().configure_from_args();

@@ -1,8 +1,8 @@
 //! The `lethe` command; everything lives in the library's `cli` module.
 
 fn main() -> std::process::ExitCode {
-    // Before any thread or tensor exists: candle's second-order switch, thread count and the
-    // allocator's thresholds (see `runtime`).
+    // Before any thread or tensor exists: candle's thread count and the allocator's
+    // thresholds (see `runtime`).
     lethe::runtime::init();
     lethe::cli::main()
 }

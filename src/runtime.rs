@@ -1,5 +1,5 @@
-//! Process set-up that must happen before the first tensor or thread exists: candle's
-//! second-order switch, its thread count, and the C allocator's thresholds. Called first thing
+//! Process set-up that must happen before the first tensor or thread exists: candle's thread
+//! count and the C allocator's thresholds. Called first thing
 //! by the `lethe` binary and the benchmarks; the library never calls it on its own (a library
 //! must not change its host process's environment behind its back).
 //!
@@ -11,17 +11,10 @@
 //! - glibc returns every freed block above its mmap threshold to the kernel, and candle frees
 //!   and re-allocates activation-sized buffers on every operation, so each one page-faults
 //!   afresh (39 s of system time in a 123 s demo). A 32 MiB threshold (glibc's maximum) and no
-//!   trimming keep those buffers in the heap for reuse: a process keeps the memory of its peak
-//!   (an exact Hessian-vector product peaks at several GB and used to fault all of it in again
-//!   on every product).
+//!   trimming keep those buffers in the heap for reuse: a process keeps the memory of its peak.
 
 /// Sets up the process. Call once, at the top of `main`, before any other thread starts.
 pub fn init() {
-    // Exact Hessian-vector products (certify's influence analysis) need candle to keep the
-    // graph of gradients; candle reads this once per thread at its first backward.
-    if std::env::var_os("CANDLE_GRAD_DO_NOT_DETACH").is_none() {
-        std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
-    }
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         let n = candle_core::utils::get_num_threads();
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());

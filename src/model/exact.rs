@@ -1,18 +1,20 @@
-//! Float64 operations with hand-written derivatives whose backward passes are again
-//! differentiable operations: softmax over the last dimension, the target log-probability
-//! (log-softmax and pick), and `gelu_new`. Composed from candle's primitives each was 5 to 12
-//! graph nodes, and candle's backward allocates a zero tensor and an accumulated copy per node
-//! and keeps them alive while a Hessian-vector product differentiates that backward again; here
-//! each is one node forward and two or three in its backward. The values are the same
-//! functions to rounding (the oracle tests hold them to 1e-8 and 1e-9). Derivatives up to second
-//! order are exact, which is what exact Hessian-vector products need; a third derivative
-//! through `gelu_new` is refused with an error rather than computed wrong.
-//! This module owns these float64 formulas; `ops` decides when they are used.
+//! Float64 operations of the forward pass as single graph nodes with hand-written first
+//! derivatives: the attention softmax (scale and additive mask inside), the target
+//! log-probability (log-softmax and pick), and `gelu_new`; and the kernels `dual` builds the
+//! float64 gradient and Hessian-vector product from (the softmax's Jacobian product, the target
+//! log-probability's vector-Jacobian product, `gelu_new`'s first two derivatives). The values
+//! are the same functions as composed from candle's primitives, to rounding (the oracle tests
+//! hold the model to 1e-8 and 1e-9). Second derivatives are `dual`'s: differentiating these
+//! operations' backward passes is refused with an error rather than computed wrong.
+//! This module owns these float64 formulas; `ops` and `dual` decide when they are used.
 
-use super::constant;
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, D};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+/// Why a derivative of a backward pass is refused here.
+const SECOND_ORDER: &str = "second derivatives of the float64 model are computed by model::dual, \
+not by differentiating candle's backward pass";
 
 /// Rows handed to one rayon task at least.
 const MIN_ROWS: usize = 16;
@@ -34,9 +36,24 @@ fn last_dim(l: &Layout) -> Result<usize> {
     }
 }
 
-/// Softmax over the last dimension.
-pub fn softmax(x: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(Softmax)
+/// Softmax over the last dimension of `scale·scores + bias`: the attention probabilities, with
+/// `scores` `[B, H, T, T]` and the additive attention bias `bias` `[B, 1, T, T]` (a constant,
+/// shared by the heads) applied inside one node.
+pub fn masked_softmax(scores: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
+    let (b, heads, t, k) = scores.dims4()?;
+    if bias.dims() != [b, 1, t, k] {
+        bail!(
+            "masked_softmax: bias {:?} for scores {:?}",
+            bias.dims(),
+            scores.dims()
+        );
+    }
+    if bias.track_op() {
+        bail!("masked_softmax: the attention bias must be a constant");
+    }
+    scores
+        .contiguous()?
+        .apply_op2(&bias.contiguous()?, MaskedSoftmax { heads, scale })
 }
 
 /// `log softmax(logits)[target]` per row: `logits` `[N, V]`, one target per row.
@@ -58,13 +75,55 @@ pub fn gelu_new(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Gelu(0))
 }
 
-struct Softmax;
+/// `scale · s ⊙ (x − Σ x⊙s)` row-wise for a softmax output `s`: the softmax's
+/// vector-Jacobian product and, the Jacobian being symmetric, its Jacobian-vector product.
+pub(super) fn softmax_vjp(s: &Tensor, x: &Tensor, scale: f64) -> Result<Tensor> {
+    s.contiguous()?
+        .apply_op2(&x.contiguous()?, SoftmaxVjp { scale })
+}
 
-fn softmax_row(x: &[f64], y: &mut [f64]) {
-    let max = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+/// Softmax over the last dimension of a float64 tensor, outside any graph.
+pub(super) fn softmax_values(x: &Tensor) -> Result<Tensor> {
+    let n = *x.dims().last().unwrap_or(&0);
+    if n == 0 {
+        bail!("softmax over an empty last dimension");
+    }
+    let mut y: Vec<f64> = x.flatten_all()?.to_vec1()?;
+    y.par_chunks_mut(n)
+        .with_min_len(MIN_ROWS)
+        .for_each(softmax_in_place);
+    Tensor::from_vec(y, x.shape(), x.device())
+}
+
+/// `g_i·([j = t_i] − softmax(logits_i)_j)`, `[N, V]`: the target log-probability's
+/// vector-Jacobian product for the incoming `g` `[N]`.
+pub(super) fn target_logprob_vjp(logits: &Tensor, targets: &[u32], g: &Tensor) -> Result<Tensor> {
+    let pick = PickVjp {
+        targets: targets.to_vec(),
+    };
+    logits.contiguous()?.apply_op2(&g.contiguous()?, pick)
+}
+
+/// The first (`order` 1) or second (`order` 2) derivative of `gelu_new`, element-wise.
+pub(super) fn gelu_derivative(x: &Tensor, order: u8) -> Result<Tensor> {
+    if !(1..=2).contains(&order) {
+        bail!("gelu_new: derivative of order {order} is not implemented");
+    }
+    x.contiguous()?.apply_op1(Gelu(order))
+}
+
+/// Softmax of `scale·x + bias` over the last dimension (see [`masked_softmax`]).
+struct MaskedSoftmax {
+    heads: usize,
+    scale: f64,
+}
+
+/// The softmax of one row into `y` (`y` holds the row's logits on entry).
+fn softmax_in_place(y: &mut [f64]) {
+    let max = y.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let mut sum = 0.0;
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = (x - max).exp();
+    for y in y.iter_mut() {
+        *y = (*y - max).exp();
         sum += *y;
     }
     for y in y.iter_mut() {
@@ -72,30 +131,55 @@ fn softmax_row(x: &[f64], y: &mut [f64]) {
     }
 }
 
-impl CustomOp1 for Softmax {
+impl CustomOp2 for MaskedSoftmax {
     fn name(&self) -> &'static str {
-        "softmax-f64"
+        "masked-softmax-f64"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f64s(s, l, self.name())?;
-        let n = last_dim(l)?;
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, bias) = (f64s(s1, l1, self.name())?, f64s(s2, l2, self.name())?);
+        let (_, _, t, k) = l1.shape().dims4()?;
+        let (heads, scale) = (self.heads, self.scale);
         let mut y = vec![0f64; x.len()];
-        y.par_chunks_mut(n)
-            .zip(x.par_chunks(n))
+        y.par_chunks_mut(k)
+            .zip(x.par_chunks(k))
+            .enumerate()
             .with_min_len(MIN_ROWS)
-            .for_each(|(y, x)| softmax_row(x, y));
-        Ok((CpuStorage::F64(y), l.shape().clone()))
+            .for_each(|(r, (y, x))| {
+                // Row r is query r % t of batch row r / (heads·t); the bias is per batch row.
+                let at = (r / (heads * t) * t + r % t) * k;
+                for ((y, &x), &m) in y.iter_mut().zip(x).zip(&bias[at..at + k]) {
+                    *y = scale * x + m;
+                }
+                softmax_in_place(y);
+            });
+        Ok((CpuStorage::F64(y), l1.shape().clone()))
     }
 
-    fn bwd(&self, _x: &Tensor, s: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(s.apply_op2(&g.contiguous()?, SoftmaxVjp)?))
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _bias: &Tensor,
+        s: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let vjp = SoftmaxVjp { scale: self.scale };
+        Ok((Some(s.apply_op2(&g.contiguous()?, vjp)?), None))
     }
 }
 
-/// `s ⊙ (g − Σ g⊙s)` row-wise: the softmax's vector-Jacobian product, `J g` with
-/// `J = diag(s) − s sᵀ` (symmetric), from the softmax output `s` and the incoming `g`.
-struct SoftmaxVjp;
+/// `scale · s ⊙ (g − Σ g⊙s)` row-wise: the vector-Jacobian product of `softmax(scale·x + c)`,
+/// `scale · J g` with `J = diag(s) − s sᵀ` (symmetric), from the softmax output `s` and the
+/// incoming `g`.
+struct SoftmaxVjp {
+    scale: f64,
+}
 
 impl CustomOp2 for SoftmaxVjp {
     fn name(&self) -> &'static str {
@@ -114,6 +198,7 @@ impl CustomOp2 for SoftmaxVjp {
             bail!("{}: operands of different sizes", self.name());
         }
         let n = last_dim(l1)?;
+        let scale = self.scale;
         let mut y = vec![0f64; s.len()];
         y.par_chunks_mut(n)
             .zip(s.par_chunks(n).zip(g.par_chunks(n)))
@@ -121,7 +206,7 @@ impl CustomOp2 for SoftmaxVjp {
             .for_each(|(y, (s, g))| {
                 let dot: f64 = s.iter().zip(g).map(|(s, g)| s * g).sum();
                 for ((y, &s), &g) in y.iter_mut().zip(s).zip(g) {
-                    *y = s * (g - dot);
+                    *y = scale * s * (g - dot);
                 }
             });
         Ok((CpuStorage::F64(y), l1.shape().clone()))
@@ -129,18 +214,12 @@ impl CustomOp2 for SoftmaxVjp {
 
     fn bwd(
         &self,
-        s: &Tensor,
-        g: &Tensor,
-        _y: &Tensor,
-        u: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        // y = s⊙g − s·(sᵀg): ∂(uᵀy)/∂g = J u (J symmetric); ∂(uᵀy)/∂s = u⊙(g − sᵀg) − g·(sᵀu).
-        let u = u.contiguous()?;
-        let dg = s.apply_op2(&u, SoftmaxVjp)?;
-        let sg = (s * g)?.sum_keepdim(D::Minus1)?;
-        let su = (s * &u)?.sum_keepdim(D::Minus1)?;
-        let ds = ((&u * g.broadcast_sub(&sg)?)? - g.broadcast_mul(&su)?)?;
-        Ok((Some(ds), Some(dg)))
+        bail!("{SECOND_ORDER}")
     }
 }
 
@@ -171,15 +250,55 @@ impl CustomOp1 for PickLogSoftmax {
     }
 
     fn bwd(&self, logits: &Tensor, _lp: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        // ∂ lp_i / ∂ logits_ij = [j = t_i] − softmax(logits_i)_j.
-        let (n, v) = logits.dims2()?;
-        let mut hot = vec![0f64; n * v];
-        for (row, &t) in self.targets.iter().enumerate() {
-            hot[row * v + t as usize] = 1.0;
-        }
-        let hot = Tensor::from_vec(hot, (n, v), logits.device())?;
-        let d = constant::add(&softmax(logits)?.neg()?, &hot)?;
-        Ok(Some(d.broadcast_mul(&g.unsqueeze(1)?)?))
+        let pick = PickVjp {
+            targets: self.targets.clone(),
+        };
+        Ok(Some(logits.apply_op2(&g.contiguous()?, pick)?))
+    }
+}
+
+/// `g_i·([j = t_i] − softmax(logits_i)_j)`: the target log-probability's vector-Jacobian
+/// product, `[N, V]` from the logits `[N, V]` and the incoming `g` `[N]`, as one node.
+struct PickVjp {
+    targets: Vec<u32>,
+}
+
+impl CustomOp2 for PickVjp {
+    fn name(&self) -> &'static str {
+        "target-logprob-vjp-f64"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (f64s(s1, l1, self.name())?, f64s(s2, l2, self.name())?);
+        let v = last_dim(l1)?;
+        let mut y = x.to_vec();
+        y.par_chunks_mut(v)
+            .zip(self.targets.par_iter().zip(g.par_iter()))
+            .with_min_len(MIN_ROWS)
+            .for_each(|(y, (&t, &g))| {
+                softmax_in_place(y);
+                for y in y.iter_mut() {
+                    *y *= -g;
+                }
+                y[t as usize] += g;
+            });
+        Ok((CpuStorage::F64(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        bail!("{SECOND_ORDER}")
     }
 }
 
@@ -226,21 +345,20 @@ impl CustomOp1 for Gelu {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        if self.0 >= 2 {
-            bail!("gelu_new: derivatives beyond the second are not implemented");
+        if self.0 >= 1 {
+            bail!("{SECOND_ORDER}");
         }
-        Ok(Some((g * x.apply_op1(Gelu(self.0 + 1))?)?))
+        Ok(Some((g * x.apply_op1(Gelu(1))?)?))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    //! Each operation against the same function composed from candle's primitives (whose
-    //! derivatives candle's autograd gives to any order): values, gradients, and the gradient
-    //! of `⟨∇f, r⟩` (the second-order path an HVP takes), on random float64 inputs. Second
-    //! derivatives need `CANDLE_GRAD_DO_NOT_DETACH=1`, which `.cargo/config.toml` sets for tests.
+    //! Each operation against the same function composed from candle's primitives: values and
+    //! gradients on random float64 inputs; and the kernels `dual` uses against candle's
+    //! backward of those functions.
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::{Device, Var, D};
 
     fn randn(shape: &[usize], seed: u64) -> Tensor {
         let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -266,17 +384,14 @@ mod tests {
             / scale
     }
 
-    /// (value, gradient, second-order gradient) of `f` at `x` with random weights.
-    fn derivatives(x: &Tensor, f: &dyn Fn(&Tensor) -> Tensor) -> [Tensor; 3] {
+    /// (value, gradient of `Σ f(x)⊙r`) of `f` at `x`, with `r` random.
+    fn derivatives(x: &Tensor, f: &dyn Fn(&Tensor) -> Tensor) -> [Tensor; 2] {
         let var = Var::from_tensor(x).unwrap();
         let y = f(var.as_tensor());
         let r = randn(y.dims(), 7);
         let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let g = grads.get(var.as_tensor()).unwrap().clone();
-        let s = randn(g.dims(), 11);
-        let second = (&g * &s).unwrap().sum_all().unwrap().backward().unwrap();
-        let h = second.get(var.as_tensor()).unwrap().detach();
-        [y.detach(), g.detach(), h]
+        let g = grads.get(var.as_tensor()).unwrap().detach();
+        [y.detach(), g]
     }
 
     fn agree(x: &Tensor, mine: &dyn Fn(&Tensor) -> Tensor, composed: &dyn Fn(&Tensor) -> Tensor) {
@@ -292,17 +407,33 @@ mod tests {
         e.broadcast_div(&e.sum_keepdim(D::Minus1).unwrap()).unwrap()
     }
 
+    /// The additive bias of 2 batch rows × 4 positions: the future masked, and key 0 of row 1.
+    fn bias() -> Tensor {
+        let mut bias = vec![0f64; 2 * 16];
+        for r in 0..2 {
+            for i in 0..4 {
+                for j in 0..4 {
+                    if j > i || (r == 1 && j == 0) {
+                        bias[(r * 4 + i) * 4 + j] = f64::from(f32::MIN);
+                    }
+                }
+            }
+        }
+        Tensor::from_vec(bias, (2, 1, 4, 4), &Device::Cpu).unwrap()
+    }
+
     #[test]
-    fn softmax_matches_the_composed_function_to_second_order() {
+    fn masked_softmax_matches_the_composed_function() {
+        let bias = bias();
         agree(
-            &randn(&[3, 5, 7], 1),
-            &|x| softmax(x).unwrap(),
-            &composed_softmax,
+            &randn(&[2, 3, 4, 4], 1),
+            &|x| masked_softmax(x, &bias, 0.37).unwrap(),
+            &|x| composed_softmax(&(x * 0.37).unwrap().broadcast_add(&bias).unwrap()),
         );
     }
 
     #[test]
-    fn target_logprobs_match_the_composed_function_to_second_order() {
+    fn target_logprobs_match_the_composed_function() {
         let targets = [3u32, 0, 6, 2];
         let mut hot = vec![0f64; 4 * 7];
         for (r, &t) in targets.iter().enumerate() {
@@ -320,17 +451,66 @@ mod tests {
     }
 
     #[test]
-    fn gelu_matches_the_composed_function_to_second_order_and_refuses_the_third() {
+    fn gelu_and_its_derivatives_match_the_composed_function() {
         let k = (2.0 / std::f64::consts::PI).sqrt();
-        agree(&randn(&[5, 9], 3), &|x| gelu_new(x).unwrap(), &|x| {
+        let composed = |x: &Tensor| {
             let inner = ((x + (x.powf(3.0).unwrap() * A).unwrap()).unwrap() * k).unwrap();
             (((inner.tanh().unwrap() + 1.0).unwrap() * x).unwrap() * 0.5).unwrap()
-        });
-        let x = Var::from_tensor(&randn(&[4], 4)).unwrap();
-        let third = Gelu(2).bwd(x.as_tensor(), x.as_tensor(), x.as_tensor());
-        assert!(
-            third.is_err(),
-            "a third derivative must be refused, not computed"
+        };
+        let x = randn(&[5, 9], 3);
+        agree(&x, &|x| gelu_new(x).unwrap(), &composed);
+        // First derivative: the composed function's gradient; second: the gradient of the
+        // composed first derivative's sum (element-wise functions, so these are the diagonals).
+        let grad_sum = |x: &Tensor| {
+            let var = Var::from_tensor(x).unwrap();
+            let y = composed(var.as_tensor()).sum_all().unwrap();
+            y.backward().unwrap().get(var.as_tensor()).unwrap().detach()
+        };
+        let d1 = grad_sum(&x);
+        assert!(max_rel(&gelu_derivative(&x, 1).unwrap(), &d1) < 1e-12);
+        let h = 1e-5;
+        let d2_fd = ((grad_sum(&(&x + h).unwrap()) - grad_sum(&(&x - h).unwrap())).unwrap()
+            / (2.0 * h))
+            .unwrap();
+        assert!(max_rel(&gelu_derivative(&x, 2).unwrap(), &d2_fd) < 1e-8);
+    }
+
+    #[test]
+    fn softmax_jacobian_and_target_vjp_match_candles_backward() {
+        // softmax_vjp(s, u, c) is the gradient of Σ u⊙softmax(c·x + bias) with respect to x.
+        let (bias, x, u) = (bias(), randn(&[2, 3, 4, 4], 4), randn(&[2, 3, 4, 4], 5));
+        let var = Var::from_tensor(&x).unwrap();
+        let s = composed_softmax(
+            &(var.as_tensor() * 0.37)
+                .unwrap()
+                .broadcast_add(&bias)
+                .unwrap(),
         );
+        let want = (&s * &u).unwrap().sum_all().unwrap().backward().unwrap();
+        let want = want.get(var.as_tensor()).unwrap();
+        let got = softmax_vjp(&s.detach(), &u, 0.37).unwrap();
+        assert!(max_rel(&got, want) < 1e-12);
+        // target_logprob_vjp(x, t, g) is the gradient of Σ g⊙target_logprobs(x, t).
+        let targets = [1u32, 6, 0, 3];
+        let (x, g) = (randn(&[4, 7], 6), randn(&[4], 8));
+        let var = Var::from_tensor(&x).unwrap();
+        let lp = target_logprobs(var.as_tensor(), &targets).unwrap();
+        let want = (&lp * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let got = target_logprob_vjp(&x, &targets, &g).unwrap();
+        assert!(max_rel(&got, want.get(var.as_tensor()).unwrap()) < 1e-12);
+        let probs = softmax_values(&x).unwrap();
+        assert!(max_rel(&probs, &composed_softmax(&x)) < 1e-14);
+    }
+
+    #[test]
+    fn second_derivatives_through_the_backward_passes_are_refused() {
+        let x = Var::from_tensor(&randn(&[4, 7], 4)).unwrap();
+        let t = x.as_tensor();
+        assert!(Gelu(1).bwd(t, t, t).is_err());
+        assert!(SoftmaxVjp { scale: 1.0 }.bwd(t, t, t, t).is_err());
+        let pick = PickVjp {
+            targets: vec![0; 4],
+        };
+        assert!(pick.bwd(t, t, t, t).is_err());
     }
 }

@@ -126,6 +126,11 @@ impl Gpt2 {
         self.output_grad = on;
     }
 
+    /// Whether gradients flow into `wte` through the tied output layer.
+    pub fn output_grad(&self) -> bool {
+        self.output_grad
+    }
+
     /// The trainable parameters, by name, in state-dict order.
     pub fn trainable_vars(&self) -> Vec<(&str, &Var)> {
         self.names

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod constant;
+pub mod dual;
 pub mod exact;
 pub mod generate;
 pub mod gpt2;

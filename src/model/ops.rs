@@ -1,9 +1,8 @@
 //! The numerical kernels of the GPT-2 forward pass: linear (Conv1D) layers, layer norm,
 //! `gelu_new`, the attention head split and merge, masked softmax and target log-probs. In
-//! float64 each is exact to second order — softmax, target log-probs and `gelu_new` by the
-//! hand-derived operations of `exact`, the rest composed from candle's primitives — so
-//! gradients and Hessian-vector products (double backward) are exact to rounding; in float32
-//! each goes to a fused first-order kernel of `kernels`, for speed. Frozen weights and masks
+//! float64 softmax, target log-probs and `gelu_new` are the single-node operations of `exact`
+//! and the rest is composed from candle's primitives (float64 derivatives are `dual`'s); in
+//! float32 each goes to a fused first-order kernel of `kernels`, for speed. Frozen weights and masks
 //! enter through `constant`. This module owns that choice; it knows nothing of
 //! parameter names.
 
@@ -105,7 +104,7 @@ pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tens
     if fused(scores) {
         return kernels::masked_causal_softmax(scores, mask, scale);
     }
-    exact::softmax(&constant::add(&(scores * scale)?, mask)?)
+    exact::masked_softmax(scores, mask, scale)
 }
 
 /// `log softmax(logits)[target]` for each row: `logits` `[N, V]`, `targets` `[N]` (u32).

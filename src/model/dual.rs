@@ -1,0 +1,660 @@
+//! Exact gradients and Hessian-vector products of the float64 loss by forward-over-reverse
+//! differentiation. The forward pass carries, beside every activation, its directional
+//! derivative along the parameter direction `v` (its tangent); a hand-written backward pass
+//! carries, beside every gradient, the gradient's tangent; the parameter gradients' tangents
+//! are `H v`, exact to rounding. No autograd graph is built or kept: every operation runs on
+//! plain tensors, and the work is about twice a gradient's. (Pearlmutter's double backward on
+//! candle's autograd, which this replaces, cost 3.2 gradients: candle's backward allocates a
+//! zero tensor and a sum for every operand of every node and keeps them for the second pass.)
+//! This module owns the derivative formulas of GPT-2's layers; the forward pass it repeats is
+//! `gpt2`'s, with `ops`' and `exact`'s float64 kernels, and tests hold the two together and to
+//! the oracle. It is for float64 models only, and knows nothing of what the derivatives are for.
+
+use super::grad::ParamTensors;
+use super::{exact, ops, Gpt2};
+use crate::data::Batch;
+use candle_core::{bail, DType, Result, Tensor, D};
+use std::collections::BTreeMap;
+
+/// A value and its tangent along `v` (`None` where the tangent is zero).
+#[derive(Clone)]
+struct Dual {
+    x: Tensor,
+    t: Option<Tensor>,
+}
+
+/// The sum of the non-zero tangent terms (`None` when there are none).
+fn sum(terms: Vec<Option<Tensor>>) -> Result<Option<Tensor>> {
+    let mut acc: Option<Tensor> = None;
+    for t in terms.into_iter().flatten() {
+        acc = Some(match acc {
+            None => t,
+            Some(a) => (a + t)?,
+        });
+    }
+    Ok(acc)
+}
+
+/// `f(t)` for a tangent that may be zero.
+fn map(t: &Option<Tensor>, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Option<Tensor>> {
+    t.as_ref().map(f).transpose()
+}
+
+/// The loss and its gradient, and with `v` also `H v`, on the model's trainable parameters
+/// (in [`Gpt2::trainable_vars`] order; `v` in the same order and shapes).
+pub fn loss_grad_hvp(
+    model: &Gpt2,
+    batch: &Batch,
+    v: Option<&[(String, Tensor)]>,
+) -> Result<(f64, ParamTensors, Option<ParamTensors>)> {
+    if model.dtype() != DType::F64 {
+        bail!("forward-over-reverse derivatives are implemented for float64 models only");
+    }
+    let trainable: Vec<String> = model
+        .trainable_vars()
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    let mut tangent = BTreeMap::new();
+    if let Some(v) = v {
+        if v.len() != trainable.len() {
+            bail!(
+                "vector has {} parts, the model {} trainable parameters",
+                v.len(),
+                trainable.len()
+            );
+        }
+        for ((_, t), name) in v.iter().zip(&trainable) {
+            let want = model.get(name).map(|p| p.dims().to_vec());
+            if want.as_deref() != Some(t.dims()) {
+                bail!(
+                    "vector part for {name} has shape {:?}, the parameter {want:?}",
+                    t.dims()
+                );
+            }
+            tangent.insert(name.clone(), t.to_dtype(DType::F64)?);
+        }
+    }
+    let mut pass = Pass {
+        model,
+        tangent,
+        trainable,
+        grads: BTreeMap::new(),
+    };
+    let loss = pass.run(batch)?;
+    let mut grad = Vec::new();
+    let mut hv = Vec::new();
+    for name in &pass.trainable {
+        let shape = model
+            .get(name)
+            .ok_or_else(|| candle_core::Error::Msg(format!("no parameter {name}")))?;
+        let (g, t) = match pass.grads.remove(name) {
+            Some(d) => (d.x, d.t),
+            None => (shape.zeros_like()?, None),
+        };
+        grad.push((name.clone(), g));
+        hv.push((
+            name.clone(),
+            match t {
+                Some(t) => t,
+                None => shape.zeros_like()?,
+            },
+        ));
+    }
+    Ok((loss, grad, v.map(|_| hv)))
+}
+
+/// One forward and backward pass: the parameters with their tangents, and the gradients (with
+/// theirs) of the trainable ones as they accumulate.
+struct Pass<'a> {
+    model: &'a Gpt2,
+    tangent: BTreeMap<String, Tensor>,
+    trainable: Vec<String>,
+    grads: BTreeMap<String, Dual>,
+}
+
+/// What a layer norm's backward needs of its forward: the normalised input, the standard
+/// deviation `[N, 1]`, and their tangents.
+struct Norm {
+    n: Tensor,
+    sigma: Tensor,
+    n_t: Option<Tensor>,
+    sigma_t: Option<Tensor>,
+}
+
+/// What a block's backward needs of its forward.
+struct BlockCache {
+    ln1: Norm,
+    a: Dual,
+    q: Dual,
+    k: Dual,
+    v: Dual,
+    p: Dual,
+    o: Dual,
+    ln2: Norm,
+    m: Dual,
+    f: Dual,
+    act: Dual,
+}
+
+impl Pass<'_> {
+    fn param(&self, name: &str) -> Result<Dual> {
+        let x = self
+            .model
+            .get(name)
+            .ok_or_else(|| candle_core::Error::Msg(format!("no parameter {name}")))?;
+        Ok(Dual {
+            x,
+            t: self.tangent.get(name).cloned(),
+        })
+    }
+
+    fn block_param(&self, layer: usize, s: &str) -> Result<Dual> {
+        self.param(&format!("transformer.h.{layer}.{s}"))
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        self.trainable.iter().any(|n| n == name)
+    }
+
+    /// Adds `g` to the gradient of `name` (when it is trainable).
+    fn put(&mut self, name: &str, g: Dual) -> Result<()> {
+        let acc = match self.grads.remove(name) {
+            None => g,
+            Some(a) => Dual {
+                x: (a.x + g.x)?,
+                t: sum(vec![a.t, g.t])?,
+            },
+        };
+        self.grads.insert(name.to_string(), acc);
+        Ok(())
+    }
+
+    fn run(&mut self, batch: &Batch) -> Result<f64> {
+        let cfg = self.model.config().clone();
+        let (b, t, c) = (batch.rows, batch.cols, cfg.n_embd);
+        if t > cfg.n_positions {
+            bail!(
+                "sequence of {t} tokens is longer than the model's context ({})",
+                cfg.n_positions
+            );
+        }
+        if t < 2 {
+            bail!("a batch of {t}-token rows has nothing to predict");
+        }
+        let (ids, att) = self.model.batch_tensors(batch)?;
+        let flat_ids = ids.flatten_all()?;
+        let bias = ops::attention_bias(&att, DType::F64)?;
+        let scale = 1.0 / (cfg.head_dim() as f64).sqrt();
+
+        // Embeddings.
+        let wte = self.param("transformer.wte.weight")?;
+        let wpe = self.param("transformer.wpe.weight")?;
+        let embed = |w: &Tensor, p: &Tensor| -> Result<Tensor> {
+            w.index_select(&flat_ids, 0)?
+                .reshape((b, t, c))?
+                .broadcast_add(&p.narrow(0, 0, t)?)?
+                .reshape((b * t, c))
+        };
+        let tok_t = map(&wte.t, |w| w.index_select(&flat_ids, 0))?;
+        let pos_t = map(&wpe.t, |p| {
+            p.narrow(0, 0, t)?
+                .unsqueeze(0)?
+                .broadcast_as((b, t, c))?
+                .reshape((b * t, c))
+        })?;
+        let mut h = Dual {
+            x: embed(&wte.x, &wpe.x)?,
+            t: sum(vec![tok_t, pos_t])?,
+        };
+
+        // Blocks.
+        let eps = cfg.layer_norm_epsilon;
+        let mut caches = Vec::with_capacity(cfg.n_layer);
+        for layer in 0..cfg.n_layer {
+            let p = |s: &str| self.block_param(layer, s);
+            let (a, ln1) = norm_fwd(&h, &p("ln_1.weight")?, &p("ln_1.bias")?, eps)?;
+            let qkv = linear_fwd(&a, &p("attn.c_attn.weight")?, &p("attn.c_attn.bias")?)?;
+            let heads = cfg.n_head;
+            let split = |k: usize| -> Result<Dual> {
+                let part = |x: &Tensor| -> Result<Tensor> {
+                    x.reshape((b, t, 3, heads, c / heads))?
+                        .narrow(2, k, 1)?
+                        .squeeze(2)?
+                        .transpose(1, 2)?
+                        .contiguous()
+                };
+                Ok(Dual {
+                    x: part(&qkv.x)?,
+                    t: map(&qkv.t, part)?,
+                })
+            };
+            let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+            let kt = k.x.t()?;
+            let z_t = sum(vec![
+                map(&q.t, |qt| qt.matmul(&kt))?,
+                map(&k.t, |ktan| q.x.matmul(&ktan.t()?))?,
+            ])?;
+            let probs = exact::masked_softmax(&q.x.matmul(&kt)?, &bias, scale)?;
+            let p_t = map(&z_t, |z| exact::softmax_vjp(&probs, z, scale))?;
+            let o_heads = Dual {
+                x: probs.matmul(&v.x)?,
+                t: sum(vec![
+                    map(&p_t, |pt| pt.matmul(&v.x))?,
+                    map(&v.t, |vt| probs.matmul(vt))?,
+                ])?,
+            };
+            let merge = |x: &Tensor| x.transpose(1, 2)?.contiguous()?.reshape((b * t, c));
+            let o = Dual {
+                x: merge(&o_heads.x)?,
+                t: map(&o_heads.t, merge)?,
+            };
+            let y = linear_fwd(&o, &p("attn.c_proj.weight")?, &p("attn.c_proj.bias")?)?;
+            let mid = add(&h, &y)?;
+            let (m, ln2) = norm_fwd(&mid, &p("ln_2.weight")?, &p("ln_2.bias")?, eps)?;
+            let f = linear_fwd(&m, &p("mlp.c_fc.weight")?, &p("mlp.c_fc.bias")?)?;
+            let d1 = exact::gelu_derivative(&f.x, 1)?;
+            let act = Dual {
+                x: ops::gelu_new(&f.x)?,
+                t: map(&f.t, |ft| ft * &d1)?,
+            };
+            let y2 = linear_fwd(&act, &p("mlp.c_proj.weight")?, &p("mlp.c_proj.bias")?)?;
+            h = add(&mid, &y2)?;
+            caches.push(BlockCache {
+                ln1,
+                a,
+                q,
+                k,
+                v,
+                p: Dual { x: probs, t: p_t },
+                o,
+                ln2,
+                m,
+                f,
+                act,
+            });
+        }
+
+        // Final norm and the tied output layer, at the positions that predict a token.
+        let lnf_w = self.param("transformer.ln_f.weight")?;
+        let lnf_b = self.param("transformer.ln_f.bias")?;
+        let (hf_all, lnf) = norm_fwd(&h, &lnf_w, &lnf_b, eps)?;
+        let rows = b * (t - 1);
+        let predicting = |x: &Tensor| {
+            x.reshape((b, t, c))?
+                .narrow(1, 0, t - 1)?
+                .reshape((rows, c))
+        };
+        let hf = Dual {
+            x: predicting(&hf_all.x)?,
+            t: map(&hf_all.t, predicting)?,
+        };
+        let out_t = if self.model.output_grad() {
+            wte.t.clone()
+        } else {
+            None
+        };
+        let logits = hf.x.matmul(&wte.x.t()?)?;
+        let logits_t = sum(vec![
+            map(&hf.t, |ht| ht.matmul(&wte.x.t()?))?,
+            map(&out_t, |wt| hf.x.matmul(&wt.t()?))?,
+        ])?;
+        let targets: Vec<u32> = ids.narrow(1, 1, t - 1)?.flatten_all()?.to_vec1()?;
+        let total: f64 = batch.target_weight.iter().map(|&w| f64::from(w)).sum();
+        if total <= 0.0 {
+            bail!("batch has no target tokens to score");
+        }
+        let coef: Vec<f64> = batch
+            .target_weight
+            .iter()
+            .map(|&w| f64::from(w) / total)
+            .collect();
+        let lp: Vec<f64> = exact::target_logprobs(&logits, &targets)?.to_vec1()?;
+        let loss = -lp.iter().zip(&coef).map(|(l, w)| l * w).sum::<f64>();
+
+        // Backward: d loss / d logits = coef·(softmax − one-hot), and its tangent coef·J l̇.
+        let coef = Tensor::from_vec(coef, rows, self.model.device())?;
+        let g_logits = exact::target_logprob_vjp(&logits, &targets, &coef.neg()?)?;
+        let g_logits_t = match &logits_t {
+            Some(lt) => {
+                let probs = exact::softmax_values(&logits)?;
+                Some(exact::softmax_vjp(&probs, lt, 1.0)?.broadcast_mul(&coef.unsqueeze(1)?)?)
+            }
+            None => None,
+        };
+        let g_hf = Dual {
+            x: g_logits.matmul(&wte.x)?,
+            t: sum(vec![
+                map(&g_logits_t, |gt| gt.matmul(&wte.x))?,
+                map(&out_t, |wt| g_logits.matmul(wt))?,
+            ])?,
+        };
+        let wte_name = "transformer.wte.weight";
+        if self.model.output_grad() && self.wants(wte_name) {
+            let gl_t = g_logits.t()?;
+            let g = Dual {
+                x: gl_t.matmul(&hf.x)?,
+                t: sum(vec![
+                    map(&g_logits_t, |gt| gt.t()?.matmul(&hf.x))?,
+                    map(&hf.t, |ht| gl_t.matmul(ht))?,
+                ])?,
+            };
+            self.put(wte_name, g)?;
+        }
+        // Back to every position (the last one predicts nothing).
+        let widen = |x: &Tensor| -> Result<Tensor> {
+            let zero = Tensor::zeros((b, 1, c), DType::F64, x.device())?;
+            Tensor::cat(&[&x.reshape((b, t - 1, c))?, &zero], 1)?.reshape((b * t, c))
+        };
+        let g_hf = Dual {
+            x: widen(&g_hf.x)?,
+            t: map(&g_hf.t, widen)?,
+        };
+        let mut g = self.norm_bwd(&lnf, &lnf_w, &g_hf, "transformer.ln_f")?;
+
+        for (layer, cache) in caches.iter().enumerate().rev() {
+            let prefix = format!("transformer.h.{layer}");
+            // h = mid + mlp(mid): the residual passes g through.
+            let g_act = self.linear_bwd(
+                &cache.act,
+                &self.block_param(layer, "mlp.c_proj.weight")?,
+                &g,
+                &format!("{prefix}.mlp.c_proj"),
+            )?;
+            let d1 = exact::gelu_derivative(&cache.f.x, 1)?;
+            let g_f = Dual {
+                x: (&g_act.x * &d1)?,
+                t: sum(vec![
+                    map(&g_act.t, |gt| gt * &d1)?,
+                    match &cache.f.t {
+                        Some(ft) => {
+                            let d2 = exact::gelu_derivative(&cache.f.x, 2)?;
+                            Some(((&g_act.x * d2)? * ft)?)
+                        }
+                        None => None,
+                    },
+                ])?,
+            };
+            let g_m = self.linear_bwd(
+                &cache.m,
+                &self.block_param(layer, "mlp.c_fc.weight")?,
+                &g_f,
+                &format!("{prefix}.mlp.c_fc"),
+            )?;
+            let g_mid = add(
+                &g,
+                &self.norm_bwd(
+                    &cache.ln2,
+                    &self.block_param(layer, "ln_2.weight")?,
+                    &g_m,
+                    &format!("{prefix}.ln_2"),
+                )?,
+            )?;
+            // mid = h + attention(h).
+            let g_o = self.linear_bwd(
+                &cache.o,
+                &self.block_param(layer, "attn.c_proj.weight")?,
+                &g_mid,
+                &format!("{prefix}.attn.c_proj"),
+            )?;
+            let g_qkv = attention_bwd(cache, &g_o, scale, (b, t, c))?;
+            let g_a = self.linear_bwd(
+                &cache.a,
+                &self.block_param(layer, "attn.c_attn.weight")?,
+                &g_qkv,
+                &format!("{prefix}.attn.c_attn"),
+            )?;
+            g = add(
+                &g_mid,
+                &self.norm_bwd(
+                    &cache.ln1,
+                    &self.block_param(layer, "ln_1.weight")?,
+                    &g_a,
+                    &format!("{prefix}.ln_1"),
+                )?,
+            )?;
+        }
+
+        // Embeddings: token rows gather their positions' gradients; positions sum over rows.
+        if self.wants(wte_name) {
+            let scatter = |x: &Tensor| wte.x.zeros_like()?.index_add(&flat_ids, x, 0);
+            let d = Dual {
+                x: scatter(&g.x)?,
+                t: map(&g.t, scatter)?,
+            };
+            self.put(wte_name, d)?;
+        }
+        let wpe_name = "transformer.wpe.weight";
+        if self.wants(wpe_name) {
+            let fold = |x: &Tensor| -> Result<Tensor> {
+                let per = x.reshape((b, t, c))?.sum(0)?;
+                if t == cfg.n_positions {
+                    return Ok(per);
+                }
+                let rest = Tensor::zeros((cfg.n_positions - t, c), DType::F64, x.device())?;
+                Tensor::cat(&[&per, &rest], 0)
+            };
+            let d = Dual {
+                x: fold(&g.x)?,
+                t: map(&g.t, fold)?,
+            };
+            self.put(wpe_name, d)?;
+        }
+        Ok(loss)
+    }
+
+    /// Backward of `y = x·W + b` (Conv1D): returns the input's gradient and records `W`'s and
+    /// `b`'s (under `prefix.weight`, `prefix.bias`) when they are trainable.
+    fn linear_bwd(&mut self, x: &Dual, w: &Dual, g: &Dual, prefix: &str) -> Result<Dual> {
+        let wt = w.x.t()?;
+        let gx = Dual {
+            x: g.x.matmul(&wt)?,
+            t: sum(vec![
+                map(&g.t, |gt| gt.matmul(&wt))?,
+                map(&w.t, |wtan| g.x.matmul(&wtan.t()?))?,
+            ])?,
+        };
+        let (wn, bn) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
+        if self.wants(&wn) {
+            let xt = x.x.t()?;
+            let d = Dual {
+                x: xt.matmul(&g.x)?,
+                t: sum(vec![
+                    map(&x.t, |xtan| xtan.t()?.matmul(&g.x))?,
+                    map(&g.t, |gt| xt.matmul(gt))?,
+                ])?,
+            };
+            self.put(&wn, d)?;
+        }
+        if self.wants(&bn) {
+            let d = Dual {
+                x: g.x.sum(0)?,
+                t: map(&g.t, |gt| gt.sum(0))?,
+            };
+            self.put(&bn, d)?;
+        }
+        Ok(gx)
+    }
+
+    /// Backward of `y = γ⊙n + β`, `n = (x − μ)/σ` over the last dimension: the input's gradient
+    /// `(gₙ − mean gₙ − n·mean(gₙ⊙n))/σ` with `gₙ = g⊙γ`, and its tangent; records `γ`'s and
+    /// `β`'s gradients when trainable.
+    fn norm_bwd(&mut self, c: &Norm, gamma: &Dual, g: &Dual, prefix: &str) -> Result<Dual> {
+        let (wn, bn) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
+        if self.wants(&wn) {
+            let d = Dual {
+                x: (&g.x * &c.n)?.sum(0)?,
+                t: sum(vec![
+                    map(&g.t, |gt| (gt * &c.n)?.sum(0))?,
+                    map(&c.n_t, |nt| (&g.x * nt)?.sum(0))?,
+                ])?,
+            };
+            self.put(&wn, d)?;
+        }
+        if self.wants(&bn) {
+            let d = Dual {
+                x: g.x.sum(0)?,
+                t: map(&g.t, |gt| gt.sum(0))?,
+            };
+            self.put(&bn, d)?;
+        }
+        let gn = g.x.broadcast_mul(&gamma.x)?;
+        let gn_t = sum(vec![
+            map(&g.t, |gt| gt.broadcast_mul(&gamma.x))?,
+            map(&gamma.t, |gam_t| g.x.broadcast_mul(gam_t))?,
+        ])?;
+        let mean = |x: &Tensor| x.mean_keepdim(D::Minus1);
+        let m2 = mean(&(&gn * &c.n)?)?;
+        let a = gn
+            .broadcast_sub(&mean(&gn)?)?
+            .sub(&c.n.broadcast_mul(&m2)?)?;
+        let gx = a.broadcast_div(&c.sigma)?;
+        // Tangent of a, then of a/σ: (ȧ − gx·σ̇)/σ.
+        let a_t = sum(vec![
+            map(&gn_t, |gnt| {
+                gnt.broadcast_sub(&mean(gnt)?)?
+                    .sub(&c.n.broadcast_mul(&mean(&(gnt * &c.n)?)?)?)
+            })?,
+            map(&c.n_t, |nt| {
+                (nt.broadcast_mul(&m2)? + c.n.broadcast_mul(&mean(&(&gn * nt)?)?)?)?.neg()
+            })?,
+            map(&c.sigma_t, |st| gx.broadcast_mul(st)?.neg())?,
+        ])?;
+        let gx_t = map(&a_t, |at| at.broadcast_div(&c.sigma))?;
+        Ok(Dual { x: gx, t: gx_t })
+    }
+}
+
+/// `a + b` with tangents.
+fn add(a: &Dual, b: &Dual) -> Result<Dual> {
+    Ok(Dual {
+        x: (&a.x + &b.x)?,
+        t: sum(vec![a.t.clone(), b.t.clone()])?,
+    })
+}
+
+/// `y = x·W + b` (Conv1D, `W` `[in, out]`) with its tangent `ẋW + xẆ + ḃ`.
+fn linear_fwd(x: &Dual, w: &Dual, b: &Dual) -> Result<Dual> {
+    let y = x.x.matmul(&w.x)?.broadcast_add(&b.x)?;
+    let t = sum(vec![
+        map(&x.t, |xt| xt.matmul(&w.x))?,
+        map(&w.t, |wt| x.x.matmul(wt))?,
+        map(&b.t, |bt| bt.broadcast_as(y.shape()))?,
+    ])?;
+    Ok(Dual { x: y, t })
+}
+
+/// Layer norm over the last dimension (biased variance, `eps` inside the root, as `ops`) with
+/// its tangent: `σ̇ = mean(n⊙ẋ)`, `ṅ = (ẋ − mean ẋ − n σ̇)/σ`, `ẏ = ṅ⊙γ + n⊙γ̇ + β̇`.
+fn norm_fwd(x: &Dual, gamma: &Dual, beta: &Dual, eps: f64) -> Result<(Dual, Norm)> {
+    let mean = |x: &Tensor| x.mean_keepdim(D::Minus1);
+    let centred = x.x.broadcast_sub(&mean(&x.x)?)?;
+    let sigma = (mean(&centred.sqr()?)? + eps)?.sqrt()?;
+    let n = centred.broadcast_div(&sigma)?;
+    let (n_t, sigma_t) = match &x.t {
+        Some(xt) => {
+            let st = mean(&(&n * xt)?)?;
+            let nt = xt
+                .broadcast_sub(&mean(xt)?)?
+                .sub(&n.broadcast_mul(&st)?)?
+                .broadcast_div(&sigma)?;
+            (Some(nt), Some(st))
+        }
+        None => (None, None),
+    };
+    let y = n.broadcast_mul(&gamma.x)?.broadcast_add(&beta.x)?;
+    let t = sum(vec![
+        map(&n_t, |nt| nt.broadcast_mul(&gamma.x))?,
+        map(&gamma.t, |gt| n.broadcast_mul(gt))?,
+        map(&beta.t, |bt| bt.broadcast_as(y.shape()))?,
+    ])?;
+    Ok((
+        Dual { x: y, t },
+        Norm {
+            n,
+            sigma,
+            n_t,
+            sigma_t,
+        },
+    ))
+}
+
+/// Backward of the attention core `O = softmax(c·QKᵀ + bias)·V` for the merged output's
+/// gradient `g_o` `[N, C]`: the gradient of the fused `[N, 3C]` query–key–value projection,
+/// with tangents. With `Z = QKᵀ` and `P` the probabilities: `g_P = g_O Vᵀ`, `g_V = Pᵀ g_O`,
+/// `g_Z = c·J_P g_P`, `g_Q = g_Z K`, `g_K = g_Zᵀ Q`; the tangent of `c·J_P g_P` adds
+/// `c·(Ṗ⊙(g_P − Σ P⊙g_P) − P⊙Σ Ṗ⊙g_P)` to `c·J_P ġ_P`.
+fn attention_bwd(
+    cache: &BlockCache,
+    g_o: &Dual,
+    scale: f64,
+    (b, t, c): (usize, usize, usize),
+) -> Result<Dual> {
+    let (q, k, v, p) = (&cache.q, &cache.k, &cache.v, &cache.p);
+    let heads = q.x.dim(1)?;
+    let split = |x: &Tensor| -> Result<Tensor> {
+        x.reshape((b, t, heads, c / heads))?
+            .transpose(1, 2)?
+            .contiguous()
+    };
+    let go = Dual {
+        x: split(&g_o.x)?,
+        t: map(&g_o.t, split)?,
+    };
+    let vt = v.x.t()?;
+    let g_p = go.x.matmul(&vt)?;
+    let g_p_t = sum(vec![
+        map(&go.t, |gt| gt.matmul(&vt))?,
+        map(&v.t, |vtan| go.x.matmul(&vtan.t()?))?,
+    ])?;
+    let pt = p.x.t()?;
+    let g_v = Dual {
+        x: pt.matmul(&go.x)?,
+        t: sum(vec![
+            map(&p.t, |ptan| ptan.t()?.matmul(&go.x))?,
+            map(&go.t, |gt| pt.matmul(gt))?,
+        ])?,
+    };
+    let g_z = exact::softmax_vjp(&p.x, &g_p, scale)?;
+    let g_z_t = sum(vec![
+        map(&g_p_t, |gpt| exact::softmax_vjp(&p.x, gpt, scale))?,
+        map(&p.t, |ptan| {
+            let r = (&p.x * &g_p)?.sum_keepdim(D::Minus1)?;
+            let rt = (ptan * &g_p)?.sum_keepdim(D::Minus1)?;
+            let a = (ptan * g_p.broadcast_sub(&r)?)?;
+            (a - p.x.broadcast_mul(&rt)?)? * scale
+        })?,
+    ])?;
+    let g_q = Dual {
+        x: g_z.matmul(&k.x)?,
+        t: sum(vec![
+            map(&g_z_t, |gzt| gzt.matmul(&k.x))?,
+            map(&k.t, |kt| g_z.matmul(kt))?,
+        ])?,
+    };
+    let gzt = g_z.t()?;
+    let g_k = Dual {
+        x: gzt.matmul(&q.x)?,
+        t: sum(vec![
+            map(&g_z_t, |gzt_t| gzt_t.t()?.matmul(&q.x))?,
+            map(&q.t, |qt| gzt.matmul(qt))?,
+        ])?,
+    };
+    // [B, H, T, D] × 3 → [B, T, 3, H, D] → [N, 3C], the layout `c_attn` produced.
+    let merge = |parts: [&Tensor; 3]| -> Result<Tensor> {
+        let parts: Vec<Tensor> = parts
+            .iter()
+            .map(|x| x.transpose(1, 2))
+            .collect::<Result<_>>()?;
+        Tensor::stack(&parts, 2)?.reshape((b * t, 3 * c))
+    };
+    let x = merge([&g_q.x, &g_k.x, &g_v.x])?;
+    let t_all = if g_q.t.is_none() && g_k.t.is_none() && g_v.t.is_none() {
+        None
+    } else {
+        let z = g_q.x.zeros_like()?;
+        let pick = |t: &Option<Tensor>| t.clone().unwrap_or_else(|| z.clone());
+        Some(merge([&pick(&g_q.t), &pick(&g_k.t), &pick(&g_v.t)])?)
+    };
+    Ok(Dual { x, t: t_all })
+}
