@@ -3,8 +3,8 @@
 //! in one pass), and the head split/merge copy. Each is a candle `CustomOp` that works on
 //! contiguous slices, splits rows across rayon's threads and keeps its inner loops simple
 //! enough to vectorise; its backward is another custom op. They are first-order only: a second
-//! backward through them (an HVP on a float32 model) fails with candle's
-//! `BackwardNotSupported`; float64 goes through `ops`' operations, exact to second order.
+//! backward through them fails with candle's `BackwardNotSupported`, and exact second
+//! derivatives are float64's (`dual`).
 //! This module owns the arithmetic of these kernels; `ops` decides when they are used.
 
 mod gelu;
