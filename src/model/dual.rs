@@ -134,6 +134,9 @@ struct BlockCache {
     ln2: Norm,
     m: Dual,
     f: Dual,
+    /// `gelu_new`'s first derivative at `f`, and its second when `f` has a tangent.
+    d1: Tensor,
+    d2: Option<Tensor>,
     act: Dual,
 }
 
@@ -253,9 +256,13 @@ impl Pass<'_> {
             let mid = add(&h, &y)?;
             let (m, ln2) = norm_fwd(&mid, &p("ln_2.weight")?, &p("ln_2.bias")?, eps)?;
             let f = linear_fwd(&m, &p("mlp.c_fc.weight")?, &p("mlp.c_fc.bias")?)?;
-            let d1 = exact::gelu_derivative(&f.x, 1)?;
+            let mut gelu = exact::gelu_new_and_derivatives(&f.x, f.t.is_some())?.into_iter();
+            let (act_x, d1, d2) = match (gelu.next(), gelu.next()) {
+                (Some(y), Some(d1)) => (y, d1, gelu.next()),
+                _ => bail!("gelu_new: derivatives missing"),
+            };
             let act = Dual {
-                x: ops::gelu_new(&f.x)?,
+                x: act_x,
                 t: map(&f.t, |ft| ft * &d1)?,
             };
             let y2 = linear_fwd(&act, &p("mlp.c_proj.weight")?, &p("mlp.c_proj.bias")?)?;
@@ -271,6 +278,8 @@ impl Pass<'_> {
                 ln2,
                 m,
                 f,
+                d1,
+                d2,
                 act,
             });
         }
@@ -361,17 +370,14 @@ impl Pass<'_> {
                 &g,
                 &format!("{prefix}.mlp.c_proj"),
             )?;
-            let d1 = exact::gelu_derivative(&cache.f.x, 1)?;
+            let d1 = &cache.d1;
             let g_f = Dual {
-                x: (&g_act.x * &d1)?,
+                x: (&g_act.x * d1)?,
                 t: sum(vec![
-                    map(&g_act.t, |gt| gt * &d1)?,
-                    match &cache.f.t {
-                        Some(ft) => {
-                            let d2 = exact::gelu_derivative(&cache.f.x, 2)?;
-                            Some(((&g_act.x * d2)? * ft)?)
-                        }
-                        None => None,
+                    map(&g_act.t, |gt| gt * d1)?,
+                    match (&cache.f.t, &cache.d2) {
+                        (Some(ft), Some(d2)) => Some(((&g_act.x * d2)? * ft)?),
+                        _ => None,
                     },
                 ])?,
             };

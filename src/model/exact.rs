@@ -104,12 +104,19 @@ pub(super) fn target_logprob_vjp(logits: &Tensor, targets: &[u32], g: &Tensor) -
     logits.contiguous()?.apply_op2(&g.contiguous()?, pick)
 }
 
-/// The first (`order` 1) or second (`order` 2) derivative of `gelu_new`, element-wise.
-pub(super) fn gelu_derivative(x: &Tensor, order: u8) -> Result<Tensor> {
-    if !(1..=2).contains(&order) {
-        bail!("gelu_new: derivative of order {order} is not implemented");
-    }
-    x.contiguous()?.apply_op1(Gelu(order))
+/// `gelu_new` of a float64 tensor and its first derivative, and with `second` its second,
+/// element-wise, outside any graph (one `tanh` per element for all of them).
+pub(super) fn gelu_new_and_derivatives(x: &Tensor, second: bool) -> Result<Vec<Tensor>> {
+    let xs: Vec<f64> = x.flatten_all()?.to_vec1()?;
+    let all: Vec<[f64; 3]> = xs
+        .par_iter()
+        .with_min_len(4096)
+        .map(|&x| gelu_all(x))
+        .collect();
+    let parts = if second { 3 } else { 2 };
+    (0..parts)
+        .map(|i| Tensor::from_vec(all.iter().map(|a| a[i]).collect(), x.shape(), x.device()))
+        .collect()
 }
 
 /// Softmax of `scale·x + bias` over the last dimension (see [`masked_softmax`]).
@@ -307,21 +314,24 @@ struct Gelu(u8);
 
 const A: f64 = 0.044715;
 
-/// `gelu_new` or one of its first two derivatives at `x`.
-fn gelu(order: u8, x: f64) -> f64 {
+/// `gelu_new` and its first two derivatives at `x`, from one `tanh`.
+fn gelu_all(x: f64) -> [f64; 3] {
     let k = (2.0 / std::f64::consts::PI).sqrt();
     let u = k * (x + A * x * x * x);
     let t = u.tanh();
     let sech2 = 1.0 - t * t;
     let du = k * (1.0 + 3.0 * A * x * x);
-    match order {
-        0 => 0.5 * x * (1.0 + t),
-        1 => 0.5 * (1.0 + t) + 0.5 * x * sech2 * du,
-        _ => {
-            let d2u = 6.0 * A * k * x;
-            sech2 * du + 0.5 * x * sech2 * (d2u - 2.0 * t * du * du)
-        }
-    }
+    let d2u = 6.0 * A * k * x;
+    [
+        0.5 * x * (1.0 + t),
+        0.5 * (1.0 + t) + 0.5 * x * sech2 * du,
+        sech2 * du + 0.5 * x * sech2 * (d2u - 2.0 * t * du * du),
+    ]
+}
+
+/// `gelu_new` or one of its first two derivatives at `x`.
+fn gelu(order: u8, x: f64) -> f64 {
+    gelu_all(x)[usize::from(order.min(2))]
 }
 
 impl CustomOp1 for Gelu {
@@ -466,13 +476,14 @@ mod tests {
             let y = composed(var.as_tensor()).sum_all().unwrap();
             y.backward().unwrap().get(var.as_tensor()).unwrap().detach()
         };
-        let d1 = grad_sum(&x);
-        assert!(max_rel(&gelu_derivative(&x, 1).unwrap(), &d1) < 1e-12);
+        let all = gelu_new_and_derivatives(&x, true).unwrap();
+        assert!(max_rel(&all[0], &gelu_new(&x).unwrap()) < 1e-15);
+        assert!(max_rel(&all[1], &grad_sum(&x)) < 1e-12);
         let h = 1e-5;
         let d2_fd = ((grad_sum(&(&x + h).unwrap()) - grad_sum(&(&x - h).unwrap())).unwrap()
             / (2.0 * h))
             .unwrap();
-        assert!(max_rel(&gelu_derivative(&x, 2).unwrap(), &d2_fd) < 1e-8);
+        assert!(max_rel(&all[2], &d2_fd) < 1e-8);
     }
 
     #[test]
