@@ -93,13 +93,13 @@ pub fn loss_grad_hvp(
             None => (shape.zeros_like()?, None),
         };
         grad.push((name.clone(), g));
-        hv.push((
-            name.clone(),
-            match t {
+        if v.is_some() {
+            let t = match t {
                 Some(t) => t,
                 None => shape.zeros_like()?,
-            },
-        ));
+            };
+            hv.push((name.clone(), t));
+        }
     }
     Ok((loss, grad, v.map(|_| hv)))
 }
@@ -160,7 +160,7 @@ impl Pass<'_> {
         self.trainable.iter().any(|n| n == name)
     }
 
-    /// Adds `g` to the gradient of `name` (when it is trainable).
+    /// Adds `g` to the gradient accumulated for `name` (callers check [`Self::wants`]).
     fn put(&mut self, name: &str, g: Dual) -> Result<()> {
         let acc = match self.grads.remove(name) {
             None => g,
