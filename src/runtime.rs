@@ -1,7 +1,7 @@
 //! Process set-up that must happen before the first tensor or thread exists: candle's thread
-//! count and the C allocator's thresholds. Called first thing
-//! by the `lethe` binary and the benchmarks; the library never calls it on its own (a library
-//! must not change its host process's environment behind its back).
+//! count and the C allocator's thresholds. Called first thing by the `lethe` binary and the
+//! benchmarks; the library never calls it on its own (a library must not change its host
+//! process's environment behind its back).
 //!
 //! Why each setting, measured on this project's demo (2 cores, DESIGN.md):
 //! - candle asks for its thread count on every parallel operation and, without

@@ -1,7 +1,7 @@
 //! Influence analysis at the unlearned parameters, in f64 on one parameter group (default
 //! `embedding`): exact Hessian-vector products of the retain loss by forward-over-reverse
-//! differentiation (`model::grad::hvp`), checked at run time for symmetry and against central finite
-//! differences of the gradient; Lanczos for the extreme Hessian eigenvalues; conjugate gradients
+//! differentiation (`model::grad::hvp`), checked at run time for symmetry and against central
+//! finite differences of the gradient; Lanczos for the extreme Hessian eigenvalues; conjugate gradients
 //! for `(H + λI)⁻¹g`; each sampled record's self-influence `gᵀ(H + λI)⁻¹g` (a forgotten record
 //! should look like a holdout record, Koh & Liang 2017); and the retain gradient norm with the
 //! certified-removal distance bound `‖θ − θ*‖ ≤ ‖∇L(θ)‖ / (λ_min + λ)` under its stated

@@ -2,9 +2,9 @@
 //! `gelu_new`, the attention head split and merge, masked softmax and target log-probs. In
 //! float64 softmax, target log-probs and `gelu_new` are the single-node operations of `exact`
 //! and the rest is composed from candle's primitives (float64 derivatives are `dual`'s); in
-//! float32 each goes to a fused first-order kernel of `kernels`, for speed. Frozen weights and masks
-//! enter through `constant`. This module owns that choice; it knows nothing of
-//! parameter names.
+//! float32 each goes to a fused first-order kernel of `kernels`, for speed. Frozen weights and
+//! masks enter through `constant`. This module owns that choice; it knows nothing of parameter
+//! names.
 
 use super::{constant, exact, kernels};
 use candle_core::{DType, Result, Tensor, D};
