@@ -23,6 +23,16 @@ struct Dual {
     t: Option<Tensor>,
 }
 
+impl Dual {
+    /// `f(self)` for a linear `f`: the tangent goes through `f` as the value does.
+    fn linear(&self, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Dual> {
+        Ok(Dual {
+            x: f(&self.x)?,
+            t: map(&self.t, &f)?,
+        })
+    }
+}
+
 /// The sum of the non-zero tangent terms (`None` when there are none).
 fn sum(terms: Vec<Option<Tensor>>) -> Result<Option<Tensor>> {
     let mut acc: Option<Tensor> = None;
@@ -227,10 +237,7 @@ impl Pass<'_> {
                         .transpose(1, 2)?
                         .contiguous()
                 };
-                Ok(Dual {
-                    x: part(&qkv.x)?,
-                    t: map(&qkv.t, part)?,
-                })
+                qkv.linear(part)
             };
             let (q, k, v) = (split(0)?, split(1)?, split(2)?);
             let kt = k.x.t()?;
@@ -248,10 +255,7 @@ impl Pass<'_> {
                 ])?,
             };
             let merge = |x: &Tensor| x.transpose(1, 2)?.contiguous()?.reshape((b * t, c));
-            let o = Dual {
-                x: merge(&o_heads.x)?,
-                t: map(&o_heads.t, merge)?,
-            };
+            let o = o_heads.linear(merge)?;
             let y = linear_fwd(&o, &p("attn.c_proj.weight")?, &p("attn.c_proj.bias")?)?;
             let mid = add(&h, &y)?;
             let (m, ln2) = norm_fwd(&mid, &p("ln_2.weight")?, &p("ln_2.bias")?, eps)?;
@@ -294,10 +298,7 @@ impl Pass<'_> {
                 .narrow(1, 0, t - 1)?
                 .reshape((rows, c))
         };
-        let hf = Dual {
-            x: predicting(&hf_all.x)?,
-            t: map(&hf_all.t, predicting)?,
-        };
+        let hf = hf_all.linear(predicting)?;
         let out_t = if self.model.output_grad() {
             wte.t.clone()
         } else {
@@ -355,10 +356,7 @@ impl Pass<'_> {
             let zero = Tensor::zeros((b, 1, c), DType::F64, x.device())?;
             Tensor::cat(&[&x.reshape((b, t - 1, c))?, &zero], 1)?.reshape((b * t, c))
         };
-        let g_hf = Dual {
-            x: widen(&g_hf.x)?,
-            t: map(&g_hf.t, widen)?,
-        };
+        let g_hf = g_hf.linear(widen)?;
         let mut g = self.norm_bwd(&lnf, &lnf_w, &g_hf, "transformer.ln_f")?;
 
         for (layer, cache) in caches.iter().enumerate().rev() {
@@ -424,11 +422,7 @@ impl Pass<'_> {
         // Embeddings: token rows gather their positions' gradients; positions sum over rows.
         if self.wants(wte_name) {
             let scatter = |x: &Tensor| wte.x.zeros_like()?.index_add(&flat_ids, x, 0);
-            let d = Dual {
-                x: scatter(&g.x)?,
-                t: map(&g.t, scatter)?,
-            };
-            self.put(wte_name, d)?;
+            self.put(wte_name, g.linear(scatter)?)?;
         }
         let wpe_name = "transformer.wpe.weight";
         if self.wants(wpe_name) {
@@ -440,11 +434,7 @@ impl Pass<'_> {
                 let rest = Tensor::zeros((cfg.n_positions - t, c), DType::F64, x.device())?;
                 Tensor::cat(&[&per, &rest], 0)
             };
-            let d = Dual {
-                x: fold(&g.x)?,
-                t: map(&g.t, fold)?,
-            };
-            self.put(wpe_name, d)?;
+            self.put(wpe_name, g.linear(fold)?)?;
         }
         Ok(loss)
     }
@@ -473,11 +463,7 @@ impl Pass<'_> {
             self.put(&wn, d)?;
         }
         if self.wants(&bn) {
-            let d = Dual {
-                x: g.x.sum(0)?,
-                t: map(&g.t, |gt| gt.sum(0))?,
-            };
-            self.put(&bn, d)?;
+            self.put(&bn, g.linear(|x| x.sum(0))?)?;
         }
         Ok(gx)
     }
@@ -498,11 +484,7 @@ impl Pass<'_> {
             self.put(&wn, d)?;
         }
         if self.wants(&bn) {
-            let d = Dual {
-                x: g.x.sum(0)?,
-                t: map(&g.t, |gt| gt.sum(0))?,
-            };
-            self.put(&bn, d)?;
+            self.put(&bn, g.linear(|x| x.sum(0))?)?;
         }
         let gn = g.x.broadcast_mul(&gamma.x)?;
         let gn_t = sum(vec![
@@ -603,10 +585,7 @@ fn attention_bwd(
             .transpose(1, 2)?
             .contiguous()
     };
-    let go = Dual {
-        x: split(&g_o.x)?,
-        t: map(&g_o.t, split)?,
-    };
+    let go = g_o.linear(split)?;
     let vt = v.x.t()?;
     let g_p = go.x.matmul(&vt)?;
     let g_p_t = sum(vec![
