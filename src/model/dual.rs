@@ -24,6 +24,22 @@ struct Dual {
 }
 
 impl Dual {
+    /// `self·b` with the product rule's tangent `ȧ·b + a·ḃ`.
+    fn matmul(&self, b: &Dual) -> Result<Dual> {
+        Ok(Dual {
+            x: self.x.matmul(&b.x)?,
+            t: sum(vec![
+                map(&self.t, |at| at.matmul(&b.x))?,
+                map(&b.t, |bt| self.x.matmul(bt))?,
+            ])?,
+        })
+    }
+
+    /// The transpose of the last two dimensions (a view), tangent likewise.
+    fn tr(&self) -> Result<Dual> {
+        self.linear(|x| x.t())
+    }
+
     /// `f(self)` for a linear `f`: the tangent goes through `f` as the value does.
     fn linear(&self, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Dual> {
         Ok(Dual {
@@ -240,20 +256,13 @@ impl Pass<'_> {
                 qkv.linear(part)
             };
             let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-            let kt = k.x.t()?;
-            let z_t = sum(vec![
-                map(&q.t, |qt| qt.matmul(&kt))?,
-                map(&k.t, |ktan| q.x.matmul(&ktan.t()?))?,
-            ])?;
-            let probs = exact::masked_softmax(&q.x.matmul(&kt)?, &bias, scale)?;
-            let p_t = map(&z_t, |z| exact::softmax_vjp(&probs, z, scale))?;
-            let o_heads = Dual {
-                x: probs.matmul(&v.x)?,
-                t: sum(vec![
-                    map(&p_t, |pt| pt.matmul(&v.x))?,
-                    map(&v.t, |vt| probs.matmul(vt))?,
-                ])?,
+            let z = q.matmul(&k.tr()?)?;
+            let probs = exact::masked_softmax(&z.x, &bias, scale)?;
+            let probs = Dual {
+                t: map(&z.t, |zt| exact::softmax_vjp(&probs, zt, scale))?,
+                x: probs,
             };
+            let o_heads = probs.matmul(&v)?;
             let merge = |x: &Tensor| x.transpose(1, 2)?.contiguous()?.reshape((b * t, c));
             let o = o_heads.linear(merge)?;
             let y = linear_fwd(&o, &p("attn.c_proj.weight")?, &p("attn.c_proj.bias")?)?;
@@ -277,7 +286,7 @@ impl Pass<'_> {
                 q,
                 k,
                 v,
-                p: Dual { x: probs, t: p_t },
+                p: probs,
                 o,
                 ln2,
                 m,
@@ -299,16 +308,15 @@ impl Pass<'_> {
                 .reshape((rows, c))
         };
         let hf = hf_all.linear(predicting)?;
-        let out_t = if self.model.output_grad() {
-            wte.t.clone()
-        } else {
-            None
+        // The output layer's `wte`, with no tangent when it is read detached.
+        let wte_out = Dual {
+            x: wte.x.clone(),
+            t: wte.t.clone().filter(|_| self.model.output_grad()),
         };
-        let logits = hf.x.matmul(&wte.x.t()?)?;
-        let logits_t = sum(vec![
-            map(&hf.t, |ht| ht.matmul(&wte.x.t()?))?,
-            map(&out_t, |wt| hf.x.matmul(&wt.t()?))?,
-        ])?;
+        let Dual {
+            x: logits,
+            t: logits_t,
+        } = hf.matmul(&wte_out.tr()?)?;
         let targets: Vec<u32> = ids.narrow(1, 1, t - 1)?.flatten_all()?.to_vec1()?;
         let total: f64 = batch.target_weight.iter().map(|&w| f64::from(w)).sum();
         if total <= 0.0 {
@@ -324,32 +332,17 @@ impl Pass<'_> {
 
         // Backward: d loss / d logits = coef·(softmax − one-hot), and its tangent coef·J l̇.
         let coef = Tensor::from_vec(coef, rows, self.model.device())?;
-        let g_logits = exact::target_logprob_vjp(&logits, &targets, &coef.neg()?)?;
-        let g_logits_t = match &logits_t {
-            Some(lt) => {
+        let g_logits = Dual {
+            x: exact::target_logprob_vjp(&logits, &targets, &coef.neg()?)?,
+            t: map(&logits_t, |lt| {
                 let probs = exact::softmax_values(&logits)?;
-                Some(exact::softmax_vjp(&probs, lt, 1.0)?.broadcast_mul(&coef.unsqueeze(1)?)?)
-            }
-            None => None,
+                exact::softmax_vjp(&probs, lt, 1.0)?.broadcast_mul(&coef.unsqueeze(1)?)
+            })?,
         };
-        let g_hf = Dual {
-            x: g_logits.matmul(&wte.x)?,
-            t: sum(vec![
-                map(&g_logits_t, |gt| gt.matmul(&wte.x))?,
-                map(&out_t, |wt| g_logits.matmul(wt))?,
-            ])?,
-        };
+        let g_hf = g_logits.matmul(&wte_out)?;
         let wte_name = "transformer.wte.weight";
         if self.model.output_grad() && self.wants(wte_name) {
-            let gl_t = g_logits.t()?;
-            let g = Dual {
-                x: gl_t.matmul(&hf.x)?,
-                t: sum(vec![
-                    map(&g_logits_t, |gt| gt.t()?.matmul(&hf.x))?,
-                    map(&hf.t, |ht| gl_t.matmul(ht))?,
-                ])?,
-            };
-            self.put(wte_name, g)?;
+            self.put(wte_name, g_logits.tr()?.matmul(&hf)?)?;
         }
         // Back to every position (the last one predicts nothing).
         let widen = |x: &Tensor| -> Result<Tensor> {
@@ -442,25 +435,10 @@ impl Pass<'_> {
     /// Backward of `y = x·W + b` (Conv1D): returns the input's gradient and records `W`'s and
     /// `b`'s (under `prefix.weight`, `prefix.bias`) when they are trainable.
     fn linear_bwd(&mut self, x: &Dual, w: &Dual, g: &Dual, prefix: &str) -> Result<Dual> {
-        let wt = w.x.t()?;
-        let gx = Dual {
-            x: g.x.matmul(&wt)?,
-            t: sum(vec![
-                map(&g.t, |gt| gt.matmul(&wt))?,
-                map(&w.t, |wtan| g.x.matmul(&wtan.t()?))?,
-            ])?,
-        };
+        let gx = g.matmul(&w.tr()?)?;
         let (wn, bn) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
         if self.wants(&wn) {
-            let xt = x.x.t()?;
-            let d = Dual {
-                x: xt.matmul(&g.x)?,
-                t: sum(vec![
-                    map(&x.t, |xtan| xtan.t()?.matmul(&g.x))?,
-                    map(&g.t, |gt| xt.matmul(gt))?,
-                ])?,
-            };
-            self.put(&wn, d)?;
+            self.put(&wn, x.tr()?.matmul(g)?)?;
         }
         if self.wants(&bn) {
             self.put(&bn, g.linear(|x| x.sum(0))?)?;
@@ -523,12 +501,9 @@ fn add(a: &Dual, b: &Dual) -> Result<Dual> {
 
 /// `y = x·W + b` (Conv1D, `W` `[in, out]`) with its tangent `ẋW + xẆ + ḃ`.
 fn linear_fwd(x: &Dual, w: &Dual, b: &Dual) -> Result<Dual> {
-    let y = x.x.matmul(&w.x)?.broadcast_add(&b.x)?;
-    let t = sum(vec![
-        map(&x.t, |xt| xt.matmul(&w.x))?,
-        map(&w.t, |wt| x.x.matmul(wt))?,
-        map(&b.t, |bt| bt.broadcast_as(y.shape()))?,
-    ])?;
+    let xw = x.matmul(w)?;
+    let y = xw.x.broadcast_add(&b.x)?;
+    let t = sum(vec![xw.t, map(&b.t, |bt| bt.broadcast_as(y.shape()))?])?;
     Ok(Dual { x: y, t })
 }
 
@@ -586,45 +561,22 @@ fn attention_bwd(
             .contiguous()
     };
     let go = g_o.linear(split)?;
-    let vt = v.x.t()?;
-    let g_p = go.x.matmul(&vt)?;
-    let g_p_t = sum(vec![
-        map(&go.t, |gt| gt.matmul(&vt))?,
-        map(&v.t, |vtan| go.x.matmul(&vtan.t()?))?,
-    ])?;
-    let pt = p.x.t()?;
-    let g_v = Dual {
-        x: pt.matmul(&go.x)?,
+    let g_p = go.matmul(&v.tr()?)?;
+    let g_v = p.tr()?.matmul(&go)?;
+    let g_z = Dual {
+        x: exact::softmax_vjp(&p.x, &g_p.x, scale)?,
         t: sum(vec![
-            map(&p.t, |ptan| ptan.t()?.matmul(&go.x))?,
-            map(&go.t, |gt| pt.matmul(gt))?,
+            map(&g_p.t, |gpt| exact::softmax_vjp(&p.x, gpt, scale))?,
+            map(&p.t, |ptan| {
+                let r = (&p.x * &g_p.x)?.sum_keepdim(D::Minus1)?;
+                let rt = (ptan * &g_p.x)?.sum_keepdim(D::Minus1)?;
+                let a = (ptan * g_p.x.broadcast_sub(&r)?)?;
+                (a - p.x.broadcast_mul(&rt)?)? * scale
+            })?,
         ])?,
     };
-    let g_z = exact::softmax_vjp(&p.x, &g_p, scale)?;
-    let g_z_t = sum(vec![
-        map(&g_p_t, |gpt| exact::softmax_vjp(&p.x, gpt, scale))?,
-        map(&p.t, |ptan| {
-            let r = (&p.x * &g_p)?.sum_keepdim(D::Minus1)?;
-            let rt = (ptan * &g_p)?.sum_keepdim(D::Minus1)?;
-            let a = (ptan * g_p.broadcast_sub(&r)?)?;
-            (a - p.x.broadcast_mul(&rt)?)? * scale
-        })?,
-    ])?;
-    let g_q = Dual {
-        x: g_z.matmul(&k.x)?,
-        t: sum(vec![
-            map(&g_z_t, |gzt| gzt.matmul(&k.x))?,
-            map(&k.t, |kt| g_z.matmul(kt))?,
-        ])?,
-    };
-    let gzt = g_z.t()?;
-    let g_k = Dual {
-        x: gzt.matmul(&q.x)?,
-        t: sum(vec![
-            map(&g_z_t, |gzt_t| gzt_t.t()?.matmul(&q.x))?,
-            map(&q.t, |qt| gzt.matmul(qt))?,
-        ])?,
-    };
+    let g_q = g_z.matmul(k)?;
+    let g_k = g_z.tr()?.matmul(q)?;
     // [B, H, T, D] × 3 → [B, T, 3, H, D] → [N, 3C], the layout `c_attn` produced.
     let merge = |parts: [&Tensor; 3]| -> Result<Tensor> {
         let parts: Vec<Tensor> = parts
