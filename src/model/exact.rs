@@ -8,6 +8,7 @@
 //! operations' backward passes is refused with an error rather than computed wrong.
 //! This module owns these float64 formulas; `ops` and `dual` decide when they are used.
 
+use super::kernels::softmax_vjp_rows;
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -204,18 +205,7 @@ impl CustomOp2 for SoftmaxVjp {
         if s.len() != g.len() {
             bail!("{}: operands of different sizes", self.name());
         }
-        let n = last_dim(l1)?;
-        let scale = self.scale;
-        let mut y = vec![0f64; s.len()];
-        y.par_chunks_mut(n)
-            .zip(s.par_chunks(n).zip(g.par_chunks(n)))
-            .with_min_len(MIN_ROWS)
-            .for_each(|(y, (s, g))| {
-                let dot: f64 = s.iter().zip(g).map(|(s, g)| s * g).sum();
-                for ((y, &s), &g) in y.iter_mut().zip(s).zip(g) {
-                    *y = scale * s * (g - dot);
-                }
-            });
+        let y = softmax_vjp_rows(s, g, last_dim(l1)?, self.scale, MIN_ROWS);
         Ok((CpuStorage::F64(y), l1.shape().clone()))
     }
 

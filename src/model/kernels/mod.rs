@@ -18,6 +18,7 @@ pub use gelu::gelu_new;
 pub use heads::swap_middle;
 pub use layer_norm::layer_norm;
 pub use softmax::masked_causal_softmax;
+pub(in crate::model) use softmax::softmax_vjp_rows;
 pub use xent::target_logprobs;
 
 use candle_core::backend::BackendStorage;

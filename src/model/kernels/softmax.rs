@@ -8,6 +8,8 @@ use super::math::exp;
 use super::{f32s, u32s, MIN_ROWS_PER_TASK};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::iter::Sum;
+use std::ops::{Mul, Sub};
 
 /// Probabilities `[B, H, T, T]` from raw scores `[B, H, T, T]` (f32) and the attention mask
 /// `[B, T]` (u32, 1 for a real token).
@@ -110,16 +112,33 @@ impl CustomOp2 for MaskedSoftmaxBackward {
     ) -> Result<(CpuStorage, Shape)> {
         let (p, g) = (f32s(s1, l1, self.name())?, f32s(s2, l2, self.name())?);
         let t = l1.dims()[l1.dims().len() - 1];
-        let mut ds = vec![0f32; p.len()];
-        ds.par_chunks_mut(t)
-            .zip(p.par_chunks(t).zip(g.par_chunks(t)))
-            .with_min_len(MIN_ROWS_PER_TASK)
-            .for_each(|(ds, (p, g))| {
-                let dot: f32 = p.iter().zip(g).map(|(p, g)| p * g).sum();
-                for ((d, &p), &g) in ds.iter_mut().zip(p).zip(g) {
-                    *d = self.scale * p * (g - dot);
-                }
-            });
+        let ds = softmax_vjp_rows(p, g, t, self.scale, MIN_ROWS_PER_TASK);
         Ok((CpuStorage::F32(ds), l1.shape().clone()))
     }
+}
+
+/// `scale · p ⊙ (g − Σ p⊙g)` for each row of `n`: the vector-Jacobian product of a softmax
+/// whose output is `p`, at any float precision (this float32 kernel's backward and `exact`'s
+/// float64 one), rows split across rayon's threads `min_rows` at least at a time.
+pub(in crate::model) fn softmax_vjp_rows<T>(
+    p: &[T],
+    g: &[T],
+    n: usize,
+    scale: T,
+    min_rows: usize,
+) -> Vec<T>
+where
+    T: Copy + Default + Send + Sync + Mul<Output = T> + Sub<Output = T> + Sum<T>,
+{
+    let mut out = vec![T::default(); p.len()];
+    out.par_chunks_mut(n)
+        .zip(p.par_chunks(n).zip(g.par_chunks(n)))
+        .with_min_len(min_rows)
+        .for_each(|(out, (p, g))| {
+            let dot: T = p.iter().zip(g).map(|(&p, &g)| p * g).sum();
+            for ((o, &p), &g) in out.iter_mut().zip(p).zip(g) {
+                *o = scale * p * (g - dot);
+            }
+        });
+    out
 }
