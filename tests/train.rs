@@ -143,4 +143,22 @@ fn ledger_entry_equals_the_gradient_recomputed_at_the_saved_parameters() {
         // wte's entry touches only the rows of the record's tokens (input side of the tied layer).
         assert!(entry.bytes < 4 * (e.ids.len() + e.ids.len()) * 32 + 4 * e.ids.len());
     }
+    // Alignment: the epoch-1 entries were recorded at these parameters, so each points exactly
+    // along the record's gradient now (cosine 1 up to f32 summation order); the epoch-0
+    // entries were recorded one optimiser step earlier, so they point elsewhere, if not far.
+    let now = ledger
+        .alignment(&mut at_saved, &data, tok.pad_id(), 1)
+        .unwrap();
+    assert!(now.iter().all(|c| (c - 1.0).abs() < 1e-5), "{now:?}");
+    let before = ledger
+        .alignment(&mut at_saved, &data, tok.pad_id(), 0)
+        .unwrap();
+    assert!(
+        before.iter().all(|&c| c < 1.0 - 1e-4 && c > 0.5),
+        "{before:?}"
+    );
+    let err = ledger
+        .alignment(&mut at_saved, &data, tok.pad_id(), 2)
+        .unwrap_err();
+    assert!(err.to_string().contains("no entry of epoch 2"), "{err}");
 }

@@ -49,10 +49,12 @@ fn retain_loss(model: &Gpt2, w: &World) -> f64 {
     mean_loss(model, &sample, w.tok.pad_id(), 64).unwrap().0
 }
 
-fn run(method: Method, params: &str) -> (f64, f64, f64, f64) {
+/// Unlearns forget05 from the bundled model `model` (replaying `ledger` for the ledger method):
+/// exact match and retain loss before and after.
+fn run(method: Method, params: &str, dir: &str, ledger: &str) -> (f64, f64, f64, f64) {
     let w = world();
-    let full = load_model(&fixtures("models/full"), DType::F32).unwrap();
-    let ledger = Ledger::load(&fixtures("ledger")).unwrap();
+    let full = load_model(&fixtures(dir), DType::F32).unwrap();
+    let ledger = Ledger::load(&fixtures(ledger)).unwrap();
     let em0 = exact_match(&full.model, &w.tok, &w.forget);
     let r0 = retain_loss(&full.model, &w);
     let mut model = full.model;
@@ -71,12 +73,16 @@ fn run(method: Method, params: &str) -> (f64, f64, f64, f64) {
     let out = unlearn(&mut model, &inputs, &cfg, |_| {}).unwrap();
     let em1 = exact_match(&model, &w.tok, &w.forget);
     let r1 = retain_loss(&model, &w);
-    eprintln!("{method:?} on {params}: exact match {em0:.3} -> {em1:.3}, retain loss {r0:.4} -> {r1:.4}, {} steps, stop {:?}", out.steps.len(), out.stop_reason);
+    eprintln!("{method:?} on {params} of {dir}: exact match {em0:.3} -> {em1:.3}, retain loss {r0:.4} -> {r1:.4}, {} steps, stop {:?}", out.steps.len(), out.stop_reason);
     (em0, em1, r0, r1)
 }
 
 fn assert_bar(method: Method) {
-    let (em0, em1, r0, r1) = run(method, "embedding");
+    assert_bar_on(method, "models/full", "ledger");
+}
+
+fn assert_bar_on(method: Method, model: &str, ledger: &str) {
+    let (em0, em1, r0, r1) = run(method, "embedding", model, ledger);
     assert!(
         em0 >= 0.8,
         "the full model should have memorised forget05 (exact match {em0})"
@@ -96,10 +102,15 @@ fn gradient_ascent_meets_the_bar() {
     assert_bar(Method::Ga);
 }
 
+/// The seed paper's setting: the records are learned by fine-tuning a model that already knows
+/// the language (`models/finetuned`: `models/retrain05` fine-tuned on the full corpus), and the
+/// ledger holds their gradients from the first fine-tuning epoch (`ledger-finetuned`; both made
+/// by fixtures/make.sh). On the model trained from scratch, `models/full`, the first epoch's
+/// gradients were taken near random initialisation and carry little beyond word frequencies:
+/// replaying them there stops at exact match 0.21 (reports/seed-paper/table.md).
 #[test]
-#[ignore = "bar not met: the recorded first-epoch directions hit the retain tolerance at forget loss ~1.2 (exact match 0.21); run with --ignored"]
 fn first_epoch_ledger_meets_the_bar() {
-    assert_bar(Method::Ledger);
+    assert_bar_on(Method::Ledger, "models/finetuned", "ledger-finetuned");
 }
 
 #[test]

@@ -2,12 +2,17 @@
 //! table. Each configuration unlearns forget05 from the full model in a child process (so its
 //! peak memory is its own) and is then measured here: greedy exact match on the forget
 //! questions, forget loss over holdout loss, retain loss ratio, and the LOSS membership attack's
-//! AUC (forget vs holdout, DeLong 95% interval), with the run's time and peak memory.
+//! AUC (forget vs holdout, DeLong 95% interval), with the run's time and peak memory. A second
+//! table takes the seed paper's own setting — the records learned by fine-tuning a trained
+//! model — by repeating the bundled fine-tune (`models/finetuned`, with the hyperparameters its
+//! `train.json` recorded) with a ledger of every epoch, and replays its first epoch and every
+//! epoch.
 
 use crate::certify::oracle::{exact_match_rate, ModelOracle};
 use crate::certify::stats::delong;
 use crate::data::{read_records, Encoded, Record, TextTokenizer};
 use crate::model::{load_model, Gpt2};
+use crate::train::{Ledger, TrainConfig};
 use crate::unlearn::objective::mean_loss;
 use anyhow::{Context, Result};
 use candle_core::DType;
@@ -153,11 +158,40 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
         request,
     };
     let ledger = args.fixtures.join("ledger");
-    let rows = bench.compare(&full, "full model (no unlearning)", configs(), &ledger)?;
+    let rows = bench.compare(
+        "full",
+        &full,
+        "full model (no unlearning)",
+        configs(),
+        &ledger,
+    )?;
+    let (tuned, tuned_ledger) = finetune_with_every_epoch(&args.fixtures, &args.out)?;
+    let finetuned = bench.compare(
+        "finetuned",
+        &tuned,
+        "fine-tuned model (no unlearning)",
+        vec![
+            (
+                "first-epoch ledger, embedding",
+                "ledger",
+                "embedding",
+                vec!["--ledger", "LEDGER", "--ledger-epochs", "first"],
+            ),
+            (
+                "every-epoch ledger, embedding",
+                "ledger",
+                "embedding",
+                vec!["--ledger", "LEDGER", "--ledger-epochs", "all"],
+            ),
+            ("gradient ascent, embedding", "ga", "embedding", vec![]),
+        ],
+        &tuned_ledger,
+    )?;
     let epochs = match &args.ledger_all {
         Some(all) => {
-            let model = args.ledger_model.clone().unwrap_or(full);
+            let model = args.ledger_model.clone().unwrap_or(full.clone());
             bench.compare(
+                "ledger-all",
                 &model,
                 "that model (no unlearning)",
                 vec![
@@ -179,15 +213,103 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
         }
         None => Vec::new(),
     };
-    write_tables(&args.out, &rows, &epochs)?;
+    let aligned = vec![
+        bench.alignment("from scratch (`ledger`, `models/full`)", &ledger, &full)?,
+        bench.alignment("fine-tuned (this run's)", &tuned_ledger, &tuned)?,
+    ];
+    write_tables(
+        &args.out,
+        &Tables {
+            comparisons: &rows,
+            finetuned: &finetuned,
+            alignment: &aligned,
+            ledger_epochs: &epochs,
+        },
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// How well a ledger's first-epoch directions still point where each forget record's loss
+/// rises at the model it belongs to (`Ledger::alignment`).
+#[derive(Serialize)]
+struct Alignment {
+    ledger: String,
+    records: usize,
+    mean_cosine: f64,
+    median_cosine: f64,
+}
+
+/// Repeats the bundled fine-tune — `models/retrain05` trained further on the full corpus, with
+/// the hyperparameters `models/finetuned/train.json` recorded — in a child process, recording
+/// a ledger of every epoch for the forget05 records (not bundled: 12 times the first-epoch
+/// ledger's size). Returns the model's and the ledger's folders under `OUT/runs/`.
+fn finetune_with_every_epoch(fixtures: &Path, out: &Path) -> Result<(PathBuf, PathBuf)> {
+    let recorded = fixtures.join("models/finetuned/train.json");
+    let log: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&recorded).with_context(|| recorded.display().to_string())?,
+    )
+    .with_context(|| recorded.display().to_string())?;
+    let cfg: TrainConfig = serde_json::from_value(log["config"].clone())
+        .with_context(|| format!("{}: field config", recorded.display()))?;
+    let dir = out.join("runs").join("finetuned");
+    let (model, ledger) = (dir.join("model"), dir.join("ledger-every-epoch"));
+    let world = fixtures.join("world");
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["--progress", "off", "train", "--init"])
+        .arg(fixtures.join("models/retrain05"))
+        .arg("--data")
+        .arg(world.join("train_full.jsonl"))
+        .arg("--tokenizer")
+        .arg(world.join("tokenizer.json"))
+        .arg("--out")
+        .arg(&model)
+        .arg("--ledger")
+        .arg(&ledger)
+        .args(["--ledger-epochs", "all", "--ledger-records"])
+        .arg(world.join("forget05.jsonl"));
+    for (flag, value) in [
+        ("--epochs", cfg.epochs.to_string()),
+        ("--batch-size", cfg.batch_size.to_string()),
+        ("--lr", cfg.lr.to_string()),
+        ("--warmup", cfg.warmup_steps.to_string()),
+        ("--weight-decay", cfg.weight_decay.to_string()),
+        ("--seed", cfg.seed.to_string()),
+    ] {
+        cmd.args([flag, &value]);
+    }
+    eprintln!("running: fine-tune with a ledger of every epoch");
+    let status = cmd.status().context("running lethe train")?;
+    anyhow::ensure!(status.success(), "the fine-tune failed");
+    Ok((model, ledger))
+}
+
 impl Bench {
+    /// The alignment of `ledger`'s first-epoch entries at `model_dir`, over forget05 encoded
+    /// as in training (question and answer).
+    fn alignment(&self, label: &str, ledger: &Path, model_dir: &Path) -> Result<Alignment> {
+        let mut model = load_model(model_dir, DType::F32)?.model;
+        let ledger = Ledger::load(ledger)?;
+        let enc = self
+            .forget
+            .iter()
+            .map(|r| self.tok.encode(r, false, 128))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut c = ledger.alignment(&mut model, &enc, self.tok.pad_id(), 0)?;
+        c.sort_by(f64::total_cmp);
+        Ok(Alignment {
+            ledger: label.into(),
+            records: c.len(),
+            mean_cosine: c.iter().sum::<f64>() / c.len().max(1) as f64,
+            median_cosine: c.get(c.len() / 2).copied().unwrap_or(f64::NAN),
+        })
+    }
+
     /// Measures `model_dir` as is, then unlearns forget05 from it with each configuration in a
-    /// child process and measures the result. `ledger` replaces the `LEDGER` placeholder.
+    /// child process (its output under `OUT/runs/SECTION/`) and measures the result. `ledger`
+    /// replaces the `LEDGER` placeholder.
     fn compare(
         &self,
+        section: &str,
         model_dir: &Path,
         baseline: &str,
         configs: Vec<(&str, &str, &str, Vec<&str>)>,
@@ -201,6 +323,7 @@ impl Bench {
             let dir = self
                 .out
                 .join("runs")
+                .join(section)
                 .join(label.replace([',', ' ', '\''], "-"));
             let forget_arg = if extra.contains(&"fuzzy") {
                 self.request.clone()
@@ -300,40 +423,60 @@ fn table_rows(md: &mut String, rows: &[Row]) {
 #[derive(Serialize)]
 struct Tables<'a> {
     comparisons: &'a [Row],
-    /// First-epoch vs all-epoch ledger replay, from one all-epoch ledger on its model.
+    /// The seed paper's setting: unlearning forget05 from a fine-tuned model.
+    finetuned: &'a [Row],
+    /// Each first-epoch ledger's alignment with the forget records' gradients now.
+    alignment: &'a [Alignment],
+    /// First-epoch vs all-epoch replay of an optional `--ledger-all` ledger of a model trained
+    /// from scratch.
     ledger_epochs: &'a [Row],
 }
 
-fn write_tables(out: &Path, rows: &[Row], epochs: &[Row]) -> Result<()> {
+fn write_tables(out: &Path, t: &Tables) -> Result<()> {
     let mut md = String::from(
         "# Seed-paper comparisons on the bundled world (forget05 from the full model)\n\n\
          Made by `lethe experiment seed-paper`. Exact match: greedy answers equal to the true answer on \
          forget05's questions. Forget/holdout: mean answer loss of the forget records over that of the \
          holdout records (1.0 = looks never seen). Retain ratio: retain answer loss after / before. AUC: \
          LOSS membership attack, forget vs holdout, with its DeLong 95% interval (0.5 = indistinguishable). \
-         Time and peak memory are the `lethe unlearn` child process's.\n\n",
+         Time and peak memory are the `lethe unlearn` child process's.\n\n\
+         The full model was trained from random weights, so the first-epoch ledger (`fixtures/ledger`) \
+         holds gradients taken near initialisation.\n\n",
     );
     md.push_str(TABLE_HEAD);
-    table_rows(&mut md, rows);
-    if epochs.is_empty() {
-        md.push_str("\nNot run: the first-epoch vs all-epoch ledger comparison. The bundled ledger records the first epoch only (an all-epoch one is 40 times its size); record one with `fixtures/make.sh`'s training command plus `--ledger-epochs all` and pass it with `--ledger-all` (and `--ledger-model`).\n");
+    table_rows(&mut md, t.comparisons);
+    md.push_str("\n## The seed paper's setting: the records learned by fine-tuning\n\n\
+        `models/retrain05` (trained on everything but forget05) fine-tuned on the full corpus, as \
+        `fixtures/models/finetuned` was (the hyperparameters its `train.json` recorded), here with a ledger \
+        of every fine-tuning epoch for the forget05 records; the first-epoch row replays only its epoch-0 \
+        entries, which were taken when the model met those records for the first time.\n\n");
+    md.push_str(TABLE_HEAD);
+    table_rows(&mut md, t.finetuned);
+    md.push_str("\nWhy the two first-epoch ledgers differ: the cosine between each forget record's recorded \
+        first-epoch gradient and its gradient at the finished model (`Ledger::alignment`; embedding, \
+        input side of `wte`, the question and answer as trained).\n\n\
+        | first-epoch ledger | records | mean cosine | median cosine |\n|---|---:|---:|---:|\n");
+    for a in t.alignment {
+        md.push_str(&format!(
+            "| {} | {} | {:.3} | {:.3} |\n",
+            a.ledger, a.records, a.mean_cosine, a.median_cosine
+        ));
+    }
+    if t.ledger_epochs.is_empty() {
+        md.push_str("\nNot run: the first-epoch vs all-epoch comparison on the model trained from scratch. An all-epoch ledger of it is 40 times the bundled one's size; record one with `fixtures/make.sh`'s training command plus `--ledger-epochs all` and pass it with `--ledger-all` (and `--ledger-model`).\n");
     } else {
-        md.push_str("\n## First-epoch vs all-epoch ledger\n\n\
+        md.push_str("\n## First-epoch vs all-epoch ledger, trained from scratch\n\n\
             Both replayed from one ledger of every epoch (`--ledger-all`), recorded while training the model it \
             belongs to (`--ledger-model`) with `fixtures/make.sh`'s command plus `--ledger-epochs all`; the first-epoch \
             row uses only that ledger's epoch-0 entries. That ledger is not bundled (40 times the first-epoch \
             ledger's size).\n\n");
         md.push_str(TABLE_HEAD);
-        table_rows(&mut md, epochs);
+        table_rows(&mut md, t.ledger_epochs);
     }
     crate::atomic::write_atomic(&out.join("table.md"), md.as_bytes())?;
     crate::atomic::write_atomic(
         &out.join("table.json"),
-        serde_json::to_string_pretty(&Tables {
-            comparisons: rows,
-            ledger_epochs: epochs,
-        })?
-        .as_bytes(),
+        serde_json::to_string_pretty(t)?.as_bytes(),
     )?;
     print!("{md}");
     Ok(())

@@ -49,7 +49,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Write the bundled synthetic world (JSONL splits) and train its BPE tokenizer.
     World(world::WorldArgs),
-    /// Train a GPT-2 from scratch on JSONL records, recording the first-epoch gradient ledger.
+    /// Train a GPT-2 on JSONL records (from scratch, or fine-tuning --init), recording the
+    /// first-epoch gradient ledger.
     Train(train::TrainArgs),
     /// Remove forget records from a model: calibrated gradient ascent (ga, ledger, graddiff,
     /// npo, iterative) on chosen parameter groups, stopped at the holdout level.

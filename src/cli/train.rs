@@ -1,10 +1,11 @@
-//! `lethe train`: trains a GPT-2 from scratch on a JSONL corpus (AdamW, warm-up and cosine
-//! schedule, fixed seed), checkpointing in Hugging Face layout after every epoch and recording
-//! the first-epoch gradient ledger on the way.
+//! `lethe train`: trains a GPT-2 on a JSONL corpus — from scratch, or fine-tuning a model in
+//! Hugging Face layout (`--init`), the seed paper's setting — with AdamW, warm-up and cosine
+//! schedule and a fixed seed, checkpointing in Hugging Face layout after every epoch and
+//! recording the first-epoch gradient ledger on the way.
 
 use super::progress::{Progress, ProgressMode};
 use crate::data::{read_records, Encoded, TextTokenizer};
-use crate::model::{init::random_gpt2, Gpt2Config, ParamGroups};
+use crate::model::{init::random_gpt2, load_model, Gpt2Config, ParamGroups};
 use crate::train::{ledger::LedgerEpochs, train, LedgerRecorder, TrainConfig};
 use anyhow::{Context, Result};
 use candle_core::DType;
@@ -23,6 +24,10 @@ pub struct TrainArgs {
     /// Output model folder (Hugging Face layout), rewritten after every epoch.
     #[arg(long)]
     out: PathBuf,
+    /// Fine-tune this model (Hugging Face layout, safetensors) instead of starting from random
+    /// weights; its shape replaces --layers, --width, --heads and --ctx.
+    #[arg(long)]
+    init: Option<PathBuf>,
     #[arg(long, default_value_t = 4)]
     layers: usize,
     #[arg(long, default_value_t = 128)]
@@ -65,17 +70,36 @@ pub fn run(args: TrainArgs, progress: ProgressMode) -> Result<ExitCode> {
     let tok = TextTokenizer::load(&args.tokenizer)?;
     let tok_json =
         std::fs::read(&args.tokenizer).with_context(|| args.tokenizer.display().to_string())?;
-    let mut cfg = Gpt2Config::new(
-        tok.vocab_size(),
-        args.ctx,
-        args.width,
-        args.layers,
-        args.heads,
-    );
-    cfg.eos_token_id = tok.eos_id;
+    let mut model = match &args.init {
+        Some(dir) => {
+            let m = load_model(dir, DType::F32)?.model;
+            if m.config().vocab_size != tok.vocab_size() {
+                anyhow::bail!(
+                    "{}: the model's vocabulary has {} entries, the tokenizer {} has {}",
+                    dir.display(),
+                    m.config().vocab_size,
+                    args.tokenizer.display(),
+                    tok.vocab_size()
+                );
+            }
+            m
+        }
+        None => {
+            let mut cfg = Gpt2Config::new(
+                tok.vocab_size(),
+                args.ctx,
+                args.width,
+                args.layers,
+                args.heads,
+            );
+            cfg.eos_token_id = tok.eos_id;
+            random_gpt2(&cfg, args.seed, DType::F32)?
+        }
+    };
+    let ctx = model.config().n_positions;
     let data: Vec<Encoded> = read_records(&args.data)?
         .iter()
-        .map(|r| tok.encode(r, false, args.ctx))
+        .map(|r| tok.encode(r, false, ctx))
         .collect::<Result<_, _>>()?;
     let tcfg = TrainConfig {
         epochs: args.epochs,
@@ -94,7 +118,6 @@ pub fn run(args: TrainArgs, progress: ProgressMode) -> Result<ExitCode> {
         .ledger
         .as_ref()
         .map(|_| LedgerRecorder::new(groups, args.ledger_epochs, only));
-    let mut model = random_gpt2(&cfg, args.seed, DType::F32)?;
     let total = (data.len().div_ceil(tcfg.batch_size) * tcfg.epochs) as u64;
     let mut bar = Progress::new(progress, "train", total);
     let started = std::time::Instant::now();
@@ -123,7 +146,7 @@ pub fn run(args: TrainArgs, progress: ProgressMode) -> Result<ExitCode> {
     let model_bytes = std::fs::read(args.out.join("model.safetensors"))?;
     let model_sha = hex::encode(Sha256::digest(&model_bytes));
     let log = serde_json::json!({
-        "data": args.data, "config": tcfg, "seconds": seconds, "epochs": logs, "model_sha256": model_sha,
+        "data": args.data, "init": args.init, "config": tcfg, "seconds": seconds, "epochs": logs, "model_sha256": model_sha,
     });
     crate::atomic::write_atomic(
         &args.out.join("train.json"),

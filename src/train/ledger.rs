@@ -321,6 +321,54 @@ impl Ledger {
         Ok(out)
     }
 
+    /// How well the recorded gradients of `epoch` still describe the records at `model`'s
+    /// parameters: for each of `records` (encoded as in training), the cosine between its
+    /// recorded gradient and its gradient now, on the ledger's groups with `wte` on the input
+    /// side as recorded. 1 for entries recorded at these parameters; near 0 when training has
+    /// since moved the parameters so far that ascending along the record's recorded direction
+    /// no longer raises its loss. A record without an entry of that epoch is an error.
+    pub fn alignment(
+        &self,
+        model: &mut Gpt2,
+        records: &[Encoded],
+        pad: u32,
+        epoch: usize,
+    ) -> Result<Vec<f64>, LedgerError> {
+        let groups = ParamGroups::parse(&self.index.groups).map_err(|msg| LedgerError::File {
+            path: self.dir.join(INDEX_FILE),
+            msg: format!("field groups: {msg}"),
+        })?;
+        let mut out = Vec::with_capacity(records.len());
+        for rec in records {
+            let entry = self
+                .entries_of(&rec.id)
+                .into_iter()
+                .find(|e| e.epoch == epoch)
+                .ok_or_else(|| LedgerError::File {
+                    path: self.dir.join(INDEX_FILE),
+                    msg: format!("no entry of epoch {epoch} for record {:?}", rec.id),
+                })?;
+            let recorded = self.dense(entry, model)?;
+            let (_, now) = record_gradient(model, rec, pad, &groups)?;
+            let (mut dot, mut a, mut b) = (0.0, 0.0, 0.0);
+            for (name, g) in &now {
+                let (g, r) = (
+                    g.to_dtype(DType::F64)?,
+                    match recorded.get(name) {
+                        Some(r) => r.to_dtype(DType::F64)?,
+                        None => continue,
+                    },
+                );
+                let sum = |t: Tensor| t.sum_all()?.to_scalar::<f64>();
+                dot += sum((&g * &r)?)?;
+                a += sum(g.sqr()?)?;
+                b += sum(r.sqr()?)?;
+            }
+            out.push(dot / (a * b).sqrt());
+        }
+        Ok(out)
+    }
+
     /// Total bytes of stored gradients and the number of entries.
     pub fn size(&self) -> (usize, usize) {
         (
