@@ -162,3 +162,82 @@ fn ledger_entry_equals_the_gradient_recomputed_at_the_saved_parameters() {
         .unwrap_err();
     assert!(err.to_string().contains("no entry of epoch 2"), "{err}");
 }
+
+/// `lethe train --init` fine-tunes a given model: same shape, parameters moved, `train.json`
+/// naming the model it started from; a tokenizer whose vocabulary does not fit is refused
+/// before any work, naming both files.
+#[test]
+fn train_init_fine_tunes_the_given_model_and_refuses_a_mismatched_tokenizer() {
+    let dir = scratch("train-init");
+    let fx = |rel: &str| {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(rel)
+    };
+    let data = dir.join("data.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(fx("world/forget05.jsonl"))
+        .unwrap()
+        .lines()
+        .take(8)
+        .map(str::to_string)
+        .collect();
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let (init, tok) = (fx("models/retrain05"), fx("world/tokenizer.json"));
+    let out = dir.join("tuned");
+    let run = lethe(&[
+        "train",
+        "--init",
+        init.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--tokenizer",
+        tok.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--warmup",
+        "1",
+    ]);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let (before, after) = (
+        load_model(&init, DType::F32).unwrap().model,
+        load_model(&out, DType::F32).unwrap().model,
+    );
+    assert_eq!(before.config(), after.config());
+    let moved = rel_err(
+        &after.get("transformer.wte.weight").unwrap(),
+        &before.get("transformer.wte.weight").unwrap(),
+    );
+    assert!(moved > 0.0 && moved < 0.1, "wte moved by {moved:e}");
+    let log: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("train.json")).unwrap()).unwrap();
+    assert_eq!(log["init"].as_str(), init.to_str());
+    // The oracle's tiny GPT-2 has another vocabulary than the world's tokenizer.
+    let tiny = oracle("tiny-gpt2");
+    let run = lethe(&[
+        "train",
+        "--init",
+        tiny.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--tokenizer",
+        tok.to_str().unwrap(),
+        "--out",
+        dir.join("refused").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(tiny.to_str().unwrap()) && err.contains("tokenizer.json"),
+        "{err}"
+    );
+    assert!(!dir.join("refused").exists());
+}

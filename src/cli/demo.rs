@@ -36,7 +36,9 @@ pub struct DemoArgs {
     /// The specification to certify against.
     #[arg(long, default_value = "specs/gdpr-art17.toml")]
     spec: PathBuf,
-    /// The unlearning method.
+    /// The unlearning method. `ledger` replays `fixtures/ledger`, recorded while the full model
+    /// was trained from scratch; on that model it stops short of the forget set's holdout
+    /// level (reports/seed-paper/table.md).
     #[arg(long, value_enum, default_value_t = Method::Ga)]
     method: Method,
 }

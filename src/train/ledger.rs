@@ -75,6 +75,36 @@ pub struct LedgerIndex {
     pub entries: Vec<Entry>,
 }
 
+/// The token embedding's parameter name (tied to the output layer).
+pub const WTE: &str = "transformer.wte.weight";
+
+/// An embedding gradient from token lookups: the row ids it touches and those rows.
+#[derive(Debug, Clone)]
+pub struct WteRows {
+    /// `[n]` u32 row ids (a token repeated in the record appears once).
+    pub ids: Tensor,
+    /// `[n, n_embd]`.
+    pub rows: Tensor,
+}
+
+impl WteRows {
+    /// The dense `[vocab, n_embd]` gradient.
+    pub fn scatter(&self, model: &Gpt2) -> candle_core::Result<Tensor> {
+        let z = model
+            .get(WTE)
+            .ok_or_else(|| candle_core::Error::Msg("the model has no wte".into()))?
+            .zeros_like()?;
+        z.index_add(&self.ids, &self.rows, 0)
+    }
+}
+
+/// One entry's gradient as stored: `wte` compact, the other parameters dense.
+#[derive(Debug, Clone)]
+pub struct EntryGrad {
+    pub wte_rows: Option<WteRows>,
+    pub dense: BTreeMap<String, Tensor>,
+}
+
 /// A ledger being recorded during training.
 pub struct LedgerRecorder {
     pub groups: ParamGroups,
@@ -195,7 +225,7 @@ fn compact(
     let mut out = Vec::new();
     for (name, g) in grads {
         match name.as_str() {
-            "transformer.wte.weight" => {
+            WTE => {
                 let mut ids = rec.ids.clone();
                 ids.sort_unstable();
                 ids.dedup();
@@ -283,6 +313,16 @@ impl Ledger {
         entry: &Entry,
         model: &Gpt2,
     ) -> Result<BTreeMap<String, Tensor>, LedgerError> {
+        let mut g = self.compact(entry, model)?;
+        if let Some(rows) = g.wte_rows {
+            g.dense.insert(WTE.to_string(), rows.scatter(model)?);
+        }
+        Ok(g.dense)
+    }
+
+    /// The gradient of an entry as stored: `wte` as the rows its tokens touch (when recorded
+    /// that way), every other parameter dense, shaped like `model`'s.
+    pub fn compact(&self, entry: &Entry, model: &Gpt2) -> Result<EntryGrad, LedgerError> {
         let get = |k: &str| {
             self.tensors
                 .get(&format!("{}.{k}", entry.key))
@@ -291,23 +331,28 @@ impl Ledger {
                     msg: format!("tensor {}.{k} is missing", entry.key),
                 })
         };
-        let mut out = BTreeMap::new();
+        let mut out = EntryGrad {
+            wte_rows: None,
+            dense: BTreeMap::new(),
+        };
         for name in model.names() {
-            let zeros = || model.get(name).map(|t| t.zeros_like()).transpose();
             let dense = match name.as_str() {
-                "transformer.wte.weight"
-                    if self.tensors.contains_key(&format!("{}.wte.ids", entry.key)) =>
-                {
-                    let z = zeros()?.ok_or_else(|| candle_core::Error::Msg("no wte".into()))?;
-                    let rows = get("wte.rows")?.to_dtype(z.dtype())?;
-                    z.index_add(get("wte.ids")?, &rows, 0)?
+                WTE if self.tensors.contains_key(&format!("{}.wte.ids", entry.key)) => {
+                    out.wte_rows = Some(WteRows {
+                        ids: get("wte.ids")?.clone(),
+                        rows: get("wte.rows")?.to_dtype(model.dtype())?,
+                    });
+                    continue;
                 }
                 "transformer.wpe.weight"
                     if self
                         .tensors
                         .contains_key(&format!("{}.wpe.rows", entry.key)) =>
                 {
-                    let z = zeros()?.ok_or_else(|| candle_core::Error::Msg("no wpe".into()))?;
+                    let z = model
+                        .get(name)
+                        .ok_or_else(|| candle_core::Error::Msg("no wpe".into()))?
+                        .zeros_like()?;
                     let rows = get("wpe.rows")?.to_dtype(z.dtype())?;
                     z.slice_assign(&[0..rows.dim(0)?, 0..rows.dim(1)?], &rows)?
                 }
@@ -316,7 +361,7 @@ impl Ledger {
                     None => continue,
                 },
             };
-            out.insert(name.clone(), dense);
+            out.dense.insert(name.clone(), dense);
         }
         Ok(out)
     }

@@ -8,6 +8,7 @@ use super::method::{Method, UnlearnConfig};
 use super::objective::{apply_step, gradient, mean_loss, objective, sequence_logprob};
 use crate::data::{Batch, Encoded};
 use crate::model::{Gpt2, ParamGroups};
+use crate::train::ledger::{EntryGrad, WteRows, WTE};
 use crate::train::Ledger;
 use candle_core::{DType, Tensor};
 use rand::seq::SliceRandom;
@@ -74,8 +75,10 @@ pub struct Stepper<'a> {
     retain_eval: Vec<&'a Encoded>,
     holdout: Vec<&'a Encoded>,
     reference: BTreeMap<String, f64>,
-    /// Method ledger: each forget record's recorded ascent direction, in forget-set order.
-    ledger_dirs: Option<Vec<BTreeMap<String, Tensor>>>,
+    /// Method ledger: each forget record's recorded ascent direction, in forget-set order,
+    /// `wte` kept as the rows its tokens touch (dense, 110 records would hold 110 copies of
+    /// the vocabulary table).
+    ledger_dirs: Option<Vec<EntryGrad>>,
     /// Each forget record's loss after the last kept step, in forget-set order.
     current: Vec<f64>,
     /// `[V, 1]` mask of the `wte` rows allowed to change (all when `None`).
@@ -301,14 +304,26 @@ impl<'a> Stepper<'a> {
             // The recorded directions of the records still below the target, summed: a record
             // already at the holdout level is not pushed further (as in `capped_ascent`).
             let mut sum: BTreeMap<String, Tensor> = BTreeMap::new();
+            let (mut ids, mut rows) = (Vec::new(), Vec::new());
             for (d, _) in dirs
                 .iter()
                 .zip(&self.current)
                 .filter(|(_, &l)| l < self.target)
             {
-                for (name, g) in d {
+                for (name, g) in &d.dense {
                     add_into(&mut sum, name, g)?;
                 }
+                if let Some(w) = &d.wte_rows {
+                    ids.push(w.ids.clone());
+                    rows.push(w.rows.clone());
+                }
+            }
+            if !ids.is_empty() {
+                let all = WteRows {
+                    ids: Tensor::cat(&ids, 0)?,
+                    rows: Tensor::cat(&rows, 0)?,
+                };
+                sum.insert(WTE.to_string(), all.scatter(model)?);
             }
             return Ok(sum);
         }
@@ -399,7 +414,7 @@ fn ledger_directions(
     model: &Gpt2,
     inputs: &UnlearnInputs,
     cfg: &UnlearnConfig,
-) -> Result<Vec<BTreeMap<String, Tensor>>, UnlearnError> {
+) -> Result<Vec<EntryGrad>, UnlearnError> {
     let ledger = inputs
         .ledger
         .ok_or_else(|| UnlearnError::Input("method ledger needs --ledger".into()))?;
@@ -420,18 +435,35 @@ fn ledger_directions(
             missing.push(e.id.clone());
         }
         let mut sum: BTreeMap<String, Tensor> = BTreeMap::new();
+        let (mut ids, mut rows) = (Vec::new(), Vec::new());
         for entry in entries {
-            for (name, g) in ledger.dense(entry, model)? {
-                if trainable.contains(&name) {
-                    add_into(&mut sum, &name, &g)?;
+            let g = ledger.compact(entry, model)?;
+            for (name, t) in &g.dense {
+                if trainable.contains(name) {
+                    add_into(&mut sum, name, t)?;
                 }
+            }
+            if let Some(w) = g.wte_rows.filter(|_| trainable.iter().any(|n| n == WTE)) {
+                ids.push(w.ids);
+                rows.push(w.rows);
             }
         }
         // Ascent: minus the recorded gradients.
         for g in sum.values_mut() {
             *g = g.neg()?;
         }
-        out.push(sum);
+        let wte_rows = if ids.is_empty() {
+            None
+        } else {
+            Some(WteRows {
+                ids: Tensor::cat(&ids, 0)?,
+                rows: Tensor::cat(&rows, 0)?.neg()?,
+            })
+        };
+        out.push(EntryGrad {
+            wte_rows,
+            dense: sum,
+        });
     }
     if !missing.is_empty() {
         return Err(UnlearnError::Input(format!(
@@ -440,7 +472,10 @@ fn ledger_directions(
             &missing[..missing.len().min(3)]
         )));
     }
-    if out.iter().all(BTreeMap::is_empty) {
+    if out
+        .iter()
+        .all(|g| g.dense.is_empty() && g.wte_rows.is_none())
+    {
         return Err(UnlearnError::Input(format!(
             "the ledger records groups {:?}, none of which is in --params {:?}",
             ledger.index.groups, cfg.params
