@@ -34,7 +34,10 @@ pub struct UnlearnArgs {
     /// Output folder: the unlearned model and unlearn.json.
     #[arg(long)]
     out: PathBuf,
-    /// The gradient ledger recorded while training (method ledger).
+    /// The gradient ledger recorded while training (method ledger). The seed paper's method
+    /// works when the records were learned by fine-tuning a trained model (`lethe train
+    /// --init`); a ledger recorded from random weights holds directions the finished model no
+    /// longer follows (see `Ledger::alignment` and reports/seed-paper/table.md).
     #[arg(long)]
     ledger: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = LedgerEpochs::First)]
