@@ -181,3 +181,46 @@ fn bad_unlearning_inputs_are_refused_clearly() {
         "{err}"
     );
 }
+
+/// `lethe unlearn --method ledger` measures, before it starts, how well the ledger's
+/// first-epoch directions still describe the forget records (`Ledger::alignment`), records it
+/// in unlearn.json and warns when they no longer do. Expected values: the from-scratch ledger
+/// at the full model and the fine-tuning ledger at the fine-tuned model, as measured by
+/// `lethe experiment seed-paper` (0.015 and 0.205; reports/seed-paper/table.md).
+#[test]
+fn unlearn_reports_the_ledgers_alignment_and_warns_when_it_is_lost() {
+    for (model, ledger, want, warns) in [
+        ("models/full", "ledger", 0.015, true),
+        ("models/finetuned", "ledger-finetuned", 0.205, false),
+    ] {
+        let out = crate::common::scratch(&format!("unlearn-alignment-{warns}"));
+        let path = |rel: &str| fixtures(rel).to_str().unwrap().to_string();
+        let run = crate::common::lethe(&[
+            "unlearn",
+            &path(model),
+            "--forget",
+            &path("world/forget05.jsonl"),
+            "--retain",
+            &path("world/retain05.jsonl"),
+            "--holdout",
+            &path("world/holdout.jsonl"),
+            "--method",
+            "ledger",
+            "--ledger",
+            &path(ledger),
+            "--max-steps",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(0), "{err}");
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("unlearn.json")).unwrap()).unwrap();
+        let a = &record["ledger_alignment"];
+        assert_eq!(a["records"], 110);
+        let got = a["mean_cosine"].as_f64().unwrap();
+        assert!((got - want).abs() < 0.005, "{model}: mean cosine {got}");
+        assert_eq!(err.contains("nearly orthogonal"), warns, "{err}");
+    }
+}

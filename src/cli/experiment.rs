@@ -230,13 +230,12 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
 }
 
 /// How well a ledger's first-epoch directions still point where each forget record's loss
-/// rises at the model it belongs to (`Ledger::alignment`).
+/// rises at the model it belongs to.
 #[derive(Serialize)]
 struct Alignment {
     ledger: String,
-    records: usize,
-    mean_cosine: f64,
-    median_cosine: f64,
+    #[serde(flatten)]
+    summary: crate::train::ledger::Alignment,
 }
 
 /// Repeats the bundled fine-tune — `models/retrain05` trained further on the full corpus, with
@@ -294,13 +293,9 @@ impl Bench {
             .iter()
             .map(|r| self.tok.encode(r, false, 128))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut c = ledger.alignment(&mut model, &enc, self.tok.pad_id(), 0)?;
-        c.sort_by(f64::total_cmp);
         Ok(Alignment {
             ledger: label.into(),
-            records: c.len(),
-            mean_cosine: c.iter().sum::<f64>() / c.len().max(1) as f64,
-            median_cosine: c.get(c.len() / 2).copied().unwrap_or(f64::NAN),
+            summary: ledger.alignment_summary(&mut model, &enc, self.tok.pad_id(), 0)?,
         })
     }
 
@@ -459,7 +454,7 @@ fn write_tables(out: &Path, t: &Tables) -> Result<()> {
     for a in t.alignment {
         md.push_str(&format!(
             "| {} | {} | {:.3} | {:.3} |\n",
-            a.ledger, a.records, a.mean_cosine, a.median_cosine
+            a.ledger, a.summary.records, a.summary.mean_cosine, a.summary.median_cosine
         ));
     }
     if t.ledger_epochs.is_empty() {

@@ -105,6 +105,16 @@ pub struct EntryGrad {
     pub dense: BTreeMap<String, Tensor>,
 }
 
+/// How well one epoch's recorded gradients still describe their records at a model
+/// (`Ledger::alignment`, summarised).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alignment {
+    pub epoch: usize,
+    pub records: usize,
+    pub mean_cosine: f64,
+    pub median_cosine: f64,
+}
+
 /// A ledger being recorded during training.
 pub struct LedgerRecorder {
     pub groups: ParamGroups,
@@ -412,6 +422,24 @@ impl Ledger {
             out.push(dot / (a * b).sqrt());
         }
         Ok(out)
+    }
+
+    /// `alignment` summarised: how many records, the mean and the median cosine.
+    pub fn alignment_summary(
+        &self,
+        model: &mut Gpt2,
+        records: &[Encoded],
+        pad: u32,
+        epoch: usize,
+    ) -> Result<Alignment, LedgerError> {
+        let mut c = self.alignment(model, records, pad, epoch)?;
+        c.sort_by(f64::total_cmp);
+        Ok(Alignment {
+            epoch,
+            records: c.len(),
+            mean_cosine: c.iter().sum::<f64>() / c.len().max(1) as f64,
+            median_cosine: c.get(c.len() / 2).copied().unwrap_or(f64::NAN),
+        })
     }
 
     /// Total bytes of stored gradients and the number of entries.
