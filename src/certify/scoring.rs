@@ -63,10 +63,9 @@ pub fn score(
 
 fn score_batch(model: &Gpt2, batch: &Batch, records: &[&Encoded]) -> Result<Vec<TokenScores>> {
     let (ids, att) = model.batch_tensors(batch)?;
-    let logits = model.forward(&ids, &att)?;
-    let (b, t, v) = logits.dims3()?;
-    // Only the scored positions go through the vocabulary-wide softmax statistics: target x[tt]
-    // is predicted at position tt-1.
+    let t = batch.cols;
+    // Only the scored positions go through the output layer and the vocabulary-wide softmax
+    // statistics: target x[tt] is predicted at position tt-1.
     let mut rows = Vec::new();
     let mut targets = Vec::new();
     for (r, rec) in records.iter().enumerate() {
@@ -77,9 +76,7 @@ fn score_batch(model: &Gpt2, batch: &Batch, records: &[&Encoded]) -> Result<Vec<
     }
     let dev = model.device();
     let n = rows.len();
-    let picked = logits
-        .reshape((b * t, v))?
-        .index_select(&Tensor::from_vec(rows, n, dev)?, 0)?;
+    let picked = model.logits_at(&ids, &att, &rows)?;
     let lsm = candle_nn::ops::log_softmax(&picked, D::Minus1)?;
     let p = lsm.exp()?;
     let mu = (&p * &lsm)?.sum_keepdim(D::Minus1)?;

@@ -223,12 +223,10 @@ impl Gpt2 {
         self.head(&h)
     }
 
-    /// Logits `[B, V]` of the next token after position `last[r]` of row `r`: the trunk runs
-    /// over the whole batch, the vocabulary-sized output layer only at those positions (what
-    /// greedy decoding needs; a quarter of a small model's forward pass is that layer).
+    /// Logits `[B, V]` of the next token after position `last[r]` of row `r` (what greedy
+    /// decoding needs).
     pub fn next_logits(&self, ids: &Tensor, attention: &Tensor, last: &[usize]) -> Result<Tensor> {
-        let (h, _) = self.trunk(ids, attention, false)?;
-        let (b, t, c) = h.dims3()?;
+        let (b, t) = ids.dims2()?;
         if last.len() != b || last.iter().any(|&p| p >= t) {
             candle_core::bail!(
                 "next_logits: {} positions for {b} rows of {t} tokens",
@@ -240,10 +238,24 @@ impl Gpt2 {
             .enumerate()
             .map(|(r, &p)| (r * t + p) as u32)
             .collect();
-        let rows = Tensor::from_vec(rows, b, &self.device)?;
-        let picked = h.reshape((b * t, c))?.index_select(&rows, 0)?;
-        let logits = self.head(&picked.reshape((b, 1, c))?)?;
-        logits.reshape((b, self.cfg.vocab_size))
+        self.logits_at(ids, attention, &rows)
+    }
+
+    /// Logits `[n, V]` at chosen positions, given as flat indices `r·T + p` into the `[B, T]`
+    /// batch: the trunk runs over the whole batch, the vocabulary-sized output layer only at
+    /// those positions (on the bundled model it is a quarter of the forward pass's
+    /// multiply-adds, and the log-softmax after it grows with the vocabulary too).
+    pub fn logits_at(&self, ids: &Tensor, attention: &Tensor, rows: &[u32]) -> Result<Tensor> {
+        let (h, _) = self.trunk(ids, attention, false)?;
+        let (b, t, c) = h.dims3()?;
+        if let Some(&r) = rows.iter().find(|&&r| r as usize >= b * t) {
+            candle_core::bail!("logits_at: position {r} outside a batch of {b}×{t} tokens");
+        }
+        let n = rows.len();
+        let idx = Tensor::from_slice(rows, n, &self.device)?;
+        let picked = h.reshape((b * t, c))?.index_select(&idx, 0)?;
+        self.head(&picked.reshape((1, n, c))?)?
+            .reshape((n, self.cfg.vocab_size))
     }
 
     /// Hidden states of every layer (embedding output, then each block's output) for the
@@ -278,17 +290,33 @@ impl Gpt2 {
         Ok((ids, att))
     }
 
-    /// `log p(x[t+1] | x[..=t])` for every position, `[B, T-1]`. Padding positions hold
-    /// whatever the model gives there; weigh them out with the batch's target weights.
+    /// `log p(x[t+1] | x[..=t])`, `[B, T-1]`, at the positions the batch scores (non-zero
+    /// target weight); the others hold 0 and are not computed — the output layer runs only
+    /// where a target is scored (an answer-only record scores its answer tokens alone).
     pub fn token_logprobs(&self, batch: &Batch) -> Result<Tensor> {
         let (ids, att) = self.batch_tensors(batch)?;
-        let (h, _) = self.trunk(&ids, &att, false)?;
-        let (b, t, _) = h.dims3()?;
-        // The last position predicts nothing: drop it before the vocabulary-sized matmul.
-        let logits = self.head(&h.narrow(1, 0, t - 1)?)?;
-        let logits = logits.reshape((b * (t - 1), self.cfg.vocab_size))?;
-        let targets = ids.narrow(1, 1, t - 1)?.flatten_all()?;
-        ops::target_logprobs(&logits, &targets)?.reshape((b, t - 1))
+        let (b, t) = (batch.rows, batch.cols);
+        let width = t.saturating_sub(1);
+        let (mut rows, mut targets, mut slots) = (Vec::new(), Vec::new(), Vec::new());
+        for r in 0..b {
+            for p in 0..width {
+                if batch.target_weight[r * width + p] != 0.0 {
+                    rows.push((r * t + p) as u32);
+                    targets.push(batch.ids[r * t + p + 1]);
+                    slots.push((r * width + p) as u32);
+                }
+            }
+        }
+        let zeros = Tensor::zeros(b * width, self.dtype, &self.device)?;
+        if rows.is_empty() {
+            return zeros.reshape((b, width));
+        }
+        let n = rows.len();
+        let logits = self.logits_at(&ids, &att, &rows)?;
+        let lp = ops::target_logprobs(&logits, &Tensor::from_vec(targets, n, &self.device)?)?;
+        zeros
+            .index_add(&Tensor::from_vec(slots, n, &self.device)?, &lp, 0)?
+            .reshape((b, width))
     }
 
     /// Mean negative log-likelihood over the batch's weighted target positions (all real
