@@ -89,7 +89,7 @@ fn target_logprobs_and_loss_match() {
         // Compare only scored targets: padded targets depend on how padding is masked, and
         // lethe does not compute them (the output layer runs at scored positions only).
         let (a, b) = (to_f64(&lp), to_f64(ex));
-        assert!(batch.target_weight.iter().any(|&w| w == 0.0));
+        assert!(batch.target_weight.contains(&0.0));
         for (i, w) in batch.target_weight.iter().enumerate() {
             if *w > 0.0 {
                 assert!(
