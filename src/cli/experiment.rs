@@ -61,7 +61,9 @@ struct Row {
 }
 
 /// (label, method, params, extra arguments)
-fn configs() -> Vec<(&'static str, &'static str, &'static str, Vec<&'static str>)> {
+type Config = (&'static str, &'static str, &'static str, Vec<&'static str>);
+
+fn configs() -> Vec<Config> {
     vec![
         (
             "first-epoch ledger, embedding",
@@ -93,6 +95,19 @@ fn configs() -> Vec<(&'static str, &'static str, &'static str, Vec<&'static str>
         ),
         ("NPO, embedding", "npo", "embedding", vec![]),
     ]
+}
+
+/// The ledger replayed twice on the embedding: its first epoch only, then every epoch.
+fn ledger_epochs(first: &'static str, every: &'static str) -> Vec<Config> {
+    let run = |label, epochs| {
+        (
+            label,
+            "ledger",
+            "embedding",
+            vec!["--ledger", "LEDGER", "--ledger-epochs", epochs],
+        )
+    };
+    vec![run(first, "first"), run(every, "all")]
 }
 
 /// An erasure request naming each forget05 person with one letter of the surname changed.
@@ -170,21 +185,14 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
         "finetuned",
         &tuned,
         "fine-tuned model (no unlearning)",
-        vec![
-            (
+        [
+            ledger_epochs(
                 "first-epoch ledger, embedding",
-                "ledger",
-                "embedding",
-                vec!["--ledger", "LEDGER", "--ledger-epochs", "first"],
-            ),
-            (
                 "every-epoch ledger, embedding",
-                "ledger",
-                "embedding",
-                vec!["--ledger", "LEDGER", "--ledger-epochs", "all"],
             ),
-            ("gradient ascent, embedding", "ga", "embedding", vec![]),
-        ],
+            vec![("gradient ascent, embedding", "ga", "embedding", vec![])],
+        ]
+        .concat(),
         &tuned_ledger,
     )?;
     let epochs = match &args.ledger_all {
@@ -194,20 +202,10 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
                 "ledger-all",
                 &model,
                 "that model (no unlearning)",
-                vec![
-                    (
-                        "its ledger's first epoch, embedding",
-                        "ledger",
-                        "embedding",
-                        vec!["--ledger", "LEDGER", "--ledger-epochs", "first"],
-                    ),
-                    (
-                        "its ledger's every epoch, embedding",
-                        "ledger",
-                        "embedding",
-                        vec!["--ledger", "LEDGER", "--ledger-epochs", "all"],
-                    ),
-                ],
+                ledger_epochs(
+                    "its ledger's first epoch, embedding",
+                    "its ledger's every epoch, embedding",
+                ),
                 all,
             )?
         }
@@ -307,7 +305,7 @@ impl Bench {
         section: &str,
         model_dir: &Path,
         baseline: &str,
-        configs: Vec<(&str, &str, &str, Vec<&str>)>,
+        configs: Vec<Config>,
         ledger: &Path,
     ) -> Result<Vec<Row>> {
         let world = &self.world;

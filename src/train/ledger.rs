@@ -88,6 +88,19 @@ pub struct WteRows {
 }
 
 impl WteRows {
+    /// Several row gradients as one (ids may repeat: `scatter` adds them); `None` for none.
+    pub fn concat(parts: &[WteRows]) -> candle_core::Result<Option<WteRows>> {
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        let ids: Vec<Tensor> = parts.iter().map(|p| p.ids.clone()).collect();
+        let rows: Vec<Tensor> = parts.iter().map(|p| p.rows.clone()).collect();
+        Ok(Some(WteRows {
+            ids: Tensor::cat(&ids, 0)?,
+            rows: Tensor::cat(&rows, 0)?,
+        }))
+    }
+
     /// The dense `[vocab, n_embd]` gradient.
     pub fn scatter(&self, model: &Gpt2) -> candle_core::Result<Tensor> {
         let z = model

@@ -304,7 +304,7 @@ impl<'a> Stepper<'a> {
             // The recorded directions of the records still below the target, summed: a record
             // already at the holdout level is not pushed further (as in `capped_ascent`).
             let mut sum: BTreeMap<String, Tensor> = BTreeMap::new();
-            let (mut ids, mut rows) = (Vec::new(), Vec::new());
+            let mut wte = Vec::new();
             for (d, _) in dirs
                 .iter()
                 .zip(&self.current)
@@ -313,16 +313,9 @@ impl<'a> Stepper<'a> {
                 for (name, g) in &d.dense {
                     add_into(&mut sum, name, g)?;
                 }
-                if let Some(w) = &d.wte_rows {
-                    ids.push(w.ids.clone());
-                    rows.push(w.rows.clone());
-                }
+                wte.extend(d.wte_rows.clone());
             }
-            if !ids.is_empty() {
-                let all = WteRows {
-                    ids: Tensor::cat(&ids, 0)?,
-                    rows: Tensor::cat(&rows, 0)?,
-                };
+            if let Some(all) = WteRows::concat(&wte)? {
                 sum.insert(WTE.to_string(), all.scatter(model)?);
             }
             return Ok(sum);
@@ -435,7 +428,7 @@ fn ledger_directions(
             missing.push(e.id.clone());
         }
         let mut sum: BTreeMap<String, Tensor> = BTreeMap::new();
-        let (mut ids, mut rows) = (Vec::new(), Vec::new());
+        let mut wte = Vec::new();
         for entry in entries {
             let g = ledger.compact(entry, model)?;
             for (name, t) in &g.dense {
@@ -443,22 +436,18 @@ fn ledger_directions(
                     add_into(&mut sum, name, t)?;
                 }
             }
-            if let Some(w) = g.wte_rows.filter(|_| trainable.iter().any(|n| n == WTE)) {
-                ids.push(w.ids);
-                rows.push(w.rows);
-            }
+            wte.extend(g.wte_rows.filter(|_| trainable.iter().any(|n| n == WTE)));
         }
         // Ascent: minus the recorded gradients.
         for g in sum.values_mut() {
             *g = g.neg()?;
         }
-        let wte_rows = if ids.is_empty() {
-            None
-        } else {
-            Some(WteRows {
-                ids: Tensor::cat(&ids, 0)?,
-                rows: Tensor::cat(&rows, 0)?.neg()?,
-            })
+        let wte_rows = match WteRows::concat(&wte)? {
+            Some(w) => Some(WteRows {
+                rows: w.rows.neg()?,
+                ..w
+            }),
+            None => None,
         };
         out.push(EntryGrad {
             wte_rows,
