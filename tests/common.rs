@@ -4,10 +4,10 @@ use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-/// `../shared/oracles/...` beside the repository (CI clones the repo next to `shared/`).
+/// `tests/oracles/...`: the reference values kept inside the repository (see its README.md).
 pub fn oracle(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/oracles")
+        .join("tests/oracles")
         .join(rel)
 }
 

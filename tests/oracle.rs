@@ -1,5 +1,5 @@
 //! GPT-2 agreement with Hugging Face transformers. Every expected value is read from
-//! ../shared/oracles/tiny-gpt2 (made with torch 2.15 / transformers 5.24: `expected.json` says
+//! tests/oracles/tiny-gpt2 (made with torch 2.15 / transformers 5.24: `expected.json` says
 //! how): logits, target log-probs and loss in f32 and f64, the f64 gradient of every parameter,
 //! exact HVPs by double backward restricted to `wte` and over all parameters.
 //! Tolerances are the oracle's own (`expected.json` → `tolerances`).

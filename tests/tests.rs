@@ -11,11 +11,11 @@ mod fixtures;
 mod golden;
 /// The fused float32 kernels against the composed float64 operations and the oracle.
 mod kernels;
-/// GPT-2 against the Hugging Face oracle in ../shared/oracles/tiny-gpt2 (logits, grads, HVPs).
+/// GPT-2 against the Hugging Face oracle in tests/oracles/tiny-gpt2 (logits, grads, HVPs).
 mod oracle;
 /// Saving a model: round trip to the same tensors, parameter groups, the CLI.
 mod roundtrip;
-/// The GPT-2 tokenizer against the ids in ../shared/oracles/gpt2-tokenizer.
+/// The GPT-2 tokenizer against the ids in tests/oracles/gpt2-tokenizer.
 mod tokenizer;
 /// Training and the first-epoch gradient ledger on a small generated slice.
 mod train;

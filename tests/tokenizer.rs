@@ -1,5 +1,5 @@
 //! The GPT-2 tokenizer through lethe's `TextTokenizer` gives exactly the ids in
-//! ../shared/oracles/gpt2-tokenizer/expected.json (made with Hugging Face tokenizers 0.23.3 from
+//! tests/oracles/gpt2-tokenizer/expected.json (made with Hugging Face tokenizers 0.23.3 from
 //! GPT-2's own BPE files, and agreeing with the JavaScript GPT-3 encoder on every case).
 
 use crate::common::oracle;

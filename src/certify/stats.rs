@@ -623,7 +623,7 @@ mod tests {
     use std::cell::RefCell;
     use std::collections::BTreeMap;
 
-    // Expected values come from shared/oracles/stats/expected.json, made with SciPy 1.17.1 and
+    // Expected values come from tests/oracles/stats/expected.json, made with SciPy 1.17.1 and
     // scikit-learn 1.9.1 (its "notes"): roc_auc ← sklearn.metrics.roc_auc_score (members labelled
     // 1); delong_* ← fast DeLong (Sun & Xu 2014); mannwhitney_* ← scipy.stats.mannwhitneyu(members,
     // nonmembers, two-sided, asymptotic, continuity correction); ks_* ← scipy.stats.ks_2samp
@@ -631,7 +631,7 @@ mod tests {
     // scipy.stats.binomtest(k, n).proportion_ci(method="exact").
     const ORACLE: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/oracles/stats/expected.json"
+        "/tests/oracles/stats/expected.json"
     );
 
     #[derive(Deserialize)]
