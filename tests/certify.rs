@@ -5,16 +5,17 @@
 
 use crate::common::*;
 use candle_core::{DType, Device, Tensor};
-use lethe::certify::evidence::Evidence;
-use lethe::certify::influence::{check_hvp, Sample, Space};
-use lethe::certify::mia::{run_attack, scores, AttackScores, Side};
-use lethe::certify::records::{EvalPlan, Evaluator};
-use lethe::certify::{certify, load_inputs, Metric, Request};
-use lethe::data::bpe::{train_bpe, write_tokenizer};
-use lethe::data::world::{generate, WorldConfig};
 use lethe::data::{Encoded, Record};
+use lethe::evidence::influence::{check_hvp, Sample, Space};
+use lethe::evidence::mia::{run_attack, scores, Side};
+use lethe::evidence::records::{EvalPlan, Evaluator};
+use lethe::evidence::{certify, load_inputs, Metric, Request};
+use lethe::judge::evidence::AttackScores;
+use lethe::judge::evidence::Evidence;
 use lethe::model::params::param_shapes;
 use lethe::model::{load_model, save_model, Gpt2, Gpt2Config, ParamGroups};
+use lethe::world::bpe::{train_bpe, write_tokenizer};
+use lethe::world::{generate, WorldConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -84,7 +85,7 @@ fn setup() -> &'static Setup {
         let tok = train_bpe(&world.tokenizer_corpus(), 2048).unwrap();
         let vocab = tok.get_vocab_size(true);
         let cfg = Gpt2Config::new(vocab, 256, 32, 2, 2);
-        let tok_json = lethe::data::bpe::tokenizer_json(&tok).unwrap();
+        let tok_json = lethe::world::bpe::tokenizer_json(&tok).unwrap();
         let original = random_model(&cfg, 1);
         let unlearned = original.duplicate().unwrap();
         let wte = original.get("transformer.wte.weight").unwrap();
@@ -369,7 +370,7 @@ fn bundled_world_power_and_size() {
     // The certifier's own path (records → LOSS scores → DeLong), forward passes only: the
     // greedy answers of a full run do not enter the LOSS attack.
     let tok = lethe::data::TextTokenizer::load(&fixture("models/full/tokenizer.json")).unwrap();
-    let stop = lethe::certify::answers::stop_tokens(&tok).unwrap();
+    let stop = lethe::evidence::answers::stop_tokens(&tok).unwrap();
     let forget = lethe::data::read_records(&fixture("world/forget05.jsonl")).unwrap();
     let holdout = lethe::data::read_records(&fixture("world/holdout.jsonl")).unwrap();
     let plan = EvalPlan {
@@ -428,7 +429,7 @@ fn batched_greedy_answers_equal_one_prompt_at_a_time_with_the_full_forward() {
     // position from `Gpt2::forward`, argmax of the last row — written here, not through lethe's
     // decoding code. Prompts of forget05 on the bundled full model, so answers are long and real.
     let tok = lethe::data::TextTokenizer::load(&fixture("models/full/tokenizer.json")).unwrap();
-    let stop = lethe::certify::answers::stop_tokens(&tok).unwrap();
+    let stop = lethe::evidence::answers::stop_tokens(&tok).unwrap();
     let m = load_model(&fixture("models/full"), DType::F32).unwrap();
     let forget = lethe::data::read_records(&fixture("world/forget05.jsonl")).unwrap();
     let ctx = m.model.config().n_positions;
@@ -441,7 +442,7 @@ fn batched_greedy_answers_equal_one_prompt_at_a_time_with_the_full_forward() {
     assert!(prompts.len() == 40 && prompts.iter().any(|p| p.len() != prompts[0].len()));
     let budget: Vec<usize> = (0..prompts.len()).map(|i| 4 + i % 9).collect();
     let batched =
-        lethe::certify::answers::greedy_batch(&m.model, &prompts, &budget, &stop, tok.pad_id())
+        lethe::evidence::answers::greedy_batch(&m.model, &prompts, &budget, &stop, tok.pad_id())
             .unwrap();
     for ((prompt, &max_new), got) in prompts.iter().zip(&budget).zip(&batched) {
         let mut ids = prompt.clone();

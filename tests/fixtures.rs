@@ -5,8 +5,8 @@
 use crate::common::*;
 use crate::unlearn::{exact_match, fixtures, world};
 use candle_core::DType;
-use lethe::certify::stats::clopper_pearson_lower;
 use lethe::data::read_records;
+use lethe::judge::stats::clopper_pearson_lower;
 use lethe::model::load_model;
 use lethe::unlearn::objective::mean_loss;
 use std::collections::HashMap;

@@ -3,11 +3,12 @@
 
 use crate::common::*;
 use candle_core::DType;
-use lethe::data::{bpe, world, Encoded, Record, TextTokenizer};
+use lethe::data::{Encoded, Record, TextTokenizer};
 use lethe::model::{init::random_gpt2, load_model, Gpt2Config, ParamGroups};
 use lethe::train::{
     ledger::record_gradient, train, Ledger, LedgerEpochs, LedgerRecorder, TrainConfig,
 };
+use lethe::world::{self, bpe};
 use std::path::Path;
 
 /// A small world (50 people), its tokenizer, and the first `n` training records encoded.

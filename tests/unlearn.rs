@@ -5,8 +5,8 @@
 //! by at most 10%. Also the bad inputs the issue names.
 
 use candle_core::DType;
-use lethe::certify::oracle::{exact_match_rate, ModelOracle};
 use lethe::data::{read_records, Encoded, Record, TextTokenizer};
+use lethe::evidence::oracle::{exact_match_rate, ModelOracle};
 use lethe::model::{load_model, Gpt2};
 use lethe::train::Ledger;
 use lethe::unlearn::objective::mean_loss;

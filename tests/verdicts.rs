@@ -8,10 +8,10 @@
 use crate::common::scratch;
 use crate::unlearn::{fixtures, world};
 use candle_core::DType;
-use lethe::certify::oracle::ModelOracle;
-use lethe::certify::spec::Spec;
-use lethe::certify::verdict::{judge_spec, Status, Verdict};
-use lethe::certify::{certify, load_inputs, Request};
+use lethe::evidence::oracle::ModelOracle;
+use lethe::evidence::{certify, load_inputs, Request};
+use lethe::judge::spec::Spec;
+use lethe::judge::verdict::{judge_spec, Status, Verdict};
 use lethe::model::{load_model, save_model};
 use lethe::unlearn::{unlearn, Method, UnlearnConfig, UnlearnInputs};
 use std::path::Path;

@@ -5,10 +5,10 @@
 //! validated before any tensor work.
 
 use super::progress::{Progress, ProgressMode};
-use crate::certify::oracle::ModelOracle;
-use crate::certify::spec::Spec;
-use crate::certify::verdict::{judge_spec, render_table, Status};
-use crate::certify::{certify, load_inputs, Request};
+use crate::evidence::oracle::ModelOracle;
+use crate::evidence::{certify, load_inputs, Request};
+use crate::judge::spec::Spec;
+use crate::judge::verdict::{judge_spec, render_table, Status};
 use crate::model::ParamGroups;
 use anyhow::{Context, Result};
 use std::path::PathBuf;

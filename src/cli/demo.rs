@@ -4,11 +4,11 @@
 //! generated into the output folder, verify the certificate, and print the verdicts and where
 //! everything is.
 
-use crate::certify::certifier::{certify, load_inputs, Request};
-use crate::certify::oracle::ModelOracle;
-use crate::certify::spec::Spec;
-use crate::certify::verdict::{judge_spec, render_table};
 use crate::data::{read_records, Encoded, TextTokenizer};
+use crate::evidence::certifier::{certify, load_inputs, Request};
+use crate::evidence::oracle::ModelOracle;
+use crate::judge::spec::Spec;
+use crate::judge::verdict::{judge_spec, render_table};
 use crate::model::{load_model, save_model};
 use crate::report::certificate::write_certificate;
 use crate::report::keys::{

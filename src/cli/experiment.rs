@@ -8,9 +8,9 @@
 //! `train.json` recorded) with a ledger of every epoch, and replays its first epoch and every
 //! epoch.
 
-use crate::certify::oracle::{exact_match_rate, ModelOracle};
-use crate::certify::stats::delong;
 use crate::data::{read_records, Encoded, Record, TextTokenizer};
+use crate::evidence::oracle::{exact_match_rate, ModelOracle};
+use crate::judge::stats::delong;
 use crate::model::{load_model, Gpt2};
 use crate::train::{Ledger, TrainConfig};
 use crate::unlearn::objective::mean_loss;

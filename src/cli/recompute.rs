@@ -4,11 +4,11 @@
 //! signed ones. It lives in the CLI because it joins the certifier to the report layer, which must
 //! not depend on the ML stack; it never changes a model or a file.
 
-use crate::certify::evidence::Evidence;
-use crate::certify::oracle::ModelOracle;
-use crate::certify::spec::Spec;
-use crate::certify::verdict::judge_spec;
-use crate::certify::{certify, load_inputs, Request};
+use crate::evidence::oracle::ModelOracle;
+use crate::evidence::{certify, load_inputs, Request};
+use crate::judge::evidence::Evidence;
+use crate::judge::spec::Spec;
+use crate::judge::verdict::judge_spec;
 use crate::model::ParamGroups;
 use crate::report::schema::Report;
 use crate::report::verify::Check;

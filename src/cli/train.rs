@@ -9,7 +9,6 @@ use crate::model::{init::random_gpt2, load_model, Gpt2Config, ParamGroups};
 use crate::train::{ledger::LedgerEpochs, train, LedgerRecorder, TrainConfig};
 use anyhow::{Context, Result};
 use candle_core::DType;
-use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -144,7 +143,7 @@ pub fn run(args: TrainArgs, progress: ProgressMode) -> Result<ExitCode> {
     bar.finish();
     let seconds = started.elapsed().as_secs_f64();
     let model_bytes = std::fs::read(args.out.join("model.safetensors"))?;
-    let model_sha = hex::encode(Sha256::digest(&model_bytes));
+    let model_sha = crate::digest::sha256_hex(&model_bytes);
     let log = serde_json::json!({
         "data": args.data, "init": args.init, "config": tcfg, "seconds": seconds, "epochs": logs, "model_sha256": model_sha,
     });

@@ -140,9 +140,8 @@ fn encode_all(tok: &TextTokenizer, records: &[Record], ctx: usize) -> Result<Vec
 }
 
 fn sha256_file(p: &Path) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(p).with_context(|| p.display().to_string())?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
+    let (sha256, _) = crate::digest::file_sha256_hex(p).with_context(|| p.display().to_string())?;
+    Ok(sha256)
 }
 
 pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode> {

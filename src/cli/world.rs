@@ -2,7 +2,7 @@
 //! biographies and question–answer records, the forget/retain/holdout/utility splits) and a
 //! byte-level BPE tokenizer trained on it. Same seed, same bytes.
 
-use crate::data::{bpe, world};
+use crate::world::{self, bpe};
 use anyhow::Result;
 use std::path::PathBuf;
 use std::process::ExitCode;

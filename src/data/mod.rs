@@ -3,12 +3,10 @@
 //! This module knows nothing of models beyond token ids.
 
 pub mod batch;
-pub mod bpe;
 pub mod fuzzy;
 pub mod jsonl;
 pub mod record;
 pub mod tokenize;
-pub mod world;
 
 pub use batch::Batch;
 pub use jsonl::{read_records, DataError, JsonlReader};

@@ -10,7 +10,7 @@
 //! `gpt2`'s, with `ops`' and `exact`'s float64 kernels, and tests hold the two together and to
 //! the oracle. It is for float64 models only, and knows nothing of what the derivatives are for.
 
-use super::grad::ParamTensors;
+use super::params::ParamTensors;
 use super::{exact, ops, Gpt2};
 use crate::data::Batch;
 use candle_core::{bail, DType, Result, Tensor, D};

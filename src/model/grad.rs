@@ -6,11 +6,9 @@
 
 use super::dual::loss_grad_hvp;
 use super::gpt2::Gpt2;
+pub use super::params::ParamTensors;
 use crate::data::Batch;
 use candle_core::{DType, Result, Tensor};
-
-/// One tensor per trainable parameter, in state-dict order, paired with its name.
-pub type ParamTensors = Vec<(String, Tensor)>;
 
 /// The loss and its gradient with respect to every trainable parameter.
 pub fn loss_and_grad(model: &Gpt2, batch: &Batch) -> Result<(f64, ParamTensors)> {

@@ -7,8 +7,8 @@
 use super::config::Gpt2Config;
 use super::gpt2::Gpt2;
 use super::params::param_shapes;
+pub use crate::digest::{digest, FileDigest};
 use candle_core::{DType, Device, Tensor};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -69,14 +69,6 @@ pub enum LoadError {
     Tensor { path: PathBuf, msg: String },
 }
 
-/// A file read while loading, with the sha256 of the bytes actually read.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct FileDigest {
-    pub name: String,
-    pub sha256: String,
-    pub bytes: u64,
-}
-
 /// What was loaded: the model, the dtype the weights were stored in, and the digests.
 pub struct LoadedModel {
     pub model: Gpt2,
@@ -89,14 +81,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
     move |source| LoadError::Io {
         path: path.to_path_buf(),
         source,
-    }
-}
-
-pub fn digest(name: &str, bytes: &[u8]) -> FileDigest {
-    FileDigest {
-        name: name.to_string(),
-        sha256: hex::encode(Sha256::digest(bytes)),
-        bytes: bytes.len() as u64,
     }
 }
 

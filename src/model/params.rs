@@ -7,6 +7,9 @@ use super::config::Gpt2Config;
 use std::collections::BTreeSet;
 use std::fmt;
 
+/// One tensor per trainable parameter, in state-dict order, paired with its name.
+pub type ParamTensors = Vec<(String, candle_core::Tensor)>;
+
 /// Name and shape of every parameter, in Hugging Face's state-dict order, with the
 /// `transformer.` prefix. Conv1D weights are `[in, out]`.
 pub fn param_shapes(cfg: &Gpt2Config) -> Vec<(String, Vec<usize>)> {

@@ -4,8 +4,8 @@
 //! whose status changed. This module owns the comparison and its text table; it reads reports
 //! only and never judges a spec itself.
 
-use crate::certify::metric::{known_metric, Better};
-use crate::certify::verdict::Status;
+use crate::judge::metric::{known_metric, Better};
+use crate::judge::verdict::Status;
 use crate::report::schema::Report;
 use serde_json::Value;
 use std::collections::BTreeMap;

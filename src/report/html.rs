@@ -6,8 +6,8 @@
 //! the report goes through [`escape`]. This module renders a report and nothing else; it never
 //! reads files and never judges.
 
-use crate::certify::metric::known_metric;
-use crate::certify::verdict::{Status, Verdict};
+use crate::judge::metric::known_metric;
+use crate::judge::verdict::{Status, Verdict};
 use crate::report::schema::Report;
 use serde_json::Value;
 
@@ -454,7 +454,7 @@ fn attacks(evidence: &Value) -> Vec<String> {
             }
         }
     }
-    let known = crate::certify::metric::ATTACKS;
+    let known = crate::judge::metric::ATTACKS;
     let position = |n: &String| known.iter().position(|k| k == n).unwrap_or(known.len());
     names.sort_by_key(position);
     names

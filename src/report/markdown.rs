@@ -4,7 +4,7 @@
 //! Strings from the report are escaped for table cells and for renderers that pass HTML
 //! through. This module renders and nothing else.
 
-use crate::certify::metric::ATTACKS;
+use crate::judge::metric::ATTACKS;
 use crate::report::diff::metric_values;
 use crate::report::html::{escape, percent, HONESTY};
 use crate::report::schema::Report;
@@ -142,7 +142,7 @@ fn key_metrics(evidence: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certify::verdict::Status;
+    use crate::judge::verdict::Status;
     use crate::report::schema::tests::sample;
 
     #[test]

@@ -7,14 +7,13 @@
 //! without the ML stack: it imports only `certify`'s plain-data verdict and spec types and never
 //! candle.
 
-use crate::certify::spec::Spec;
-use crate::certify::verdict::{self, Verdict};
+use crate::digest::is_sha256_hex;
+use crate::judge::spec::Spec;
+use crate::judge::verdict::{self, Verdict};
 use crate::report::jcs::{self, JcsError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -141,13 +140,11 @@ impl Artifact {
             path: path.to_owned(),
             source,
         };
-        let mut file = File::open(path).map_err(io_err)?;
-        let mut hasher = Sha256::new();
-        let bytes = io::copy(&mut file, &mut hasher).map_err(io_err)?;
+        let (sha256, bytes) = crate::digest::file_sha256_hex(path).map_err(io_err)?;
         Ok(Artifact {
             role: role.into(),
             path: path.display().to_string(),
-            sha256: hex::encode(hasher.finalize()),
+            sha256,
             bytes,
         })
     }
@@ -218,7 +215,7 @@ impl SpecRef {
             title: spec.title.clone(),
             regulation: spec.regulation.clone(),
             file: spec.file.clone(),
-            sha256: hex::encode(Sha256::digest(text)),
+            sha256: crate::digest::sha256_hex(text),
         }
     }
 }
@@ -319,10 +316,6 @@ fn first_difference(given: &Value, written: &Value) -> String {
     walk(given, written, "").unwrap_or_default()
 }
 
-fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
 // ---------------------------------------------------------------------------------------------
 // RFC 3339 UTC time stamps without a date crate.
 
@@ -420,7 +413,7 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::certify::verdict::Status;
+    use crate::judge::verdict::Status;
     use proptest::prelude::*;
     use serde_json::json;
     use std::time::Duration;

@@ -3,12 +3,11 @@
 //! statement's shape and its checks on read; it does not sign, and it does not interpret the
 //! predicate — the report schema does.
 
+use crate::digest::is_sha256_hex;
 use crate::report::jcs::{self, JcsError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -89,10 +88,8 @@ impl Subject {
             path: path.to_owned(),
             source,
         };
-        let mut file = File::open(path).map_err(io_err)?;
-        let mut hasher = Sha256::new();
-        io::copy(&mut file, &mut hasher).map_err(io_err)?;
-        Ok(Subject::new(name, hasher.finalize().into()))
+        let (sha256, _) = crate::digest::file_sha256(path).map_err(io_err)?;
+        Ok(Subject::new(name, sha256))
     }
 }
 
@@ -145,10 +142,6 @@ impl Statement {
         }
         Ok(())
     }
-}
-
-fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ use crate::data::{Batch, Encoded};
 use crate::model::{grad::loss_and_grad, Gpt2, ParamGroups};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -206,7 +205,7 @@ impl LedgerRecorder {
             epochs: self.epochs,
             wte_part: "input".into(),
             model_sha256: model_sha256.to_string(),
-            tensors_sha256: hex::encode(Sha256::digest(&bytes)),
+            tensors_sha256: crate::digest::sha256_hex(&bytes),
             entries: self.entries,
         };
         let ipath = dir.join(INDEX_FILE);
@@ -290,7 +289,7 @@ impl Ledger {
             serde_json::from_slice(&text).map_err(|e| file_err(&ipath, e.to_string()))?;
         let tpath = dir.join(TENSOR_FILE);
         let bytes = std::fs::read(&tpath).map_err(|e| file_err(&tpath, e.to_string()))?;
-        let digest = hex::encode(Sha256::digest(&bytes));
+        let digest = crate::digest::sha256_hex(&bytes);
         if digest != index.tensors_sha256 {
             return Err(file_err(
                 &tpath,

@@ -18,12 +18,14 @@
 //! module reads models only to take gradients (the parameter group is made trainable and then
 //! frozen again); it never changes their values.
 
-use super::stats::{delong, roc_curve, tpr_at_fpr, AucEstimate, RocPoint, StatsError, TprAtFpr};
 use crate::data::{Batch, Encoded};
+use crate::judge::evidence::AttackScores;
+use crate::judge::stats::{
+    delong, roc_curve, tpr_at_fpr, AucEstimate, RocPoint, StatsError, TprAtFpr,
+};
 use crate::model::grad::loss_and_grad;
 use crate::model::{Gpt2, ParamGroups};
 use candle_core::DType;
-use serde::{Deserialize, Serialize};
 
 /// The attacks in evidence order.
 pub const ATTACKS: [&str; 7] = [
@@ -35,13 +37,6 @@ pub const ATTACKS: [&str; 7] = [
     "ref_reference",
     "grad_norm",
 ];
-
-/// One attack's scores: members (forget) and non-members (holdout), in record order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AttackScores {
-    pub members: Vec<f64>,
-    pub nonmembers: Vec<f64>,
-}
 
 /// What an attack achieves.
 #[derive(Debug, Clone, PartialEq)]

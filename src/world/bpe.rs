@@ -122,7 +122,7 @@ pub fn write_tokenizer(tokenizer: &Tokenizer, path: &Path) -> Result<(), BpeErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::world::{generate, World, WorldConfig};
+    use crate::world::{generate, World, WorldConfig};
     use std::sync::OnceLock;
 
     fn world() -> &'static World {

@@ -5,20 +5,7 @@
 //! models.
 
 use super::lanczos::{axpy, dot, norm};
-use serde::{Deserialize, Serialize};
-
-/// The solution and how well it solves the system.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CgResult {
-    #[serde(skip)]
-    pub x: Vec<f64>,
-    pub iterations: usize,
-    /// ‖b − (H+λI)x‖ / ‖b‖ at the end (recursively updated).
-    pub relative_residual: f64,
-    pub converged: bool,
-    /// True when a search direction had pᵀ(H+λI)p ≤ 0.
-    pub negative_curvature: bool,
-}
+use crate::judge::evidence::CgResult;
 
 /// Solves `(op + damping·I) x = b` from x = 0 until the relative residual is at most `tol` or
 /// `max_iter` iterations have run.

@@ -1,32 +1,29 @@
-//! The certifier: evidence about a model measured against the original and, where one exists, a
-//! model retrained without the forget set — utility and memorisation metrics, membership
-//! inference, statistics with confidence intervals, influence — and the specifications that turn
-//! evidence into verdicts. It reads models and data and never changes them; it never imports
-//! `unlearn` (it judges a model, whoever made it). `README.md` beside this file says, for every
-//! metric in the evidence, which direction is good and against what reference.
+//! Measuring: the evidence about a model, taken against the original and, where one exists, a
+//! model retrained without the forget set — per-record scores on every split (`records`,
+//! `scoring`, `answers`, `metrics`), membership-inference attack scores (`mia`), influence by exact
+//! Hessian-vector products (`influence`, `lanczos`, `cg`, `activation`), and the run that
+//! assembles them into the typed evidence file (`certifier`, writing `judge::evidence::Evidence`).
+//! The model side of property checks lives here too (`oracle`). This is the half of the certifier
+//! that needs candle. It reads models and data and never changes them; it never imports
+//! `unlearn` (it measures a model, whoever made it), and it decides nothing: verdicts are
+//! `judge`'s. `README.md` beside this file says, for every metric in the evidence, which
+//! direction is good and against what reference.
 
 pub mod activation;
-pub mod aggregate;
 pub mod answers;
 pub mod certifier;
 pub mod cg;
-pub mod evidence;
 pub mod influence;
 pub mod lanczos;
-pub mod metric;
 pub mod metrics;
 pub mod mia;
 pub mod oracle;
-pub mod property;
 pub mod records;
 pub mod scoring;
-pub mod spec;
-pub mod stats;
-pub mod verdict;
 
+pub use crate::judge::evidence::Evidence;
+pub use crate::judge::metric::Metric;
 pub use certifier::{certify, load_inputs, min_records, Inputs, Request, RunSummary};
-pub use evidence::Evidence;
-pub use metric::Metric;
 
 use std::path::PathBuf;
 
@@ -40,7 +37,7 @@ pub enum CertifyError {
     #[error("model computation failed: {0}")]
     Model(#[from] candle_core::Error),
     #[error("statistics: {0}")]
-    Stats(#[from] stats::StatsError),
+    Stats(#[from] crate::judge::stats::StatsError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -11,11 +11,11 @@ use super::metrics::{
 use super::scoring::score;
 use super::CertifyError;
 use crate::data::{Encoded, Record, TextTokenizer};
+use crate::judge::evidence::{GreedyEval, QaEval, RecordEval};
 use crate::model::Gpt2;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
 /// Min-K% and Min-K%++ take the lowest 20 % of the tokens (issue 5; Zhang et al. 2024).
@@ -30,40 +30,6 @@ pub struct EvalPlan {
     pub greedy: bool,
     /// TOFU's truth ratio of question–answer records with perturbed answers.
     pub truth_ratio: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RecordEval {
-    pub id: String,
-    /// Scored target tokens.
-    pub tokens: usize,
-    /// Mean negative log-likelihood of the scored tokens.
-    pub loss: f64,
-    /// Mean of the lowest 20 % token log-probs (Min-K%; higher = more member-like).
-    pub min_k: f64,
-    /// Mean of the lowest 20 % Min-K%++ z-scores (higher = more member-like).
-    pub min_k_pp: f64,
-    /// zlib length of the scored text (the answer of a question–answer record).
-    pub zlib_bytes: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub qa: Option<QaEval>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QaEval {
-    pub exact_memorization: f64,
-    pub extraction_strength: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub greedy: Option<GreedyEval>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub truth_ratio: Option<f64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GreedyEval {
-    pub answer: String,
-    pub exact_match: bool,
-    pub rouge_l: f64,
 }
 
 /// Tools shared by every evaluation with one tokenizer.

@@ -15,9 +15,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::certify::metric::{self, Better, MetricError, Side};
-use crate::certify::property::PerturbationKind;
-use crate::certify::stats::StatsError;
+use crate::judge::metric::{self, Better, MetricError, Side};
+use crate::judge::property::{PerturbationKind, Property};
+use crate::judge::stats::StatsError;
 
 /// The `schema_version` this parser reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -73,22 +73,6 @@ pub struct Requirement {
     pub confidence: f64,
     pub min_samples: usize,
     /// The line of the requirement's `id`, for messages.
-    pub line: usize,
-}
-
-/// One `[[property]]`: a property-based check run against the model (see `property`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Property {
-    pub id: String,
-    pub description: String,
-    pub split: String,
-    pub cases: u32,
-    pub perturbations: Vec<PerturbationKind>,
-    /// The protected answer's first token must rank at least this low (0 = most likely).
-    pub min_rank: Option<usize>,
-    pub forbid_verbatim: bool,
-    /// Only records whose id ends with one of these (all records when empty).
-    pub id_suffixes: Vec<String>,
     pub line: usize,
 }
 

@@ -2,8 +2,8 @@
 //! two questions — what does greedy decoding produce after this prompt, and where does the
 //! protected answer's first token rank. Reads the model; never changes it.
 
-use super::property::Oracle;
 use crate::data::TextTokenizer;
+use crate::judge::property::Oracle;
 use crate::model::{generate::greedy, Gpt2};
 use candle_core::{DType, Tensor};
 

@@ -8,15 +8,15 @@
 //! local-convexity assumption (Guo et al. 2020). Parameters are moved only for the finite
 //! differences, on the in-memory f64 copy, and put back bit for bit.
 
-use super::cg::{conjugate_gradients, CgResult};
+use super::cg::conjugate_gradients;
 use super::lanczos::{dot, lanczos, norm};
 use crate::data::{Batch, Encoded};
+use crate::judge::evidence::{HvpCheck, SelfInfluence, Spectrum};
 use crate::model::grad::{hvp, loss_and_grad, ParamTensors};
 use crate::model::Gpt2;
 use candle_core::{DType, Result, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 /// The local-convexity assumption behind the distance bound, written into the evidence.
 pub const DISTANCE_ASSUMPTION: &str =
@@ -161,17 +161,6 @@ impl<'a> Space<'a> {
     }
 }
 
-/// How far the exact HVP is from symmetric and from a finite-difference derivative of the
-/// gradient, for seeded random unit vectors u and v.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HvpCheck {
-    /// |u·Hv − v·Hu| / (‖u‖·‖Hv‖).
-    pub symmetry: f64,
-    /// max|Hv − (∇L(θ+εv) − ∇L(θ−εv))/(2ε)| / max|Hv|.
-    pub finite_difference_relative_error: f64,
-    pub finite_difference_step: f64,
-}
-
 /// A seeded random unit vector.
 pub fn random_unit(dim: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
     let v: Vec<f64> = (0..dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
@@ -214,15 +203,6 @@ pub fn check_hvp(space: &Space, sample: &Sample, seed: u64) -> Result<HvpCheck> 
     })
 }
 
-/// Lanczos summary: the Ritz values and the extremes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Spectrum {
-    pub steps: usize,
-    pub ritz_values: Vec<f64>,
-    pub lambda_max: f64,
-    pub lambda_min: f64,
-}
-
 pub fn spectrum(space: &Space, sample: &Sample, steps: usize, seed: u64) -> Result<Spectrum> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_1a2c);
     let start = random_unit(space.dim(), &mut rng);
@@ -234,15 +214,6 @@ pub fn spectrum(space: &Space, sample: &Sample, steps: usize, seed: u64) -> Resu
         lambda_min: *res.ritz_values.first().unwrap_or(&0.0),
         ritz_values: res.ritz_values,
     })
-}
-
-/// One record's self-influence and the solve behind it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SelfInfluence {
-    pub id: String,
-    pub value: f64,
-    pub gradient_norm: f64,
-    pub cg: CgResult,
 }
 
 /// `gᵀ(H + λI)⁻¹g` for each record, g the gradient of the record's own loss.

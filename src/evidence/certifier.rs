@@ -5,21 +5,22 @@
 //! changes the files; the parameters it moves for finite differences are an in-memory copy.
 
 use super::activation::cosines;
-use super::aggregate::{independent_ratio, mean_of, paired_ratio};
 use super::answers::stop_tokens;
-use super::evidence::{
+use super::influence::{check_hvp, self_influence, spectrum, Sample, Space, DISTANCE_ASSUMPTION};
+use super::metrics::truth_ratio_score;
+use super::mia::{grad_norms, run_attack, scores, Side, ATTACKS};
+use super::records::{seeded_subset, EvalPlan, Evaluator, GREEDY_SLACK, MIN_K};
+use super::scoring::SIGMA2_FLOOR;
+use super::CertifyError;
+use crate::data::{read_records, Encoded, Record, TextTokenizer};
+use crate::judge::aggregate::{independent_ratio, mean_of, paired_ratio};
+use crate::judge::evidence::{AttackScores, Metrics, RecordEval, SelfInfluence};
+use crate::judge::evidence::{
     DataInput, Evidence, InfluenceEvidence, MiaEvidence, ModelInput, Omitted, Settings,
     SCHEMA_VERSION,
 };
-use super::influence::{check_hvp, self_influence, spectrum, Sample, Space, DISTANCE_ASSUMPTION};
-use super::metric::Metric;
-use super::metrics::truth_ratio_score;
-use super::mia::{grad_norms, run_attack, scores, AttackScores, Side, ATTACKS};
-use super::records::{seeded_subset, EvalPlan, Evaluator, RecordEval, GREEDY_SLACK, MIN_K};
-use super::scoring::SIGMA2_FLOOR;
-use super::stats::ks_two_sample;
-use super::{evidence::Metrics, CertifyError};
-use crate::data::{read_records, Encoded, Record, TextTokenizer};
+use crate::judge::metric::Metric;
+use crate::judge::stats::ks_two_sample;
 use crate::model::load::digest;
 use crate::model::{load_model, LoadedModel, ParamGroups};
 use candle_core::DType;
@@ -676,7 +677,7 @@ impl Run<'_> {
         let a_u = auc(&self.metrics, "mia.min_k.auc");
         let members: Vec<f64> = reference["forget"].iter().map(|r| r.min_k).collect();
         let nonmembers: Vec<f64> = reference["holdout"].iter().map(|r| r.min_k).collect();
-        let a_r = super::stats::roc_auc(&members, &nonmembers)?;
+        let a_r = crate::judge::stats::roc_auc(&members, &nonmembers)?;
         if let Some(a_u) = a_u {
             let (u, r) = (1.0 - a_u, 1.0 - a_r);
             if r > 0.0 {
@@ -768,8 +769,7 @@ impl Run<'_> {
         let gnorm = super::lanczos::norm(&g);
         let denom = spec.lambda_min + damping;
         let distance_bound = (denom > 0.0).then(|| gnorm / denom);
-        let values =
-            |v: &[super::influence::SelfInfluence]| v.iter().map(|s| s.value).collect::<Vec<f64>>();
+        let values = |v: &[SelfInfluence]| v.iter().map(|s| s.value).collect::<Vec<f64>>();
         match independent_ratio(&values(&si_f), &values(&si_h)) {
             Some(m) => self.metrics.insert("influence.self_influence_ratio", m),
             None => self.omit(

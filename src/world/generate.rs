@@ -22,7 +22,6 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::atomic::write_atomic;
 use crate::data::record::Record;
@@ -1017,7 +1016,7 @@ pub fn write_world(world: &World, dir: &Path) -> Result<WorldManifest, WorldErro
             file,
             records: records.len(),
             subjects: subjects(records).len(),
-            sha256: hex::encode(Sha256::digest(&bytes)),
+            sha256: crate::digest::sha256_hex(&bytes),
         });
     }
     let manifest = world.manifest(entries);
@@ -1272,7 +1271,7 @@ mod tests {
         for split in &manifest.splits {
             let bytes = std::fs::read(dir.join(&split.file)).unwrap();
             assert_eq!(
-                hex::encode(Sha256::digest(&bytes)),
+                crate::digest::sha256_hex(&bytes),
                 split.sha256,
                 "{}",
                 split.file

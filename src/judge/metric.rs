@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use crate::certify::stats::{self, AucEstimate, StatsError};
+use crate::judge::stats::{self, AucEstimate, StatsError};
 
 /// One measured statistic, with what is needed to bound it at any confidence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,13 +5,10 @@
 //! ordered and nothing depends on time or thread timing, so the same inputs and seed give the same
 //! bytes. Written atomically. This module owns the format; it computes nothing.
 
-use super::influence::{HvpCheck, SelfInfluence, Spectrum};
 use super::metric::Metric;
-use super::mia::AttackScores;
-use super::records::RecordEval;
 use super::stats::RocPoint;
 use crate::atomic::write_atomic;
-use crate::model::FileDigest;
+use crate::digest::FileDigest;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -196,6 +193,89 @@ impl Evidence {
         let bytes = self.to_bytes().map_err(std::io::Error::other)?;
         write_atomic(path, &bytes)
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordEval {
+    pub id: String,
+    /// Scored target tokens.
+    pub tokens: usize,
+    /// Mean negative log-likelihood of the scored tokens.
+    pub loss: f64,
+    /// Mean of the lowest 20 % token log-probs (Min-K%; higher = more member-like).
+    pub min_k: f64,
+    /// Mean of the lowest 20 % Min-K%++ z-scores (higher = more member-like).
+    pub min_k_pp: f64,
+    /// zlib length of the scored text (the answer of a question–answer record).
+    pub zlib_bytes: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qa: Option<QaEval>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QaEval {
+    pub exact_memorization: f64,
+    pub extraction_strength: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greedy: Option<GreedyEval>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truth_ratio: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GreedyEval {
+    pub answer: String,
+    pub exact_match: bool,
+    pub rouge_l: f64,
+}
+
+/// One attack's scores: members (forget) and non-members (holdout), in record order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttackScores {
+    pub members: Vec<f64>,
+    pub nonmembers: Vec<f64>,
+}
+
+/// How far the exact HVP is from symmetric and from a finite-difference derivative of the
+/// gradient, for seeded random unit vectors u and v.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HvpCheck {
+    /// |u·Hv − v·Hu| / (‖u‖·‖Hv‖).
+    pub symmetry: f64,
+    /// max|Hv − (∇L(θ+εv) − ∇L(θ−εv))/(2ε)| / max|Hv|.
+    pub finite_difference_relative_error: f64,
+    pub finite_difference_step: f64,
+}
+
+/// Lanczos summary: the Ritz values and the extremes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spectrum {
+    pub steps: usize,
+    pub ritz_values: Vec<f64>,
+    pub lambda_max: f64,
+    pub lambda_min: f64,
+}
+
+/// One record's self-influence and the solve behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelfInfluence {
+    pub id: String,
+    pub value: f64,
+    pub gradient_norm: f64,
+    pub cg: CgResult,
+}
+
+/// The solution and how well it solves the system.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CgResult {
+    #[serde(skip)]
+    pub x: Vec<f64>,
+    pub iterations: usize,
+    /// ‖b − (H+λI)x‖ / ‖b‖ at the end (recursively updated).
+    pub relative_residual: f64,
+    pub converged: bool,
+    /// True when a search direction had pᵀ(H+λI)p ≤ 0.
+    pub negative_curvature: bool,
 }
 
 #[cfg(test)]

@@ -12,10 +12,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::certify::metric::{self, z_score, Metric, Side};
-use crate::certify::property::{Counterexample, PropertyOutcome};
-use crate::certify::spec::{Requirement, Spec, SpecError, Target};
-use crate::certify::stats::{self, StatsError};
+use crate::judge::metric::{self, z_score, Metric, Side};
+use crate::judge::property::{Counterexample, PropertyOutcome};
+use crate::judge::spec::{Requirement, Spec, SpecError, Target};
+use crate::judge::stats::{self, StatsError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -318,7 +318,7 @@ pub enum JudgeError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error(transparent)]
-    Property(#[from] crate::certify::property::PropertyError),
+    Property(#[from] crate::judge::property::PropertyError),
     #[error("{file}:{line}: property `{property}` names split `{split}`, which was not given")]
     MissingSplit {
         file: String,
@@ -337,7 +337,7 @@ pub fn judge_spec<'r>(
     evidence: &Value,
     baseline: Option<&Value>,
     split: &dyn Fn(&str) -> Option<&'r [crate::data::Record]>,
-    oracle: &dyn crate::certify::property::Oracle,
+    oracle: &dyn crate::judge::property::Oracle,
 ) -> Result<Vec<Verdict>, JudgeError> {
     let mut verdicts = evaluate(spec, evidence, baseline)?;
     for p in &spec.properties {
@@ -347,7 +347,7 @@ pub fn judge_spec<'r>(
             property: p.id.clone(),
             split: p.split.clone(),
         })?;
-        let outcome = crate::certify::property::run(p, spec.seed, records, oracle)?;
+        let outcome = crate::judge::property::run(p, spec.seed, records, oracle)?;
         verdicts.push(property_verdict(&outcome));
     }
     Ok(verdicts)
@@ -472,7 +472,7 @@ pub fn render_table(verdicts: &[Verdict]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certify::metric::MetricError;
+    use crate::judge::metric::MetricError;
     use serde_json::json;
 
     const SPEC: &str = r#"schema_version = 1

@@ -18,8 +18,23 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::certify::spec::Property;
 use crate::data::record::Record;
+
+/// One `[[property]]`: a property-based check run against the model (see this module).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Property {
+    pub id: String,
+    pub description: String,
+    pub split: String,
+    pub cases: u32,
+    pub perturbations: Vec<PerturbationKind>,
+    /// The protected answer's first token must rank at least this low (0 = most likely).
+    pub min_rank: Option<usize>,
+    pub forbid_verbatim: bool,
+    /// Only records whose id ends with one of these (all records when empty).
+    pub id_suffixes: Vec<String>,
+    pub line: usize,
+}
 
 /// The model, as the property runner sees it.
 pub trait Oracle {
