@@ -442,7 +442,7 @@ fn batched_greedy_answers_equal_one_prompt_at_a_time_with_the_full_forward() {
     assert!(prompts.len() == 40 && prompts.iter().any(|p| p.len() != prompts[0].len()));
     let budget: Vec<usize> = (0..prompts.len()).map(|i| 4 + i % 9).collect();
     let batched =
-        lethe::evidence::answers::greedy_batch(&m.model, &prompts, &budget, &stop, tok.pad_id())
+        lethe::model::generate::greedy_batch(&m.model, &prompts, &budget, &stop, tok.pad_id())
             .unwrap();
     for ((prompt, &max_new), got) in prompts.iter().zip(&budget).zip(&batched) {
         let mut ids = prompt.clone();

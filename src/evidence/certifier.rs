@@ -8,7 +8,7 @@ use super::activation::cosines;
 use super::answers::stop_tokens;
 use super::influence::{check_hvp, self_influence, spectrum, Sample, Space, DISTANCE_ASSUMPTION};
 use super::metrics::truth_ratio_score;
-use super::mia::{grad_norms, run_attack, scores, Side, ATTACKS};
+use super::mia::{grad_norms, run_attack, scores, Side};
 use super::records::{seeded_subset, EvalPlan, Evaluator, GREEDY_SLACK, MIN_K};
 use super::scoring::SIGMA2_FLOOR;
 use super::CertifyError;
@@ -20,6 +20,7 @@ use crate::judge::evidence::{
     SCHEMA_VERSION,
 };
 use crate::judge::metric::Metric;
+use crate::judge::metric::ATTACKS;
 use crate::judge::stats::ks_two_sample;
 use crate::model::load::digest;
 use crate::model::{load_model, LoadedModel, ParamGroups};

@@ -27,17 +27,6 @@ use crate::model::grad::loss_and_grad;
 use crate::model::{Gpt2, ParamGroups};
 use candle_core::DType;
 
-/// The attacks in evidence order.
-pub const ATTACKS: [&str; 7] = [
-    "loss",
-    "zlib",
-    "min_k",
-    "min_k_pp",
-    "ref_original",
-    "ref_reference",
-    "grad_norm",
-];
-
 /// What an attack achieves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttackResult {

@@ -6,6 +6,7 @@ use crate::data::TextTokenizer;
 use crate::judge::property::Oracle;
 use crate::model::{generate::greedy, Gpt2};
 use candle_core::{DType, Tensor};
+use std::collections::HashSet;
 
 /// Greedy answers stop at a newline or end-of-text, and after this many tokens.
 pub const MAX_ANSWER_TOKENS: usize = 24;
@@ -45,12 +46,12 @@ pub fn exact_match_rate(
 pub struct ModelOracle<'a> {
     pub model: &'a Gpt2,
     pub tokenizer: &'a TextTokenizer,
-    stop: Vec<u32>,
+    stop: HashSet<u32>,
 }
 
 impl<'a> ModelOracle<'a> {
     pub fn new(model: &'a Gpt2, tokenizer: &'a TextTokenizer) -> Result<Self, String> {
-        let mut stop: Vec<u32> = tokenizer.eos_id.into_iter().collect();
+        let mut stop: HashSet<u32> = tokenizer.eos_id.into_iter().collect();
         stop.extend(tokenizer.encode_text("\n").map_err(|e| e.to_string())?);
         Ok(ModelOracle {
             model,

@@ -3,7 +3,7 @@
 //! records are scored on their answer tokens (as OpenUnlearning's collators label them), text
 //! records on every token. This module reads models and records; it never changes them.
 
-use super::answers::{answer_text, greedy_batch};
+use super::answers::answer_text;
 use super::metrics::{
     exact_memorization, extraction_strength, mean_of_lowest, rouge_l_recall, truth_ratio,
     zlib_bytes,
@@ -12,6 +12,7 @@ use super::scoring::score;
 use super::CertifyError;
 use crate::data::{Encoded, Record, TextTokenizer};
 use crate::judge::evidence::{GreedyEval, QaEval, RecordEval};
+use crate::model::generate::greedy_batch;
 use crate::model::Gpt2;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;

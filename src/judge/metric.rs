@@ -320,7 +320,8 @@ const SPLIT_STATS: [(&str, Range, Better, Better, Better); 7] = [
         Better::Neither,
     ),
 ];
-const SPLITS: [&str; 4] = ["forget", "retain", "holdout", "utility"];
+/// The splits an evidence file evaluates, in evidence order.
+pub const SPLITS: [&str; 4] = ["forget", "retain", "holdout", "utility"];
 /// The membership-inference attacks the evidence runs.
 pub const ATTACKS: [&str; 7] = [
     "loss",

@@ -24,7 +24,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// The most cases a property may ask for: each case costs a greedy generation.
 pub const MAX_CASES: u32 = 10_000;
 /// The record splits a property may perturb.
-pub const SPLITS: [&str; 4] = ["forget", "retain", "holdout", "utility"];
+pub use crate::judge::metric::SPLITS;
 
 /// The specs shipped in `specs/`, by name, compiled in so that the binary needs no files.
 pub const BUNDLED_SPECS: [(&str, &str); 4] = [
@@ -249,28 +249,10 @@ fn non_empty(src: &Source, s: &Spanned<String>, what: &str) -> Result<String, Sp
     }
 }
 
-/// Levenshtein distance, for "did you mean" on unknown metric paths.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let next = (diagonal + usize::from(ca != cb))
-                .min(row[j] + 1)
-                .min(row[j + 1] + 1);
-            diagonal = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
-}
-
 fn unknown_metric_message(path: &str) -> String {
     let nearest = metric::KNOWN_METRICS
         .iter()
-        .map(|m| (edit_distance(path, &m.path), &m.path))
+        .map(|m| (strsim::levenshtein(path, &m.path), &m.path))
         .min();
     match nearest {
         Some((d, near)) if d <= 3 => {
