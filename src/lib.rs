@@ -22,6 +22,8 @@
 //!   greedy answers, membership-inference attack scores, influence; writes the typed evidence.
 //! - [`judge`]: the judging half (no candle): the typed evidence schema, the metric table,
 //!   statistics, the spec language, property checks' runner, verdicts.
+//! - [`issue`]: the one issuance path — measure, judge, write the report and pages, sign —
+//!   that `lethe certify --spec` and `lethe demo` both call.
 //! - [`report`]: report schema, canonical JSON, in-toto/DSSE signing, verification, HTML and
 //!   Markdown, diffs. Imports `judge`, never candle, `model` or `evidence`.
 //! - [`cli`]: the `lethe` commands, turned into checked requests once.
@@ -38,6 +40,7 @@ pub mod cli;
 pub mod data;
 pub mod digest;
 pub mod evidence;
+pub mod issue;
 pub mod judge;
 pub mod machine;
 pub mod model;

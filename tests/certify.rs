@@ -70,9 +70,9 @@ impl Setup {
         r.reference = Some(self.path("reference"));
         r.utility = Some(self.path("utility.jsonl"));
         r.seed = 7;
-        r.hessian_records = 8;
-        r.influence_records = 3;
-        r.lanczos_steps = 6;
+        r.settings.hessian_records = 8;
+        r.settings.influence_records = 3;
+        r.settings.lanczos_steps = 6;
         r
     }
 }

@@ -1,15 +1,15 @@
 //! `lethe certify`: measure an unlearned model against the original (and a retrained reference
-//! when given) on the forget, retain, holdout and utility splits, and write the evidence JSON;
-//! with `--spec`, judge it and print the verdict table (exit 0 when every verdict passes, 1 when
-//! any fails or is inconclusive). Arguments become a checked request and the inputs are
-//! validated before any tensor work.
+//! when given) on the forget, retain, holdout and utility splits and, with `--spec`, issue the
+//! certificate: `evidence.json`, `report.json`, `report.html`, `report.md` and, with `--sign`,
+//! `certificate.dsse.json` in `--out`, through `issue::issue` (the same function `lethe demo`
+//! calls). Without `--spec` it writes `evidence.json` only. Exit 0 when certified, 1 when a
+//! verdict failed or is inconclusive (the outputs are written all the same), 2 when it could not
+//! run. Arguments become a checked request before any tensor work.
 
 use super::progress::{Progress, ProgressMode};
-use crate::evidence::oracle::ModelOracle;
 use crate::evidence::{certify, load_inputs, Request};
-use crate::judge::spec::Spec;
-use crate::judge::verdict::{judge_spec, render_table, Status};
-use crate::model::ParamGroups;
+use crate::issue::{issue, IssueRequest, EVIDENCE_FILE};
+use crate::judge::verdict::render_table;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,9 +37,22 @@ pub struct CertifyArgs {
     /// General records for model utility, JSONL.
     #[arg(long)]
     utility: Option<PathBuf>,
-    /// Where to write the evidence JSON (atomically).
+    /// Output folder: evidence.json, and with --spec report.json, report.html, report.md and
+    /// (with --sign) certificate.dsse.json. Refuses a folder holding another run's report or
+    /// certificate unless --force.
     #[arg(long)]
     out: PathBuf,
+    /// Replace another run's report or certificate in --out.
+    #[arg(long)]
+    force: bool,
+    /// Sign the report with this Ed25519 private key (PKCS#8 PEM, `lethe keygen`) into
+    /// certificate.dsse.json — CERTIFIED or NOT CERTIFIED alike.
+    #[arg(long, requires = "spec")]
+    sign: Option<PathBuf>,
+    /// The unlearning record (`unlearn.json`) of the run that made --unlearned: bound into the
+    /// report by digest, and checked to name --original and --unlearned.
+    #[arg(long, requires = "spec")]
+    unlearn_log: Option<PathBuf>,
     /// Seed of every sampled choice (Hessian sample, influence records, random vectors).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -69,99 +82,81 @@ pub struct CertifyArgs {
     /// records the omission and specs that name `influence.*` metrics cannot be evaluated.
     #[arg(long)]
     no_influence: bool,
-    /// A specification (TOML) to judge the evidence against; prints the verdict table and sets
-    /// the exit code (0 all pass, 1 any fail or inconclusive, 2 error).
+    /// A specification (TOML) to judge the evidence against: issues the report (and, with
+    /// --sign, the certificate), prints the verdict table and sets the exit code (0 certified,
+    /// 1 not certified, 2 error).
     #[arg(long)]
     spec: Option<PathBuf>,
-    /// Evidence JSON of a baseline run, for specs with thresholds relative to a baseline.
+    /// Evidence or report of a baseline run, for specs with thresholds relative to a baseline.
     #[arg(long, requires = "spec")]
     baseline: Option<PathBuf>,
 }
 
-pub fn run(args: CertifyArgs, progress: ProgressMode) -> Result<ExitCode> {
+fn request(args: &CertifyArgs) -> Result<Request> {
     let mut req = Request::new(
-        args.original,
-        args.unlearned,
-        args.forget,
-        args.retain,
-        args.holdout,
+        args.original.clone(),
+        args.unlearned.clone(),
+        args.forget.clone(),
+        args.retain.clone(),
+        args.holdout.clone(),
     );
-    req.reference = args.reference;
-    req.utility = args.utility;
+    req.reference = args.reference.clone();
+    req.utility = args.utility.clone();
     req.seed = args.seed;
-    req.confidence = args.confidence;
-    req.params = ParamGroups::parse(&args.params).map_err(anyhow::Error::msg)?;
-    req.hessian_records = args.hessian_records;
-    req.influence_records = args.influence_records;
-    req.lanczos_steps = args.lanczos_steps;
-    req.generated_records = args.generated_records;
+    let s = &mut req.settings;
+    s.confidence = args.confidence;
+    s.params = args.params.clone();
+    s.hessian_records = args.hessian_records;
+    s.influence_records = args.influence_records;
+    s.lanczos_steps = args.lanczos_steps;
+    s.generated_records = args.generated_records;
+    s.damping = args.damping;
     req.influence = !args.no_influence;
-    anyhow::ensure!(
-        req.hessian_records > 0,
-        "--hessian-records must be at least 1"
-    );
-    anyhow::ensure!(req.lanczos_steps > 0, "--lanczos-steps must be at least 1");
-    if let Some(d) = args.damping {
-        anyhow::ensure!(
-            d.is_finite() && d >= 0.0,
-            "--damping must be a finite non-negative number"
+    req.params().map_err(anyhow::Error::new)?;
+    Ok(req)
+}
+
+pub fn run(args: CertifyArgs, progress: ProgressMode) -> Result<ExitCode> {
+    let req = request(&args)?;
+    let mut bar = Progress::new(progress, "certify", 0);
+    let Some(spec) = &args.spec else {
+        // Measuring only: the evidence file, no verdicts.
+        let mut inputs = load_inputs(&req)?;
+        let (evidence, summary) = certify(&req, &mut inputs, &mut |stage, n| bar.inc(n, stage))?;
+        bar.finish();
+        std::fs::create_dir_all(&args.out).with_context(|| args.out.display().to_string())?;
+        let path = args.out.join(EVIDENCE_FILE);
+        evidence
+            .write(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "evaluated {} tokens in {:.2} s ({:.0} tokens/s); evidence in {}",
+            summary.eval_tokens,
+            summary.eval_seconds,
+            summary.eval_tokens as f64 / summary.eval_seconds.max(1e-9),
+            path.display()
         );
-        req.damping = Some(d);
-    }
-    // Read the spec (and baseline) before the long run, so a typo fails in a second.
-    let spec = match &args.spec {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| p.display().to_string())?;
-            Some(Spec::parse(&text, &p.display().to_string())?)
-        }
-        None => None,
-    };
-    let baseline: Option<serde_json::Value> = match &args.baseline {
-        Some(p) => Some(
-            serde_json::from_slice(&std::fs::read(p).with_context(|| p.display().to_string())?)
-                .with_context(|| format!("{}: not JSON", p.display()))?,
-        ),
-        None => None,
-    };
-    let mut inputs = load_inputs(&req)?;
-    let models = 2 + usize::from(inputs.reference.is_some());
-    let records: usize = inputs.splits.values().map(|(d, _)| d.records).sum();
-    let total =
-        (models * records + 2 * 2 * req.influence_records * usize::from(req.influence)) as u64;
-    let mut bar = Progress::new(progress, "certify", total);
-    let (evidence, summary) = certify(&req, &mut inputs, &mut |stage, n| bar.inc(n, stage))?;
-    bar.finish();
-    evidence
-        .write(&args.out)
-        .with_context(|| format!("writing {}", args.out.display()))?;
-    eprintln!(
-        "evaluated {} tokens in {:.2} s ({:.0} tokens/s, forward-only passes); evidence in {}",
-        summary.eval_tokens,
-        summary.eval_seconds,
-        summary.eval_tokens as f64 / summary.eval_seconds.max(1e-9),
-        args.out.display()
-    );
-    let Some(spec) = spec else {
         return Ok(ExitCode::SUCCESS);
     };
-    let oracle =
-        ModelOracle::new(&inputs.unlearned.model, &inputs.tokenizer).map_err(anyhow::Error::msg)?;
-    let verdicts = judge_spec(
-        &spec,
-        &serde_json::to_value(&evidence)?,
-        baseline.as_ref(),
-        &|s| inputs.splits.get(s).map(|(_, r)| r.as_slice()),
-        &oracle,
+    let issued = issue(
+        &IssueRequest {
+            certify: req,
+            spec: spec.clone(),
+            baseline: args.baseline.clone(),
+            unlearn_log: args.unlearn_log.clone(),
+            signing_key: args.sign.clone(),
+            out: args.out.clone(),
+            force: args.force,
+        },
+        &mut |stage, n| bar.inc(n, stage),
     )?;
-    print!("{}", render_table(&verdicts));
-    let all_pass = verdicts.iter().all(|v| v.status == Status::Pass);
-    println!(
-        "{} against {} {}",
-        if all_pass { "PASS" } else { "NOT PASSED" },
-        spec.id,
-        spec.version
-    );
-    Ok(if all_pass {
+    bar.finish();
+    for w in &issued.warnings {
+        eprintln!("warning: {w}");
+    }
+    print!("{}", render_table(&issued.report.verdicts));
+    super::print_issued(&issued);
+    Ok(if issued.report.certified() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

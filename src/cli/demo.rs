@@ -1,29 +1,25 @@
 //! `lethe demo`: the whole chain on the bundled world in one command. Unlearn forget05 from the
-//! full model with the default method, certify the result against a spec (default
-//! `specs/gdpr-art17.toml`) with the retrained model as reference, sign the report with a key
-//! generated into the output folder, verify the certificate, and print the verdicts and where
-//! everything is.
+//! full model with the default method (writing `unlearn.json` as `lethe unlearn` does), issue the
+//! certificate through `issue::issue` — the same function `lethe certify --spec` calls —
+//! against a spec (default `specs/gdpr-art17.toml`) with the retrained model as reference and a
+//! demo key generated into the output folder, verify it as a third party would, and print the
+//! verdicts and where everything is.
 
 use crate::data::{read_records, Encoded, TextTokenizer};
-use crate::evidence::certifier::{certify, load_inputs, Request};
-use crate::evidence::oracle::ModelOracle;
+use crate::evidence::Request;
+use crate::issue::{issue, IssueRequest};
 use crate::judge::spec::Spec;
-use crate::judge::verdict::{judge_spec, render_table};
+use crate::judge::verdict::render_table;
 use crate::model::{load_model, save_model};
-use crate::report::certificate::write_certificate;
-use crate::report::keys::{
-    keygen, load_signing_key, load_verifying_key, SIGNING_KEY_FILE, VERIFYING_KEY_FILE,
-};
-use crate::report::schema::{rfc3339_utc, Artifact, Machine, Report, SpecRef, Tool};
+use crate::report::keys::{keygen, load_verifying_key, SIGNING_KEY_FILE, VERIFYING_KEY_FILE};
 use crate::report::verify::{render_checks, verify, Options};
-use crate::report::{html, markdown};
-use crate::unlearn::{unlearn, Method, UnlearnConfig, UnlearnInputs};
+use crate::unlearn::log::{DataFile, ModelFiles};
+use crate::unlearn::{unlearn, Method, UnlearnConfig, UnlearnInputs, UnlearnLog, UNLEARN_LOG_FILE};
 use anyhow::{Context, Result};
 use candle_core::DType;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -43,21 +39,22 @@ pub struct DemoArgs {
     method: Method,
 }
 
-fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::atomic::write_atomic(path, bytes).with_context(|| path.display().to_string())
-}
-
-/// Unlearns forget05 from the full model into `out/model`; returns the unlearning record.
-fn unlearn_step(args: &DemoArgs, world: &Path, model_out: &Path) -> Result<serde_json::Value> {
+/// Unlearns forget05 from the full model into `model_out` and writes its `unlearn.json`.
+fn unlearn_step(args: &DemoArgs, world: &Path, model_out: &Path) -> Result<PathBuf> {
     let full = args.fixtures.join("models/full");
     let loaded = load_model(&full, DType::F32)?;
     let tok_path = full.join("tokenizer.json");
     let tok = TextTokenizer::load(&tok_path)?;
     let ctx = loaded.model.config().n_positions;
-    let enc = |s: &str| -> Result<Vec<Encoded>> {
-        Ok(tok.encode_all(&read_records(&world.join(format!("{s}.jsonl")))?, true, ctx)?)
-    };
-    let (f, r, h) = (enc("forget05")?, enc("retain05")?, enc("holdout")?);
+    let split = |s: &str| world.join(format!("{s}.jsonl"));
+    let (forget, retain, holdout) = (
+        read_records(&split("forget05"))?,
+        read_records(&split("retain05"))?,
+        read_records(&split("holdout"))?,
+    );
+    let enc =
+        |r: &[crate::data::Record]| -> Result<Vec<Encoded>> { Ok(tok.encode_all(r, true, ctx)?) };
+    let (f, r, h) = (enc(&forget)?, enc(&retain)?, enc(&holdout)?);
     let ledger = match args.method {
         Method::Ledger => Some(crate::train::Ledger::load(&args.fixtures.join("ledger"))?),
         _ => None,
@@ -81,17 +78,35 @@ fn unlearn_step(args: &DemoArgs, world: &Path, model_out: &Path) -> Result<serde
         model_out,
         Some(&std::fs::read(&tok_path)?),
     )?;
-    let value = serde_json::to_value(&outcome)?;
-    write(
-        &model_out.join("unlearn.json"),
-        serde_json::to_string_pretty(&value)?.as_bytes(),
-    )?;
+    let sha = |p: &Path| -> Result<String> {
+        Ok(crate::digest::file_sha256_hex(p)
+            .with_context(|| p.display().to_string())?
+            .0)
+    };
     println!(
         "unlearned   forget05 ({} records) with {:?} on {}: forget loss {:.3} -> {:.3} (holdout level {:.3}), retain {:.3} -> {:.3}, {} steps, {:.1} s",
         f.len(), cfg.method, cfg.params, outcome.levels.forget_start, outcome.final_forget_loss,
         outcome.levels.holdout, outcome.levels.retain_start, outcome.final_retain_loss, outcome.steps.len(), outcome.seconds
     );
-    Ok(value)
+    let log = UnlearnLog {
+        tool: "lethe".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        model: ModelFiles::new(&full, loaded.files),
+        output: ModelFiles::of_dir(model_out)?,
+        forget: DataFile::new(&split("forget05"), sha(&split("forget05"))?, &forget),
+        expanded: Vec::new(),
+        retain: DataFile::new(&split("retain05"), sha(&split("retain05"))?, &retain),
+        holdout: DataFile::new(&split("holdout"), sha(&split("holdout"))?, &holdout),
+        ledger: ledger
+            .as_ref()
+            .map(|_| args.fixtures.join("ledger").display().to_string()),
+        ledger_alignment: None,
+        outcome,
+    };
+    let path = model_out.join(UNLEARN_LOG_FILE);
+    crate::atomic::write_atomic(&path, &log.to_bytes()?)
+        .with_context(|| path.display().to_string())?;
+    Ok(path)
 }
 
 pub fn run(args: DemoArgs) -> Result<ExitCode> {
@@ -110,13 +125,16 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         public.display(),
         private.display()
     );
-    let trajectory = unlearn_step(&args, &world, &model_out)?;
+    if !private.exists() {
+        keygen(&args.out)?;
+        println!(
+            "keygen      a demo signing key in {} (mode 0600; a demo key signs nothing anyone should trust)",
+            private.display()
+        );
+    }
+    let unlearn_log = unlearn_step(&args, &world, &model_out)?;
     // Certify: original = full, unlearned = ours, reference = retrained without forget05.
-    let spec_text = std::fs::read(&args.spec).with_context(|| args.spec.display().to_string())?;
-    let spec = Spec::parse(
-        &String::from_utf8_lossy(&spec_text),
-        &args.spec.display().to_string(),
-    )?;
+    let spec = Spec::load(&args.spec)?;
     let mut req = Request::new(
         args.fixtures.join("models/full"),
         model_out.clone(),
@@ -127,110 +145,61 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     req.reference = Some(args.fixtures.join("models/retrain05"));
     req.utility = Some(world.join("utility.jsonl"));
     req.seed = spec.seed;
-    // Compute the evidence the spec needs: the influence analysis (exact f64 Hessian work, several
-    // minutes on 2 cores) only when a requirement names an `influence.*` metric.
+    // The influence analysis (exact f64 Hessian work, minutes on 2 cores) only when a
+    // requirement names an `influence.*` metric.
     req.influence = spec
         .requirements
         .iter()
         .any(|r| r.metric.starts_with("influence."));
     let certify_start = Instant::now();
-    let mut inputs = load_inputs(&req)?;
-    let (evidence, summary) = certify(&req, &mut inputs, &mut |_, _| {})?;
-    evidence.write(&args.out.join("evidence.json"))?;
+    let issued = issue(
+        &IssueRequest {
+            certify: req,
+            spec: args.spec.clone(),
+            baseline: None,
+            unlearn_log: Some(unlearn_log),
+            signing_key: Some(private),
+            out: args.out.clone(),
+            // The demo's folder is its own: each run replaces the last.
+            force: true,
+        },
+        &mut |_, _| {},
+    )?;
+    for w in &issued.warnings {
+        eprintln!("warning: {w}");
+    }
     println!(
         "certified   in {:.1} s: {} tokens scored at {:.0} tokens/s; influence analysis {}",
         certify_start.elapsed().as_secs_f64(),
-        summary.eval_tokens,
-        summary.eval_tokens as f64 / summary.eval_seconds.max(1e-9),
-        if req.influence {
+        issued.summary.eval_tokens,
+        issued.summary.eval_tokens as f64 / issued.summary.eval_seconds.max(1e-9),
+        if issued.report.evidence.influence.is_some() {
             "included"
         } else {
             "skipped (the spec names no influence.* metric; `lethe certify` runs it)"
         }
     );
-    let evidence = serde_json::to_value(&evidence)?;
-    let oracle =
-        ModelOracle::new(&inputs.unlearned.model, &inputs.tokenizer).map_err(anyhow::Error::msg)?;
-    let verdicts = judge_spec(
-        &spec,
-        &evidence,
-        None,
-        &|s| inputs.splits.get(s).map(|(_, r)| r.as_slice()),
-        &oracle,
-    )?;
-    println!(
-        "judged      {} verdicts in {:.1} s",
-        verdicts.len(),
-        certify_start.elapsed().as_secs_f64()
-    );
-    // The report, rendered and signed.
-    let mut artifacts = Artifact::from_evidence(&evidence);
-    artifacts.push(Artifact::of_file("spec", &args.spec)?);
-    let seeds = BTreeMap::from([
-        ("evidence".to_string(), req.seed),
-        ("spec".to_string(), spec.seed),
-        ("unlearn".to_string(), UnlearnConfig::default().seed),
-    ]);
-    let report = Report {
-        schema_version: 1,
-        tool: Tool::current(),
-        created: rfc3339_utc(SystemTime::now()),
-        machine: Machine::new(crate::machine::cpu_model(), crate::machine::threads()),
-        artifacts,
-        method: Some(trajectory["config"].clone()),
-        seeds,
-        spec: SpecRef::new(&spec, &spec_text),
-        evidence,
-        verdicts,
-        trajectory: Some(trajectory),
-    };
-    write(&args.out.join("report.json"), &report.to_jcs()?)?;
-    write(
-        &args.out.join("report.html"),
-        html::render(&report).as_bytes(),
-    )?;
-    write(
-        &args.out.join("report.md"),
-        markdown::render(&report).as_bytes(),
-    )?;
-    if !args.out.join(SIGNING_KEY_FILE).exists() {
-        keygen(&args.out)?;
-    }
-    let key = load_signing_key(&args.out.join(SIGNING_KEY_FILE))?;
-    let cert = write_certificate(&report, &key, &args.out)?;
+    let cert = issued
+        .certificate
+        .clone()
+        .context("the demo signs its report, but no certificate was written")?;
     // Verify what was written, as a third party would.
-    let public = load_verifying_key(&args.out.join(VERIFYING_KEY_FILE))?;
     let check = verify(
         &std::fs::read(&cert)?,
-        &public,
+        &load_verifying_key(&public)?,
         &Options {
             artifacts: Some(&model_out),
             recompute: None,
         },
     );
-    print!("\n{}", render_table(&report.verdicts));
+    print!("\n{}", render_table(&issued.report.verdicts));
     print!("\nverify\n{}", render_checks(&check.checks));
-    println!("\ncertificate {}", cert.display());
-    println!(
-        "public key  {}",
-        args.out.join(VERIFYING_KEY_FILE).display()
-    );
-    println!(
-        "report      {} (and report.md, report.json)",
-        args.out.join("report.html").display()
-    );
+    println!();
+    println!("public key  {}", public.display());
     println!("model       {}", model_out.display());
-    println!(
-        "result      {} against {} in {:.0} s",
-        if report.certified() {
-            "CERTIFIED"
-        } else {
-            "NOT CERTIFIED"
-        },
-        report.spec.id,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(if check.passed() && report.certified() {
+    super::print_issued(&issued);
+    println!("time        {:.0} s", started.elapsed().as_secs_f64());
+    Ok(if check.passed() && issued.report.certified() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

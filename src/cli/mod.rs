@@ -59,8 +59,8 @@ enum Command {
     Match(unlearn::MatchArgs),
     /// Reproduce a paper's comparisons on the bundled world (`seed-paper`: Zagardo 2024).
     Experiment(experiment::ExperimentArgs),
-    /// Measure an unlearned model against the original (and a retrained reference): metrics,
-    /// membership-inference attacks with confidence intervals, influence; write evidence JSON.
+    /// Measure an unlearned model against the original (and a retrained reference) and, with
+    /// --spec, issue the report and (with --sign) the signed certificate into --out.
     Certify(Box<certify::CertifyArgs>),
     /// The whole chain on the bundled world: unlearn forget05, certify against
     /// specs/gdpr-art17.toml with the retrained model as reference, sign, verify.
@@ -97,4 +97,34 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Where an issued certificate's files are, and its outcome: what `certify` and `demo` print last.
+fn print_issued(issued: &crate::issue::Issued) {
+    let r = &issued.report;
+    if let Some(cert) = &issued.certificate {
+        println!("certificate {}", cert.display());
+    }
+    println!(
+        "report      {} (and {}, {}, {})",
+        issued.html.display(),
+        issued.markdown.display(),
+        issued.report_json.display(),
+        issued.evidence.display()
+    );
+    println!(
+        "result      {} against {} {} ({} of {} verdicts pass)",
+        if r.certified() {
+            "CERTIFIED"
+        } else {
+            "NOT CERTIFIED"
+        },
+        r.spec.id,
+        r.spec.version,
+        r.verdicts
+            .iter()
+            .filter(|v| v.status == crate::judge::verdict::Status::Pass)
+            .count(),
+        r.verdicts.len()
+    );
 }

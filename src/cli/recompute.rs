@@ -5,23 +5,25 @@
 //! not depend on the ML stack; it never changes a model or a file.
 
 use crate::evidence::oracle::ModelOracle;
-use crate::evidence::{certify, load_inputs, Request};
+use crate::evidence::{certify, load_inputs, CertifyError, Request};
 use crate::judge::evidence::Evidence;
-use crate::judge::spec::Spec;
-use crate::judge::verdict::judge_spec;
-use crate::model::ParamGroups;
+use crate::judge::spec::{Spec, BUNDLED_SPECS};
+use crate::judge::verdict::{judge_spec, Verdict};
 use crate::report::schema::Report;
 use crate::report::verify::Check;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
+
+/// A spec file is a few kB; anything past this is not one.
+const MAX_SPEC_BYTES: u64 = 1 << 20;
 
 /// Relative difference two recomputed figures may have: the same bytes and seeds give the same
 /// figures on one machine; another CPU may sum in another order (f32 matmuls).
 pub const TOLERANCE: f64 = 1e-6;
 
 /// The checks of a recomputation; paths in the report are resolved against `root` (the
-/// directory the certification ran in).
+/// directory the certification ran in), and only there.
 pub fn recompute(report: &Report, root: &Path) -> Vec<Check> {
     match rerun(report, root) {
         Ok(checks) => checks,
@@ -29,42 +31,46 @@ pub fn recompute(report: &Report, root: &Path) -> Vec<Check> {
     }
 }
 
-fn rerun(report: &Report, root: &Path) -> Result<Vec<Check>, String> {
-    let signed: Evidence = serde_json::from_value(report.evidence.clone())
-        .map_err(|e| format!("the report's evidence is not lethe evidence: {e}"))?;
-    let dir = |role: &str| signed.models.get(role).map(|m| root.join(&m.dir));
-    let data = |split: &str| signed.data.get(split).map(|d| root.join(&d.path));
-    let need = |p: Option<std::path::PathBuf>, what: &str| {
-        p.ok_or_else(|| format!("the evidence names no {what}"))
-    };
-    let mut req = Request::new(
-        need(dir("original"), "original model")?,
-        need(dir("unlearned"), "unlearned model")?,
-        need(data("forget"), "forget split")?,
-        need(data("retain"), "retain split")?,
-        need(data("holdout"), "holdout split")?,
-    );
-    req.reference = dir("reference");
-    req.utility = data("utility");
-    req.seed = signed.seed;
-    let s = &signed.settings;
-    req.confidence = s.confidence;
-    req.params = ParamGroups::parse(&s.params)?;
-    req.hessian_records = s.hessian_records;
-    req.influence_records = s.influence_records;
-    req.lanczos_steps = s.lanczos_steps;
-    req.cg_tolerance = s.cg_tolerance;
-    req.cg_max_iterations = s.cg_max_iterations;
-    req.damping = s.damping;
-    req.generated_records = s.generated_records;
-    req.influence = signed.influence.is_some();
-    let spec = signed_spec(report, root)?;
+/// A path named inside a signed report, resolved under `root`: relative, no `..`, and — after
+/// symbolic links are followed — still inside `root`. A hostile signer's paths go nowhere else.
+pub fn confine(root: &Path, named: &str) -> Result<PathBuf, String> {
+    let rel = Path::new(named);
+    let plain = rel
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if named.is_empty() || !plain {
+        return Err(format!(
+            "the report names {named:?}: only relative paths without `..` are followed"
+        ));
+    }
+    let root = root
+        .canonicalize()
+        .map_err(|e| format!("--root {}: {e}", root.display()))?;
+    let path = root
+        .join(rel)
+        .canonicalize()
+        .map_err(|e| format!("{named} (under {}): {e}", root.display()))?;
+    if !path.starts_with(&root) {
+        return Err(format!(
+            "{named} leads outside --root {} (to {})",
+            root.display(),
+            path.display()
+        ));
+    }
+    Ok(path)
+}
 
+fn rerun(report: &Report, root: &Path) -> Result<Vec<Check>, String> {
+    let signed = &report.evidence;
+    let resolve = |named: &str| confine(root, named).map_err(CertifyError::Setting);
+    let req = Request::from_evidence(signed, &resolve).map_err(|e| e.to_string())?;
+    let spec = signed_spec(report, root)?;
     let mut inputs = load_inputs(&req).map_err(|e| e.to_string())?;
     let (fresh, _) = certify(&req, &mut inputs, &mut |_, _| {}).map_err(|e| e.to_string())?;
-    let mut checks = vec![same_inputs(&signed, &fresh)];
+    let mut checks = vec![same_inputs(signed, &fresh)];
+    let signed_value = serde_json::to_value(signed).map_err(|e| e.to_string())?;
     let fresh_value = serde_json::to_value(&fresh).map_err(|e| e.to_string())?;
-    checks.push(same_numbers(&report.evidence, &fresh_value));
+    checks.push(same_numbers(&signed_value, &fresh_value));
     let oracle = ModelOracle::new(&inputs.unlearned.model, &inputs.tokenizer)?;
     let verdicts = judge_spec(
         &spec,
@@ -74,10 +80,24 @@ fn rerun(report: &Report, root: &Path) -> Result<Vec<Check>, String> {
         &oracle,
     )
     .map_err(|e| e.to_string())?;
-    for old in &report.verdicts {
-        let name = format!("recompute {}", old.requirement);
-        let Some(new) = verdicts.iter().find(|v| v.requirement == old.requirement) else {
-            checks.push(Check::fail(name, "not produced by the recomputation"));
+    checks.extend(same_verdicts(&report.verdicts, &verdicts));
+    Ok(checks)
+}
+
+/// Every verdict of the whole spec, re-judged: one check per requirement or property, failing
+/// when the signed report changed, dropped or added one.
+fn same_verdicts(signed: &[Verdict], fresh: &[Verdict]) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for new in fresh {
+        let name = format!("recompute {}", new.requirement);
+        let Some(old) = signed.iter().find(|v| v.requirement == new.requirement) else {
+            checks.push(Check::fail(
+                name,
+                format!(
+                    "{:?} when re-judged, but missing from the signed report",
+                    new.status
+                ),
+            ));
             continue;
         };
         let same_value = match (old.value, new.value) {
@@ -97,21 +117,33 @@ fn rerun(report: &Report, root: &Path) -> Result<Vec<Check>, String> {
             Check::fail(name, detail)
         });
     }
-    Ok(checks)
+    for old in signed {
+        if !fresh.iter().any(|v| v.requirement == old.requirement) {
+            checks.push(Check::fail(
+                format!("recompute {}", old.requirement),
+                "in the signed report, but not a requirement or property of the spec",
+            ));
+        }
+    }
+    checks
 }
 
-/// The spec the report was judged against, read from the file it names and checked by digest.
+/// The spec the report was judged against — a bundled one by name or a file under `root` —
+/// checked by the sha256 of its bytes either way.
 fn signed_spec(report: &Report, root: &Path) -> Result<Spec, String> {
     let file = &report.spec.file;
-    let text = match file.strip_prefix("bundled:") {
-        Some(name) => {
-            return Spec::bundled(name)
-                .ok_or_else(|| format!("no bundled spec {name}"))?
-                .map_err(|e| e.to_string())
+    let text: Vec<u8> = match file.strip_prefix("bundled:") {
+        Some(name) => BUNDLED_SPECS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| t.as_bytes().to_vec())
+            .ok_or_else(|| format!("no bundled spec {name}"))?,
+        None => {
+            let path = confine(root, file)?;
+            read_capped(&path, MAX_SPEC_BYTES)?
         }
-        None => std::fs::read(root.join(file)).map_err(|e| format!("{file}: {e}"))?,
     };
-    let digest = crate::model::load::digest(file, &text).sha256;
+    let digest = crate::digest::sha256_hex(&text);
     if digest != report.spec.sha256 {
         return Err(format!(
             "{file} has sha256 {digest}, the report was judged against {}",
@@ -119,6 +151,23 @@ fn signed_spec(report: &Report, root: &Path) -> Result<Spec, String> {
         ));
     }
     Spec::parse(&String::from_utf8_lossy(&text), file).map_err(|e| e.to_string())
+}
+
+/// The bytes of a regular file of at most `cap` bytes (no FIFO, device or oversized file).
+fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() || meta.len() > cap {
+        return Err(format!(
+            "{}: not a regular file of at most {cap} bytes",
+            path.display()
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(cap + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(bytes)
 }
 
 /// Every model file and data split was read with the digest the signed evidence records.

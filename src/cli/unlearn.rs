@@ -7,7 +7,8 @@ use crate::data::fuzzy::{find_matches, Match, Request};
 use crate::data::{read_records, Encoded, Record, TextTokenizer};
 use crate::model::{load_model, save_model};
 use crate::train::{Ledger, LedgerEpochs};
-use crate::unlearn::{unlearn, Method, UnlearnConfig, UnlearnInputs};
+use crate::unlearn::log::{DataFile, ModelFiles};
+use crate::unlearn::{unlearn, Method, UnlearnConfig, UnlearnInputs, UnlearnLog, UNLEARN_LOG_FILE};
 use anyhow::{Context, Result};
 use candle_core::DType;
 use std::path::{Path, PathBuf};
@@ -195,10 +196,11 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
         }
         None => None,
     };
+    let (retain, holdout) = (read_records(&args.retain)?, read_records(&args.holdout)?);
     let (f, r, h) = (
         encode_all(&tok, &forget, ctx)?,
-        encode_all(&tok, &read_records(&args.retain)?, ctx)?,
-        encode_all(&tok, &read_records(&args.holdout)?, ctx)?,
+        encode_all(&tok, &retain, ctx)?,
+        encode_all(&tok, &holdout, ctx)?,
     );
     // How well the ledger's first-epoch directions still describe the forget records here
     // (the records as trained: question and answer). Measured on the bundled world, 0.015
@@ -253,20 +255,21 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
     bar.finish();
     let tok_json = std::fs::read(&tok_path)?;
     save_model(&model, loaded.storage_dtype, &args.out, Some(&tok_json))?;
-    let record = serde_json::json!({
-        "tool": "lethe", "version": env!("CARGO_PKG_VERSION"),
-        "model": {"dir": args.model, "files": loaded.files},
-        "forget": {"file": args.forget, "sha256": sha256_file(&args.forget)?, "records": f.len(), "expanded": expanded},
-        "retain": {"file": args.retain, "sha256": sha256_file(&args.retain)?},
-        "holdout": {"file": args.holdout, "sha256": sha256_file(&args.holdout)?},
-        "ledger": args.ledger,
-        "ledger_alignment": alignment,
-        "outcome": outcome,
-    });
-    crate::atomic::write_atomic(
-        &args.out.join("unlearn.json"),
-        serde_json::to_string_pretty(&record)?.as_bytes(),
-    )?;
+    let log = UnlearnLog {
+        tool: "lethe".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        model: ModelFiles::new(&args.model, loaded.files),
+        output: ModelFiles::of_dir(&args.out)?,
+        forget: DataFile::new(&args.forget, sha256_file(&args.forget)?, &forget),
+        expanded,
+        retain: DataFile::new(&args.retain, sha256_file(&args.retain)?, &retain),
+        holdout: DataFile::new(&args.holdout, sha256_file(&args.holdout)?, &holdout),
+        ledger: args.ledger.as_ref().map(|p| p.display().to_string()),
+        ledger_alignment: alignment,
+        outcome,
+    };
+    crate::atomic::write_atomic(&args.out.join(UNLEARN_LOG_FILE), &log.to_bytes()?)?;
+    let outcome = &log.outcome;
     println!(
         "unlearned   {} records with {:?} on {} in {} steps ({:.1} s): forget loss {:.3} → {:.3} (holdout level {:.3}), retain {:.3} → {:.3}; stop: {:?}",
         f.len(), cfg.method, cfg.params, outcome.steps.len(), outcome.seconds,

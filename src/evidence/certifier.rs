@@ -34,7 +34,9 @@ pub const MIN_NONMEMBERS_FOR_1PCT_FPR: usize = 100;
 /// Rows per batch of the gradient and Hessian passes.
 const GRAD_ROWS: usize = 16;
 
-/// What to certify and how.
+/// What to certify and how: the files, the seed, and the settings exactly as the evidence
+/// records them (`judge::evidence::Settings` is the one description of them; `verify
+/// --recompute` rebuilds a request from a signed evidence file with [`Request::from_evidence`]).
 #[derive(Debug, Clone)]
 pub struct Request {
     pub original: PathBuf,
@@ -45,16 +47,7 @@ pub struct Request {
     pub holdout: PathBuf,
     pub utility: Option<PathBuf>,
     pub seed: u64,
-    pub confidence: f64,
-    pub params: ParamGroups,
-    pub hessian_records: usize,
-    pub influence_records: usize,
-    pub lanczos_steps: usize,
-    pub cg_tolerance: f64,
-    pub cg_max_iterations: usize,
-    pub damping: Option<f64>,
-    /// Question–answer records per split that get greedy answers and truth ratios.
-    pub generated_records: usize,
+    pub settings: Settings,
     /// Run the influence analysis (Hessian checks, spectrum, self-influence, distance bound).
     /// It is the slowest stage by far (exact f64 second derivatives); without it the evidence
     /// says so under `omitted` and a spec naming an `influence.*` metric is an error.
@@ -79,18 +72,118 @@ impl Request {
             holdout,
             utility: None,
             seed: 0,
-            confidence: 0.95,
-            params: ParamGroups(vec![crate::model::Group::Embedding]),
-            hessian_records: 16,
-            influence_records: 4,
-            lanczos_steps: 12,
-            cg_tolerance: 1e-3,
-            cg_max_iterations: 30,
-            damping: None,
-            generated_records: 200,
+            settings: default_settings(),
             influence: true,
         }
     }
+
+    /// The request a signed evidence file was measured from: its files (resolved by
+    /// `resolve`, which decides where a recorded path may point), seed and settings.
+    pub fn from_evidence(
+        evidence: &Evidence,
+        resolve: &dyn Fn(&str) -> Result<PathBuf, CertifyError>,
+    ) -> Result<Request, CertifyError> {
+        let model = |role: &str| {
+            evidence
+                .models
+                .get(role)
+                .map(|m| resolve(&m.dir))
+                .transpose()
+        };
+        let data = |split: &str| {
+            evidence
+                .data
+                .get(split)
+                .map(|d| resolve(&d.path))
+                .transpose()
+        };
+        let need = |p: Option<PathBuf>, what: &str| {
+            p.ok_or_else(|| CertifyError::Setting(format!("the evidence names no {what}")))
+        };
+        Ok(Request {
+            original: need(model("original")?, "original model")?,
+            unlearned: need(model("unlearned")?, "unlearned model")?,
+            reference: model("reference")?,
+            forget: need(data("forget")?, "forget split")?,
+            retain: need(data("retain")?, "retain split")?,
+            holdout: need(data("holdout")?, "holdout split")?,
+            utility: data("utility")?,
+            seed: evidence.seed,
+            settings: evidence.settings.clone(),
+            influence: evidence.influence.is_some(),
+        })
+    }
+
+    /// The parameter group of the influence analysis and the gradient-norm attack.
+    pub fn params(&self) -> Result<ParamGroups, CertifyError> {
+        ParamGroups::parse(&self.settings.params).map_err(CertifyError::Setting)
+    }
+}
+
+/// The settings `lethe certify` uses unless told otherwise. Min-K's fraction, the Min-K%++
+/// variance floor and the greedy slack are this build's constants, recorded so that a
+/// recomputation can tell when it measures differently.
+pub fn default_settings() -> Settings {
+    Settings {
+        confidence: 0.95,
+        params: "embedding".into(),
+        min_k: MIN_K,
+        min_k_pp_sigma2_floor: SIGMA2_FLOOR,
+        greedy_slack_tokens: GREEDY_SLACK,
+        hessian_records: 16,
+        influence_records: 4,
+        lanczos_steps: 12,
+        cg_tolerance: 1e-3,
+        cg_max_iterations: 30,
+        damping: None,
+        generated_records: 200,
+    }
+}
+
+/// Checks settings before any work: the confidence a bound can be taken at, positive counts,
+/// a damping that is a number, and the constants this build measures with.
+fn check_settings(s: &Settings) -> Result<(), CertifyError> {
+    let bad = |msg: String| Err(CertifyError::Setting(msg));
+    if !(0.5..1.0).contains(&s.confidence) {
+        return bad(format!(
+            "confidence must lie in [0.5, 1), got {}",
+            s.confidence
+        ));
+    }
+    if s.hessian_records == 0 || s.lanczos_steps == 0 || s.cg_max_iterations == 0 {
+        return bad(
+            "hessian_records, lanczos_steps and cg_max_iterations must be at least 1".into(),
+        );
+    }
+    if !(s.cg_tolerance.is_finite() && s.cg_tolerance > 0.0) {
+        return bad(format!(
+            "cg_tolerance must be a positive number, got {}",
+            s.cg_tolerance
+        ));
+    }
+    if let Some(d) = s.damping {
+        if !(d.is_finite() && d >= 0.0) {
+            return bad(format!(
+                "damping must be a finite non-negative number, got {d}"
+            ));
+        }
+    }
+    let build = default_settings();
+    if (s.min_k, s.min_k_pp_sigma2_floor, s.greedy_slack_tokens)
+        != (
+            build.min_k,
+            build.min_k_pp_sigma2_floor,
+            build.greedy_slack_tokens,
+        )
+    {
+        return bad(format!(
+            "this lethe measures Min-K at {}, the Min-K%++ floor at {} and greedy slack at {} tokens; \
+             the settings ask for {}, {} and {}",
+            build.min_k, build.min_k_pp_sigma2_floor, build.greedy_slack_tokens,
+            s.min_k, s.min_k_pp_sigma2_floor, s.greedy_slack_tokens
+        ));
+    }
+    Ok(())
 }
 
 /// The fewest records for which a one-sided bound at `confidence` can tell a proportion from
@@ -153,12 +246,7 @@ fn tokenizer_digest(m: &LoadedModel) -> Result<&str, CertifyError> {
 
 /// Loads the models and splits and checks that they can be certified together.
 pub fn load_inputs(req: &Request) -> Result<Inputs, CertifyError> {
-    if !(0.5..1.0).contains(&req.confidence) {
-        return Err(CertifyError::Setting(format!(
-            "confidence must lie in [0.5, 1), got {}",
-            req.confidence
-        )));
-    }
+    check_settings(&req.settings)?;
     let load = |p: &PathBuf| load_model(p, DType::F32);
     let (original, unlearned) = (load(&req.original)?, load(&req.unlearned)?);
     let reference = req.reference.as_ref().map(load).transpose()?;
@@ -186,7 +274,7 @@ pub fn load_inputs(req: &Request) -> Result<Inputs, CertifyError> {
     }
     let tokenizer = TextTokenizer::load(&unlearned.dir.join("tokenizer.json"))?;
     tokenizer.check_vocab(unlearned.model.config().vocab_size)?;
-    req.params
+    req.params()?
         .select(unlearned.model.config())
         .map_err(CertifyError::Setting)?;
     let mut splits = BTreeMap::new();
@@ -200,7 +288,7 @@ pub fn load_inputs(req: &Request) -> Result<Inputs, CertifyError> {
             splits.insert(name.to_string(), read_split(p)?);
         }
     }
-    check_sizes(&splits, req.confidence)?;
+    check_sizes(&splits, req.settings.confidence)?;
     Ok(Inputs {
         original,
         unlearned,
@@ -281,7 +369,7 @@ pub fn certify(
             tok: &inputs.tokenizer,
             stop: &stop,
             ctx,
-            generated: req.generated_records,
+            generated: req.settings.generated_records,
             seed: req.seed,
         },
         progress,
@@ -298,8 +386,9 @@ pub fn certify(
     // The two models' per-record gradient norms are independent, small-batch work that leaves
     // a core idle: compute them on two threads (same values as one after the other).
     let pad = inputs.tokenizer.pad_id();
+    let params = req.params()?;
     let (norms_u, norms_o) = std::thread::scope(|scope| {
-        let (both, params) = (&both, &req.params);
+        let (both, params) = (&both, &params);
         let other =
             scope.spawn(move || grad_norms(&mut original_grad, both, pad, params, &mut |_| {}));
         let mine = grad_norms(&mut unlearned_grad, both, pad, params, &mut |_| {});
@@ -345,20 +434,7 @@ pub fn certify(
         schema_version: SCHEMA_VERSION,
         tool: format!("lethe {}", env!("CARGO_PKG_VERSION")),
         seed: req.seed,
-        settings: Settings {
-            confidence: req.confidence,
-            params: req.params.to_string(),
-            min_k: MIN_K,
-            min_k_pp_sigma2_floor: SIGMA2_FLOOR,
-            greedy_slack_tokens: GREEDY_SLACK,
-            hessian_records: req.hessian_records,
-            influence_records: req.influence_records,
-            lanczos_steps: req.lanczos_steps,
-            cg_tolerance: req.cg_tolerance,
-            cg_max_iterations: req.cg_max_iterations,
-            damping: req.damping,
-            generated_records: req.generated_records,
-        },
+        settings: req.settings.clone(),
         models: model_inputs(inputs),
         data: inputs
             .splits
@@ -723,10 +799,11 @@ impl Run<'_> {
         holdout: &[Encoded],
     ) -> Result<InfluenceEvidence, CertifyError> {
         let (req, inputs) = (self.req, self.inputs);
+        let params = req.params()?;
         let pad = inputs.tokenizer.pad_id();
         let mut model = inputs.unlearned.model.to_dtype(DType::F64)?;
         model
-            .set_trainable(&req.params)
+            .set_trainable(&params)
             .map_err(CertifyError::Setting)?;
         let space = Space::new(&model);
         let retain = self.eval.encode(&inputs.splits["retain"].1)?;
@@ -736,12 +813,12 @@ impl Run<'_> {
                 .map(|i| enc[i].clone())
                 .collect()
         };
-        let hess_records = pick(&retain, req.hessian_records, 1);
+        let hess_records = pick(&retain, req.settings.hessian_records, 1);
         let hessian = Sample::new(&hess_records.iter().collect::<Vec<_>>(), pad, GRAD_ROWS);
         (self.progress)("Hessian checks", 0);
         let hvp_check = check_hvp(&space, &hessian, req.seed)?;
-        let spec = spectrum(&space, &hessian, req.lanczos_steps, req.seed)?;
-        let (damping, damping_rule) = match req.damping {
+        let spec = spectrum(&space, &hessian, req.settings.lanczos_steps, req.seed)?;
+        let (damping, damping_rule) = match req.settings.damping {
             Some(d) => (d, "given (--damping)".to_string()),
             None => (
                 (0.01 * spec.lambda_max.max(0.0) + (-spec.lambda_min).max(0.0)).max(1e-6),
@@ -750,7 +827,7 @@ impl Run<'_> {
         };
         let mut si = Vec::new();
         for (stream, enc) in [(2, forget), (3, holdout)] {
-            let chosen = pick(enc, req.influence_records, stream);
+            let chosen = pick(enc, req.settings.influence_records, stream);
             let p = &mut *self.progress;
             si.push(self_influence(
                 &space,
@@ -758,8 +835,8 @@ impl Run<'_> {
                 &chosen.iter().collect::<Vec<_>>(),
                 pad,
                 damping,
-                req.cg_tolerance,
-                req.cg_max_iterations,
+                req.settings.cg_tolerance,
+                req.settings.cg_max_iterations,
                 &mut |n| p("self-influence", n),
             )?);
         }
@@ -815,9 +892,9 @@ impl Run<'_> {
             }
         }
         Ok(InfluenceEvidence {
-            params: req.params.to_string(),
+            params: req.settings.params.clone(),
             parameters: inputs.unlearned.model.count_params(|n| {
-                req.params
+                params
                     .select(inputs.unlearned.model.config())
                     .is_ok_and(|s| s.contains(n))
             }),

@@ -62,6 +62,30 @@ impl Metrics {
         None
     }
 
+    /// Every leaf with its dotted path, in order.
+    pub fn leaves(&self) -> Vec<(String, &Metric)> {
+        fn walk<'a>(
+            prefix: &str,
+            node: &'a BTreeMap<String, MetricNode>,
+            out: &mut Vec<(String, &'a Metric)>,
+        ) {
+            for (k, v) in node {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match v {
+                    MetricNode::Leaf(m) => out.push((p, m)),
+                    MetricNode::Branch(b) => walk(&p, b, out),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk("", &self.0, &mut out);
+        out
+    }
+
     /// Every leaf's dotted path, in order.
     pub fn paths(&self) -> Vec<String> {
         fn walk(prefix: &str, node: &BTreeMap<String, MetricNode>, out: &mut Vec<String>) {
@@ -85,6 +109,7 @@ impl Metrics {
 
 /// A model directory and the files read from it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelInput {
     pub dir: String,
     pub files: Vec<FileDigest>,
@@ -92,6 +117,7 @@ pub struct ModelInput {
 
 /// A JSONL split and the digest of its bytes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DataInput {
     pub path: String,
     pub sha256: String,
@@ -102,6 +128,7 @@ pub struct DataInput {
 
 /// A metric that could not be computed, and why (a spec that names it then cannot pass).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Omitted {
     pub path: String,
     pub reason: String,
@@ -109,6 +136,7 @@ pub struct Omitted {
 
 /// The settings that decide every number in the file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub confidence: f64,
     pub params: String,
@@ -128,6 +156,7 @@ pub struct Settings {
 
 /// Influence analysis at the unlearned parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InfluenceEvidence {
     pub params: String,
     pub parameters: usize,
@@ -155,6 +184,7 @@ pub struct InfluenceEvidence {
 
 /// Membership-inference scores and ROC curves of one model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MiaEvidence {
     /// Per attack, members in `records.<model>.forget` order, non-members in holdout order.
     pub scores: BTreeMap<String, AttackScores>,
@@ -162,6 +192,7 @@ pub struct MiaEvidence {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Evidence {
     pub schema_version: u32,
     pub tool: String,
@@ -182,6 +213,30 @@ pub struct Evidence {
 }
 
 impl Evidence {
+    /// The files of the model measured as `role` (`original`, `unlearned`, `reference`).
+    pub fn model_files(&self, role: &str) -> &[FileDigest] {
+        self.models.get(role).map_or(&[], |m| m.files.as_slice())
+    }
+
+    /// Per-record losses of `model` on `split`, in file order.
+    pub fn losses(&self, model: &str, split: &str) -> Vec<f64> {
+        self.records
+            .get(model)
+            .and_then(|m| m.get(split))
+            .map(|rs| {
+                rs.iter()
+                    .map(|r| r.loss)
+                    .filter(|x| x.is_finite())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The ROC curve of `attack` against `model`, if the evidence has one.
+    pub fn curve(&self, model: &str, attack: &str) -> Option<&[RocPoint]> {
+        self.mia.get(model)?.curves.get(attack).map(Vec::as_slice)
+    }
+
     /// Pretty JSON with a final newline.
     pub fn to_bytes(&self) -> serde_json::Result<Vec<u8>> {
         let mut v = serde_json::to_vec_pretty(self)?;
@@ -196,6 +251,7 @@ impl Evidence {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RecordEval {
     pub id: String,
     /// Scored target tokens.
@@ -213,6 +269,7 @@ pub struct RecordEval {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QaEval {
     pub exact_memorization: f64,
     pub extraction_strength: f64,
@@ -223,6 +280,7 @@ pub struct QaEval {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GreedyEval {
     pub answer: String,
     pub exact_match: bool,
@@ -231,6 +289,7 @@ pub struct GreedyEval {
 
 /// One attack's scores: members (forget) and non-members (holdout), in record order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AttackScores {
     pub members: Vec<f64>,
     pub nonmembers: Vec<f64>,
@@ -239,6 +298,7 @@ pub struct AttackScores {
 /// How far the exact HVP is from symmetric and from a finite-difference derivative of the
 /// gradient, for seeded random unit vectors u and v.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HvpCheck {
     /// |u·Hv − v·Hu| / (‖u‖·‖Hv‖).
     pub symmetry: f64,
@@ -249,6 +309,7 @@ pub struct HvpCheck {
 
 /// Lanczos summary: the Ritz values and the extremes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Spectrum {
     pub steps: usize,
     pub ritz_values: Vec<f64>,
@@ -258,6 +319,7 @@ pub struct Spectrum {
 
 /// One record's self-influence and the solve behind it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SelfInfluence {
     pub id: String,
     pub value: f64,
@@ -267,6 +329,7 @@ pub struct SelfInfluence {
 
 /// The solution and how well it solves the system.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CgResult {
     #[serde(skip)]
     pub x: Vec<f64>,

@@ -5,12 +5,12 @@
 //! `statement`, `dsse` and `seal`.
 
 use crate::atomic;
+use crate::judge::evidence::Evidence;
 use crate::report::dsse::Envelope;
 use crate::report::schema::{Report, ReportError};
 use crate::report::seal::{self, SealError};
 use crate::report::statement::{DigestSet, Statement, StatementError, Subject};
 use ed25519_dalek::SigningKey;
-use serde_json::Value;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -25,7 +25,9 @@ pub const SUBJECT_MODEL: &str = "unlearned";
 pub enum CertificateError {
     #[error("the evidence lists no files for the unlearned model (`models.unlearned.files`)")]
     NoSubjects,
-    #[error("the evidence's `models.unlearned.files[{0}]` has no string `name` and `sha256`")]
+    #[error(
+        "the evidence's `models.unlearned.files[{0}]` has no name or no lower-case hex sha256"
+    )]
     BadSubject(usize),
     #[error(transparent)]
     Report(#[from] ReportError),
@@ -43,26 +45,24 @@ pub enum CertificateError {
 
 /// The unlearned model's files as the evidence records them (name and the sha256 of the bytes
 /// the certifier loaded), in the evidence's order.
-pub fn subjects_from_evidence(evidence: &Value) -> Result<Vec<Subject>, CertificateError> {
-    let files = evidence
-        .pointer(&format!("/models/{SUBJECT_MODEL}/files"))
-        .and_then(Value::as_array)
-        .filter(|files| !files.is_empty())
-        .ok_or(CertificateError::NoSubjects)?;
+pub fn subjects_from_evidence(evidence: &Evidence) -> Result<Vec<Subject>, CertificateError> {
+    let files = evidence.model_files(SUBJECT_MODEL);
+    if files.is_empty() {
+        return Err(CertificateError::NoSubjects);
+    }
     files
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            let text = |k| f.get(k).and_then(Value::as_str);
-            match (text("name"), text("sha256")) {
-                (Some(name), Some(sha256)) => Ok(Subject {
-                    name: name.to_owned(),
-                    digest: DigestSet {
-                        sha256: sha256.to_owned(),
-                    },
-                }),
-                _ => Err(CertificateError::BadSubject(i)),
+            if f.name.is_empty() || !crate::digest::is_sha256_hex(&f.sha256) {
+                return Err(CertificateError::BadSubject(i));
             }
+            Ok(Subject {
+                name: f.name.clone(),
+                digest: DigestSet {
+                    sha256: f.sha256.clone(),
+                },
+            })
         })
         .collect()
 }
@@ -155,18 +155,23 @@ mod tests {
     #[test]
     fn subjects_must_be_in_the_evidence() {
         let mut report = sample();
-        report.evidence["models"]["unlearned"]["files"] = json!([]);
+        crate::report::schema::tests::edit_evidence(&mut report, |e| {
+            e["models"]["unlearned"]["files"] = json!([])
+        });
         assert!(matches!(
             statement(&report),
             Err(CertificateError::NoSubjects)
         ));
-        report.evidence["models"]["unlearned"]["files"] = json!([{"name": "a"}]);
+        crate::report::schema::tests::edit_evidence(&mut report, |e| {
+            e["models"]["unlearned"]["files"] = json!([{"name": "a"}])
+        });
         assert!(matches!(
             statement(&report),
             Err(CertificateError::BadSubject(0))
         ));
-        report.evidence["models"]["unlearned"]["files"] =
-            json!([{"name": "a", "sha256": "not hex"}]);
+        crate::report::schema::tests::edit_evidence(&mut report, |e| {
+            e["models"]["unlearned"]["files"] = json!([{"name": "a", "sha256": "not hex"}])
+        });
         assert!(matches!(
             statement(&report),
             Err(CertificateError::Statement(_))

@@ -4,10 +4,10 @@
 //! whose status changed. This module owns the comparison and its text table; it reads reports
 //! only and never judges a spec itself.
 
+use crate::judge::evidence::Evidence;
 use crate::judge::metric::{known_metric, Better};
 use crate::judge::verdict::Status;
 use crate::report::schema::Report;
-use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// One metric path in either report.
@@ -135,31 +135,14 @@ fn rank(s: Status) -> u8 {
     }
 }
 
-/// The `value` of every metric (an object with a `kind`) under the evidence's `metrics`, by
-/// dot-separated path.
-pub fn metric_values(evidence: &Value) -> BTreeMap<String, f64> {
-    fn walk(node: &Value, path: &str, out: &mut BTreeMap<String, f64>) {
-        let Some(map) = node.as_object() else { return };
-        if map.contains_key("kind") {
-            if let Some(v) = map.get("value").and_then(Value::as_f64) {
-                out.insert(path.to_string(), v);
-            }
-            return;
-        }
-        for (k, child) in map {
-            let sub = if path.is_empty() {
-                k.clone()
-            } else {
-                format!("{path}.{k}")
-            };
-            walk(child, &sub, out);
-        }
-    }
-    let mut out = BTreeMap::new();
-    if let Some(metrics) = evidence.get("metrics") {
-        walk(metrics, "", &mut out);
-    }
-    out
+/// The `value` of every metric under the evidence's `metrics`, by dot-separated path.
+pub fn metric_values(evidence: &Evidence) -> BTreeMap<String, f64> {
+    evidence
+        .metrics
+        .leaves()
+        .into_iter()
+        .map(|(path, m)| (path, m.value()))
+        .collect()
 }
 
 /// The diff as text: the verdicts, then the metrics, then one summary line.
@@ -251,8 +234,12 @@ mod tests {
 
     fn with(auc: f64, forget_loss: f64, status: Status) -> Report {
         let mut r = sample();
-        r.evidence["metrics"]["mia"]["loss"]["auc"]["value"] = json!(auc);
-        r.evidence["metrics"]["forget"]["loss"]["value"] = json!(forget_loss);
+        crate::report::schema::tests::edit_evidence(&mut r, |e| {
+            e["metrics"]["mia"]["loss"]["auc"]["value"] = json!(auc)
+        });
+        crate::report::schema::tests::edit_evidence(&mut r, |e| {
+            e["metrics"]["forget"]["loss"]["value"] = json!(forget_loss)
+        });
         r.verdicts[0].status = status;
         r
     }
@@ -291,7 +278,9 @@ mod tests {
         // The better way is never a regression; PrivLeak has no direction.
         let better = with(0.50, 4.0, Status::Pass);
         let mut better = better;
-        better.evidence["metrics"]["privleak"]["value"] = json!(-40.0);
+        crate::report::schema::tests::edit_evidence(&mut better, |e| {
+            e["metrics"]["privleak"]["value"] = json!(-40.0)
+        });
         assert!(!diff(&old, &better, 0.0).is_regression());
         let text = render(&d);
         assert!(
@@ -338,12 +327,15 @@ mod tests {
     fn metrics_present_in_one_report_only() {
         let old = sample();
         let mut new = sample();
-        new.evidence["metrics"]["mia"]["loss"]
-            .as_object_mut()
-            .unwrap()
-            .remove("auc");
-        new.evidence["metrics"]["retain"] =
-            json!({"loss": {"kind": "point", "value": 2.0, "n": 5}});
+        crate::report::schema::tests::edit_evidence(&mut new, |e| {
+            e["metrics"]["mia"]["loss"]
+                .as_object_mut()
+                .unwrap()
+                .remove("auc");
+        });
+        crate::report::schema::tests::edit_evidence(&mut new, |e| {
+            e["metrics"]["retain"] = json!({"loss": {"kind": "point", "value": 2.0, "n": 5}})
+        });
         let d = diff(&old, &new, 0.0);
         assert_eq!(worse_paths(&d), ["mia.loss.auc"]);
         let retain = d.metrics.iter().find(|m| m.path == "retain.loss").unwrap();
@@ -353,9 +345,13 @@ mod tests {
         );
         // An unknown path is compared but never judged.
         let mut odd = sample();
-        odd.evidence["metrics"]["custom"] = json!({"kind": "point", "value": 1.0, "n": 1});
+        crate::report::schema::tests::edit_evidence(&mut odd, |e| {
+            e["metrics"]["custom"] = json!({"kind": "point", "value": 1.0, "n": 1})
+        });
         let mut odd2 = odd.clone();
-        odd2.evidence["metrics"]["custom"]["value"] = json!(100.0);
+        crate::report::schema::tests::edit_evidence(&mut odd2, |e| {
+            e["metrics"]["custom"]["value"] = json!(100.0)
+        });
         assert!(!diff(&odd, &odd2, 0.0).is_regression());
     }
 
@@ -367,7 +363,7 @@ mod tests {
             tolerance in 0.0f64..0.1,
         ) {
             let mut r = with(auc, loss, status);
-            r.evidence["metrics"]["privleak"]["value"] = json!(privleak);
+            crate::report::schema::tests::edit_evidence(&mut r, |e| e["metrics"]["privleak"]["value"] = json!(privleak));
             let d = diff(&r, &r, tolerance);
             prop_assert!(!d.is_regression());
             prop_assert!(d.metrics.iter().all(|m| m.delta() == Some(0.0)));

@@ -6,6 +6,7 @@
 //! the report goes through [`escape`]. This module renders a report and nothing else; it never
 //! reads files and never judges.
 
+use crate::judge::evidence::Evidence;
 use crate::judge::metric::known_metric;
 use crate::judge::verdict::{Status, Verdict};
 use crate::report::schema::Report;
@@ -199,17 +200,11 @@ fn header(report: &Report) -> String {
     for (k, v) in facts {
         out.push_str(&format!("<dt>{k}</dt><dd>{v}</dd>\n"));
     }
-    let files = report
-        .evidence
-        .pointer("/models/unlearned/files")
-        .and_then(Value::as_array);
-    for f in files.into_iter().flatten() {
-        let name = f.get("name").map(json_text).unwrap_or_default();
-        let sha = f.get("sha256").map(json_text).unwrap_or_default();
+    for f in report.evidence.model_files("unlearned") {
         out.push_str(&format!(
             "<dt>{}</dt><dd class=\"mono digest\">sha256 {}</dd>\n",
-            escape(&name),
-            escape(&sha)
+            escape(&f.name),
+            escape(&f.sha256)
         ));
     }
     out.push_str("</dl>\n</header>\n");
@@ -413,16 +408,12 @@ fn as_f64(v: &Value, key: &str) -> Option<f64> {
 }
 
 /// A ROC curve from `evidence.mia.<model>.curves.<attack>`, sorted by FPR, with (0,0) and (1,1).
-fn roc_points(evidence: &Value, model: &str, attack: &str) -> Option<Vec<(f64, f64)>> {
-    let curve = evidence
-        .get("mia")?
-        .get(model)?
-        .get("curves")?
-        .get(attack)?
-        .as_array()?;
-    let mut pts: Vec<(f64, f64)> = curve
+fn roc_points(evidence: &Evidence, model: &str, attack: &str) -> Option<Vec<(f64, f64)>> {
+    let mut pts: Vec<(f64, f64)> = evidence
+        .curve(model, attack)?
         .iter()
-        .filter_map(|p| Some((as_f64(p, "fpr")?, as_f64(p, "tpr")?)))
+        .map(|p| (p.fpr, p.tpr))
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
         .collect();
     if pts.is_empty() {
         return None;
@@ -442,12 +433,10 @@ fn area(points: &[(f64, f64)]) -> f64 {
 }
 
 /// Attack names that have a curve for any model: the known order first, then the rest.
-fn attacks(evidence: &Value) -> Vec<String> {
+fn attacks(evidence: &Evidence) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for (model, _) in MODELS {
-        let curves = evidence
-            .pointer(&format!("/mia/{model}/curves"))
-            .and_then(Value::as_object);
+        let curves = evidence.mia.get(model).map(|m| &m.curves);
         for name in curves.into_iter().flat_map(|c| c.keys()) {
             if !names.contains(name) {
                 names.push(name.clone());
@@ -460,7 +449,7 @@ fn attacks(evidence: &Value) -> Vec<String> {
     names
 }
 
-fn roc_section(evidence: &Value) -> String {
+fn roc_section(evidence: &Evidence) -> String {
     let mut out = String::from(
         "<section>\n<h2>Membership-inference ROC curves</h2>\n<p class=\"note\">Each attack \
          scores forget records (members) against holdout records (non-members). A curve on the \
@@ -518,15 +507,6 @@ fn legend_html(items: &[(String, &str)]) -> String {
     format!("<div class=\"legend\">{}</div>\n", spans.join(""))
 }
 
-/// Per-record losses of `evidence.records.<model>.<split>`.
-fn losses(evidence: &Value, model: &str, split: &str) -> Vec<f64> {
-    evidence
-        .pointer(&format!("/records/{model}/{split}"))
-        .and_then(Value::as_array)
-        .map(|rs| rs.iter().filter_map(|r| as_f64(r, "loss")).collect())
-        .unwrap_or_default()
-}
-
 /// Fractions of `values` in `bins` equal bins over [lo, hi].
 fn histogram(values: &[f64], lo: f64, hi: f64, bins: usize) -> Vec<f64> {
     let mut counts = vec![0.0; bins];
@@ -543,7 +523,7 @@ fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len() as f64
 }
 
-fn histogram_section(evidence: &Value) -> String {
+fn histogram_section(evidence: &Evidence) -> String {
     const BINS: usize = 24;
     let mut out = String::from(
         "<section>\n<h2>Loss distributions: forget vs holdout</h2>\n<p class=\"note\">Per-record \
@@ -560,8 +540,8 @@ fn histogram_section(evidence: &Value) -> String {
         .map(|(m, _)| {
             (
                 *m,
-                losses(evidence, m, "forget"),
-                losses(evidence, m, "holdout"),
+                evidence.losses(m, "forget"),
+                evidence.losses(m, "holdout"),
             )
         })
         .filter(|(_, f, h)| !f.is_empty() && !h.is_empty())
@@ -721,35 +701,16 @@ fn trajectory_section(trajectory: Option<&Value>) -> String {
     out
 }
 
-/// Every metric leaf (an object with a `kind`) under the evidence's `metrics`, by path.
-fn metric_leaves<'a>(node: &'a Value, path: String, out: &mut Vec<(String, &'a Value)>) {
-    let Some(map) = node.as_object() else { return };
-    if map.contains_key("kind") {
-        out.push((path, node));
-        return;
-    }
-    for (k, child) in map {
-        let sub = if path.is_empty() {
-            k.clone()
-        } else {
-            format!("{path}.{k}")
-        };
-        metric_leaves(child, sub, out);
-    }
-}
-
-fn metrics_section(evidence: &Value) -> String {
-    let mut leaves = Vec::new();
-    if let Some(m) = evidence.get("metrics") {
-        metric_leaves(m, String::new(), &mut leaves);
-    }
+fn metrics_section(evidence: &Evidence) -> String {
+    let leaves = evidence.metrics.leaves();
     let mut out = String::from(
         "<section>\n<h2>Metrics</h2>\n<table>\n<thead><tr><th>metric</th><th>kind</th>\
          <th>value</th><th>better</th><th>sampling</th></tr></thead>\n<tbody>\n",
     );
     for (path, metric) in leaves {
+        let metric = serde_json::to_value(metric).unwrap_or(Value::Null);
         let kind = metric.get("kind").map(json_text).unwrap_or_default();
-        let value = as_f64(metric, "value").map_or("&ndash;".to_string(), num);
+        let value = as_f64(&metric, "value").map_or("&ndash;".to_string(), num);
         let better = known_metric(&path).map_or("&ndash;".to_string(), |m| m.better.to_string());
         let details: Vec<String> = metric
             .as_object()
@@ -767,17 +728,16 @@ fn metrics_section(evidence: &Value) -> String {
         ));
     }
     out.push_str("</tbody>\n</table>\n");
-    if let Some(omitted) = evidence.get("omitted").and_then(Value::as_array) {
+    {
+        let omitted = &evidence.omitted;
         if !omitted.is_empty() {
             let items: Vec<String> = omitted
                 .iter()
                 .map(|o| {
-                    let path = o.get("path").map(json_text).unwrap_or_default();
-                    let reason = o.get("reason").map(json_text).unwrap_or_default();
                     format!(
                         "<li><code>{}</code>: {}</li>",
-                        escape(&path),
-                        escape(&reason)
+                        escape(&o.path),
+                        escape(&o.reason)
                     )
                 })
                 .collect();
@@ -899,10 +859,12 @@ pub(crate) mod tests {
                 .collect();
             Value::Array(pts)
         };
-        r.evidence["mia"] = json!({
-            "original": {"curves": {"loss": curve(0.2), "zlib": curve(0.3)}},
-            "unlearned": {"curves": {"loss": curve(0.9), "zlib": curve(0.95)}},
-            "reference": {"curves": {"loss": curve(1.0), "zlib": curve(1.0)}},
+        crate::report::schema::tests::edit_evidence(&mut r, |e| {
+            e["mia"] = json!({
+                "original": {"curves": {"loss": curve(0.2), "zlib": curve(0.3)}},
+                "unlearned": {"curves": {"loss": curve(0.9), "zlib": curve(0.95)}},
+                "reference": {"curves": {"loss": curve(1.0), "zlib": curve(1.0)}},
+            })
         });
         let recs = |centre: f64, n: usize| {
             let rs: Vec<Value> = (0..n)
@@ -910,9 +872,11 @@ pub(crate) mod tests {
                 .collect();
             Value::Array(rs)
         };
-        r.evidence["records"] = json!({
-            "original": {"forget": recs(1.0, 30), "holdout": recs(3.0, 60)},
-            "unlearned": {"forget": recs(2.9, 30), "holdout": recs(3.0, 60)},
+        crate::report::schema::tests::edit_evidence(&mut r, |e| {
+            e["records"] = json!({
+                "original": {"forget": recs(1.0, 30), "holdout": recs(3.0, 60)},
+                "unlearned": {"forget": recs(2.9, 30), "holdout": recs(3.0, 60)},
+            })
         });
         let steps: Vec<Value> = (0..12)
             .map(|i| {
@@ -991,11 +955,21 @@ pub(crate) mod tests {
         r.artifacts[0].path = evil.into();
         r.seeds.insert(evil.into(), 1);
         r.method = Some(json!({"method": evil}));
-        r.evidence["metrics"][evil] = json!({"kind": "point", "value": 1.0, "n": 1});
-        r.evidence["metrics"][evil][evil] = json!(evil);
-        r.evidence["mia"]["unlearned"]["curves"][evil] = json!([{"fpr": 0.5, "tpr": 0.5}]);
-        r.evidence["models"]["unlearned"]["files"][0]["name"] = json!(evil);
-        r.evidence["omitted"] = json!([{"path": evil, "reason": evil}]);
+        crate::report::schema::tests::edit_evidence(&mut r, |e| {
+            e["metrics"][evil] = json!({"kind": "point", "value": 1.0, "n": 1})
+        });
+        crate::report::schema::tests::edit_evidence(&mut r, |e| {
+            e["metrics"][evil][evil] = json!(evil)
+        });
+        crate::report::schema::tests::edit_evidence(&mut r, |e| {
+            e["mia"]["unlearned"]["curves"][evil] = json!([{"fpr": 0.5, "tpr": 0.5}])
+        });
+        crate::report::schema::tests::edit_evidence(&mut r, |e| {
+            e["models"]["unlearned"]["files"][0]["name"] = json!(evil)
+        });
+        crate::report::schema::tests::edit_evidence(&mut r, |e| {
+            e["omitted"] = json!([{"path": evil, "reason": evil}])
+        });
         r.trajectory.as_mut().unwrap()["stop_reason"] = json!(evil);
         let page = render(&r);
         assert!(!page.contains("<script"), "unescaped script tag");

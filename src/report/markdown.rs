@@ -4,6 +4,7 @@
 //! Strings from the report are escaped for table cells and for renderers that pass HTML
 //! through. This module renders and nothing else.
 
+use crate::judge::evidence::Evidence;
 use crate::judge::metric::ATTACKS;
 use crate::report::diff::metric_values;
 use crate::report::html::{escape, percent, HONESTY};
@@ -101,7 +102,7 @@ pub fn render(report: &Report) -> String {
     out
 }
 
-fn key_metrics(evidence: &Value) -> String {
+fn key_metrics(evidence: &Evidence) -> String {
     let values = metric_values(evidence);
     let get = |path: &str| values.get(path).copied();
     let num = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{x:.4}"));

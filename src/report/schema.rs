@@ -8,6 +8,7 @@
 //! candle.
 
 use crate::digest::is_sha256_hex;
+use crate::judge::evidence::Evidence;
 use crate::judge::spec::Spec;
 use crate::judge::verdict::{self, Verdict};
 use crate::report::jcs::{self, JcsError};
@@ -69,8 +70,9 @@ pub struct Report {
     /// Every seed the run used, by what it seeded (`evidence`, `spec`, `unlearn`).
     pub seeds: BTreeMap<String, u64>,
     pub spec: SpecRef,
-    /// The certifier's evidence document (metrics, per-record scores, attack curves).
-    pub evidence: Value,
+    /// The certifier's evidence document (metrics, per-record scores, attack curves), in the
+    /// one typed schema the certifier writes it in.
+    pub evidence: Evidence,
     pub verdicts: Vec<Verdict>,
     /// The unlearning record's `outcome` (levels, steps, stop reason), or null.
     pub trajectory: Option<Value>,
@@ -151,42 +153,26 @@ impl Artifact {
 
     /// The artifacts an evidence document records: each model file (`models.<name>.files`,
     /// role `model:<name>`, path `<dir>/<file>`) and each data file (`data.<split>`, role
-    /// `data:<split>`). Entries without a string sha256 are skipped: `validate` judges the rest.
-    pub fn from_evidence(evidence: &Value) -> Vec<Artifact> {
+    /// `data:<split>`).
+    pub fn from_evidence(evidence: &Evidence) -> Vec<Artifact> {
         let mut out = Vec::new();
-        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-        let size = |v: &Value| v.get("bytes").and_then(Value::as_u64).unwrap_or(0);
-        if let Some(models) = evidence.get("models").and_then(Value::as_object) {
-            for (model, entry) in models {
-                let dir = text(entry, "dir").unwrap_or_default();
-                let files = entry.get("files").and_then(Value::as_array);
-                for file in files.into_iter().flatten() {
-                    let (Some(name), Some(sha256)) = (text(file, "name"), text(file, "sha256"))
-                    else {
-                        continue;
-                    };
-                    out.push(Artifact {
-                        role: format!("model:{model}"),
-                        path: Path::new(&dir).join(name).display().to_string(),
-                        sha256,
-                        bytes: size(file),
-                    });
-                }
-            }
-        }
-        if let Some(data) = evidence.get("data").and_then(Value::as_object) {
-            for (split, entry) in data {
-                let (Some(path), Some(sha256)) = (text(entry, "path"), text(entry, "sha256"))
-                else {
-                    continue;
-                };
+        for (model, entry) in &evidence.models {
+            for file in &entry.files {
                 out.push(Artifact {
-                    role: format!("data:{split}"),
-                    path,
-                    sha256,
-                    bytes: size(entry),
+                    role: format!("model:{model}"),
+                    path: Path::new(&entry.dir).join(&file.name).display().to_string(),
+                    sha256: file.sha256.clone(),
+                    bytes: file.bytes,
                 });
             }
+        }
+        for (split, entry) in &evidence.data {
+            out.push(Artifact {
+                role: format!("data:{split}"),
+                path: entry.path.clone(),
+                sha256: entry.sha256.clone(),
+                bytes: entry.bytes,
+            });
         }
         out
     }
@@ -419,6 +405,14 @@ pub(crate) mod tests {
     use std::time::Duration;
 
     /// A small but complete report, shared with the other report modules' tests.
+    /// Edits a report's evidence as JSON (tests build odd evidence this way); the result must
+    /// still be valid evidence.
+    pub(crate) fn edit_evidence(r: &mut Report, f: impl FnOnce(&mut Value)) {
+        let mut v = serde_json::to_value(&r.evidence).expect("evidence as JSON");
+        f(&mut v);
+        r.evidence = serde_json::from_value(v).expect("edited evidence stays valid");
+    }
+
     pub(crate) fn sample() -> Report {
         let evidence = json!({
             "schema_version": 1, "tool": "lethe", "seed": 17,
@@ -434,7 +428,14 @@ pub(crate) mod tests {
                     "members": 110, "nonmembers": 440}}},
                 "privleak": {"kind": "point", "value": -4.0, "n": 110},
             },
+            "settings": {"confidence": 0.95, "params": "embedding", "min_k": 0.2,
+                "min_k_pp_sigma2_floor": 1e-6, "greedy_slack_tokens": 8, "hessian_records": 16,
+                "influence_records": 4, "lanczos_steps": 12, "cg_tolerance": 1e-3,
+                "cg_max_iterations": 30, "damping": null, "generated_records": 200},
+            "sample_sizes": {"forget": 20}, "omitted": [], "records": {}, "mia": {},
+            "influence": null,
         });
+        let evidence: Evidence = serde_json::from_value(evidence).expect("sample evidence");
         Report {
             schema_version: SCHEMA_VERSION,
             tool: Tool::current(),

@@ -403,10 +403,12 @@ mod tests {
         let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
         let empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         let mut report = sample();
-        report.evidence["models"]["unlearned"]["files"] = serde_json::json!([
-            {"name": "config.json", "sha256": abc, "bytes": 3},
-            {"name": "model.safetensors", "sha256": empty, "bytes": 0},
-        ]);
+        crate::report::schema::tests::edit_evidence(&mut report, |e| {
+            e["models"]["unlearned"]["files"] = serde_json::json!([
+                {"name": "config.json", "sha256": abc, "bytes": 3},
+                {"name": "model.safetensors", "sha256": empty, "bytes": 0},
+            ])
+        });
         let bytes = seal(&report, &key()).unwrap().to_json().into_bytes();
         fs::write(dir.join("config.json"), b"abc").unwrap();
         fs::write(dir.join("model.safetensors"), b"").unwrap();

@@ -6,8 +6,10 @@
 
 pub mod calibrate;
 pub mod engine;
+pub mod log;
 pub mod method;
 pub mod objective;
 
 pub use engine::{unlearn, Stepper, UnlearnInputs, UnlearnOutcome};
+pub use log::{UnlearnLog, UNLEARN_LOG_FILE};
 pub use method::{Method, UnlearnConfig};
