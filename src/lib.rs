@@ -15,3 +15,4 @@ pub mod report;
 pub mod runtime;
 pub mod train;
 pub mod unlearn;
+pub mod untrusted;
