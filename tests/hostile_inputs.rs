@@ -311,11 +311,29 @@ fn jsonl_repeated_key_names_file_line_and_key() {
 }
 
 #[test]
-fn jsonl_records_and_their_digest_come_from_one_read() {
+fn inputs_and_their_digests_come_from_one_read() {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/world/forget01.jsonl");
     let (records, hash) = read_records_hashed(&p).unwrap();
     assert_eq!(records, read_records(&p).unwrap());
     let bytes = std::fs::read(&p).unwrap();
     assert_eq!(hash.bytes, bytes.len() as u64);
     assert_eq!(hash.sha256, lethe::model::load::digest("", &bytes).sha256);
+    // The tokenizer digested while loading a model is handed over, to be built from.
+    let dir = model_copy("tokenizer-once");
+    let loaded = load_model(&dir, DType::F32).unwrap();
+    let json = loaded.tokenizer_json.expect("tokenizer.json bytes");
+    let sha = &loaded
+        .files
+        .iter()
+        .find(|f| f.name == "tokenizer.json")
+        .unwrap()
+        .sha256;
+    assert_eq!(&lethe::model::load::digest("", &json).sha256, sha);
+    let tok = TextTokenizer::from_bytes(&dir.join("tokenizer.json"), json).unwrap();
+    let world = TextTokenizer::load(&world_tokenizer()).unwrap();
+    assert_eq!(tok.json(), world.json());
+    assert_eq!(
+        tok.encode_text("Alice was born").unwrap(),
+        world.encode_text("Alice was born").unwrap()
+    );
 }

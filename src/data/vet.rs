@@ -79,12 +79,12 @@ fn check_regex(path: &Path, pattern: &str) -> Result<(), DataError> {
         .map_err(|e| DataError::UnsafeRegex {
             path: path.to_path_buf(),
             pattern: pattern.to_string(),
-            reason: first_line(&e.to_string()),
+            reason: what_is_wrong(&e.to_string()),
         })
 }
 
 /// regex-syntax's errors draw the pattern with a caret below; the last line says what is wrong.
-fn first_line(msg: &str) -> String {
+fn what_is_wrong(msg: &str) -> String {
     msg.lines()
         .rev()
         .find(|l| !l.trim().is_empty())
@@ -110,7 +110,7 @@ fn replace_factor(path: &Path, obj: &serde_json::Map<String, Value>) -> Result<f
             let hir = regex_syntax::parse(r).map_err(|e| DataError::UnsafeRegex {
                 path: path.to_path_buf(),
                 pattern: r.to_string(),
-                reason: first_line(&e.to_string()),
+                reason: what_is_wrong(&e.to_string()),
             })?;
             hir.properties().minimum_len()
         }

@@ -111,6 +111,10 @@ pub struct LoadedModel {
     pub storage_dtype: DType,
     pub files: Vec<FileDigest>,
     pub dir: PathBuf,
+    /// The bytes of the directory's `tokenizer.json` whose digest is in `files`, if it has one:
+    /// build the tokenizer from these (`TextTokenizer::from_bytes`) rather than reading the file
+    /// again, so the tokenizer used is the one digested.
+    pub tokenizer_json: Option<Vec<u8>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
@@ -187,10 +191,13 @@ pub fn load_model(dir: &Path, dtype: DType) -> Result<LoadedModel, LoadError> {
     let mut files = vec![cfg_digest, digest("model.safetensors", &bytes)];
     drop(bytes);
     let tok = dir.join("tokenizer.json");
-    if tok.exists() {
+    let tokenizer_json = if tok.exists() {
         let tb = read_regular_file_capped(&tok, MAX_TOKENIZER_BYTES, "tokenizer.json")?;
         files.push(digest("tokenizer.json", &tb));
-    }
+        Some(tb)
+    } else {
+        None
+    };
     let model = Gpt2::from_tensors(cfg, tensors, dtype).map_err(|e| LoadError::Tensor {
         path: wpath.clone(),
         msg: e.to_string(),
@@ -200,6 +207,7 @@ pub fn load_model(dir: &Path, dtype: DType) -> Result<LoadedModel, LoadError> {
         storage_dtype,
         files,
         dir: dir.to_path_buf(),
+        tokenizer_json,
     })
 }
 
