@@ -232,7 +232,7 @@ fn read_weights(path: &Path, cfg_path: &Path, cfg: &Gpt2Config) -> Result<Vec<u8
     })?;
     check_header(path, cfg_path, cfg, &meta)?;
     let data = meta.data_len() as u64;
-    let declared = 8 + n + data;
+    let declared = (8 + n).saturating_add(data);
     if declared > len {
         return Err(trunc(format!(
             "the header declares {data} bytes of tensor data but the file holds {} after it",
