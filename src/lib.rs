@@ -48,4 +48,5 @@ pub mod report;
 pub mod runtime;
 pub mod train;
 pub mod unlearn;
+pub mod untrusted;
 pub mod world;

@@ -9,6 +9,8 @@ mod common;
 mod fixtures;
 /// The committed golden certificate verifies in CI.
 mod golden;
+/// Hostile model directories, tokenizers and data: refused quickly with the file named.
+mod hostile_inputs;
 /// The fused float32 kernels against the composed float64 operations and the oracle.
 mod kernels;
 /// GPT-2 against the Hugging Face oracle in tests/oracles/tiny-gpt2 (logits, grads, HVPs).

@@ -140,7 +140,8 @@ fn signed_spec(report: &Report, root: &Path) -> Result<Spec, String> {
             .ok_or_else(|| format!("no bundled spec {name}"))?,
         None => {
             let path = confine(root, file)?;
-            read_capped(&path, MAX_SPEC_BYTES)?
+            crate::untrusted::read_regular_file_capped(&path, MAX_SPEC_BYTES, "spec")
+                .map_err(|e| e.to_string())?
         }
     };
     let digest = crate::digest::sha256_hex(&text);
@@ -151,23 +152,6 @@ fn signed_spec(report: &Report, root: &Path) -> Result<Spec, String> {
         ));
     }
     Spec::parse(&String::from_utf8_lossy(&text), file).map_err(|e| e.to_string())
-}
-
-/// The bytes of a regular file of at most `cap` bytes (no FIFO, device or oversized file).
-fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if !meta.is_file() || meta.len() > cap {
-        return Err(format!(
-            "{}: not a regular file of at most {cap} bytes",
-            path.display()
-        ));
-    }
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(cap + 1).read_to_end(&mut bytes))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(bytes)
 }
 
 /// Every model file and data split was read with the digest the signed evidence records.

@@ -1,8 +1,11 @@
 //! Streaming reader of JSONL record files: one line at a time (never the whole file in memory),
-//! each line checked — UTF-8, JSON, required fields, unknown fields, a size limit, unique ids,
-//! question–answer consistency — with errors that name the file and the line.
+//! each line checked — UTF-8, JSON, repeated keys, required fields, unknown fields, a size
+//! limit, unique ids, question–answer consistency — with errors that name the file and the line.
+//! The file must be a regular file (`crate::untrusted`) and is read once: the reader hashes what
+//! it reads, so a caller that needs the file's digest asks the reader instead of reading again.
 
 use super::record::Record;
+use crate::untrusted::{open_regular_capped, FileHash, HashingReader, ReadError, StrictJson};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -10,6 +13,10 @@ use std::path::{Path, PathBuf};
 
 /// Lines longer than this are refused (a record is a sentence or a paragraph, not a book).
 pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Data files larger than this are refused before reading: every command but `eval` holds the
+/// records in memory, and 4 GiB is far beyond any split lethe trains or certifies on.
+pub const MAX_FILE_BYTES: u64 = 1 << 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -40,6 +47,12 @@ pub enum DataError {
         line: usize,
         msg: String,
     },
+    #[error("{path}:{line}: key {key:?} appears more than once in the record")]
+    DuplicateKey {
+        path: PathBuf,
+        line: usize,
+        key: String,
+    },
     #[error("{path}:{line}: duplicate id {id:?} (first on line {first})")]
     DuplicateId {
         path: PathBuf,
@@ -47,8 +60,28 @@ pub enum DataError {
         id: String,
         first: usize,
     },
+    #[error(transparent)]
+    Read(#[from] ReadError),
     #[error("{path}: {msg}")]
     Tokenizer { path: PathBuf, msg: String },
+    #[error(
+        "{path}: refusing the regex `{pattern}`: only patterns without look-around or \
+         backreferences are accepted, as they run in linear time ({reason})"
+    )]
+    UnsafeRegex {
+        path: PathBuf,
+        pattern: String,
+        reason: String,
+    },
+    #[error(
+        "{path}: its Replace normalizers can grow a text {factor:.1}-fold, more than the \
+         {limit}-fold limit"
+    )]
+    Expansion {
+        path: PathBuf,
+        factor: f64,
+        limit: f64,
+    },
     #[error("{path}: record {id:?}: {msg}")]
     Record {
         path: PathBuf,
@@ -60,7 +93,7 @@ pub enum DataError {
 /// Iterates over the records of a JSONL file, checking each line.
 pub struct JsonlReader {
     path: PathBuf,
-    reader: BufReader<File>,
+    reader: BufReader<HashingReader<File>>,
     line: usize,
     ids: HashMap<String, usize>,
     count: usize,
@@ -70,19 +103,22 @@ pub struct JsonlReader {
 
 impl JsonlReader {
     pub fn open(path: &Path) -> Result<Self, DataError> {
-        let file = File::open(path).map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let (file, _) = open_regular_capped(path, MAX_FILE_BYTES, "JSONL data")?;
         Ok(JsonlReader {
             path: path.to_path_buf(),
-            reader: BufReader::new(file),
+            reader: BufReader::new(HashingReader::new(file)),
             line: 0,
             ids: HashMap::new(),
             count: 0,
             done: false,
             buf: Vec::new(),
         })
+    }
+
+    /// The sha256 and length of the bytes read so far: of the whole file once the iterator has
+    /// returned `None`.
+    pub fn hash(&self) -> FileHash {
+        self.reader.get_ref().hash()
     }
 
     fn next_line(&mut self) -> Result<Option<&[u8]>, DataError> {
@@ -117,11 +153,15 @@ impl JsonlReader {
             path: path.clone(),
             line,
         })?;
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| DataError::Json {
+        let json = StrictJson::parse(text).map_err(|e| DataError::Json {
             path: path.clone(),
             line,
             msg: e.to_string(),
         })?;
+        if let Some(key) = json.duplicate_key {
+            return Err(DataError::DuplicateKey { path, line, key });
+        }
+        let value = json.value;
         let field = |msg: String| DataError::Field {
             path: path.clone(),
             line,
@@ -210,4 +250,12 @@ impl Iterator for JsonlReader {
 /// Reads every record of a file (for the small splits the commands hold in memory anyway).
 pub fn read_records(path: &Path) -> Result<Vec<Record>, DataError> {
     JsonlReader::open(path)?.collect()
+}
+
+/// Reads every record of a file and the sha256 of the bytes parsed, in one read: what a
+/// certificate records about a split.
+pub fn read_records_hashed(path: &Path) -> Result<(Vec<Record>, FileHash), DataError> {
+    let mut reader = JsonlReader::open(path)?;
+    let records = reader.by_ref().collect::<Result<Vec<_>, _>>()?;
+    Ok((records, reader.hash()))
 }

@@ -1,11 +1,24 @@
 //! Tokenization of records with a Hugging Face `tokenizer.json` (the `tokenizers` crate): text
 //! without added special tokens, as transformers does for `labels = input_ids`. A
 //! question–answer record is the prompt's tokens followed by the answer's, and only the
-//! answer's tokens are scored.
+//! answer's tokens are scored. The file is read once, as an untrusted regular file of capped
+//! size, and vetted (`vet`: linear-time regexes, bounded growth) before `tokenizers` builds it;
+//! each text tokenized is capped too, so no record can make tokenization run away.
 
-use super::jsonl::DataError;
+use super::jsonl::{DataError, MAX_LINE_BYTES};
 use super::record::Record;
+use super::vet::vet_tokenizer_json;
+use crate::untrusted::{read_regular_file_capped, StrictJson};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// `tokenizer.json` files larger than this are refused before reading: GPT-2's is 1.4 MB and
+/// the 256k-entry vocabularies of recent models stay under 40 MB.
+pub const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
+
+/// The longest text tokenized at once: a JSONL line's limit, since a record's text comes from
+/// one line; with `vet::MAX_EXPANSION` this bounds the normalized text too.
+pub const MAX_TEXT_BYTES: usize = MAX_LINE_BYTES;
 
 /// A tokenized record: its ids and the first position whose token is scored.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,28 +34,60 @@ pub struct TextTokenizer {
     path: PathBuf,
     /// The `<|endoftext|>` id when the vocabulary has it.
     pub eos_id: Option<u32>,
+    json: Vec<u8>,
 }
 
 impl TextTokenizer {
+    /// Reads, vets and builds the tokenizer at `path`.
     pub fn load(path: &Path) -> Result<Self, DataError> {
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| DataError::Tokenizer {
+        let bytes = read_regular_file_capped(path, MAX_TOKENIZER_BYTES, "tokenizer.json")?;
+        Self::from_bytes(path, bytes)
+    }
+
+    /// Vets and builds a tokenizer from the bytes of `path`, already read (for a caller that
+    /// also digests or copies the file, so that it is read once).
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self, DataError> {
+        let bad = |msg: String| DataError::Tokenizer {
             path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
+            msg,
+        };
+        let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8".into()))?;
+        let json = StrictJson::parse(text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        if let Some(key) = json.duplicate_key {
+            return Err(bad(format!("key {key:?} appears more than once")));
+        }
+        vet_tokenizer_json(path, &json.value)?;
+        let inner = tokenizers::Tokenizer::from_str(text).map_err(|e| bad(e.to_string()))?;
         let eos_id = inner.token_to_id("<|endoftext|>");
         Ok(TextTokenizer {
             inner,
             path: path.to_path_buf(),
             eos_id,
+            json: bytes,
         })
+    }
+
+    /// The bytes of `tokenizer.json` this tokenizer was built from (to save or digest them
+    /// without reading the file again).
+    pub fn json(&self) -> &[u8] {
+        &self.json
     }
 
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
 
-    /// Token ids of `text`, no special tokens added.
+    /// Token ids of `text`, no special tokens added; a text over [`MAX_TEXT_BYTES`] is refused.
     pub fn encode_text(&self, text: &str) -> Result<Vec<u32>, DataError> {
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(DataError::Tokenizer {
+                path: self.path.clone(),
+                msg: format!(
+                    "refusing to tokenize a text of {} bytes, more than the {MAX_TEXT_BYTES}-byte limit",
+                    text.len()
+                ),
+            });
+        }
         let enc = self
             .inner
             .encode(text, false)

@@ -12,7 +12,7 @@ use super::mia::{grad_norms, run_attack, scores, Side};
 use super::records::{seeded_subset, EvalPlan, Evaluator, GREEDY_SLACK, MIN_K};
 use super::scoring::SIGMA2_FLOOR;
 use super::CertifyError;
-use crate::data::{read_records, Encoded, Record, TextTokenizer};
+use crate::data::{read_records_hashed, Encoded, Record, TextTokenizer};
 use crate::judge::aggregate::{independent_ratio, mean_of, paired_ratio};
 use crate::judge::evidence::{AttackScores, Metrics, RecordEval, SelfInfluence};
 use crate::judge::evidence::{
@@ -22,7 +22,6 @@ use crate::judge::evidence::{
 use crate::judge::metric::Metric;
 use crate::judge::metric::ATTACKS;
 use crate::judge::stats::ks_two_sample;
-use crate::model::load::digest;
 use crate::model::{load_model, LoadedModel, ParamGroups};
 use candle_core::DType;
 use std::collections::BTreeMap;
@@ -204,26 +203,13 @@ pub struct Inputs {
 }
 
 fn read_split(path: &Path) -> Result<(DataInput, Vec<Record>), CertifyError> {
-    let io = |source| CertifyError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let before = std::fs::read(path).map_err(io)?;
-    let records = read_records(path)?;
-    // The parser streams the file itself: hash what it read by checking it did not change.
-    let after = std::fs::read(path).map_err(io)?;
-    if before != after {
-        return Err(CertifyError::Setting(format!(
-            "{} changed while it was being read",
-            path.display()
-        )));
-    }
-    let d = digest("", &after);
+    // One read: the records and the sha256 of exactly the bytes they were parsed from.
+    let (records, hash) = read_records_hashed(path)?;
     Ok((
         DataInput {
             path: path.display().to_string(),
-            sha256: d.sha256,
-            bytes: d.bytes,
+            sha256: hash.sha256,
+            bytes: hash.bytes,
             records: records.len(),
             question_answer_records: records.iter().filter(|r| r.answer.is_some()).count(),
         },

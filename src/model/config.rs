@@ -50,8 +50,14 @@ impl Gpt2Config {
     /// Parses `config.json` text and checks that lethe computes exactly what transformers does
     /// for it. `Err` carries a sentence naming the offending field.
     pub fn from_json(text: &str) -> Result<Self, String> {
-        let raw: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let json = crate::untrusted::StrictJson::parse(text)
+            .map_err(|e| format!("not valid JSON: {e}"))?;
+        if let Some(key) = json.duplicate_key {
+            return Err(format!("key {key:?} appears more than once"));
+        }
+        let serde_json::Value::Object(raw) = json.value else {
+            return Err("not a JSON object".into());
+        };
         let mut cfg: Gpt2Config = serde_json::from_value(serde_json::Value::Object(raw.clone()))
             .map_err(|e| format!("{e}"))?;
         cfg.raw = raw;

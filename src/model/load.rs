@@ -1,20 +1,34 @@
 //! Safe loading of a Hugging Face GPT-2 directory: `config.json` plus `model.safetensors`.
-//! Pickle checkpoints are refused (unpickling runs code); every safetensors header is checked
-//! before a tensor is built (size limit, JSON, offsets, truncation), and every tensor's name,
-//! shape, dtype and finiteness against `config.json`. This module owns reading model files and
+//! Pickle checkpoints are refused (unpickling runs code). Every file is treated as hostile
+//! (`crate::untrusted`): regular files only, each size capped. The safetensors header is read
+//! alone first and checked before any tensor data is read or any config-sized buffer allocated:
+//! size limit, JSON, offsets, the file's length, then the config's sizes against what the
+//! header holds, then every tensor's name, shape and dtype. Only then are exactly the declared
+//! bytes read and each tensor checked for finiteness. This module owns reading model files and
 //! their digests; it never writes.
 
 use super::config::Gpt2Config;
 use super::gpt2::Gpt2;
 use super::params::param_shapes;
 pub use crate::digest::{digest, FileDigest};
+use crate::untrusted::{open_regular, read_regular_file_capped, ReadError};
 use candle_core::{DType, Device, Tensor};
-use std::collections::BTreeMap;
+use safetensors::tensor::{Metadata, TensorInfo};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Headers larger than this are refused before parsing (safetensors' own limit is 100 MB;
 /// a GPT-2 header is a few kB).
 pub const MAX_HEADER_BYTES: u64 = 16 * 1024 * 1024;
+
+/// `config.json` is a few hundred bytes of hyper-parameters; a megabyte leaves room for any
+/// metadata a hub adds, and keeps a hostile file from filling memory.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The tokenizer beside a model is only digested here (GPT-2's is 1.4 MB); see
+/// `crate::data::tokenize::MAX_TOKENIZER_BYTES`, which this must match.
+pub const MAX_TOKENIZER_BYTES: u64 = crate::data::tokenize::MAX_TOKENIZER_BYTES;
 
 const PICKLE_EXTENSIONS: [&str; 4] = ["bin", "pt", "pth", "ckpt"];
 
@@ -33,8 +47,22 @@ pub enum LoadError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Read(#[from] ReadError),
     #[error("{path}: invalid config: {msg}")]
     Config { path: PathBuf, msg: String },
+    #[error(
+        "{config}: {field} is {value}, but {weights} holds at most {holds} ({what}); \
+         the config does not describe these weights"
+    )]
+    ConfigExceedsWeights {
+        config: PathBuf,
+        field: &'static str,
+        value: usize,
+        weights: PathBuf,
+        holds: usize,
+        what: String,
+    },
     #[error("{path}: safetensors header of {len} bytes exceeds the {limit}-byte limit")]
     HeaderTooLarge { path: PathBuf, len: u64, limit: u64 },
     #[error("{path}: truncated: {msg}")]
@@ -75,6 +103,10 @@ pub struct LoadedModel {
     pub storage_dtype: DType,
     pub files: Vec<FileDigest>,
     pub dir: PathBuf,
+    /// The bytes of the directory's `tokenizer.json` whose digest is in `files`, if it has one:
+    /// build the tokenizer from these (`TextTokenizer::from_bytes`) rather than reading the file
+    /// again, so the tokenizer used is the one digested.
+    pub tokenizer_json: Option<Vec<u8>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
@@ -102,8 +134,8 @@ fn weights_path(dir: &Path) -> Result<PathBuf, LoadError> {
         });
     }
     let st = dir.join("model.safetensors");
-    if st.is_file() {
-        return Ok(st);
+    if st.exists() {
+        return Ok(st); // whether it is a regular file is checked when it is opened
     }
     for name in ["pytorch_model.bin", "model.pt", "model.pth", "model.ckpt"] {
         if dir.join(name).exists() {
@@ -119,18 +151,18 @@ fn weights_path(dir: &Path) -> Result<PathBuf, LoadError> {
 /// Reads and checks `config.json` of a model directory.
 pub fn read_config(dir: &Path) -> Result<(Gpt2Config, FileDigest), LoadError> {
     let path = dir.join("config.json");
-    if !path.is_file() {
+    if !path.exists() {
         return Err(LoadError::Missing {
             path,
             what: "config.json",
         });
     }
-    let bytes = std::fs::read(&path).map_err(io(&path))?;
-    let text = String::from_utf8(bytes.clone()).map_err(|_| LoadError::Config {
+    let bytes = read_regular_file_capped(&path, MAX_CONFIG_BYTES, "config.json")?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| LoadError::Config {
         path: path.clone(),
         msg: "not UTF-8".into(),
     })?;
-    let cfg = Gpt2Config::from_json(&text).map_err(|msg| LoadError::Config { path, msg })?;
+    let cfg = Gpt2Config::from_json(text).map_err(|msg| LoadError::Config { path, msg })?;
     Ok((cfg, digest("config.json", &bytes)))
 }
 
@@ -138,14 +170,18 @@ pub fn read_config(dir: &Path) -> Result<(Gpt2Config, FileDigest), LoadError> {
 pub fn load_model(dir: &Path, dtype: DType) -> Result<LoadedModel, LoadError> {
     let wpath = weights_path(dir)?;
     let (cfg, cfg_digest) = read_config(dir)?;
-    let bytes = std::fs::read(&wpath).map_err(io(&wpath))?;
+    let bytes = read_weights(&wpath, &dir.join("config.json"), &cfg)?;
     let (tensors, storage_dtype) = parse_weights(&wpath, &bytes, &cfg)?;
     let mut files = vec![cfg_digest, digest("model.safetensors", &bytes)];
+    drop(bytes);
     let tok = dir.join("tokenizer.json");
-    if tok.is_file() {
-        let tb = std::fs::read(&tok).map_err(io(&tok))?;
+    let tokenizer_json = if tok.exists() {
+        let tb = read_regular_file_capped(&tok, MAX_TOKENIZER_BYTES, "tokenizer.json")?;
         files.push(digest("tokenizer.json", &tb));
-    }
+        Some(tb)
+    } else {
+        None
+    };
     let model = Gpt2::from_tensors(cfg, tensors, dtype).map_err(|e| LoadError::Tensor {
         path: wpath.clone(),
         msg: e.to_string(),
@@ -155,23 +191,70 @@ pub fn load_model(dir: &Path, dtype: DType) -> Result<LoadedModel, LoadError> {
         storage_dtype,
         files,
         dir: dir.to_path_buf(),
+        tokenizer_json,
     })
 }
 
-/// Checks the 8-byte length prefix against the file before the header is parsed.
-fn check_header_len(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+/// Reads a safetensors file in two steps: the header alone, checked against the file's length
+/// and against `cfg` (names, shapes, dtypes: [`check_header`]); then exactly the tensor bytes the
+/// header declares. Returns the whole file, header included, as read once.
+fn read_weights(path: &Path, cfg_path: &Path, cfg: &Gpt2Config) -> Result<Vec<u8>, LoadError> {
+    let (file, len) = open_regular(path, "safetensors weights")?;
+    let mut file = file.take(len); // never more than the length checked below
     let trunc = |msg: String| LoadError::Truncated {
         path: path.to_path_buf(),
         msg,
     };
-    if bytes.len() < 8 {
+    let mut bytes = vec![0u8; 8.min(len as usize)];
+    file.read_exact(&mut bytes).map_err(io(path))?;
+    let n = check_header_len(path, &bytes, len)?;
+    bytes.resize(8 + n as usize, 0);
+    file.read_exact(&mut bytes[8..]).map_err(io(path))?;
+    let meta: Metadata = serde_json::from_slice(&bytes[8..]).map_err(|e| LoadError::Malformed {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
+    check_header(path, cfg_path, cfg, &meta)?;
+    let data = meta.data_len() as u64;
+    let declared = (8 + n).saturating_add(data);
+    if declared > len {
         return Err(trunc(format!(
-            "{} bytes, shorter than the 8-byte header length",
+            "the header declares {data} bytes of tensor data but the file holds {} after it",
+            len - 8 - n
+        )));
+    }
+    if declared < len {
+        return Err(LoadError::Malformed {
+            path: path.to_path_buf(),
+            msg: format!(
+                "{} bytes follow the {data} bytes of tensor data the header declares",
+                len - declared
+            ),
+        });
+    }
+    bytes.reserve_exact(data as usize);
+    file.read_to_end(&mut bytes).map_err(io(path))?;
+    if bytes.len() as u64 != declared {
+        return Err(trunc(format!(
+            "the file shrank to {} bytes while it was read",
             bytes.len()
         )));
     }
-    let mut len8 = [0u8; 8];
-    len8.copy_from_slice(&bytes[..8]);
+    Ok(bytes)
+}
+
+/// Checks the 8-byte length prefix against the file's length before the header is read;
+/// returns the header's length.
+fn check_header_len(path: &Path, prefix: &[u8], file_len: u64) -> Result<u64, LoadError> {
+    let trunc = |msg: String| LoadError::Truncated {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let Ok(len8) = <[u8; 8]>::try_from(prefix) else {
+        return Err(trunc(format!(
+            "{file_len} bytes, shorter than the 8-byte header length"
+        )));
+    };
     let n = u64::from_le_bytes(len8);
     if n > MAX_HEADER_BYTES {
         return Err(LoadError::HeaderTooLarge {
@@ -180,13 +263,13 @@ fn check_header_len(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
             limit: MAX_HEADER_BYTES,
         });
     }
-    if 8 + n > bytes.len() as u64 {
+    if 8 + n > file_len {
         return Err(trunc(format!(
             "header claims {n} bytes but the file has {}",
-            bytes.len() - 8
+            file_len - 8
         )));
     }
-    Ok(())
+    Ok(n)
 }
 
 /// Canonical name of a stored tensor: files saved without the `transformer.` prefix load too.
@@ -203,54 +286,183 @@ fn is_buffer(name: &str) -> bool {
     name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")
 }
 
-fn parse_weights(
+/// The block index of a canonical parameter name `transformer.h.{i}.…`.
+fn block_of(name: &str) -> Option<usize> {
+    name.strip_prefix("transformer.h.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Checks a safetensors header against the config before anything the config sizes is
+/// allocated: first that each size the config names (vocab_size, n_embd, n_positions, n_layer)
+/// is at most what the header holds, so a `config.json` claiming 10^12 layers is refused here;
+/// then every tensor's name, shape and dtype against the parameters the config implies.
+fn check_header(
     path: &Path,
-    bytes: &[u8],
+    cfg_path: &Path,
     cfg: &Gpt2Config,
-) -> Result<(BTreeMap<String, Tensor>, DType), LoadError> {
-    check_header_len(path, bytes)?;
-    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
-        let msg = e.to_string();
-        match e {
-            safetensors::SafeTensorError::MetadataIncompleteBuffer => LoadError::Truncated {
-                path: path.to_path_buf(),
-                msg,
-            },
-            _ => LoadError::Malformed {
-                path: path.to_path_buf(),
-                msg,
-            },
-        }
-    })?;
+    meta: &Metadata,
+) -> Result<(), LoadError> {
+    let stored: BTreeMap<String, (String, &TensorInfo)> = meta
+        .tensors()
+        .into_iter()
+        .map(|(raw, info)| (canonical(&raw), (raw, info)))
+        .filter(|(name, _)| !is_buffer(name) && name != "lm_head.weight")
+        .collect();
+    check_config_bounds(path, cfg_path, cfg, &stored)?;
     let expected: BTreeMap<String, Vec<usize>> = param_shapes(cfg).into_iter().collect();
     let want_dtype = cfg
         .dtype
         .as_deref()
         .and_then(|s| Some((storage_dtype_of(s)?, s)));
+    for (name, (raw, info)) in &stored {
+        let Some(shape) = expected.get(name) else {
+            return Err(LoadError::UnexpectedTensor {
+                path: path.to_path_buf(),
+                name: raw.clone(),
+            });
+        };
+        check_tensor(path, raw, info, shape, want_dtype)?;
+    }
+    if let Some(name) = expected.keys().find(|n| !stored.contains_key(*n)) {
+        return Err(LoadError::MissingTensor {
+            path: path.to_path_buf(),
+            name: name.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The sizes `config.json` names, each bounded by the tensors the header holds.
+fn check_config_bounds(
+    path: &Path,
+    cfg_path: &Path,
+    cfg: &Gpt2Config,
+    stored: &BTreeMap<String, (String, &TensorInfo)>,
+) -> Result<(), LoadError> {
+    let exceeds = |field, value, holds, what: String| LoadError::ConfigExceedsWeights {
+        config: cfg_path.to_path_buf(),
+        field,
+        value,
+        weights: path.to_path_buf(),
+        holds,
+        what,
+    };
+    for (name, rows_field, rows) in [
+        ("transformer.wte.weight", "vocab_size", cfg.vocab_size),
+        ("transformer.wpe.weight", "n_positions", cfg.n_positions),
+    ] {
+        let Some((_, info)) = stored.get(name) else {
+            return Err(LoadError::MissingTensor {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+            });
+        };
+        let &[held_rows, held_cols] = info.shape.as_slice() else {
+            return Err(LoadError::Shape {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                expected: vec![rows, cfg.n_embd],
+                found: info.shape.clone(),
+            });
+        };
+        if rows > held_rows {
+            return Err(exceeds(
+                rows_field,
+                rows,
+                held_rows,
+                format!("rows of {name}"),
+            ));
+        }
+        if cfg.n_embd > held_cols {
+            return Err(exceeds(
+                "n_embd",
+                cfg.n_embd,
+                held_cols,
+                format!("columns of {name}"),
+            ));
+        }
+    }
+    let blocks: BTreeSet<usize> = stored.keys().filter_map(|n| block_of(n)).collect();
+    if cfg.n_layer > blocks.len() {
+        return Err(exceeds(
+            "n_layer",
+            cfg.n_layer,
+            blocks.len(),
+            "blocks transformer.h.N".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// One stored tensor's dtype and shape against what the config implies.
+fn check_tensor(
+    path: &Path,
+    name: &str,
+    info: &TensorInfo,
+    shape: &[usize],
+    want: Option<(DType, &str)>,
+) -> Result<(), LoadError> {
+    let err_dtype = |expected: String| LoadError::Dtype {
+        path: path.to_path_buf(),
+        name: name.to_string(),
+        expected,
+        found: format!("{:?}", info.dtype),
+    };
+    let Some(dtype) = float_dtype(info.dtype) else {
+        return Err(err_dtype("GPT-2 weights must be floating point".into()));
+    };
+    if let Some((w, named)) = want {
+        if w != dtype {
+            return Err(err_dtype(format!("config.json says {named:?}")));
+        }
+    }
+    if info.shape != shape {
+        return Err(LoadError::Shape {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            expected: shape.to_vec(),
+            found: info.shape.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn float_dtype(d: safetensors::Dtype) -> Option<DType> {
+    use safetensors::Dtype as S;
+    match d {
+        S::F32 => Some(DType::F32),
+        S::F64 => Some(DType::F64),
+        S::F16 => Some(DType::F16),
+        S::BF16 => Some(DType::BF16),
+        _ => None,
+    }
+}
+
+/// Builds the tensors of a file whose header [`check_header`] accepted, refusing non-finite
+/// values.
+fn parse_weights(
+    path: &Path,
+    bytes: &[u8],
+    cfg: &Gpt2Config,
+) -> Result<(BTreeMap<String, Tensor>, DType), LoadError> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| LoadError::Malformed {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
+    let expected: BTreeMap<String, Vec<usize>> = param_shapes(cfg).into_iter().collect();
     let mut out = BTreeMap::new();
     let mut seen_dtype = None;
     for (raw_name, view) in st.tensors() {
         let name = canonical(&raw_name);
-        if is_buffer(&name) || name == "lm_head.weight" {
+        if !expected.contains_key(&name) {
             continue; // tied to wte (checked by config), or a non-parameter buffer
         }
-        let Some(shape) = expected.get(&name) else {
-            return Err(LoadError::UnexpectedTensor {
-                path: path.to_path_buf(),
-                name: raw_name,
-            });
-        };
-        let t = tensor_of(path, &raw_name, &view, shape, want_dtype)?;
+        let t = tensor_of(path, &raw_name, &view)?;
         seen_dtype.get_or_insert(t.dtype());
         out.insert(name, t);
-    }
-    for name in expected.keys() {
-        if !out.contains_key(name) {
-            return Err(LoadError::MissingTensor {
-                path: path.to_path_buf(),
-                name: name.clone(),
-            });
-        }
     }
     Ok((out, seen_dtype.unwrap_or(DType::F32)))
 }
@@ -269,46 +481,20 @@ fn tensor_of(
     path: &Path,
     name: &str,
     view: &safetensors::tensor::TensorView<'_>,
-    shape: &[usize],
-    want: Option<(DType, &str)>,
 ) -> Result<Tensor, LoadError> {
-    use safetensors::Dtype as S;
-    let err_dtype = |expected: String| LoadError::Dtype {
-        path: path.to_path_buf(),
-        name: name.to_string(),
-        expected,
-        found: format!("{:?}", view.dtype()),
-    };
-    let dtype = match view.dtype() {
-        S::F32 => DType::F32,
-        S::F64 => DType::F64,
-        S::F16 => DType::F16,
-        S::BF16 => DType::BF16,
-        _ => return Err(err_dtype("GPT-2 weights must be floating point".into())),
-    };
-    if let Some((w, named)) = want {
-        if w != dtype {
-            return Err(err_dtype(format!("config.json says {named:?}")));
-        }
-    }
-    if view.shape() != shape {
-        return Err(LoadError::Shape {
-            path: path.to_path_buf(),
-            name: name.to_string(),
-            expected: shape.to_vec(),
-            found: view.shape().to_vec(),
-        });
-    }
-    let t = Tensor::from_raw_buffer(view.data(), dtype, shape, &Device::Cpu).map_err(|e| {
-        LoadError::Tensor {
-            path: path.to_path_buf(),
-            msg: format!("{name}: {e}"),
-        }
-    })?;
-    let count = count_non_finite(&t).map_err(|e| LoadError::Tensor {
+    let tensor_err = |e: candle_core::Error| LoadError::Tensor {
         path: path.to_path_buf(),
         msg: format!("{name}: {e}"),
-    })?;
+    };
+    let Some(dtype) = float_dtype(view.dtype()) else {
+        return Err(LoadError::Malformed {
+            path: path.to_path_buf(),
+            msg: format!("{name}: not a float dtype"),
+        });
+    };
+    let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)
+        .map_err(tensor_err)?;
+    let count = count_non_finite(&t).map_err(tensor_err)?;
     if count > 0 {
         return Err(LoadError::NonFinite {
             path: path.to_path_buf(),
