@@ -11,6 +11,7 @@ pub mod cli;
 pub mod data;
 pub mod machine;
 pub mod model;
+pub mod output;
 pub mod report;
 pub mod runtime;
 pub mod train;

@@ -3,9 +3,12 @@
 //! erasure request matches fuzzily, for review before unlearning the expanded set.
 
 use super::progress::{Progress, ProgressMode};
+use crate::atomic::{write_atomic, StagedDir};
 use crate::data::fuzzy::{find_matches, Match, Request};
 use crate::data::{read_records, Encoded, Record, TextTokenizer};
-use crate::model::{load_model, save_model};
+use crate::model::load_model;
+use crate::model::save::write_model_files;
+use crate::output::check_output;
 use crate::train::{Ledger, LedgerEpochs};
 use crate::unlearn::{unlearn, Method, UnlearnConfig, UnlearnInputs};
 use anyhow::{Context, Result};
@@ -31,9 +34,13 @@ pub struct UnlearnArgs {
     /// Parameter groups to change: embedding, block:N, blocks:A-B, final_norm, all (comma list).
     #[arg(long, default_value = "embedding")]
     params: String,
-    /// Output folder: the unlearned model and unlearn.json.
+    /// Output folder: the unlearned model and unlearn.json, written whole under a temporary
+    /// name and renamed into place. It may not be or hold any input.
     #[arg(long)]
     out: PathBuf,
+    /// Replace the output folder if it exists (and is not empty).
+    #[arg(long)]
+    force: bool,
     /// The gradient ledger recorded while training (method ledger). The seed paper's method
     /// works when the records were learned by fine-tuning a trained model (`lethe train
     /// --init`); a ledger recorded from random weights holds directions the finished model no
@@ -145,7 +152,18 @@ fn sha256_file(p: &Path) -> Result<String> {
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
+impl UnlearnArgs {
+    /// Every file or folder the command reads.
+    fn inputs(&self) -> Vec<&Path> {
+        let required = [&self.model, &self.forget, &self.retain, &self.holdout];
+        let optional = [self.ledger.as_ref(), self.corpus.as_ref()];
+        let all = required.into_iter().chain(optional.into_iter().flatten());
+        all.map(PathBuf::as_path).collect()
+    }
+}
+
 pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode> {
+    check_output(&args.out, &args.inputs(), args.force)?;
     let mut loaded = load_model(&args.model, DType::F32)?;
     let tok_path = args.model.join("tokenizer.json");
     let tok = TextTokenizer::load(&tok_path)?;
@@ -253,7 +271,8 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
     })?;
     bar.finish();
     let tok_json = std::fs::read(&tok_path)?;
-    save_model(&model, loaded.storage_dtype, &args.out, Some(&tok_json))?;
+    let staged = StagedDir::new(&args.out).with_context(|| args.out.display().to_string())?;
+    write_model_files(&model, loaded.storage_dtype, staged.path(), Some(&tok_json))?;
     let record = serde_json::json!({
         "tool": "lethe", "version": env!("CARGO_PKG_VERSION"),
         "model": {"dir": args.model, "files": loaded.files},
@@ -264,10 +283,13 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
         "ledger_alignment": alignment,
         "outcome": outcome,
     });
-    crate::atomic::write_atomic(
-        &args.out.join("unlearn.json"),
+    write_atomic(
+        &staged.path().join("unlearn.json"),
         serde_json::to_string_pretty(&record)?.as_bytes(),
     )?;
+    staged
+        .commit()
+        .with_context(|| args.out.display().to_string())?;
     println!(
         "unlearned   {} records with {:?} on {} in {} steps ({:.1} s): forget loss {:.3} → {:.3} (holdout level {:.3}), retain {:.3} → {:.3}; stop: {:?}",
         f.len(), cfg.method, cfg.params, outcome.steps.len(), outcome.seconds,
