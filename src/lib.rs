@@ -44,6 +44,7 @@ pub mod issue;
 pub mod judge;
 pub mod machine;
 pub mod model;
+pub mod output;
 pub mod report;
 pub mod runtime;
 pub mod train;

@@ -17,6 +17,8 @@ mod kernels;
 mod oracle;
 /// Saving a model: round trip to the same tensors, parameter groups, the CLI.
 mod roundtrip;
+/// Safe outputs: no output replaces an input or (without --force) an existing output; diff --key.
+mod safe_outputs;
 /// The GPT-2 tokenizer against the ids in tests/oracles/gpt2-tokenizer.
 mod tokenizer;
 /// Training and the first-epoch gradient ledger on a small generated slice.

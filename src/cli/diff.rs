@@ -1,7 +1,8 @@
 //! `lethe diff OLD NEW [--tolerance T]`: metric deltas and verdict changes between two reports;
 //! exit 1 on a regression (a verdict got worse, or a metric moved the wrong way by more than
 //! the tolerance), 0 otherwise. Reports are `report.json` files or, with `--key`, signed
-//! certificates, which are verified before they are read.
+//! certificates, which are verified before they are read: with `--key` both inputs must be
+//! certificates signed with it (an unsigned report is refused, never silently compared).
 
 use crate::report::diff::{diff, render};
 use crate::report::dsse::Envelope;
@@ -22,7 +23,7 @@ pub struct DiffArgs {
     /// A metric moving the wrong way by at most this much (absolute) is not a regression.
     #[arg(long, default_value_t = 0.0)]
     tolerance: f64,
-    /// Public key (PEM) that signed certificates given as OLD or NEW.
+    /// Public key (PEM) that signed OLD and NEW, which must then both be signed certificates.
     #[arg(long)]
     key: Option<PathBuf>,
 }
@@ -48,15 +49,23 @@ pub fn run(args: DiffArgs) -> Result<ExitCode> {
 
 fn read_report(path: &Path, key: Option<&VerifyingKey>) -> Result<Report> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if Envelope::from_json(&bytes).is_err() {
-        return Report::from_json(&bytes).with_context(|| format!("{}", path.display()));
-    }
+    let is_envelope = Envelope::from_json(&bytes).is_ok();
     let Some(key) = key else {
+        if is_envelope {
+            bail!(
+                "{} is a signed certificate: give --key PUB.pem to verify and read it",
+                path.display()
+            );
+        }
+        return Report::from_json(&bytes).with_context(|| format!("{}", path.display()));
+    };
+    if !is_envelope && Report::from_json(&bytes).is_ok() {
         bail!(
-            "{} is a signed certificate: give --key PUB.pem to verify and read it",
+            "{} is an unsigned report, but --key asks for certificates signed with that key: \
+             give both as signed certificates (certificate.dsse.json), or drop --key",
             path.display()
         );
-    };
+    }
     let statement = open_envelope(&bytes, key).with_context(|| format!("{}", path.display()))?;
     let predicate = serde_json::to_vec(&statement.predicate)?;
     Report::from_json(&predicate).with_context(|| format!("{}", path.display()))

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct KeygenArgs {
-    /// Folder for signer.key.pem (PKCS#8, mode 0600) and signer.pub.pem (created if missing).
+    /// Folder for signer.key.pem (PKCS#8, mode 0600) and signer.pub.pem (created with mode 0700
+    /// if missing).
     #[arg(long)]
     out: PathBuf,
 }

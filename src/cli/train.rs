@@ -6,10 +6,11 @@
 use super::progress::{Progress, ProgressMode};
 use crate::data::{read_records, Encoded, TextTokenizer};
 use crate::model::{init::random_gpt2, load_model, Gpt2Config, ParamGroups};
+use crate::output::check_output;
 use crate::train::{ledger::LedgerEpochs, train, LedgerRecorder, TrainConfig};
 use anyhow::{Context, Result};
 use candle_core::DType;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -20,9 +21,13 @@ pub struct TrainArgs {
     /// The tokenizer.json to use (copied into the output).
     #[arg(long)]
     tokenizer: PathBuf,
-    /// Output model folder (Hugging Face layout), rewritten after every epoch.
+    /// Output model folder (Hugging Face layout), replaced whole after every epoch. It may not be
+    /// or hold any input.
     #[arg(long)]
     out: PathBuf,
+    /// Replace the output folder (and the ledger folder) if they exist and are not empty.
+    #[arg(long)]
+    force: bool,
     /// Fine-tune this model (Hugging Face layout, safetensors) instead of starting from random
     /// weights; its shape replaces --layers, --width, --heads and --ctx.
     #[arg(long)]
@@ -64,7 +69,21 @@ pub struct TrainArgs {
     ledger_records: Option<PathBuf>,
 }
 
+impl TrainArgs {
+    /// Every file or folder the command reads.
+    fn inputs(&self) -> Vec<&Path> {
+        let required = [&self.data, &self.tokenizer];
+        let optional = [self.init.as_ref(), self.ledger_records.as_ref()];
+        let all = required.into_iter().chain(optional.into_iter().flatten());
+        all.map(PathBuf::as_path).collect()
+    }
+}
+
 pub fn run(args: TrainArgs, progress: ProgressMode) -> Result<ExitCode> {
+    let inputs = args.inputs();
+    for out in std::iter::once(&args.out).chain(&args.ledger) {
+        check_output(out, &inputs, args.force)?;
+    }
     let groups = ParamGroups::parse(&args.ledger_groups).map_err(anyhow::Error::msg)?;
     let tok = TextTokenizer::load(&args.tokenizer)?;
     let tok_json =

@@ -3,9 +3,12 @@
 //! erasure request matches fuzzily, for review before unlearning the expanded set.
 
 use super::progress::{Progress, ProgressMode};
+use crate::atomic::{write_atomic, StagedDir};
 use crate::data::fuzzy::{find_matches, Match, Request};
 use crate::data::{read_records, Encoded, Record, TextTokenizer};
-use crate::model::{load_model, save_model};
+use crate::model::load_model;
+use crate::model::save::write_model_files;
+use crate::output::check_output;
 use crate::train::{Ledger, LedgerEpochs};
 use crate::unlearn::log::{DataFile, ModelFiles};
 use crate::unlearn::{unlearn, Method, UnlearnConfig, UnlearnInputs, UnlearnLog, UNLEARN_LOG_FILE};
@@ -32,9 +35,13 @@ pub struct UnlearnArgs {
     /// Parameter groups to change: embedding, block:N, blocks:A-B, final_norm, all (comma list).
     #[arg(long, default_value = "embedding")]
     params: String,
-    /// Output folder: the unlearned model and unlearn.json.
+    /// Output folder: the unlearned model and unlearn.json, written whole under a temporary
+    /// name and renamed into place. It may not be or hold any input.
     #[arg(long)]
     out: PathBuf,
+    /// Replace the output folder if it exists (and is not empty).
+    #[arg(long)]
+    force: bool,
     /// The gradient ledger recorded while training (method ledger). The seed paper's method
     /// works when the records were learned by fine-tuning a trained model (`lethe train
     /// --init`); a ledger recorded from random weights holds directions the finished model no
@@ -145,7 +152,18 @@ fn sha256_file(p: &Path) -> Result<String> {
     Ok(sha256)
 }
 
+impl UnlearnArgs {
+    /// Every file or folder the command reads.
+    fn inputs(&self) -> Vec<&Path> {
+        let required = [&self.model, &self.forget, &self.retain, &self.holdout];
+        let optional = [self.ledger.as_ref(), self.corpus.as_ref()];
+        let all = required.into_iter().chain(optional.into_iter().flatten());
+        all.map(PathBuf::as_path).collect()
+    }
+}
+
 pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode> {
+    check_output(&args.out, &args.inputs(), args.force)?;
     let mut loaded = load_model(&args.model, DType::F32)?;
     let tok_path = args.model.join("tokenizer.json");
     let tok = TextTokenizer::load(&tok_path)?;
@@ -254,12 +272,14 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
     })?;
     bar.finish();
     let tok_json = std::fs::read(&tok_path)?;
-    save_model(&model, loaded.storage_dtype, &args.out, Some(&tok_json))?;
+    let staged = StagedDir::new(&args.out).with_context(|| args.out.display().to_string())?;
+    write_model_files(&model, loaded.storage_dtype, staged.path(), Some(&tok_json))?;
+    let written = ModelFiles::of_dir(staged.path())?;
     let log = UnlearnLog {
         tool: "lethe".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         model: ModelFiles::new(&args.model, loaded.files),
-        output: ModelFiles::of_dir(&args.out)?,
+        output: ModelFiles::new(&args.out, written.files),
         forget: DataFile::new(&args.forget, sha256_file(&args.forget)?, &forget),
         expanded,
         retain: DataFile::new(&args.retain, sha256_file(&args.retain)?, &retain),
@@ -268,7 +288,10 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
         ledger_alignment: alignment,
         outcome,
     };
-    crate::atomic::write_atomic(&args.out.join(UNLEARN_LOG_FILE), &log.to_bytes()?)?;
+    write_atomic(&staged.path().join(UNLEARN_LOG_FILE), &log.to_bytes()?)?;
+    staged
+        .commit()
+        .with_context(|| args.out.display().to_string())?;
     let outcome = &log.outcome;
     println!(
         "unlearned   {} records with {:?} on {} in {} steps ({:.1} s): forget loss {:.3} → {:.3} (holdout level {:.3}), retain {:.3} → {:.3}; stop: {:?}",

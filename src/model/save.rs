@@ -1,10 +1,12 @@
 //! Saving a GPT-2 in the Hugging Face layout lethe reads: `config.json` and `model.safetensors`
 //! with transformers' names (`transformer.` prefix, Conv1D weights `[in, out]`, no separate
-//! `lm_head.weight` since it is tied to `wte`), plus the tokenizer. Every file is written to a
-//! temporary name and renamed into place. This module owns writing model files only.
+//! `lm_head.weight` since it is tied to `wte`), plus the tokenizer. The directory is built under
+//! a temporary name beside its destination and renamed into place as a whole
+//! ([`crate::atomic::StagedDir`]), so no half-written model ever carries the real name.
+//! This module owns writing model files only.
 
 use super::gpt2::Gpt2;
-use crate::atomic::write_atomic;
+use crate::atomic::{write_atomic, StagedDir};
 use candle_core::DType;
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,25 +22,35 @@ pub enum SaveError {
     Encode { path: String, msg: String },
 }
 
-/// Writes `model` into `dir` (created if missing) with weights stored as `storage_dtype`;
-/// `tokenizer_json`, when given, is written as `tokenizer.json`.
+/// Writes `model` as the directory `dir`, with weights stored as `storage_dtype`;
+/// `tokenizer_json`, when given, is written as `tokenizer.json`. The folder is staged beside
+/// `dir` and renamed into place whole, replacing whatever `dir` held: callers that must not
+/// replace an existing output check first (`crate::output::check_output`). A caller that adds
+/// its own records to the folder stages it itself and calls [`write_model_files`].
 pub fn save_model(
     model: &Gpt2,
     storage_dtype: DType,
     dir: &Path,
     tokenizer_json: Option<&[u8]>,
 ) -> Result<(), SaveError> {
-    let io = |p: &Path| {
-        let path = p.display().to_string();
-        move |source| SaveError::Io { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let staged = StagedDir::new(dir).map_err(io_error(dir))?;
+    write_model_files(model, storage_dtype, staged.path(), tokenizer_json)?;
+    staged.commit().map_err(io_error(dir))
+}
+
+/// Writes the model's files into the existing folder `dir` (normally a [`StagedDir`]'s).
+pub fn write_model_files(
+    model: &Gpt2,
+    storage_dtype: DType,
+    dir: &Path,
+    tokenizer_json: Option<&[u8]>,
+) -> Result<(), SaveError> {
     let weights = dir.join("model.safetensors");
     let bytes = safetensors_bytes(model, storage_dtype).map_err(|msg| SaveError::Encode {
         path: weights.display().to_string(),
         msg,
     })?;
-    write_atomic(&weights, &bytes).map_err(io(&weights))?;
+    write_atomic(&weights, &bytes).map_err(io_error(&weights))?;
     let mut cfg = model.config().clone();
     cfg.dtype = Some(dtype_name(storage_dtype).to_string());
     let cfg_path = dir.join("config.json");
@@ -46,12 +58,17 @@ pub fn save_model(
         path: cfg_path.display().to_string(),
         msg: e.to_string(),
     })?;
-    write_atomic(&cfg_path, format!("{text}\n").as_bytes()).map_err(io(&cfg_path))?;
+    write_atomic(&cfg_path, format!("{text}\n").as_bytes()).map_err(io_error(&cfg_path))?;
     if let Some(tok) = tokenizer_json {
         let p = dir.join("tokenizer.json");
-        write_atomic(&p, tok).map_err(io(&p))?;
+        write_atomic(&p, tok).map_err(io_error(&p))?;
     }
     Ok(())
+}
+
+fn io_error(p: &Path) -> impl FnOnce(std::io::Error) -> SaveError {
+    let path = p.display().to_string();
+    move |source| SaveError::Io { path, source }
 }
 
 /// The safetensors encoding of the model's parameters.

@@ -1,14 +1,19 @@
 //! DSSE (Dead Simple Signing Envelope, secure-systems-lab/dsse, protocol v1): a payload, its
 //! type, and Ed25519 signatures over the pre-authentication encoding (PAE) of both. This module
-//! owns the envelope's JSON form, the PAE, signing and verification; it treats the payload as
-//! opaque bytes and knows nothing of statements or key files.
+//! owns the envelope's JSON form (objects only, at every level), the PAE, signing and
+//! verification (any one valid signature by the given key suffices, whatever else the list
+//! holds); it treats the payload as opaque bytes and knows nothing of statements or key files.
 
 use crate::report::jcs;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ed25519_dalek::{Signature as Ed25519Signature, Signer as _, SigningKey, VerifyingKey};
-use serde::{Deserialize, Serialize};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest as _, Sha256};
+use std::fmt;
+use std::marker::PhantomData;
 
 /// The payload type of an in-toto statement.
 pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
@@ -28,13 +33,26 @@ pub enum DsseError {
     },
     #[error("envelope has no signature from key {0}")]
     NoSignatureForKey(String),
-    #[error("envelope signature from key {0} does not verify")]
-    BadSignature(String),
+    #[error("no envelope signature from key {key} verifies{}", skipped_note(.malformed))]
+    BadSignature {
+        key: String,
+        /// The signatures under the key's id that could not even be read, as
+        /// [`Verified::malformed`] lists them.
+        malformed: Vec<String>,
+    },
+}
+
+fn skipped_note(malformed: &[String]) -> String {
+    if malformed.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} malformed: {})", malformed.len(), malformed.join("; "))
+    }
 }
 
 /// A DSSE envelope as it is serialized: base64 and hex stay strings until [`verify`] decodes them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// It reads from a JSON object only (see [`ObjectOnly`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Envelope {
     /// Standard base64 (padded) of the payload bytes.
     pub payload: String,
@@ -43,14 +61,70 @@ pub struct Envelope {
     pub signatures: Vec<Signature>,
 }
 
-/// One signature in an envelope.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One signature in an envelope. It reads from a JSON object only (see [`ObjectOnly`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Signature {
     /// [`key_id`] of the signing key.
     pub keyid: String,
     /// Standard base64 (padded) of the 64-byte Ed25519 signature.
     pub sig: String,
+}
+
+/// [`Envelope`]'s fields as read: unknown, missing and duplicate fields are errors.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvelopeFields {
+    payload: String,
+    #[serde(rename = "payloadType")]
+    payload_type: String,
+    signatures: Vec<Signature>,
+}
+
+/// [`Signature`]'s fields as read.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignatureFields {
+    keyid: String,
+    sig: String,
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f: EnvelopeFields = d.deserialize_map(ObjectOnly(PhantomData))?;
+        Ok(Envelope {
+            payload: f.payload,
+            payload_type: f.payload_type,
+            signatures: f.signatures,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Signature {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f: SignatureFields = d.deserialize_map(ObjectOnly(PhantomData))?;
+        Ok(Signature {
+            keyid: f.keyid,
+            sig: f.sig,
+        })
+    }
+}
+
+/// Reads a derived struct `T` from a map and from nothing else. serde's derive also accepts a
+/// sequence of the fields in order (`[payload, type, [[keyid, sig]]]`), which is no DSSE
+/// envelope; asking the deserializer for a map refuses it, and the map is then handed to the
+/// derived code, which keeps its checks for unknown, missing and duplicate fields.
+struct ObjectOnly<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectOnly<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map))
+    }
 }
 
 impl Envelope {
@@ -113,13 +187,34 @@ pub fn sign(payload: &[u8], payload_type: &str, key: &SigningKey) -> Envelope {
     }
 }
 
-/// Checks that `envelope` carries `expected_type` and a valid signature by `key` (found by
-/// [`key_id`]; other keys' signatures are ignored) and returns the payload bytes.
+/// A verified envelope's payload, and what verification passed over on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub payload: Vec<u8>,
+    /// Signatures under the key's id that could not be read (not standard base64, not 64
+    /// bytes), as `signature N: reason` with N the position in the list; they were skipped.
+    pub malformed: Vec<String>,
+}
+
+/// Checks that `envelope` carries `expected_type` and a valid signature by `key` and returns the
+/// payload bytes; see [`verify_signatures`].
 pub fn verify(
     envelope: &Envelope,
     key: &VerifyingKey,
     expected_type: &str,
 ) -> Result<Vec<u8>, DsseError> {
+    verify_signatures(envelope, key, expected_type).map(|v| v.payload)
+}
+
+/// Checks that `envelope` carries `expected_type` and at least one valid signature by `key`.
+/// Every signature under the key's [`key_id`] is tried, so their order never matters; other
+/// keys' signatures are ignored, and malformed ones under this id are listed, not fatal. With
+/// no valid one the envelope fails, and the error lists the malformed ones.
+pub fn verify_signatures(
+    envelope: &Envelope,
+    key: &VerifyingKey,
+    expected_type: &str,
+) -> Result<Verified, DsseError> {
     if envelope.payload_type != expected_type {
         let found = envelope.payload_type.clone();
         let expected = expected_type.to_owned();
@@ -128,24 +223,33 @@ pub fn verify(
     let payload = decode("payload", &envelope.payload)?;
     let message = pae(&envelope.payload_type, &payload);
     let id = key_id(key);
-    let mine: Vec<&Signature> = envelope
-        .signatures
-        .iter()
-        .filter(|s| s.keyid == id)
-        .collect();
-    if mine.is_empty() {
-        return Err(DsseError::NoSignatureForKey(id));
-    }
-    for s in mine {
-        let bytes = decode("sig", &s.sig)?;
-        let Ok(sig) = Ed25519Signature::from_slice(&bytes) else {
+    let mut mine = 0;
+    let mut valid = false;
+    let mut malformed = Vec::new();
+    for (i, s) in envelope.signatures.iter().enumerate() {
+        if s.keyid != id {
             continue;
-        };
-        if key.verify_strict(&message, &sig).is_ok() {
-            return Ok(payload);
+        }
+        mine += 1;
+        match signature_bytes(&s.sig) {
+            Err(reason) => malformed.push(format!("signature {i}: {reason}")),
+            // Verified until one holds; the rest are only read, to list the malformed ones.
+            Ok(sig) if !valid => valid = key.verify_strict(&message, &sig).is_ok(),
+            Ok(_) => {}
         }
     }
-    Err(DsseError::BadSignature(id))
+    match (mine, valid) {
+        (0, _) => Err(DsseError::NoSignatureForKey(id)),
+        (_, true) => Ok(Verified { payload, malformed }),
+        (_, false) => Err(DsseError::BadSignature { key: id, malformed }),
+    }
+}
+
+/// A signature field's 64 bytes, or why it has none.
+fn signature_bytes(text: &str) -> Result<Ed25519Signature, String> {
+    let bytes = decode("sig", text).map_err(|e| e.to_string())?;
+    Ed25519Signature::from_slice(&bytes)
+        .map_err(|_| format!("{} bytes, not an Ed25519 signature's 64", bytes.len()))
 }
 
 /// Standard base64 with padding; the base64 crate also refuses non-zero trailing bits, so each
@@ -197,7 +301,7 @@ mod tests {
         let mut retyped = env.clone();
         retyped.payload_type = IN_TOTO_PAYLOAD_TYPE.to_owned();
         let err = verify(&retyped, &vk, IN_TOTO_PAYLOAD_TYPE).unwrap_err();
-        assert!(matches!(err, DsseError::BadSignature(_)), "{err}");
+        assert!(matches!(err, DsseError::BadSignature { .. }), "{err}");
         let err = verify(&env, &key(2).verifying_key(), "text/plain").unwrap_err();
         assert!(matches!(err, DsseError::NoSignatureForKey(_)), "{err}");
         // Another key's signature under this key's id.
@@ -207,7 +311,7 @@ mod tests {
             .clone();
         assert!(matches!(
             verify(&forged, &vk, "text/plain"),
-            Err(DsseError::BadSignature(_))
+            Err(DsseError::BadSignature { .. })
         ));
         let mut unpadded = env.clone();
         unpadded.payload = unpadded.payload.trim_end_matches('=').to_owned();
@@ -222,6 +326,87 @@ mod tests {
             .to_json()
             .replacen("{\"payload\"", "{\"x\":1,\"payload\"", 1);
         assert!(Envelope::from_json(extra.as_bytes()).is_err());
+    }
+
+    /// serde's derive reads a struct from a sequence of its fields too; DSSE is objects only, at
+    /// every level.
+    #[test]
+    fn array_forms_are_refused() {
+        let env = sign(b"payload", "text/plain", &key(1));
+        let (p, t) = (&env.payload, &env.payload_type);
+        let (k, sig) = (&env.signatures[0].keyid, &env.signatures[0].sig);
+        let object = format!(
+            r#"{{"payload":"{p}","payloadType":"{t}","signatures":[{{"keyid":"{k}","sig":"{sig}"}}]}}"#
+        );
+        assert_eq!(Envelope::from_json(object.as_bytes()).unwrap(), env);
+        for text in [
+            format!(r#"["{p}","{t}",[["{k}","{sig}"]]]"#),
+            format!(r#"["{p}","{t}",[{{"keyid":"{k}","sig":"{sig}"}}]]"#),
+            format!(r#"{{"payload":"{p}","payloadType":"{t}","signatures":[["{k}","{sig}"]]}}"#),
+            format!(
+                r#"{{"payload":"{p}","payloadType":"{t}","signatures":[{{"keyid":"{k}","sig":"{sig}"}},["{k}","{sig}"]]}}"#
+            ),
+        ] {
+            let err = Envelope::from_json(text.as_bytes()).unwrap_err();
+            assert!(err.to_string().contains("a JSON object"), "{text}: {err}");
+        }
+        // The derived checks still hold under the object-only reader.
+        let dup = object.replacen(r#""keyid""#, r#""keyid":"x","keyid""#, 1);
+        let err = Envelope::from_json(dup.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("duplicate field"), "{err}");
+        let missing = object.replacen(r#","sig":"#, r#","other":"#, 1);
+        assert!(Envelope::from_json(missing.as_bytes()).is_err());
+        assert!(Envelope::from_json(b"{}").is_err());
+    }
+
+    /// A malformed or failing signature anywhere in the list does not hide a valid one, and is
+    /// reported; with no valid signature the envelope fails and says which were malformed.
+    #[test]
+    fn signature_order_does_not_matter() {
+        let sk = key(5);
+        let vk = sk.verifying_key();
+        let good = sign(b"body", "text/plain", &sk);
+        let id = good.signatures[0].keyid.clone();
+        let bad = |sig: &str| Signature {
+            keyid: id.clone(),
+            sig: sig.to_owned(),
+        };
+        let forged = sign(b"other", "text/plain", &sk).signatures[0].sig.clone();
+        let others = [
+            (bad("not base64!"), true),
+            (bad("AAAA"), true),
+            (bad(&forged), false),
+            (
+                sign(b"body", "text/plain", &key(6)).signatures[0].clone(),
+                false,
+            ),
+        ];
+        for (other, is_malformed) in &others {
+            for valid_first in [false, true] {
+                let mut env = good.clone();
+                if valid_first {
+                    env.signatures.push(other.clone());
+                } else {
+                    env.signatures.insert(0, other.clone());
+                }
+                let env = Envelope::from_json(env.to_json().as_bytes()).unwrap();
+                let v = verify_signatures(&env, &vk, "text/plain").unwrap();
+                assert_eq!(v.payload, b"body");
+                assert_eq!(v.malformed.len(), usize::from(*is_malformed), "{other:?}");
+                let at = if valid_first { 1 } else { 0 };
+                if *is_malformed {
+                    assert!(v.malformed[0].starts_with(&format!("signature {at}: ")));
+                }
+            }
+        }
+        let mut env = good.clone();
+        env.signatures = vec![bad("AAAA"), bad(&forged)];
+        let err = verify(&env, &vk, "text/plain").unwrap_err();
+        match &err {
+            DsseError::BadSignature { malformed, .. } => assert_eq!(malformed.len(), 1),
+            _ => panic!("{err}"),
+        }
+        assert!(err.to_string().contains("signature 0: 3 bytes"), "{err}");
     }
 
     /// Every single-byte change of a serialized envelope, at every position and with every xor

@@ -1,7 +1,8 @@
 //! Ed25519 signing keys on disk: generating a pair (`signer.key.pem`, PKCS#8, mode 0600 from the
-//! moment it exists; `signer.pub.pem`, SPKI) and loading either. This module owns key files and
-//! nothing else: it never overwrites a key, never prints or logs private key material, and knows
-//! nothing of envelopes or reports.
+//! moment it exists, in a folder made 0700 when keygen creates it; `signer.pub.pem`, SPKI),
+//! loading either, and warning when a private key file is open to others. This module owns key
+//! files and nothing else: it never overwrites a key, never prints or logs private key material,
+//! and knows nothing of envelopes or reports.
 
 use crate::atomic;
 use ed25519_dalek::pkcs8::spki::der::{pem::LineEnding, zeroize::Zeroizing};
@@ -12,7 +13,7 @@ use ed25519_dalek::pkcs8::{
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand::rngs::OsRng;
 use rand::RngCore as _;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
@@ -46,10 +47,11 @@ pub enum KeyError {
     },
 }
 
-/// Generates a fresh key pair in `dir` (created if missing) and returns the paths of the private
-/// and public key files. Refuses, before writing anything, if either file exists.
+/// Generates a fresh key pair in `dir` and returns the paths of the private and public key
+/// files. A missing `dir` is created owner-only (0700; missing parents get the usual mode); an
+/// existing one keeps its mode. Refuses, before writing anything, if either file exists.
 pub fn keygen(dir: &Path) -> Result<(PathBuf, PathBuf), KeyError> {
-    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    create_private_dir(dir)?;
     let key_path = dir.join(SIGNING_KEY_FILE);
     let pub_path = dir.join(VERIFYING_KEY_FILE);
     for path in [&key_path, &pub_path] {
@@ -65,6 +67,29 @@ pub fn keygen(dir: &Path) -> Result<(PathBuf, PathBuf), KeyError> {
         return Err(e);
     }
     Ok((key_path, pub_path))
+}
+
+/// A warning when the private key file at `path` can be read or written by its group or by
+/// others (the mode is named, as in `0644`), `None` when it cannot or its mode is unreadable.
+/// Commands that sign print it and go on: a key that was exposed is the user's call to replace.
+pub fn private_key_exposure(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "the private key {} has mode {mode:04o}: its group or others can read or change it \
+                 (chmod 600 it, and make a new key if others may have copied it)",
+                path.display()
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 /// Reads a PKCS#8 PEM Ed25519 private key (with or without the embedded public key).
@@ -119,34 +144,35 @@ fn generate() -> Result<SigningKey, KeyError> {
     Ok(SigningKey::from_bytes(&seed))
 }
 
-/// Writes `bytes` to a new file at `path` with permissions `mode`, atomically and without ever
-/// replacing an existing file. [`atomic::write_atomic`] cannot serve here: it creates its
-/// temporary file with the default mode and its rename replaces whatever is at `path`. So the
-/// temporary file (the same sibling name `atomic` uses) is created with `mode` already set, and
-/// is then hard-linked into place, which fails if `path` exists.
-fn create_new(path: &Path, mode: u32, bytes: &[u8]) -> Result<(), KeyError> {
-    let tmp = atomic::temp_path(path);
-    let written = write_new(&tmp, mode, bytes).map_err(io_error(&tmp));
-    let linked = written.and_then(|()| {
-        fs::hard_link(&tmp, path).map_err(|source| match source.kind() {
-            io::ErrorKind::AlreadyExists => KeyError::Exists(path.to_owned()),
-            _ => io_error(path)(source),
-        })
-    });
-    let _ = fs::remove_file(&tmp);
-    linked
+/// Creates `dir` (and any missing parents) with the leaf made 0700, leaving an existing `dir`
+/// as it is.
+fn create_private_dir(dir: &Path) -> Result<(), KeyError> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(io_error(parent))?;
+    }
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    match builder.create(dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        other => other.map_err(io_error(dir)),
+    }
 }
 
-fn write_new(path: &Path, mode: u32, bytes: &[u8]) -> io::Result<()> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+/// Writes `bytes` to a new file at `path` with permissions `mode`, atomically and without ever
+/// replacing an existing file: a temporary file beside it ([`atomic::temp_file_beside`],
+/// exclusive, unpredictable name) is created with `mode` already set and then linked into place
+/// with a call that fails if `path` exists. The temporary file is gone on every path.
+fn create_new(path: &Path, mode: u32, bytes: &[u8]) -> Result<(), KeyError> {
+    let mut tmp = atomic::temp_file_beside(path, mode).map_err(io_error(path))?;
+    let written = tmp.write_all(bytes).and_then(|()| tmp.as_file().sync_all());
+    written.map_err(io_error(tmp.path()))?;
+    tmp.persist_noclobber(path)
+        .map_err(|e| match e.error.kind() {
+            io::ErrorKind::AlreadyExists => KeyError::Exists(path.to_owned()),
+            _ => io_error(path)(e.error),
+        })?;
+    Ok(())
 }
 
 fn io_error(path: &Path) -> impl Fn(io::Error) -> KeyError + '_ {
@@ -205,6 +231,67 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn a_folder_keygen_creates_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let top = scratch_dir("folder-mode");
+        let dir = top.join("keys");
+        keygen(&dir).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700, "{:04o}", mode(&dir));
+        assert_eq!(mode(&dir.join(SIGNING_KEY_FILE)), 0o600);
+        // An existing folder keeps its mode; keygen does not chmod the user's folders.
+        let shared = top.join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o750)).unwrap();
+        keygen(&shared).unwrap();
+        assert_eq!(mode(&shared), 0o750);
+        fs::remove_dir_all(&top).unwrap();
+    }
+
+    /// What a killed keygen left (or someone planted) under the old predictable temporary name,
+    /// `.signer.key.pem.PID.tmp`, neither blocks a new key nor receives it.
+    #[cfg(unix)]
+    #[test]
+    fn leftovers_at_the_old_temporary_name_change_nothing() {
+        let dir = scratch_dir("leftover");
+        fs::create_dir_all(&dir).unwrap();
+        let pid = std::process::id();
+        fs::write(dir.join(format!(".{SIGNING_KEY_FILE}.{pid}.tmp")), b"stale").unwrap();
+        let victim = dir.join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let planted = dir.join(format!(".{VERIFYING_KEY_FILE}.{pid}.tmp"));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        let (key_path, pub_path) = keygen(&dir).unwrap();
+        assert!(load_signing_key(&key_path).is_ok());
+        assert!(load_verifying_key(&pub_path).is_ok());
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_exposed_private_key_is_named_with_its_mode() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = scratch_dir("exposure");
+        let (key_path, pub_path) = keygen(&dir).unwrap();
+        assert_eq!(private_key_exposure(&key_path), None);
+        fs::set_permissions(&key_path, fs::Permissions::from_mode(0o644)).unwrap();
+        let warning = private_key_exposure(&key_path).unwrap();
+        assert!(
+            warning.contains("0644") && warning.contains(SIGNING_KEY_FILE),
+            "{warning}"
+        );
+        fs::set_permissions(&key_path, fs::Permissions::from_mode(0o620)).unwrap();
+        assert!(private_key_exposure(&key_path).unwrap().contains("0620"));
+        // A warning, not a refusal: the key still loads.
+        assert!(load_signing_key(&key_path).is_ok());
+        assert!(private_key_exposure(&pub_path).is_some());
+        assert_eq!(private_key_exposure(&dir.join("missing")), None);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn keygen_refuses_to_overwrite_either_file() {
         let dir = scratch_dir("overwrite");
@@ -242,7 +329,11 @@ mod tests {
             Err(KeyError::Exists(_))
         ));
         assert_eq!(fs::read(&path).unwrap(), b"old");
-        assert!(!atomic::temp_path(&path).exists());
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            1,
+            "a temporary file was left"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -71,6 +71,22 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_signature_before_a_valid_one_opens() {
+        let sk = SigningKey::from_bytes(&[9; 32]);
+        let mut env = sign_statement(&statement(), &sk).unwrap();
+        let mut broken = env.signatures[0].clone();
+        broken.sig = "%%%".into();
+        env.signatures.insert(0, broken);
+        let opened = open_envelope(env.to_json().as_bytes(), &sk.verifying_key());
+        assert_eq!(opened.unwrap(), statement());
+        env.signatures.remove(1);
+        assert!(matches!(
+            open_envelope(env.to_json().as_bytes(), &sk.verifying_key()),
+            Err(SealError::Envelope(DsseError::BadSignature { .. }))
+        ));
+    }
+
+    #[test]
     fn signed_but_wrong_payloads_are_refused() {
         let sk = SigningKey::from_bytes(&[9; 32]);
         let vk = sk.verifying_key();

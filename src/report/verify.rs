@@ -177,12 +177,19 @@ fn verify_signed(
     if !step(PAYLOAD_TYPE, if type_ok { Ok(detail) } else { Err(detail) }) {
         return None;
     }
-    let payload = dsse::verify(&envelope, key, IN_TOTO_PAYLOAD_TYPE);
-    let detail = format!("Ed25519, key id {}", dsse::key_id(key));
-    let payload = match payload {
-        Ok(p) => {
+    let verified = dsse::verify_signatures(&envelope, key, IN_TOTO_PAYLOAD_TYPE);
+    let payload = match verified {
+        Ok(v) => {
+            let mut detail = format!("Ed25519, key id {}", dsse::key_id(key));
+            if !v.malformed.is_empty() {
+                let skipped = v.malformed.join("; ");
+                detail.push_str(&format!(
+                    "; skipped {} malformed: {skipped}",
+                    v.malformed.len()
+                ));
+            }
             step(SIGNATURE, Ok(detail));
-            p
+            v.payload
         }
         Err(e) => {
             step(SIGNATURE, Err(e.to_string()));
@@ -352,6 +359,33 @@ mod tests {
             ]
         );
         assert_eq!((v.exit_code(), v.report.is_none()), (1, true));
+    }
+
+    #[test]
+    fn a_malformed_signature_is_reported_not_fatal() {
+        let mut env = seal(&sample(), &key()).unwrap();
+        let mut broken = env.signatures[0].clone();
+        broken.sig = "AAAA".into();
+        env.signatures.insert(0, broken);
+        let v = verify(
+            env.to_json().as_bytes(),
+            &key().verifying_key(),
+            &Options::default(),
+        );
+        assert!(v.passed(), "{}", render_checks(&v.checks));
+        let detail = &v.checks[2].detail;
+        assert!(
+            detail.contains("skipped 1 malformed: signature 0"),
+            "{detail}"
+        );
+        env.signatures.remove(1);
+        let v = verify(
+            env.to_json().as_bytes(),
+            &key().verifying_key(),
+            &Options::default(),
+        );
+        assert_eq!(v.checks[2].outcome, Outcome::Fail);
+        assert!(v.checks[2].detail.contains("malformed"), "{v:?}");
     }
 
     #[test]
