@@ -26,6 +26,8 @@ use statrs::stats_tests::{Alternative, NaNPolicy};
 pub enum Sample {
     Members,
     Nonmembers,
+    /// The per-record values of a mean or a proportion.
+    Values,
 }
 
 impl fmt::Display for Sample {
@@ -33,6 +35,7 @@ impl fmt::Display for Sample {
         f.write_str(match self {
             Sample::Members => "member",
             Sample::Nonmembers => "non-member",
+            Sample::Values => "value",
         })
     }
 }
@@ -66,6 +69,21 @@ pub enum StatsError {
     NoResamples,
     #[error("{what} came out non-finite ({value})")]
     NonFiniteResult { what: &'static str, value: f64 },
+    #[error("the {sample} sample has {scores} scores but {labels} cluster labels")]
+    ClusterLabels {
+        sample: Sample,
+        scores: usize,
+        labels: usize,
+    },
+    #[error("the {sample} sample comes from {got} clusters, but {what} needs at least {need}")]
+    TooFewClusters {
+        sample: Sample,
+        got: usize,
+        need: usize,
+        what: &'static str,
+    },
+    #[error("{what} came out negative ({value}): the clusters are too few or too unequal")]
+    NegativeVariance { what: &'static str, value: f64 },
     #[error("statrs {0}")]
     Statrs(String),
 }
@@ -80,7 +98,7 @@ pub struct Interval {
 // ---------------------------------------------------------------------------------------------
 // Validation shared by every entry point.
 
-fn check_sample(
+pub(crate) fn check_sample(
     sample: Sample,
     scores: &[f64],
     need: usize,
@@ -146,7 +164,7 @@ fn one_sided_alpha(confidence: f64) -> Result<f64, StatsError> {
     }
 }
 
-fn finite(what: &'static str, value: f64) -> Result<f64, StatsError> {
+pub(crate) fn finite(what: &'static str, value: f64) -> Result<f64, StatsError> {
     if value.is_finite() {
         Ok(value)
     } else {
@@ -170,7 +188,7 @@ fn standard_normal_quantile(p: f64) -> Result<f64, StatsError> {
 /// For each score in `of`, how many scores in `against` lie below it, ties counting one half:
 /// DeLong's "placement", computed as Sun & Xu (2014) do from midranks (statrs), as the rank in
 /// `of ∪ against` minus the rank in `of`. Midranks are half-integers, so this is exact.
-fn placements(of: &[f64], against: &[f64]) -> Vec<f64> {
+pub(crate) fn placements(of: &[f64], against: &[f64]) -> Vec<f64> {
     let within = Data::new(of.to_vec()).ranks(RankTieBreaker::Average);
     let pooled = Data::new([of, against].concat()).ranks(RankTieBreaker::Average);
     pooled.iter().zip(&within).map(|(p, w)| p - w).collect()
@@ -385,7 +403,7 @@ pub fn tpr_at_fpr(
 // ---------------------------------------------------------------------------------------------
 // Clopper–Pearson exact binomial intervals (Beta quantiles from statrs).
 
-fn beta_quantile(a: f64, b: f64, p: f64) -> Result<f64, StatsError> {
+pub(crate) fn beta_quantile(a: f64, b: f64, p: f64) -> Result<f64, StatsError> {
     Beta::new(a, b)
         .map_err(|e| StatsError::Statrs(format!("Beta({a}, {b}): {e}")))?
         .try_inverse_cdf(p)
