@@ -152,7 +152,7 @@ fn two_sided_alpha(level: f64) -> Result<f64, StatsError> {
 
 /// The tail mass `α = 1 − confidence` of a one-sided bound. Confidence below one half is refused:
 /// such a "lower bound" would lie above its own estimate.
-fn one_sided_alpha(confidence: f64) -> Result<f64, StatsError> {
+pub(crate) fn one_sided_alpha(confidence: f64) -> Result<f64, StatsError> {
     if (0.5..1.0).contains(&confidence) {
         Ok(1.0 - confidence)
     } else {
