@@ -134,15 +134,9 @@ fn evidence_holds_every_metric_of_the_contract_with_its_kind() {
     let (ev, _) = evidence();
     let m = &ev.metrics;
     let kind = |path: &str| -> &'static str {
-        match m
-            .get(path)
+        m.get(path)
             .unwrap_or_else(|| panic!("missing metric {path}; have {:?}", m.paths()))
-        {
-            Metric::Auc { .. } => "auc",
-            Metric::Proportion { .. } => "proportion",
-            Metric::Normal { .. } => "normal",
-            Metric::Point { .. } => "point",
-        }
+            .kind()
     };
     for split in ["forget", "retain", "holdout", "utility"] {
         for (name, want) in [

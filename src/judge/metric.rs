@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use statrs::distribution::{ContinuousCDF, Normal};
 
+use crate::judge::clustered::{ClusteredAuc, ClusteredMean, ClusteredProportion};
 use crate::judge::stats::{self, AucEstimate, StatsError};
 
 /// One measured statistic, with what is needed to bound it at any confidence.
@@ -43,6 +44,69 @@ pub enum Metric {
     },
     /// A statistic without a sampling model (a p-value, PrivLeak): its bound is the value itself.
     Point { value: f64, n: usize },
+    /// ROC AUC with Obuchowski's subject-clustered variance (`judge::clustered`); bounds as for
+    /// `Auc`, and the sample floor counts clusters (the smaller of the two cluster counts).
+    ClusteredAuc {
+        value: f64,
+        variance: f64,
+        members: usize,
+        nonmembers: usize,
+        member_clusters: usize,
+        nonmember_clusters: usize,
+    },
+    /// `successes` of `trials` correlated within `clusters`: the CR1 standard error, and
+    /// Clopper–Pearson bounds on the design-effect-adjusted effective sample.
+    ClusteredProportion {
+        value: f64,
+        successes: u64,
+        trials: u64,
+        clusters: usize,
+        std_error: f64,
+    },
+    /// A mean of `records` per-record values from `clusters` subjects with its CR1 standard
+    /// error: bounds `value ± z·std_error`.
+    ClusteredMean {
+        value: f64,
+        std_error: f64,
+        records: usize,
+        clusters: usize,
+    },
+}
+
+impl From<ClusteredAuc> for Metric {
+    fn from(c: ClusteredAuc) -> Metric {
+        Metric::ClusteredAuc {
+            value: c.estimate.auc,
+            variance: c.estimate.variance,
+            members: c.estimate.m,
+            nonmembers: c.estimate.n,
+            member_clusters: c.member_clusters,
+            nonmember_clusters: c.nonmember_clusters,
+        }
+    }
+}
+
+impl From<ClusteredMean> for Metric {
+    fn from(c: ClusteredMean) -> Metric {
+        Metric::ClusteredMean {
+            value: c.mean,
+            std_error: c.std_error,
+            records: c.records,
+            clusters: c.clusters,
+        }
+    }
+}
+
+impl From<ClusteredProportion> for Metric {
+    fn from(c: ClusteredProportion) -> Metric {
+        Metric::ClusteredProportion {
+            value: c.value(),
+            successes: c.successes,
+            trials: c.trials,
+            clusters: c.clusters,
+            std_error: c.std_error,
+        }
+    }
 }
 
 /// Which one-sided bound: `Upper` for a `<=` requirement, `Lower` for `>=`.
@@ -59,12 +123,39 @@ impl Metric {
             Metric::Auc { value, .. }
             | Metric::Proportion { value, .. }
             | Metric::Normal { value, .. }
-            | Metric::Point { value, .. } => value,
+            | Metric::Point { value, .. }
+            | Metric::ClusteredAuc { value, .. }
+            | Metric::ClusteredProportion { value, .. }
+            | Metric::ClusteredMean { value, .. } => value,
+        }
+    }
+
+    /// The `kind` tag the metric carries in the evidence JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Metric::Auc { .. } => "auc",
+            Metric::Proportion { .. } => "proportion",
+            Metric::Normal { .. } => "normal",
+            Metric::Point { .. } => "point",
+            Metric::ClusteredAuc { .. } => "clustered_auc",
+            Metric::ClusteredProportion { .. } => "clustered_proportion",
+            Metric::ClusteredMean { .. } => "clustered_mean",
+        }
+    }
+
+    /// What `samples` counts: `clusters` for the clustered kinds, `samples` otherwise.
+    pub fn unit(&self) -> &'static str {
+        match self {
+            Metric::ClusteredAuc { .. }
+            | Metric::ClusteredProportion { .. }
+            | Metric::ClusteredMean { .. } => "clusters",
+            _ => "samples",
         }
     }
 
     /// The sample size a `min_samples` floor is checked against: the smaller of the two samples
-    /// of an AUC, the trials of a proportion, `n` otherwise.
+    /// of an AUC, the trials of a proportion, `n` otherwise; for the clustered kinds, clusters
+    /// (the smaller of the member and non-member cluster counts of an AUC).
     pub fn samples(&self) -> usize {
         match *self {
             Metric::Auc {
@@ -74,6 +165,13 @@ impl Metric {
             } => members.min(nonmembers),
             Metric::Proportion { trials, .. } => usize::try_from(trials).unwrap_or(usize::MAX),
             Metric::Normal { n, .. } | Metric::Point { n, .. } => n,
+            Metric::ClusteredAuc {
+                member_clusters,
+                nonmember_clusters,
+                ..
+            } => member_clusters.min(nonmember_clusters),
+            Metric::ClusteredProportion { clusters, .. }
+            | Metric::ClusteredMean { clusters, .. } => clusters,
         }
     }
 
@@ -91,6 +189,13 @@ impl Metric {
                 variance,
                 members,
                 nonmembers,
+            }
+            | Metric::ClusteredAuc {
+                value,
+                variance,
+                members,
+                nonmembers,
+                ..
             } => {
                 let est = AucEstimate {
                     auc: value,
@@ -111,6 +216,9 @@ impl Metric {
             },
             Metric::Normal {
                 value, std_error, ..
+            }
+            | Metric::ClusteredMean {
+                value, std_error, ..
             } => {
                 let z = z_score(confidence)?;
                 Ok(match side {
@@ -119,15 +227,39 @@ impl Metric {
                 })
             }
             Metric::Point { value, .. } => Ok(value),
+            Metric::ClusteredProportion {
+                successes,
+                trials,
+                clusters,
+                std_error,
+                ..
+            } => {
+                let p = ClusteredProportion {
+                    successes,
+                    trials,
+                    clusters,
+                    std_error,
+                };
+                let tails = p.tails(stats::one_sided_alpha(confidence)?)?;
+                Ok(match side {
+                    Side::Upper => tails.upper,
+                    Side::Lower => tails.lower,
+                })
+            }
         }
     }
 
-    /// The standard error behind a normal-approximation bound (`Auc`, `Normal`); `None` for the
-    /// exact (`Proportion`) and model-free (`Point`) kinds.
+    /// The standard error behind the bound (the clustered proportion's CR1 one, though its bound
+    /// is Clopper–Pearson on the effective sample); `None` for the exact (`Proportion`) and
+    /// model-free (`Point`) kinds.
     pub fn std_error(&self) -> Option<f64> {
         match *self {
-            Metric::Auc { variance, .. } => Some(variance.sqrt()),
-            Metric::Normal { std_error, .. } => Some(std_error),
+            Metric::Auc { variance, .. } | Metric::ClusteredAuc { variance, .. } => {
+                Some(variance.sqrt())
+            }
+            Metric::Normal { std_error, .. }
+            | Metric::ClusteredMean { std_error, .. }
+            | Metric::ClusteredProportion { std_error, .. } => Some(std_error),
             Metric::Proportion { .. } | Metric::Point { .. } => None,
         }
     }
@@ -179,9 +311,71 @@ impl Metric {
                 }
             }
             Metric::Point { .. } => {}
+            Metric::ClusteredAuc {
+                variance,
+                members,
+                nonmembers,
+                member_clusters,
+                nonmember_clusters,
+                ..
+            } => {
+                if !(variance.is_finite() && variance >= 0.0) {
+                    return Err(format!("variance {variance} is not a finite non-negative"));
+                }
+                if member_clusters < 2 || nonmember_clusters < 2 {
+                    return Err(format!(
+                        "the clustered variance needs two clusters per sample, has \
+                         {member_clusters} member and {nonmember_clusters} non-member clusters"
+                    ));
+                }
+                if member_clusters > members || nonmember_clusters > nonmembers {
+                    return Err("more clusters than records".to_string());
+                }
+            }
+            Metric::ClusteredProportion {
+                successes,
+                trials,
+                clusters,
+                std_error,
+                ..
+            } => {
+                if trials == 0 || successes > trials {
+                    return Err(format!("{successes} of {trials} is not a binomial count"));
+                }
+                let rate = successes as f64 / trials as f64;
+                if (value - rate).abs() > 1e-9 {
+                    return Err(format!(
+                        "value {value} is not {successes}/{trials} = {rate}"
+                    ));
+                }
+                check_clustered(std_error, trials, clusters)?;
+            }
+            Metric::ClusteredMean {
+                std_error,
+                records,
+                clusters,
+                ..
+            } => check_clustered(std_error, records as u64, clusters)?,
         }
         Ok(())
     }
+}
+
+/// A cluster-robust standard error needs two clusters, no more clusters than records, and a
+/// finite non-negative spread.
+fn check_clustered(std_error: f64, records: u64, clusters: usize) -> Result<(), String> {
+    if !(std_error.is_finite() && std_error >= 0.0) {
+        return Err(format!(
+            "std_error {std_error} is not a finite non-negative"
+        ));
+    }
+    if clusters < 2 || clusters as u64 > records {
+        return Err(format!(
+            "{clusters} clusters of {records} records (a cluster-robust error needs 2 or more, \
+             at most one per record)"
+        ));
+    }
+    Ok(())
 }
 
 /// Φ⁻¹(confidence), the one-sided normal quantile; confidence must lie in [0.5, 1).
@@ -255,16 +449,34 @@ const REAL: Range = Range {
     max: f64::INFINITY,
 };
 
+/// What a metric's number is, for judging (DESIGN.md, "Honesty of a certificate", rule 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricClass {
+    /// An estimate with a sampling model: a requirement is judged on its confidence bounds.
+    Estimate,
+    /// A statistic without a sampling model (PrivLeak): compared by value, and the verdict says so.
+    Point,
+    /// Shown, never gated on; `why` says what the number is not.
+    Diagnostic { why: &'static str },
+}
+
 /// One metric path the evidence may hold and a spec may name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricInfo {
     pub path: String,
     pub range: Range,
     pub better: Better,
-    /// A p-value: "not rejected" is absence of evidence (DESIGN.md, Honesty), so no requirement
-    /// may rest on it; it is reported, never judged.
-    pub p_value: bool,
+    pub class: MetricClass,
 }
+
+/// Why the influence figures are diagnostics.
+pub const INFLUENCE_IS_DIAGNOSTIC: &str =
+    "an influence figure (distance bound, self-influence ratio, Lanczos extremes) of a non-convex \
+     model has no sampling model and no guarantee behind it: the certified-removal bound it \
+     resembles (Guo et al. 2020) needs a convex loss and added noise, which lethe does not claim";
+
+/// Metric paths under this prefix are influence diagnostics, known to the table or not.
+pub const INFLUENCE_PREFIX: &str = "influence.";
 
 /// Per-split statistics: (name, range, better on `forget`, better on `retain`/`utility`,
 /// better on `holdout`). Forgetting wants the forget split to look unseen; utility wants the
@@ -335,12 +547,13 @@ pub const ATTACKS: [&str; 7] = [
 const ATTACK_STATS: [&str; 3] = ["auc", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr"];
 
 fn known_metrics() -> Vec<MetricInfo> {
-    let info = |path: String, range, better, p_value| MetricInfo {
+    let info = |path: String, range, better, class| MetricInfo {
         path,
         range,
         better,
-        p_value,
+        class,
     };
+    let estimate = MetricClass::Estimate;
     let mut all = Vec::new();
     for split in SPLITS {
         for (stat, range, forget, kept, holdout) in SPLIT_STATS {
@@ -349,37 +562,58 @@ fn known_metrics() -> Vec<MetricInfo> {
                 "holdout" => holdout,
                 _ => kept,
             };
-            all.push(info(format!("{split}.{stat}"), range, better, false));
+            all.push(info(format!("{split}.{stat}"), range, better, estimate));
         }
     }
     // The unlearned model's attacks (a weaker attack is better) and, for contrast, the same
-    // attacks on the original model (no direction: they show the attack has power).
-    for (prefix, better) in [("", Better::Lower), ("original.", Better::Neither)] {
+    // attacks on the original model (no direction: they show the attack has power) and on the
+    // retrained reference model against the same non-members (no direction: the level a model
+    // that never saw the forget set reaches; `within_reference` compares with it).
+    for (prefix, better) in [
+        ("", Better::Lower),
+        ("original.", Better::Neither),
+        (REFERENCE_PREFIX, Better::Neither),
+    ] {
         for attack in ATTACKS {
             for stat in ATTACK_STATS {
                 let path = format!("{prefix}mia.{attack}.{stat}");
-                all.push(info(path, UNIT, better, false));
+                all.push(info(path, UNIT, better, estimate));
             }
         }
     }
     // MUSE's PrivLeak: relative AUC gap to the retrained model, 0 is ideal, either sign is bad.
-    all.push(info("privleak".into(), REAL, Better::Neither, false));
-    // TOFU's forget quality: a KS p-value against the retrained model.
-    all.push(info("forget_quality".into(), UNIT, Better::Higher, true));
     all.push(info(
-        "influence.self_influence_ratio".into(),
-        NON_NEGATIVE,
-        Better::Lower,
-        false,
+        "privleak".into(),
+        REAL,
+        Better::Neither,
+        MetricClass::Point,
     ));
+    // TOFU's forget quality: a KS p-value against the retrained model (higher = the unlearned
+    // model's truth ratios look more like the retrained model's).
     all.push(info(
-        "influence.distance_bound".into(),
-        NON_NEGATIVE,
-        Better::Lower,
-        false,
+        "forget_quality".into(),
+        UNIT,
+        Better::Higher,
+        MetricClass::Diagnostic {
+            why: "a p-value: failing to reject is absence of evidence, not evidence of forgetting",
+        },
     ));
+    for stat in ["self_influence_ratio", "distance_bound"] {
+        all.push(info(
+            format!("{INFLUENCE_PREFIX}{stat}"),
+            NON_NEGATIVE,
+            Better::Lower,
+            MetricClass::Diagnostic {
+                why: INFLUENCE_IS_DIAGNOSTIC,
+            },
+        ));
+    }
     all
 }
+
+/// The prefix of the reference model's metrics: `reference.<path>` is `<path>` measured on the
+/// model retrained without the forget set.
+pub const REFERENCE_PREFIX: &str = "reference.";
 
 /// Every metric path a spec may name, with its range and direction (documented in
 /// `specs/README.md`).
@@ -463,8 +697,22 @@ mod tests {
         ] {
             assert!(known_metric(path).is_some(), "{path}");
         }
-        // 4 splits × 7 + 2 × 7 attacks × 3 + 4 top-level.
-        assert_eq!(KNOWN_METRICS.len(), 28 + 42 + 4);
+        // 4 splits × 7 + 3 models × 7 attacks × 3 + 4 top-level.
+        assert_eq!(KNOWN_METRICS.len(), 28 + 63 + 4);
+        let class = |path: &str| known_metric(path).map(|m| m.class);
+        assert_eq!(class("mia.loss.auc"), Some(MetricClass::Estimate));
+        assert_eq!(class("privleak"), Some(MetricClass::Point));
+        for diagnostic in [
+            "forget_quality",
+            "influence.distance_bound",
+            "influence.self_influence_ratio",
+        ] {
+            assert!(
+                matches!(class(diagnostic), Some(MetricClass::Diagnostic { .. })),
+                "{diagnostic}"
+            );
+        }
+        assert!(known_metric("reference.mia.min_k.auc").is_some());
         let mut paths: Vec<_> = KNOWN_METRICS.iter().map(|m| &m.path).collect();
         paths.sort();
         paths.dedup();

@@ -3,9 +3,10 @@
 //! property-based checks must hold (`specs/README.md` documents it field by field).
 //!
 //! This module owns parsing a spec strictly (unknown keys are errors), validating it against
-//! `metric::KNOWN_METRICS` (unknown metrics, thresholds outside a metric's range, thresholds that
-//! can never fail, confidences outside [0.5, 1)), and `SpecError`, whose every variant names the
-//! file and, where there is one, the line. It knows nothing of models; evaluation is `verdict`,
+//! `metric::KNOWN_METRICS` (unknown metrics, diagnostics named as if they could gate, thresholds
+//! outside a metric's range, thresholds that can never fail, confidences outside [0.5, 1), and in
+//! an erasure spec a one-sided bound on an AUC that does not say why), and `SpecError`, whose
+//! every variant names the file and, where there is one, the line. It knows nothing of models; evaluation is `verdict`,
 //! the property runner is `property`. It never imports `unlearn`.
 
 use std::collections::BTreeSet;
@@ -15,7 +16,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::judge::metric::{self, Better, MetricError, Side};
+use crate::judge::metric::{self, Better, MetricClass, MetricError, Side};
 use crate::judge::property::{PerturbationKind, Property};
 use crate::judge::stats::StatsError;
 
@@ -40,6 +41,7 @@ pub struct Spec {
     /// Where it was read from (a path, or `bundled:<name>`), for messages.
     pub file: String,
     pub id: String,
+    pub kind: SpecKind,
     pub version: String,
     pub title: String,
     pub regulation: String,
@@ -49,15 +51,33 @@ pub struct Spec {
     pub properties: Vec<Property>,
 }
 
-/// What a requirement's bound is compared with.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// What a spec is for. An erasure spec judges indistinguishability, which is two-sided (DESIGN.md,
+/// "Honesty of a certificate", rule 2): it refuses a one-sided bound on an AUC unless the
+/// requirement says why. A spec that does not say is an erasure spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Target {
-    /// A fixed threshold.
-    Threshold(f64),
+pub enum SpecKind {
+    #[default]
+    Erasure,
+    /// A quality gate against a baseline (CI), not a claim about erasure.
+    Regression,
+}
+
+/// How a requirement's bounds are compared.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Comparison {
+    /// `<=` (side `Upper`: the upper bound at or below `threshold`) or `>=` (side `Lower`).
+    Threshold { side: Side, threshold: f64 },
     /// The baseline evidence's value of the same metric, loosened by `tolerance` in the worse
-    /// direction.
-    Baseline { tolerance: f64 },
+    /// direction; `side` follows the metric's better direction.
+    Baseline { side: Side, tolerance: f64 },
+    /// Both one-sided bounds inside `[lower, upper]` (two one-sided tests, each at the
+    /// requirement's confidence).
+    Within { lower: f64, upper: f64 },
+    /// The difference of the metric and the reference model's same metric (`reference`), both
+    /// one-sided bounds inside `[-margin, margin]`.
+    WithinReference { reference: String, margin: f64 },
 }
 
 /// One `[[requirement]]`, with its confidence resolved.
@@ -66,12 +86,13 @@ pub struct Requirement {
     pub id: String,
     pub description: String,
     pub metric: String,
-    /// `Upper`: the upper bound must lie at or below the target (`<=`, or a lower-is-better
-    /// metric against a baseline); `Lower`: the lower bound at or above it.
-    pub side: Side,
-    pub target: Target,
+    pub comparison: Comparison,
     pub confidence: f64,
     pub min_samples: usize,
+    /// Why a one-sided bound on an AUC is the right test here (required for one in an erasure
+    /// spec).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
     /// The line of the requirement's `id`, for messages.
     pub line: usize,
 }
@@ -139,6 +160,8 @@ fn location(line: Option<usize>, column: Option<usize>) -> String {
 struct RawSpec {
     schema_version: Spanned<u32>,
     id: Spanned<String>,
+    #[serde(default)]
+    kind: SpecKind,
     version: String,
     title: String,
     regulation: String,
@@ -158,6 +181,22 @@ enum RawCompare {
     AtLeast,
     #[serde(rename = "no_worse_than_baseline")]
     NoWorseThanBaseline,
+    #[serde(rename = "within")]
+    Within,
+    #[serde(rename = "within_reference")]
+    WithinReference,
+}
+
+impl RawCompare {
+    fn name(self) -> &'static str {
+        match self {
+            RawCompare::AtMost => "<=",
+            RawCompare::AtLeast => ">=",
+            RawCompare::NoWorseThanBaseline => "no_worse_than_baseline",
+            RawCompare::Within => "within",
+            RawCompare::WithinReference => "within_reference",
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -171,6 +210,9 @@ struct RawRequirement {
     confidence: Option<Spanned<f64>>,
     min_samples: Spanned<u64>,
     baseline_tolerance: Option<Spanned<f64>>,
+    interval: Option<Spanned<Vec<f64>>>,
+    margin: Option<Spanned<f64>>,
+    why: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -262,25 +304,236 @@ fn unknown_metric_message(path: &str) -> String {
     }
 }
 
+/// Refuses the metrics no requirement may rest on: unknown paths (with a suggestion) and
+/// diagnostics (influence figures, known to the table or not; p-values).
+fn gateable_metric(
+    src: &Source,
+    metric: &Spanned<String>,
+) -> Result<&'static metric::MetricInfo, SpecError> {
+    let path = metric.get_ref();
+    let diagnostic = |why: &str| {
+        src.invalid(
+            &metric.span(),
+            format!(
+                "`{path}` is a diagnostic, not an estimate: {why}; it may be shown, never gated \
+                 on, so no requirement may name it"
+            ),
+        )
+    };
+    match metric::known_metric(path) {
+        Some(info) => match info.class {
+            MetricClass::Diagnostic { why } => Err(diagnostic(why)),
+            MetricClass::Estimate | MetricClass::Point => Ok(info),
+        },
+        None if path.starts_with(metric::INFLUENCE_PREFIX) => {
+            Err(diagnostic(metric::INFLUENCE_IS_DIAGNOSTIC))
+        }
+        None => Err(src.invalid(&metric.span(), unknown_metric_message(path))),
+    }
+}
+
+/// The keys each `compare` takes; any other comparison key present is an error on its line.
+fn only_keys(src: &Source, raw: &RawRequirement, allowed: &[&str]) -> Result<(), SpecError> {
+    let present = [
+        ("threshold", raw.threshold.as_ref().map(Spanned::span)),
+        (
+            "baseline_tolerance",
+            raw.baseline_tolerance.as_ref().map(Spanned::span),
+        ),
+        ("interval", raw.interval.as_ref().map(Spanned::span)),
+        ("margin", raw.margin.as_ref().map(Spanned::span)),
+        ("why", raw.why.as_ref().map(Spanned::span)),
+    ];
+    let compare = raw.compare.get_ref().name();
+    match present
+        .into_iter()
+        .find(|(key, span)| span.is_some() && !allowed.contains(key))
+    {
+        Some((key, Some(span))) => Err(src.invalid(
+            &span,
+            format!(
+                "`{key}` does not go with compare = \"{compare}\" (it takes {})",
+                allowed.join(", ")
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn required<'a, T>(
+    src: &Source,
+    raw: &RawRequirement,
+    value: &'a Option<Spanned<T>>,
+    key: &str,
+) -> Result<&'a Spanned<T>, SpecError> {
+    value.as_ref().ok_or_else(|| {
+        src.invalid(
+            &raw.compare.span(),
+            format!(
+                "compare = \"{}\" needs `{key}`",
+                raw.compare.get_ref().name()
+            ),
+        )
+    })
+}
+
+fn threshold_comparison(
+    src: &Source,
+    raw: &RawRequirement,
+    info: &metric::MetricInfo,
+    kind: SpecKind,
+) -> Result<Comparison, SpecError> {
+    only_keys(src, raw, &["threshold", "why"])?;
+    let path = &info.path;
+    let t = required(src, raw, &raw.threshold, "threshold")?;
+    let threshold = *t.get_ref();
+    if !(threshold.is_finite() && info.range.contains(threshold)) {
+        return Err(src.invalid(
+            &t.span(),
+            format!(
+                "threshold {threshold} lies outside the range {} of `{path}`",
+                info.range
+            ),
+        ));
+    }
+    let side = if *raw.compare.get_ref() == RawCompare::AtMost {
+        Side::Upper
+    } else {
+        Side::Lower
+    };
+    let vacuous = match side {
+        Side::Upper => threshold >= info.range.max,
+        Side::Lower => threshold <= info.range.min,
+    };
+    if vacuous {
+        return Err(src.invalid(
+            &t.span(),
+            format!(
+                "threshold {threshold} can never fail for `{path}` in {}",
+                info.range
+            ),
+        ));
+    }
+    if kind == SpecKind::Erasure && path.ends_with(".auc") && raw.why.is_none() {
+        return Err(src.invalid(
+            &raw.compare.span(),
+            format!(
+                "a one-sided `{}` on the AUC `{path}` in an erasure spec: an AUC far from 0.5 on \
+                 either side tells members apart (the attacker flips the sign), so use \
+                 compare = \"within\" or \"within_reference\", or say why one side is enough \
+                 with `why = \"...\"`",
+                raw.compare.get_ref().name()
+            ),
+        ));
+    }
+    Ok(Comparison::Threshold { side, threshold })
+}
+
+fn baseline_comparison(
+    src: &Source,
+    raw: &RawRequirement,
+    info: &metric::MetricInfo,
+) -> Result<Comparison, SpecError> {
+    only_keys(src, raw, &["baseline_tolerance"])?;
+    let tol = required(src, raw, &raw.baseline_tolerance, "baseline_tolerance")?;
+    let tolerance = *tol.get_ref();
+    if !(tolerance.is_finite() && tolerance >= 0.0) {
+        return Err(src.invalid(
+            &tol.span(),
+            format!("baseline_tolerance {tolerance} must be finite and at least 0"),
+        ));
+    }
+    let side = match info.better {
+        Better::Lower => Side::Upper,
+        Better::Higher => Side::Lower,
+        Better::Neither => {
+            return Err(src.invalid(
+                &raw.metric.span(),
+                format!(
+                    "`{}` has no better direction to compare with a baseline",
+                    info.path
+                ),
+            ))
+        }
+    };
+    Ok(Comparison::Baseline { side, tolerance })
+}
+
+fn within_comparison(
+    src: &Source,
+    raw: &RawRequirement,
+    info: &metric::MetricInfo,
+) -> Result<Comparison, SpecError> {
+    only_keys(src, raw, &["interval"])?;
+    let interval = required(src, raw, &raw.interval, "interval")?;
+    let path = &info.path;
+    let (lower, upper) = match interval.get_ref()[..] {
+        [lower, upper] if lower.is_finite() && upper.is_finite() && lower < upper => (lower, upper),
+        _ => {
+            return Err(src.invalid(
+                &interval.span(),
+                "interval must be two finite numbers [lower, upper] with lower < upper",
+            ))
+        }
+    };
+    if !(info.range.contains(lower) && info.range.contains(upper)) {
+        return Err(src.invalid(
+            &interval.span(),
+            format!(
+                "interval [{lower}, {upper}] leaves the range {} of `{path}`",
+                info.range
+            ),
+        ));
+    }
+    if lower <= info.range.min && upper >= info.range.max {
+        return Err(src.invalid(
+            &interval.span(),
+            format!(
+                "interval [{lower}, {upper}] can never fail for `{path}` in {}",
+                info.range
+            ),
+        ));
+    }
+    Ok(Comparison::Within { lower, upper })
+}
+
+fn reference_comparison(
+    src: &Source,
+    raw: &RawRequirement,
+    info: &metric::MetricInfo,
+) -> Result<Comparison, SpecError> {
+    only_keys(src, raw, &["margin"])?;
+    let m = required(src, raw, &raw.margin, "margin")?;
+    let margin = *m.get_ref();
+    if !(margin.is_finite() && margin > 0.0) {
+        return Err(src.invalid(
+            &m.span(),
+            format!("margin {margin} must be finite and above 0"),
+        ));
+    }
+    let reference = format!("{}{}", metric::REFERENCE_PREFIX, info.path);
+    if metric::known_metric(&reference).is_none() {
+        return Err(src.invalid(
+            &raw.metric.span(),
+            format!(
+                "`{}` has no reference-model counterpart to compare with (within_reference \
+                 takes a `mia.<attack>.<stat>` metric)",
+                info.path
+            ),
+        ));
+    }
+    Ok(Comparison::WithinReference { reference, margin })
+}
+
 fn validate_requirement(
     src: &Source,
     raw: RawRequirement,
     default_confidence: f64,
+    kind: SpecKind,
 ) -> Result<Requirement, SpecError> {
     let id = non_empty(src, &raw.id, "requirement id")?;
     let description = non_empty(src, &raw.description, "description")?;
-    let path = raw.metric.get_ref();
-    let info = metric::known_metric(path)
-        .ok_or_else(|| src.invalid(&raw.metric.span(), unknown_metric_message(path)))?;
-    if info.p_value {
-        return Err(src.invalid(
-            &raw.metric.span(),
-            format!(
-                "`{path}` is a p-value: failing to reject is absence of evidence, not evidence \
-                 of forgetting, so no requirement may rest on it (it is reported, not judged)"
-            ),
-        ));
-    }
+    let info = gateable_metric(src, &raw.metric)?;
     let confidence = match &raw.confidence {
         Some(c) => check_confidence(src, c, "confidence")?,
         None => default_confidence,
@@ -289,93 +542,25 @@ fn validate_requirement(
         .ok()
         .filter(|&n| n >= 1)
         .ok_or_else(|| src.invalid(&raw.min_samples.span(), "min_samples must be at least 1"))?;
-    let compare = *raw.compare.get_ref();
-    let (side, target) = match compare {
-        RawCompare::NoWorseThanBaseline => {
-            if let Some(t) = &raw.threshold {
-                return Err(src.invalid(
-                    &t.span(),
-                    "a baseline comparison takes `baseline_tolerance`, not `threshold`",
-                ));
-            }
-            let tol = raw.baseline_tolerance.as_ref().ok_or_else(|| {
-                src.invalid(
-                    &raw.compare.span(),
-                    "no_worse_than_baseline needs baseline_tolerance",
-                )
-            })?;
-            let tolerance = *tol.get_ref();
-            if !(tolerance.is_finite() && tolerance >= 0.0) {
-                return Err(src.invalid(
-                    &tol.span(),
-                    format!("baseline_tolerance {tolerance} must be finite and at least 0"),
-                ));
-            }
-            let side = match info.better {
-                Better::Lower => Side::Upper,
-                Better::Higher => Side::Lower,
-                Better::Neither => {
-                    return Err(src.invalid(
-                        &raw.metric.span(),
-                        format!("`{path}` has no better direction to compare with a baseline"),
-                    ))
-                }
-            };
-            (side, Target::Baseline { tolerance })
-        }
-        RawCompare::AtMost | RawCompare::AtLeast => {
-            if let Some(tol) = &raw.baseline_tolerance {
-                return Err(src.invalid(
-                    &tol.span(),
-                    "baseline_tolerance is only for compare = \"no_worse_than_baseline\"",
-                ));
-            }
-            let t = raw.threshold.as_ref().ok_or_else(|| {
-                src.invalid(
-                    &raw.compare.span(),
-                    "a `<=` or `>=` comparison needs a threshold",
-                )
-            })?;
-            let threshold = *t.get_ref();
-            if !(threshold.is_finite() && info.range.contains(threshold)) {
-                return Err(src.invalid(
-                    &t.span(),
-                    format!(
-                        "threshold {threshold} lies outside the range {} of `{path}`",
-                        info.range
-                    ),
-                ));
-            }
-            let side = if compare == RawCompare::AtMost {
-                Side::Upper
-            } else {
-                Side::Lower
-            };
-            let vacuous = match side {
-                Side::Upper => threshold >= info.range.max,
-                Side::Lower => threshold <= info.range.min,
-            };
-            if vacuous {
-                return Err(src.invalid(
-                    &t.span(),
-                    format!(
-                        "threshold {threshold} can never fail for `{path}` in {}",
-                        info.range
-                    ),
-                ));
-            }
-            (side, Target::Threshold(threshold))
-        }
+    let why = match &raw.why {
+        Some(w) => Some(non_empty(src, w, "why")?),
+        None => None,
+    };
+    let comparison = match *raw.compare.get_ref() {
+        RawCompare::AtMost | RawCompare::AtLeast => threshold_comparison(src, &raw, info, kind)?,
+        RawCompare::NoWorseThanBaseline => baseline_comparison(src, &raw, info)?,
+        RawCompare::Within => within_comparison(src, &raw, info)?,
+        RawCompare::WithinReference => reference_comparison(src, &raw, info)?,
     };
     Ok(Requirement {
         line: src.line(&raw.id.span()),
         id,
         description,
-        metric: path.clone(),
-        side,
-        target,
+        metric: info.path.clone(),
+        comparison,
         confidence,
         min_samples,
+        why,
     })
 }
 
@@ -479,7 +664,7 @@ impl Spec {
         let requirements = raw
             .requirement
             .into_iter()
-            .map(|r| validate_requirement(&src, r, default_confidence))
+            .map(|r| validate_requirement(&src, r, default_confidence, raw.kind))
             .collect::<Result<_, _>>()?;
         let properties = raw
             .property
@@ -489,6 +674,7 @@ impl Spec {
         Ok(Spec {
             file: file.to_string(),
             id,
+            kind: raw.kind,
             version: raw.version,
             title: raw.title,
             regulation: raw.regulation,
@@ -521,7 +707,7 @@ impl Spec {
     pub fn needs_baseline(&self) -> bool {
         self.requirements
             .iter()
-            .any(|r| matches!(r.target, Target::Baseline { .. }))
+            .any(|r| matches!(r.comparison, Comparison::Baseline { .. }))
     }
 }
 
@@ -542,8 +728,8 @@ seed = 7
 id = "auc"
 description = "The loss attack cannot tell forget from holdout records."
 metric = "mia.loss.auc"
-compare = "<="
-threshold = 0.65
+compare = "within"
+interval = [0.35, 0.65]
 min_samples = 50
 
 [[requirement]]
@@ -610,16 +796,26 @@ forbid_verbatim = true
         let [auc, utility] = &spec.requirements[..] else {
             panic!("two requirements")
         };
+        assert_eq!((auc.confidence, auc.line), (0.95, 10));
         assert_eq!(
-            (auc.confidence, auc.side, auc.line),
-            (0.95, Side::Upper, 10)
+            auc.comparison,
+            Comparison::Within {
+                lower: 0.35,
+                upper: 0.65
+            }
         );
-        assert_eq!(auc.target, Target::Threshold(0.65));
         // An integer threshold reads as a float; the requirement's own confidence wins.
         assert_eq!(
-            (utility.confidence, utility.target),
-            (0.9, Target::Threshold(1.0))
+            (utility.confidence, &utility.comparison),
+            (
+                0.9,
+                &Comparison::Threshold {
+                    side: Side::Upper,
+                    threshold: 1.0
+                }
+            )
         );
+        assert_eq!(spec.kind, SpecKind::Erasure, "the default kind");
         assert_eq!(
             spec.properties[0].perturbations,
             [PerturbationKind::Case, PerturbationKind::Reorder]
@@ -646,17 +842,23 @@ forbid_verbatim = true
 
     #[test]
     fn thresholds_out_of_range_or_vacuous_are_rejected_on_their_line() {
-        let (line, message) = error_line(&variant("threshold = 0.65", "threshold = 1.3"));
+        let interval = |to: &str| variant("interval = [0.35, 0.65]", to);
+        let (line, message) = error_line(&interval("interval = [0.35, 1.3]"));
         assert_eq!(line, 14);
         assert!(message.contains("[0, 1]"), "{message}");
         assert_eq!(
             error_line(&variant("threshold = 1\n", "threshold = -0.5\n")).0,
             22
         );
-        // AUC ≤ 1 always holds.
-        let (line, message) = error_line(&variant("threshold = 0.65", "threshold = 1.0"));
+        // AUC in [0, 1] always holds.
+        let (line, message) = error_line(&interval("interval = [0, 1]"));
         assert_eq!(line, 14);
         assert!(message.contains("never fail"), "{message}");
+        for bad in ["[0.65, 0.35]", "[0.5]", "[0.3, 0.5, 0.7]", "[0.5, 0.5]"] {
+            let (line, message) = error_line(&interval(&format!("interval = {bad}")));
+            assert_eq!(line, 14, "{bad}");
+            assert!(message.contains("lower < upper"), "{bad}: {message}");
+        }
     }
 
     #[test]
@@ -682,9 +884,25 @@ forbid_verbatim = true
         let cases = [
             (variant("schema_version = 1", "schema_version = 2"), 1),
             (variant("id = \"utility\"", "id = \"auc\""), 18),
-            (variant("compare = \"<=\"", "compare = \"<\""), 13),
+            (variant("compare = \"within\"", "compare = \"<\""), 13),
+            // The key that does not fit is named on its own line.
+            (
+                variant("compare = \"within\"", "compare = \"within_reference\""),
+                14,
+            ),
             (variant("min_samples = 50", "min_samples = 0"), 15),
-            (variant("threshold = 0.65", "baseline_tolerance = 0.1"), 14),
+            (
+                variant("interval = [0.35, 0.65]", "baseline_tolerance = 0.1"),
+                14,
+            ),
+            (variant("interval = [0.35, 0.65]", "threshold = 0.65"), 14),
+            (
+                variant(
+                    "interval = [0.35, 0.65]",
+                    "interval = [0.35, 0.65]\nwhy = \"x\"",
+                ),
+                15,
+            ),
             (variant("\"reorder\"]", "\"reorder\", \"case\"]"), 31),
             (variant("\"reorder\"]", "\"rot13\"]"), 31),
             (variant("split = \"forget\"", "split = \"train\""), 29),
@@ -708,14 +926,16 @@ forbid_verbatim = true
     #[test]
     fn baseline_comparisons_need_a_direction_and_a_tolerance() {
         let baseline = variant(
-            "compare = \"<=\"\nthreshold = 0.65",
+            "compare = \"within\"\ninterval = [0.35, 0.65]",
             "compare = \"no_worse_than_baseline\"\nbaseline_tolerance = 0.05",
         );
         let spec = Spec::parse(&baseline, "t.toml").unwrap();
-        assert_eq!(spec.requirements[0].side, Side::Upper);
         assert_eq!(
-            spec.requirements[0].target,
-            Target::Baseline { tolerance: 0.05 }
+            spec.requirements[0].comparison,
+            Comparison::Baseline {
+                side: Side::Upper,
+                tolerance: 0.05
+            }
         );
         assert!(spec.needs_baseline());
         let no_direction = baseline.replacen("mia.loss.auc", "original.mia.loss.auc", 1);
@@ -724,6 +944,81 @@ forbid_verbatim = true
         assert!(message.contains("no better direction"), "{message}");
         let no_tolerance = baseline.replacen("baseline_tolerance = 0.05\n", "", 1);
         assert_eq!(error_line(&no_tolerance).0, 13);
+    }
+
+    #[test]
+    fn a_one_sided_auc_in_an_erasure_spec_needs_a_why() {
+        let one_sided = variant(
+            "compare = \"within\"\ninterval = [0.35, 0.65]",
+            "compare = \"<=\"\nthreshold = 0.65",
+        );
+        let (line, message) = error_line(&one_sided);
+        assert_eq!(line, 13, "{message}");
+        assert!(message.contains("why"), "{message}");
+        // Said why: accepted, and the reason is kept.
+        let with_why = one_sided.replacen(
+            "threshold = 0.65\n",
+            "threshold = 0.65\nwhy = \"the original model, power only\"\n",
+            1,
+        );
+        let spec = Spec::parse(&with_why, "t.toml").unwrap();
+        assert_eq!(
+            spec.requirements[0].why.as_deref(),
+            Some("the original model, power only")
+        );
+        // A regression spec is not an erasure claim: no why needed.
+        let regression =
+            one_sided.replacen("id = \"test\"", "id = \"test\"\nkind = \"regression\"", 1);
+        let spec = Spec::parse(&regression, "t.toml").unwrap();
+        assert_eq!(spec.kind, SpecKind::Regression);
+        // An empty why says nothing; an unknown kind is a parse error on its line.
+        let empty = one_sided.replacen("threshold = 0.65\n", "threshold = 0.65\nwhy = \" \"\n", 1);
+        assert_eq!(error_line(&empty).0, 15);
+        let unknown = variant("id = \"test\"", "id = \"test\"\nkind = \"audit\"");
+        assert_eq!(error_line(&unknown).0, 3);
+    }
+
+    #[test]
+    fn diagnostics_cannot_gate() {
+        for path in [
+            "influence.distance_bound",
+            "influence.self_influence_ratio",
+            "influence.lanczos.lambda_min",
+            "forget_quality",
+        ] {
+            let text = variant("metric = \"mia.loss.auc\"", &format!("metric = \"{path}\""));
+            let err = Spec::parse(&text, "specs/x.toml").unwrap_err().to_string();
+            assert!(err.starts_with("specs/x.toml:12: "), "{err}");
+            assert!(err.contains(&format!("`{path}` is a diagnostic")), "{err}");
+            assert!(err.contains("never gated on"), "{err}");
+        }
+    }
+
+    #[test]
+    fn within_reference_names_the_reference_models_metric() {
+        let text = variant(
+            "compare = \"within\"\ninterval = [0.35, 0.65]",
+            "compare = \"within_reference\"\nmargin = 0.05",
+        );
+        let spec = Spec::parse(&text, "t.toml").unwrap();
+        assert_eq!(
+            spec.requirements[0].comparison,
+            Comparison::WithinReference {
+                reference: "reference.mia.loss.auc".into(),
+                margin: 0.05
+            }
+        );
+        let no_reference = text.replacen("mia.loss.auc", "forget.exact_match", 1);
+        let (line, message) = error_line(&no_reference);
+        assert_eq!(line, 12);
+        assert!(
+            message.contains("no reference-model counterpart"),
+            "{message}"
+        );
+        assert_eq!(
+            error_line(&text.replacen("margin = 0.05", "margin = 0", 1)).0,
+            14
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Statistics on score samples: the numbers the membership-inference suite and the verdicts rest on.
 //!
 //! This module owns ROC AUC (ties count one half) with DeLong's variance and confidence bounds,
-//! ROC curves and TPR at a fixed FPR with Clopper–Pearson intervals, the two-sample
+//! ROC curves and TPR at a fixed FPR with Clopper–Pearson intervals (and, honestly, with the
+//! threshold fitted on one seeded half of the non-members and measured on the other), the two-sample
 //! Kolmogorov–Smirnov and Mann–Whitney tests, and a seeded, stratified bootstrap. Its inputs are
 //! plain `f64` scores of two samples: members (records the model was trained on — the positives;
 //! a higher score means "more member-like") and non-members. It knows nothing of models, tensors
@@ -26,6 +27,8 @@ use statrs::stats_tests::{Alternative, NaNPolicy};
 pub enum Sample {
     Members,
     Nonmembers,
+    /// The per-record values of a mean or a proportion.
+    Values,
 }
 
 impl fmt::Display for Sample {
@@ -33,6 +36,7 @@ impl fmt::Display for Sample {
         f.write_str(match self {
             Sample::Members => "member",
             Sample::Nonmembers => "non-member",
+            Sample::Values => "value",
         })
     }
 }
@@ -66,6 +70,21 @@ pub enum StatsError {
     NoResamples,
     #[error("{what} came out non-finite ({value})")]
     NonFiniteResult { what: &'static str, value: f64 },
+    #[error("the {sample} sample has {scores} scores but {labels} cluster labels")]
+    ClusterLabels {
+        sample: Sample,
+        scores: usize,
+        labels: usize,
+    },
+    #[error("the {sample} sample comes from {got} clusters, but {what} needs at least {need}")]
+    TooFewClusters {
+        sample: Sample,
+        got: usize,
+        need: usize,
+        what: &'static str,
+    },
+    #[error("{what} came out negative ({value}): the clusters are too few or too unequal")]
+    NegativeVariance { what: &'static str, value: f64 },
     #[error("statrs {0}")]
     Statrs(String),
 }
@@ -80,7 +99,7 @@ pub struct Interval {
 // ---------------------------------------------------------------------------------------------
 // Validation shared by every entry point.
 
-fn check_sample(
+pub(crate) fn check_sample(
     sample: Sample,
     scores: &[f64],
     need: usize,
@@ -134,7 +153,7 @@ fn two_sided_alpha(level: f64) -> Result<f64, StatsError> {
 
 /// The tail mass `α = 1 − confidence` of a one-sided bound. Confidence below one half is refused:
 /// such a "lower bound" would lie above its own estimate.
-fn one_sided_alpha(confidence: f64) -> Result<f64, StatsError> {
+pub(crate) fn one_sided_alpha(confidence: f64) -> Result<f64, StatsError> {
     if (0.5..1.0).contains(&confidence) {
         Ok(1.0 - confidence)
     } else {
@@ -146,7 +165,7 @@ fn one_sided_alpha(confidence: f64) -> Result<f64, StatsError> {
     }
 }
 
-fn finite(what: &'static str, value: f64) -> Result<f64, StatsError> {
+pub(crate) fn finite(what: &'static str, value: f64) -> Result<f64, StatsError> {
     if value.is_finite() {
         Ok(value)
     } else {
@@ -170,7 +189,7 @@ fn standard_normal_quantile(p: f64) -> Result<f64, StatsError> {
 /// For each score in `of`, how many scores in `against` lie below it, ties counting one half:
 /// DeLong's "placement", computed as Sun & Xu (2014) do from midranks (statrs), as the rank in
 /// `of ∪ against` minus the rank in `of`. Midranks are half-integers, so this is exact.
-fn placements(of: &[f64], against: &[f64]) -> Vec<f64> {
+pub(crate) fn placements(of: &[f64], against: &[f64]) -> Vec<f64> {
     let within = Data::new(of.to_vec()).ranks(RankTieBreaker::Average);
     let pooled = Data::new([of, against].concat()).ranks(RankTieBreaker::Average);
     pooled.iter().zip(&within).map(|(p, w)| p - w).collect()
@@ -382,10 +401,122 @@ pub fn tpr_at_fpr(
     })
 }
 
+/// TPR and FPR of a threshold fitted on one seeded half of the non-members and measured on the
+/// other half, so that neither rate is judged on the scores that chose it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HeldOutTpr {
+    pub target_fpr: f64,
+    pub seed: u64,
+    /// Scores strictly above this are flagged: the (k+1)-th highest fitting non-member score,
+    /// k = ⌊target · fitting⌋, so at most k fitting non-members are flagged.
+    pub threshold: f64,
+    /// Non-members the threshold was fitted on, and those it was measured on.
+    pub fitting: u64,
+    pub testing: u64,
+    /// Members flagged, out of `members`.
+    pub true_positives: u64,
+    pub members: u64,
+    /// Testing non-members flagged, out of `testing`.
+    pub false_positives: u64,
+}
+
+impl HeldOutTpr {
+    pub fn tpr(&self) -> f64 {
+        self.true_positives as f64 / self.members as f64
+    }
+
+    pub fn fpr(&self) -> f64 {
+        self.false_positives as f64 / self.testing as f64
+    }
+
+    /// Clopper–Pearson interval of the TPR at `level`, over the members.
+    pub fn tpr_interval(&self, level: f64) -> Result<Interval, StatsError> {
+        clopper_pearson(self.true_positives, self.members, level)
+    }
+
+    /// Clopper–Pearson interval of the FPR at `level`, over the testing non-members.
+    pub fn fpr_interval(&self, level: f64) -> Result<Interval, StatsError> {
+        clopper_pearson(self.false_positives, self.testing, level)
+    }
+}
+
+/// TPR at a low FPR, or why it cannot be reported.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum TprAtLowFpr {
+    Measured(HeldOutTpr),
+    /// Too few non-members to fit a threshold at `target_fpr` on one half and measure it on the
+    /// other: the report says "needs ≥ `need` non-members".
+    NeedsNonmembers {
+        target_fpr: f64,
+        have: usize,
+        need: usize,
+    },
+}
+
+/// The non-members an FPR target needs: each half must hold ⌈1/target⌉ of them, so that the
+/// fitting half can allow a false positive at all and the testing half can observe one.
+pub fn nonmembers_needed(target_fpr: f64) -> Result<usize, StatsError> {
+    if !(target_fpr > 0.0 && target_fpr < 1.0) {
+        return Err(StatsError::OutOfRange {
+            what: "target FPR",
+            range: "(0, 1)",
+            value: target_fpr,
+        });
+    }
+    // 1e-9 absorbs the binary representation of targets such as 0.001 (1/0.001 = 1000.0000000000001).
+    Ok(2 * (1.0 / target_fpr - 1e-9).ceil() as usize)
+}
+
+/// TPR at `target_fpr` with the threshold fitted on half the non-members and both rates measured
+/// on held-out scores (members, and the other half of the non-members). The halves come from a
+/// `ChaCha8Rng::seed_from_u64(seed)` shuffle of the non-member indices: the first ⌊n/2⌋ fit, the
+/// rest test. With fewer than [`nonmembers_needed`] non-members nothing is measured and the answer
+/// says how many are needed (0.1% FPR needs 2000, 1% needs 200). Members' scores are not used to
+/// fit, so the TPR's Clopper–Pearson interval over the members is honest; records are taken as
+/// independent (a clustered bound needs the subjects, as in `judge::clustered`).
+pub fn tpr_at_fpr_held_out(
+    members: &[f64],
+    nonmembers: &[f64],
+    target_fpr: f64,
+    seed: u64,
+) -> Result<TprAtLowFpr, StatsError> {
+    check_samples(members, nonmembers, 1, "TPR at a low FPR")?;
+    let need = nonmembers_needed(target_fpr)?;
+    if nonmembers.len() < need {
+        return Ok(TprAtLowFpr::NeedsNonmembers {
+            target_fpr,
+            have: nonmembers.len(),
+            need,
+        });
+    }
+    let mut order: Vec<usize> = (0..nonmembers.len()).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.gen_range(0..=i));
+    }
+    let (fit, test) = order.split_at(nonmembers.len() / 2);
+    let mut fitting: Vec<f64> = fit.iter().map(|&i| nonmembers[i]).collect();
+    fitting.sort_by(|a, b| b.total_cmp(a));
+    let allowed = (target_fpr * fitting.len() as f64 + 1e-9).floor() as usize;
+    let threshold = fitting[allowed.min(fitting.len() - 1)];
+    let above = |s: &&f64| **s > threshold;
+    Ok(TprAtLowFpr::Measured(HeldOutTpr {
+        target_fpr,
+        seed,
+        threshold,
+        fitting: fit.len() as u64,
+        testing: test.len() as u64,
+        true_positives: members.iter().filter(above).count() as u64,
+        members: members.len() as u64,
+        false_positives: test.iter().map(|&i| &nonmembers[i]).filter(above).count() as u64,
+    }))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Clopper–Pearson exact binomial intervals (Beta quantiles from statrs).
 
-fn beta_quantile(a: f64, b: f64, p: f64) -> Result<f64, StatsError> {
+pub(crate) fn beta_quantile(a: f64, b: f64, p: f64) -> Result<f64, StatsError> {
     Beta::new(a, b)
         .map_err(|e| StatsError::Statrs(format!("Beta({a}, {b}): {e}")))?
         .try_inverse_cdf(p)
@@ -843,6 +974,47 @@ mod tests {
         assert_eq!((none.threshold, none.tpr), (None, 0.0));
         let ci = at.interval(0.95).expect("ci");
         assert_eq!(ci, clopper_pearson(3, 4, 0.95).expect("cp"));
+    }
+
+    #[test]
+    fn held_out_tpr_fits_on_one_half_and_measures_on_the_other() {
+        // 400 non-members 0, 1, …, 399 and 50 members all at 1000: at 1% FPR the fitting half
+        // (200 scores) allows ⌊0.01·200⌋ = 2 false positives, so the threshold is its 3rd highest
+        // score; every member is above it; the testing half's flagged count is what lies above.
+        let nonmembers: Vec<f64> = (0..400).map(f64::from).collect();
+        let members = [1000.0; 50];
+        let TprAtLowFpr::Measured(at) =
+            tpr_at_fpr_held_out(&members, &nonmembers, 0.01, 7).expect("tpr")
+        else {
+            panic!("400 ≥ 200 non-members suffice for 1%")
+        };
+        assert_eq!((at.fitting, at.testing, at.members), (200, 200, 50));
+        assert_eq!((at.true_positives, at.tpr()), (50, 1.0));
+        let test_above = nonmembers.iter().filter(|&&s| s > at.threshold).count() as u64 - 2;
+        assert_eq!(at.false_positives, test_above, "threshold {}", at.threshold);
+        assert_eq!(
+            at.fpr_interval(0.95),
+            clopper_pearson(at.false_positives, 200, 0.95)
+        );
+        // Same seed, same split; the threshold is a fitting-half score.
+        assert_eq!(
+            tpr_at_fpr_held_out(&members, &nonmembers, 0.01, 7),
+            Ok(TprAtLowFpr::Measured(at))
+        );
+        // 0.1% needs 2 · ⌈1/0.001⌉ = 2000 non-members; 440 (the bundled holdout) do not allow it.
+        assert_eq!(
+            tpr_at_fpr_held_out(&members, &[0.0; 440], 0.001, 7),
+            Ok(TprAtLowFpr::NeedsNonmembers {
+                target_fpr: 0.001,
+                have: 440,
+                need: 2000
+            })
+        );
+        assert_eq!(nonmembers_needed(0.05), Ok(40));
+        assert!(matches!(
+            nonmembers_needed(0.0),
+            Err(StatsError::OutOfRange { .. })
+        ));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Evaluation of a spec against evidence into verdicts, under the rules of DESIGN.md's
 //! "Honesty of a certificate": a requirement passes only when its one-sided confidence bound
-//! (the upper bound for `<=`, the lower for `>=`) lies inside the threshold, never on the point
-//! estimate alone; too few samples, or an estimate inside the threshold whose bound is not, is
-//! inconclusive with the samples needed; a metric the evidence lacks is an error, never a pass.
+//! (the upper bound for `<=`, the lower for `>=`; both, for the two-sided `within` forms) lies
+//! inside the threshold, never on the point estimate alone; too few samples, or an estimate
+//! inside whose bound is not, is inconclusive with the samples needed; a metric the evidence
+//! lacks is an error, never a pass.
 //!
 //! This module owns `Verdict`, `evaluate`, the conversion of a property outcome into a verdict,
 //! the exit code (0 all passed, 1 some failed or were inconclusive; 2, could not run, is the
@@ -12,9 +13,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::judge::metric::{self, z_score, Metric, Side};
+use crate::judge::metric::{self, z_score, Metric, MetricError, Side};
 use crate::judge::property::{Counterexample, PropertyOutcome};
-use crate::judge::spec::{Requirement, Spec, SpecError, Target};
+use crate::judge::spec::{Comparison, Requirement, Spec, SpecError};
 use crate::judge::stats::{self, StatsError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,17 +44,21 @@ pub struct Verdict {
     /// The metric path, or `property` for a property check.
     pub metric: String,
     pub status: Status,
-    /// `<=`, `>=`, or `property`.
+    /// `<=`, `>=`, `property`, `within [lower, upper]`, or `within reference ± margin`.
     pub compare: String,
     pub value: Option<f64>,
-    /// The one-sided confidence bound (equal to `value` for a metric with no sampling model).
+    /// The one-sided confidence bound (equal to `value` for a metric with no sampling model). For
+    /// the two-sided forms, the one of the two bounds nearer its edge (the reason gives both);
+    /// `threshold` is then `None` and `compare` names the interval.
     pub bound: Option<f64>,
     pub confidence: Option<f64>,
     pub threshold: Option<f64>,
-    /// The baseline's value, for a baseline comparison (`threshold` = baseline ± tolerance).
+    /// The baseline's value, for a baseline comparison (`threshold` = baseline ± tolerance); the
+    /// reference model's value for `within reference` (`value` is then the difference).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<f64>,
-    /// The metric's sample size (`Metric::samples`), or the cases a property ran.
+    /// The metric's sample size (`Metric::samples`: clusters for the clustered kinds), or the
+    /// cases a property ran.
     pub samples: usize,
     /// One line for people.
     pub reason: String,
@@ -90,7 +95,10 @@ pub fn needed_samples(
         return Ok(None);
     }
     match *metric {
-        Metric::Auc { .. } | Metric::Normal { .. } => {
+        Metric::Auc { .. }
+        | Metric::Normal { .. }
+        | Metric::ClusteredAuc { .. }
+        | Metric::ClusteredMean { .. } => {
             let se = metric.std_error().unwrap_or(0.0);
             let ratio = z_score(confidence)? * se / margin;
             let needed = (n as f64 * ratio * ratio).ceil();
@@ -100,35 +108,64 @@ pub fn needed_samples(
             successes, trials, ..
         } => {
             let rate = successes as f64 / trials as f64;
-            let settles = |m: u64| -> Result<bool, StatsError> {
+            smallest_settling(trials, |m: u64| {
                 let k = ((rate * m as f64).round() as u64).min(m);
                 let bound = match side {
                     Side::Upper => stats::clopper_pearson_upper(k, m, confidence)?,
                     Side::Lower => stats::clopper_pearson_lower(k, m, confidence)?,
                 };
                 Ok(inside(bound, side, threshold))
-            };
-            // Doubling, then bisection between the last size that does not settle and the first
-            // that does (the bound is monotone in m up to the rounding of k).
-            let (mut low, mut high) = (trials, trials.saturating_mul(2).max(1));
-            while !settles(high)? {
-                if high >= MAX_NEEDED {
-                    return Ok(None);
-                }
-                (low, high) = (high, high.saturating_mul(2));
-            }
-            while high - low > 1 {
-                let mid = low + (high - low) / 2;
-                if settles(mid)? {
-                    high = mid;
-                } else {
-                    low = mid;
-                }
-            }
-            Ok(Some(usize::try_from(high).unwrap_or(usize::MAX)))
+            })
+        }
+        Metric::ClusteredProportion {
+            value,
+            trials,
+            clusters,
+            std_error,
+            ..
+        } => {
+            // g clusters of the same mean size and the same rate: trials scale with g, the
+            // standard error with 1/√g.
+            let per_cluster = trials as f64 / clusters as f64;
+            smallest_settling(clusters as u64, |g: u64| {
+                let trials = ((per_cluster * g as f64).round() as u64).max(g);
+                let scaled = Metric::ClusteredProportion {
+                    value,
+                    successes: ((value * trials as f64).round() as u64).min(trials),
+                    trials,
+                    clusters: usize::try_from(g).unwrap_or(usize::MAX),
+                    std_error: std_error * (clusters as f64 / g as f64).sqrt(),
+                };
+                Ok(inside(scaled.bound(confidence, side)?, side, threshold))
+            })
         }
         Metric::Point { .. } => Ok(None),
     }
+}
+
+/// The smallest size above `from` at which `settles` holds: doubling, then bisection between the
+/// last size that does not settle and the first that does (the bounds searched are monotone in
+/// the size up to rounding). `None` past `MAX_NEEDED`.
+fn smallest_settling(
+    from: u64,
+    settles: impl Fn(u64) -> Result<bool, StatsError>,
+) -> Result<Option<usize>, StatsError> {
+    let (mut low, mut high) = (from, from.saturating_mul(2).max(1));
+    while !settles(high)? {
+        if high >= MAX_NEEDED {
+            return Ok(None);
+        }
+        (low, high) = (high, high.saturating_mul(2));
+    }
+    while high - low > 1 {
+        let mid = low + (high - low) / 2;
+        if settles(mid)? {
+            high = mid;
+        } else {
+            low = mid;
+        }
+    }
+    Ok(Some(usize::try_from(high).unwrap_or(usize::MAX)))
 }
 
 fn fmt_num(x: f64) -> String {
@@ -174,10 +211,11 @@ pub fn judge(
         reason,
         needed_samples,
     };
+    let unit = metric.unit();
     if n < min_samples {
         return Ok(judgement(
             Status::Inconclusive,
-            format!("needs {min_samples} samples, has {n}"),
+            format!("needs {min_samples} {unit}, has {n}"),
             Some(min_samples),
         ));
     }
@@ -204,7 +242,7 @@ pub fn judge(
     }
     let needed = needed_samples(metric, side, threshold, confidence)?;
     let how_many = match needed {
-        Some(m) => format!("about {m} samples needed, has {n}"),
+        Some(m) => format!("about {m} {unit} needed, has {n}"),
         None => "no sample size would settle it: the estimate sits on the threshold".to_string(),
     };
     Ok(judgement(
@@ -212,6 +250,103 @@ pub fn judge(
         format!("estimate {v} {op} {t} but the {conf} {bound_name} bound {b} is not; {how_many}"),
         needed,
     ))
+}
+
+/// Judges `metric` against the interval `[lower, upper]` by two one-sided tests at `confidence`
+/// each: a pass needs the lower bound at or above `lower` and the upper bound at or below `upper`
+/// (together, a two-sided interval at 2·confidence − 1 inside); an estimate outside fails; else
+/// inconclusive, with the samples the farther-out side needs. The judgement's `bound` is the
+/// bound nearer its edge.
+pub fn judge_within(
+    metric: &Metric,
+    lower: f64,
+    upper: f64,
+    confidence: f64,
+    min_samples: usize,
+) -> Result<Judgement, StatsError> {
+    let (value, n, unit) = (metric.value(), metric.samples(), metric.unit());
+    let (low, high) = (
+        metric.bound(confidence, Side::Lower)?,
+        metric.bound(confidence, Side::Upper)?,
+    );
+    let bound = if low - lower <= upper - high {
+        low
+    } else {
+        high
+    };
+    let conf = percent(confidence);
+    let (v, edges) = (
+        fmt_num(value),
+        format!("[{}, {}]", fmt_num(lower), fmt_num(upper)),
+    );
+    let bounds = format!("[{}, {}]", fmt_num(low), fmt_num(high));
+    let judgement = |status, reason, needed_samples| Judgement {
+        status,
+        bound,
+        reason,
+        needed_samples,
+    };
+    if n < min_samples {
+        return Ok(judgement(
+            Status::Inconclusive,
+            format!("needs {min_samples} {unit}, has {n}"),
+            Some(min_samples),
+        ));
+    }
+    if value < lower || value > upper {
+        let side = if value < lower { "below" } else { "above" };
+        return Ok(judgement(
+            Status::Fail,
+            format!("estimate {v} is {side} the interval {edges} ({conf} bounds {bounds})"),
+            None,
+        ));
+    }
+    if !metric.has_bound() {
+        return Ok(judgement(
+            Status::Pass,
+            format!("{v} in {edges}, compared by value: the statistic has no sampling model"),
+            None,
+        ));
+    }
+    if low >= lower && high <= upper {
+        return Ok(judgement(
+            Status::Pass,
+            format!("{conf} one-sided bounds {bounds} inside {edges}"),
+            None,
+        ));
+    }
+    let mut needed = Some(n);
+    for (side, edge, b) in [(Side::Lower, lower, low), (Side::Upper, upper, high)] {
+        if !inside(b, side, edge) {
+            needed = match (needed, needed_samples(metric, side, edge, confidence)?) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+        }
+    }
+    let how_many = match needed {
+        Some(m) => format!("about {m} {unit} needed, has {n}"),
+        None => "no sample size would settle it: the estimate sits on an edge".to_string(),
+    };
+    Ok(judgement(
+        Status::Inconclusive,
+        format!("estimate {v} in {edges} but the {conf} bounds {bounds} are not; {how_many}"),
+        needed,
+    ))
+}
+
+/// The difference `metric − reference` as a normal metric: standard errors add in quadrature,
+/// as if the two estimates were independent. They are not (the same non-members score both
+/// models), and their covariance is not in the evidence; for two AUCs on the same non-members it
+/// is normally positive, so independence overstates the difference's variance (conservative),
+/// but this is not guaranteed. The sample size is the smaller of the two.
+pub fn difference(metric: &Metric, reference: &Metric) -> Option<Metric> {
+    let (a, b) = (metric.std_error()?, reference.std_error()?);
+    Some(Metric::Normal {
+        value: metric.value() - reference.value(),
+        std_error: a.hypot(b),
+        n: metric.samples().min(reference.samples()),
+    })
 }
 
 fn evaluate_one(
@@ -230,58 +365,98 @@ fn evaluate_one(
         })
     };
     let measured = read("evidence", evidence)?;
-    let (threshold, baseline_value) = match req.target {
-        Target::Threshold(t) => (t, None),
-        Target::Baseline { tolerance } => {
+    let stats_error = |source| SpecError::Stats {
+        file: spec.file.clone(),
+        line: req.line,
+        requirement: req.id.clone(),
+        source,
+    };
+    let conf = req.confidence;
+    // (judged metric, judgement, compare, threshold, baseline or reference value)
+    let (judged, j, compare, threshold, other) = match &req.comparison {
+        Comparison::Threshold { side, threshold } => {
+            let j = judge(&measured, *side, *threshold, conf, req.min_samples);
+            let compare = side_name(*side);
+            (measured, j, compare, Some(*threshold), None)
+        }
+        Comparison::Baseline { side, tolerance } => {
             let doc = baseline.ok_or_else(|| SpecError::NoBaseline {
                 file: spec.file.clone(),
                 line: req.line,
                 requirement: req.id.clone(),
             })?;
             let base = read("baseline", doc)?.value();
-            let t = match req.side {
+            let t = match side {
                 Side::Upper => base + tolerance,
                 Side::Lower => base - tolerance,
             };
-            (t, Some(base))
+            let j = judge(&measured, *side, t, conf, req.min_samples);
+            (measured, j, side_name(*side), Some(t), Some(base))
+        }
+        Comparison::Within { lower, upper } => {
+            let j = judge_within(&measured, *lower, *upper, conf, req.min_samples);
+            let compare = format!("within [{}, {}]", fmt_num(*lower), fmt_num(*upper));
+            (measured, j, compare, None, None)
+        }
+        Comparison::WithinReference { reference, margin } => {
+            let of_reference =
+                metric::lookup(evidence, reference).map_err(|source| SpecError::Evidence {
+                    file: spec.file.clone(),
+                    line: req.line,
+                    requirement: req.id.clone(),
+                    document: "evidence",
+                    source: Box::new(source),
+                })?;
+            let diff = difference(&measured, &of_reference).ok_or_else(|| SpecError::Evidence {
+                file: spec.file.clone(),
+                line: req.line,
+                requirement: req.id.clone(),
+                document: "evidence",
+                source: Box::new(MetricError::Malformed {
+                    path: reference.clone(),
+                    message: "a difference needs a standard error on both sides".into(),
+                }),
+            })?;
+            let j = judge_within(&diff, -margin, *margin, conf, req.min_samples);
+            let compare = format!("within reference ± {}", fmt_num(*margin));
+            (diff, j, compare, None, Some(of_reference.value()))
         }
     };
-    let j = judge(
-        &measured,
-        req.side,
-        threshold,
-        req.confidence,
-        req.min_samples,
-    )
-    .map_err(|source| SpecError::Stats {
-        file: spec.file.clone(),
-        line: req.line,
-        requirement: req.id.clone(),
-        source,
-    })?;
-    let reason = match baseline_value {
-        Some(base) => format!("{} (baseline {})", j.reason, fmt_num(base)),
-        None => j.reason,
+    let j = j.map_err(stats_error)?;
+    let reason = match (&req.comparison, other) {
+        (Comparison::Baseline { .. }, Some(base)) => {
+            format!("{} (baseline {})", j.reason, fmt_num(base))
+        }
+        (Comparison::WithinReference { .. }, Some(r)) => format!(
+            "{} (difference to the reference model's {}; standard errors added as if independent)",
+            j.reason,
+            fmt_num(r)
+        ),
+        _ => j.reason,
     };
     Ok(Verdict {
         requirement: req.id.clone(),
         metric: req.metric.clone(),
         status: j.status,
-        compare: match req.side {
-            Side::Upper => "<=".into(),
-            Side::Lower => ">=".into(),
-        },
-        value: Some(measured.value()),
+        compare,
+        value: Some(judged.value()),
         // A statistic with no sampling model has no bound and no confidence to show.
-        bound: measured.has_bound().then_some(j.bound),
-        confidence: measured.has_bound().then_some(req.confidence),
-        threshold: Some(threshold),
-        baseline: baseline_value,
-        samples: measured.samples(),
+        bound: judged.has_bound().then_some(j.bound),
+        confidence: judged.has_bound().then_some(req.confidence),
+        threshold,
+        baseline: other,
+        samples: judged.samples(),
         reason,
         needed_samples: j.needed_samples,
         counterexample: None,
     })
+}
+
+fn side_name(side: Side) -> String {
+    match side {
+        Side::Upper => "<=".into(),
+        Side::Lower => ">=".into(),
+    }
 }
 
 /// One verdict per requirement of `spec`, in order. Properties are run separately (they need a
@@ -297,7 +472,7 @@ pub fn evaluate(
         if let Some(req) = spec
             .requirements
             .iter()
-            .find(|r| matches!(r.target, Target::Baseline { .. }))
+            .find(|r| matches!(r.comparison, Comparison::Baseline { .. }))
         {
             return Err(SpecError::NoBaseline {
                 file: spec.file.clone(),
@@ -489,6 +664,7 @@ description = "d"
 metric = "mia.loss.auc"
 compare = "<="
 threshold = 0.6
+why = "exercises the one-sided rules"
 min_samples = 50
 
 [[requirement]]
@@ -513,6 +689,7 @@ description = "d"
 metric = "original.mia.loss.auc"
 compare = ">="
 threshold = 0.7
+why = "the attack's power on the original model"
 min_samples = 50
 
 [[requirement]]
@@ -629,7 +806,7 @@ min_samples = 1
                 source,
                 ..
             } => {
-                assert_eq!((*line, requirement.as_str()), (26, "utility"));
+                assert_eq!((*line, requirement.as_str()), (27, "utility"));
                 let MetricError::Missing { path, .. } = source.as_ref() else {
                     panic!("{source:?}")
                 };
@@ -728,6 +905,106 @@ min_samples = 50
             ),
             "{err}"
         );
+    }
+
+    const TWO_SIDED: &str = r#"schema_version = 1
+id = "two"
+kind = "erasure"
+version = "1"
+title = "t"
+regulation = "none"
+default_confidence = 0.95
+seed = 1
+
+[[requirement]]
+id = "chance"
+description = "d"
+metric = "mia.min_k.auc"
+compare = "within"
+interval = [0.4, 0.6]
+min_samples = 5
+
+[[requirement]]
+id = "like-retrain"
+description = "d"
+metric = "mia.min_k.auc"
+compare = "within_reference"
+margin = 0.1
+min_samples = 5
+"#;
+
+    fn two_sided(unlearned: Value) -> Vec<Verdict> {
+        let ev = json!({"metrics": {
+            "mia": {"min_k": {"auc": unlearned}},
+            "reference": {"mia": {"min_k": {"auc": auc(0.51, 0.0009, 110)}}},
+        }});
+        evaluate(&Spec::parse(TWO_SIDED, "two.toml").unwrap(), &ev, None).unwrap()
+    }
+
+    #[test]
+    fn two_sided_requirements_pass_only_with_both_bounds_inside() {
+        // Φ⁻¹(0.95) = 1.6448536269514722 (standard tables); se = 0.03 → bounds ± 0.049346.
+        let z = 1.6448536269514722;
+        let v = two_sided(auc(0.52, 0.0009, 110));
+        assert_eq!(statuses(&v), [Status::Pass, Status::Pass]);
+        assert_eq!(v[0].compare, "within [0.4000, 0.6000]");
+        assert_eq!(v[0].threshold, None);
+        // The bound nearer its edge: upper 0.52 + 0.049346 = 0.569346 (0.0307 from 0.6) vs lower
+        // 0.470654 (0.0707 from 0.4).
+        assert!((v[0].bound.unwrap() - (0.52 + z * 0.03)).abs() < 1e-12);
+        assert!(
+            v[0].reason
+                .starts_with("95% one-sided bounds [0.4707, 0.5693] inside [0.4000, 0.6000]"),
+            "{}",
+            v[0].reason
+        );
+        // The difference 0.52 − 0.51 = 0.01 with se √(0.0009 + 0.0009) = 0.042426: bounds
+        // 0.01 ± 0.069786 inside ± 0.1.
+        assert!((v[1].value.unwrap() - 0.01).abs() < 1e-12);
+        assert_eq!(v[1].baseline, Some(0.51));
+        // The upper bound 0.0798 is nearer its edge (0.0202) than the lower −0.0598 (0.0402).
+        assert!((v[1].bound.unwrap() - (0.01 + z * 0.0018f64.sqrt())).abs() < 1e-12);
+        assert!(v[1].reason.contains("as if independent"), "{}", v[1].reason);
+    }
+
+    #[test]
+    fn an_auc_far_below_chance_fails_like_one_far_above() {
+        // The golden certificate's min_k AUC (0.302, issue 16) and its mirror image.
+        for value in [0.302, 0.698] {
+            let v = two_sided(auc(value, 0.0009, 110));
+            assert_eq!(statuses(&v), [Status::Fail, Status::Fail], "{value}");
+            let side = if value < 0.5 { "below" } else { "above" };
+            assert!(v[0]
+                .reason
+                .starts_with(&format!("estimate {value:.4} is {side} the interval")));
+        }
+    }
+
+    #[test]
+    fn a_two_sided_estimate_inside_with_a_bound_outside_is_inconclusive_with_samples_needed() {
+        // AUC 0.44 with se 0.03: lower bound 0.44 − 0.049346 = 0.3907 < 0.4. The lower side needs
+        // 90·(1.6449·0.03/0.04)² = 136.97 → 137 samples (the upper side is inside).
+        let v = two_sided(auc(0.44, 0.0009, 90));
+        assert_eq!(v[0].status, Status::Inconclusive);
+        assert_eq!(v[0].needed_samples, Some(137));
+        assert!(
+            v[0].reason.contains("about 137 samples needed, has 90"),
+            "{}",
+            v[0].reason
+        );
+        // Clustered: the floor and the count are in clusters (10 member people).
+        let clustered = json!({"kind": "clustered_auc", "value": 0.5, "variance": 0.0009,
+            "members": 110, "nonmembers": 440, "member_clusters": 4, "nonmember_clusters": 40});
+        let v = two_sided(clustered);
+        assert_eq!(v[0].status, Status::Inconclusive);
+        assert_eq!(v[0].reason, "needs 5 clusters, has 4");
+    }
+
+    #[test]
+    fn within_reference_without_the_reference_metric_is_an_error() {
+        let ev = json!({"metrics": {"mia": {"min_k": {"auc": auc(0.5, 0.0009, 110)}}}});
+        let err = evaluate(&Spec::parse(TWO_SIDED, "two.toml").unwrap(), &ev, None).unwrap_err();
+        assert!(err.to_string().contains("reference.mia.min_k.auc"), "{err}");
     }
 
     #[test]
