@@ -1,10 +1,14 @@
-//! `lethe verify ENVELOPE --key PUB.pem [--artifacts MODEL_DIR] [--recompute]`: every check of a certificate
-//! printed as PASS/FAIL with its detail; exit 0 only when all pass. The HTML and Markdown pages,
-//! when asked for, are rendered from the verified report only.
+//! `lethe verify ENVELOPE --key PUB.pem [--artifacts MODEL_DIR] [--recompute]`: first what a
+//! regulator asks — the outcome, who signed (key id), which model (digests), which spec (id,
+//! version, digest), when, the verdict summary — then every check as PASS/FAIL with its detail.
+//! Exit 0 only for a valid certificate that says CERTIFIED; 3 for a valid one that says NOT
+//! CERTIFIED; 1 when a check failed; 2 when it could not run. The HTML and Markdown pages, when
+//! asked for, are rendered from the verified report only, and never over an input.
 
 use crate::atomic::write_atomic;
 use crate::report::keys::load_verifying_key;
-use crate::report::verify::{render_checks, verify, Options, Recompute};
+use crate::judge::verdict::Status;
+use crate::report::verify::{render_checks, verify, Options, Recompute, Verification};
 use crate::report::{html, markdown};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -30,9 +34,13 @@ pub struct VerifyArgs {
     /// figure and verdict with the signed ones (minutes; needs the models and data it names).
     #[arg(long)]
     recompute: bool,
-    /// The directory the report's relative paths are resolved against (where it was made).
+    /// The directory the report's relative paths are resolved against (where it was made);
+    /// paths that lead outside it are refused.
     #[arg(long, default_value = ".")]
     root: PathBuf,
+    /// Replace existing --html / --markdown files.
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(args: VerifyArgs) -> Result<ExitCode> {
@@ -46,6 +54,11 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode> {
 
 /// `run`, with the evaluation re-run by `recompute` (supplied by the certifier) when given.
 pub fn run_with(args: VerifyArgs, recompute: Option<Recompute<'_>>) -> Result<ExitCode> {
+    let mut inputs = vec![args.envelope.as_path(), args.key.as_path()];
+    inputs.extend(args.artifacts.as_deref());
+    for page in [&args.html, &args.markdown].into_iter().flatten() {
+        crate::output::check_output(page, &inputs, args.force)?;
+    }
     let key = load_verifying_key(&args.key)?;
     let bytes = std::fs::read(&args.envelope)
         .with_context(|| format!("cannot read {}", args.envelope.display()))?;
@@ -54,6 +67,7 @@ pub fn run_with(args: VerifyArgs, recompute: Option<Recompute<'_>>) -> Result<Ex
         recompute,
     };
     let verification = verify(&bytes, &key, &options);
+    print!("{}", summary(&verification, &key));
     print!("{}", render_checks(&verification.checks));
     if let Some(report) = &verification.report {
         let pages = [
@@ -68,13 +82,42 @@ pub fn run_with(args: VerifyArgs, recompute: Option<Recompute<'_>>) -> Result<Ex
             }
         }
     }
-    println!(
-        "{}",
-        if verification.passed() {
-            "verified: every check passed"
-        } else {
-            "NOT verified: a check failed"
-        }
-    );
+    println!("{}", outcome_line(&verification));
     Ok(ExitCode::from(verification.exit_code()))
+}
+
+fn outcome_line(v: &Verification) -> &'static str {
+    match (v.passed(), v.report.as_ref().map(|r| r.certified())) {
+        (true, Some(true)) => "outcome     CERTIFIED (valid certificate, every check passed)",
+        (true, _) => "outcome     NOT CERTIFIED (a valid certificate of a failed or inconclusive audit)",
+        (false, _) => "outcome     INVALID (a check failed: nothing this certificate says can be relied on)",
+    }
+}
+
+/// The answers a regulator wants first: outcome, signer, model, spec, time, verdicts.
+fn summary(v: &Verification, key: &ed25519_dalek::VerifyingKey) -> String {
+    let mut out = format!("{}\n", outcome_line(v));
+    out.push_str(&format!(
+        "signer      key id {} (sha256 of the Ed25519 public key; compare it out of band)\n",
+        crate::report::dsse::key_id(key)
+    ));
+    let Some(r) = &v.report else {
+        return out + "\n";
+    };
+    for f in r.evidence.model_files("unlearned") {
+        out.push_str(&format!("model       {} sha256 {}\n", f.name, f.sha256));
+    }
+    out.push_str(&format!(
+        "spec        {} {} ({}, sha256 {})\n",
+        r.spec.id, r.spec.version, r.spec.file, r.spec.sha256
+    ));
+    out.push_str(&format!("signed at   {} by {} {}\n", r.created, r.tool.name, r.tool.version));
+    let count = |s: Status| r.verdicts.iter().filter(|x| x.status == s).count();
+    out.push_str(&format!(
+        "verdicts    {} pass, {} fail, {} inconclusive\n\n",
+        count(Status::Pass),
+        count(Status::Fail),
+        count(Status::Inconclusive)
+    ));
+    out
 }

@@ -5,7 +5,7 @@
 //! caller supplies; this module never measures anything and never imports candle. A check that
 //! depends on a failed one is listed as not run: nothing unsigned is ever trusted.
 
-use crate::report::certificate::model_files;
+use crate::report::certificate::{model_files, subjects_from_evidence};
 use crate::report::dsse::{self, Envelope, IN_TOTO_PAYLOAD_TYPE};
 use crate::report::schema::Report;
 use crate::report::statement::{Statement, Subject};
@@ -92,21 +92,27 @@ impl Verification {
         !self.checks.is_empty() && self.checks.iter().all(|c| c.outcome == Outcome::Pass)
     }
 
-    /// 0 when every check passed, 1 otherwise (2, could not run, is the caller's).
+    /// The outcome as an exit code: 0 a valid certificate whose verdict is CERTIFIED,
+    /// [`EXIT_NOT_CERTIFIED`] a valid certificate whose verdict is NOT CERTIFIED, 1 a check
+    /// failed (2, could not run, is the caller's). A CI gate on `verify` passes only on 0.
     pub fn exit_code(&self) -> u8 {
-        if self.passed() {
-            0
-        } else {
-            1
+        match (&self.report, self.passed()) {
+            (Some(r), true) if r.certified() => 0,
+            (Some(_), true) => EXIT_NOT_CERTIFIED,
+            _ => 1,
         }
     }
 }
+
+/// `verify`'s exit code for a valid certificate that says NOT CERTIFIED.
+pub const EXIT_NOT_CERTIFIED: u8 = 3;
 
 const ENVELOPE: &str = "envelope";
 const PAYLOAD_TYPE: &str = "payload type";
 const SIGNATURE: &str = "signature";
 const STATEMENT: &str = "statement";
 const SCHEMA: &str = "report schema";
+const BINDING: &str = "subjects = measured model";
 const ARTIFACTS: &str = "artifacts";
 const RECOMPUTE: &str = "recompute";
 
@@ -116,7 +122,7 @@ pub fn verify(envelope: &[u8], key: &VerifyingKey, options: &Options) -> Verific
     let report = verify_signed(envelope, key, &mut checks);
     let Some((statement, report)) = report else {
         // Fill in what could not run, in order.
-        let all = [ENVELOPE, PAYLOAD_TYPE, SIGNATURE, STATEMENT, SCHEMA];
+        let all = [ENVELOPE, PAYLOAD_TYPE, SIGNATURE, STATEMENT, SCHEMA, BINDING];
         for name in &all[checks.len()..] {
             checks.push(Check::not_run(name));
         }
@@ -131,6 +137,22 @@ pub fn verify(envelope: &[u8], key: &VerifyingKey, options: &Options) -> Verific
             report: None,
         };
     };
+    let bound = binding_check(&statement, &report);
+    let bound_ok = bound.outcome == Outcome::Pass;
+    checks.push(bound);
+    if !bound_ok {
+        // Digests of files the certificate does not legitimately cover are never computed.
+        if options.artifacts.is_some() {
+            checks.push(Check::not_run(ARTIFACTS));
+        }
+        if options.recompute.is_some() {
+            checks.push(Check::not_run(RECOMPUTE));
+        }
+        return Verification {
+            checks,
+            report: Some(report),
+        };
+    }
     if let Some(dir) = options.artifacts {
         checks.extend(artifact_checks(&statement.subject, dir));
     }
@@ -234,6 +256,44 @@ fn verify_signed(
     }
 }
 
+/// The signed subjects are exactly the files of the model the evidence measured as unlearned
+/// (same names, same digests, same order): what `--artifacts` checks is what `--recompute`
+/// re-runs and what the verdicts are about.
+fn binding_check(statement: &Statement, report: &Report) -> Check {
+    match subjects_from_evidence(&report.evidence) {
+        Ok(measured) if measured == statement.subject => Check::pass(
+            BINDING,
+            format!("{} file(s), as measured", measured.len()),
+        ),
+        Ok(measured) => {
+            let names = |s: &[Subject]| {
+                s.iter()
+                    .map(|x| format!("{} {}", x.name, &x.digest.sha256[..x.digest.sha256.len().min(12)]))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            Check::fail(
+                BINDING,
+                format!(
+                    "the certificate signs [{}] but the evidence measured [{}]",
+                    names(&statement.subject),
+                    names(&measured)
+                ),
+            )
+        }
+        Err(e) => Check::fail(BINDING, e.to_string()),
+    }
+}
+
+/// A subject name is a plain file name: one path component, no `..`, nothing absolute.
+fn plain_file_name(name: &str) -> bool {
+    let mut parts = Path::new(name).components();
+    matches!(
+        (parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(_)), None)
+    )
+}
+
 /// One check per subject (the file exists and its sha256 matches), then one that lists the
 /// directory's files the certificate does not cover (listed, not failed: a model directory may
 /// hold `unlearn.json` and other records beside the model).
@@ -241,7 +301,25 @@ fn artifact_checks(subjects: &[Subject], dir: &Path) -> Vec<Check> {
     let mut checks = Vec::new();
     for s in subjects {
         let name = format!("artifact {}", s.name);
+        if !plain_file_name(&s.name) {
+            checks.push(Check::fail(
+                name,
+                "not a plain file name inside the model folder; not followed",
+            ));
+            continue;
+        }
         let path = dir.join(&s.name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() => {}
+            Ok(_) => {
+                checks.push(Check::fail(name, "not a regular file; not read"));
+                continue;
+            }
+            Err(e) => {
+                checks.push(Check::fail(name, e.to_string()));
+                continue;
+            }
+        }
         checks.push(match Subject::of_file(s.name.clone(), &path) {
             Ok(found) if found.digest == s.digest => {
                 Check::pass(name, format!("sha256 {}", s.digest.sha256))
