@@ -19,7 +19,9 @@ use crate::judge::spec::{Spec, SpecError};
 use crate::judge::verdict::{judge_spec, JudgeError};
 use crate::report::certificate::{write_certificate, CertificateError, CERTIFICATE_FILE};
 use crate::report::keys::{load_signing_key, KeyError};
-use crate::report::schema::{rfc3339_utc, Artifact, Machine, Report, ReportError, SpecRef, Tool};
+use crate::report::schema::{
+    rfc3339_utc, Artifact, HoldoutCheck, Machine, Report, ReportError, SpecRef, Tool,
+};
 use crate::report::{html, markdown};
 use crate::unlearn::UnlearnLog;
 use ed25519_dalek::SigningKey;
@@ -127,12 +129,11 @@ pub fn issue(
     let prepared = prepare(req)?;
     let mut inputs = load_inputs(&req.certify)?;
     let (evidence, summary) = certify(&req.certify, &mut inputs, progress)?;
+    let mut holdout_check = None;
     if let Some((log, _)) = &prepared.log {
-        check_log(
-            log,
-            req.unlearn_log.as_deref().unwrap_or(Path::new("")),
-            &evidence,
-        )?;
+        let path = req.unlearn_log.as_deref().unwrap_or(Path::new(""));
+        check_log(log, path, &evidence)?;
+        holdout_check = Some(check_holdouts(log, path, &evidence)?);
     }
     let oracle =
         ModelOracle::new(&inputs.unlearned.model, &inputs.tokenizer).map_err(IssueError::Oracle)?;
@@ -145,7 +146,8 @@ pub fn issue(
         &|s| inputs.splits.get(s).map(|(_, r)| r.as_slice()),
         &oracle,
     )?;
-    let report = build_report(req, &prepared, evidence, verdicts)?;
+    let mut report = build_report(req, &prepared, evidence, verdicts)?;
+    report.holdout_check = holdout_check;
     write_outputs(req, &prepared, report, summary)
 }
 
@@ -276,6 +278,50 @@ fn check_log(log: &UnlearnLog, path: &Path, evidence: &Evidence) -> Result<(), I
     Ok(())
 }
 
+/// The audit's non-members must not be records the unlearning calibrated its stop rule on
+/// (DESIGN.md, rule 4): refused on any shared record id or the same file bytes.
+fn check_holdouts(
+    log: &UnlearnLog,
+    path: &Path,
+    evidence: &Evidence,
+) -> Result<HoldoutCheck, IssueError> {
+    let audit: Vec<&str> = evidence
+        .records
+        .get("unlearned")
+        .and_then(|m| m.get("holdout"))
+        .map(|rs| rs.iter().map(|r| r.id.as_str()).collect())
+        .unwrap_or_default();
+    let calibration: std::collections::BTreeSet<&str> =
+        log.holdout.ids.iter().map(String::as_str).collect();
+    let shared: Vec<&str> = audit
+        .iter()
+        .copied()
+        .filter(|id| calibration.contains(id))
+        .collect();
+    let same_file = evidence
+        .data
+        .get("holdout")
+        .is_some_and(|d| d.sha256 == log.holdout.sha256);
+    if same_file || !shared.is_empty() {
+        return Err(input(
+            path,
+            format!(
+                "the audit holdout shares {} record(s) with the holdout the unlearning calibrated on ({}; e.g. {}): \
+                 records used to tune the unlearning cannot serve as the audit's non-members; certify with a holdout of other people",
+                shared.len().max(usize::from(same_file)),
+                log.holdout.file,
+                shared.first().copied().unwrap_or("the same file")
+            ),
+        ));
+    }
+    Ok(HoldoutCheck {
+        calibration_file: log.holdout.file.clone(),
+        calibration_records: log.holdout.records,
+        audit_records: audit.len(),
+        disjoint: true,
+    })
+}
+
 fn build_report(
     req: &IssueRequest,
     prepared: &Prepared,
@@ -309,6 +355,7 @@ fn build_report(
         evidence,
         verdicts,
         trajectory,
+        holdout_check: None,
     })
 }
 

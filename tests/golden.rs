@@ -17,8 +17,14 @@ fn golden(rel: &str) -> String {
 /// A valid certificate exits 0 when it says CERTIFIED and 3 when it says NOT CERTIFIED (the
 /// outcome printed first must say which); 1 would mean a check failed.
 fn assert_valid(code: Option<i32>, text: &str) {
-    let certified = text.lines().next().is_some_and(|l| l.contains(" CERTIFIED (valid"));
-    let not_certified = text.lines().next().is_some_and(|l| l.contains("NOT CERTIFIED (a valid"));
+    let certified = text
+        .lines()
+        .next()
+        .is_some_and(|l| l.contains(" CERTIFIED (valid"));
+    let not_certified = text
+        .lines()
+        .next()
+        .is_some_and(|l| l.contains("NOT CERTIFIED (a valid"));
     match code {
         Some(0) => assert!(certified, "{text}"),
         Some(3) => assert!(not_certified, "{text}"),

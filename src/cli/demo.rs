@@ -50,7 +50,7 @@ fn unlearn_step(args: &DemoArgs, world: &Path, model_out: &Path) -> Result<PathB
     let (forget, retain, holdout) = (
         read_records(&split("forget05"))?,
         read_records(&split("retain05"))?,
-        read_records(&split("holdout"))?,
+        read_records(&split("holdout_calibration"))?,
     );
     let enc =
         |r: &[crate::data::Record]| -> Result<Vec<Encoded>> { Ok(tok.encode_all(r, true, ctx)?) };
@@ -96,7 +96,11 @@ fn unlearn_step(args: &DemoArgs, world: &Path, model_out: &Path) -> Result<PathB
         forget: DataFile::new(&split("forget05"), sha(&split("forget05"))?, &forget),
         expanded: Vec::new(),
         retain: DataFile::new(&split("retain05"), sha(&split("retain05"))?, &retain),
-        holdout: DataFile::new(&split("holdout"), sha(&split("holdout"))?, &holdout),
+        holdout: DataFile::new(
+            &split("holdout_calibration"),
+            sha(&split("holdout_calibration"))?,
+            &holdout,
+        ),
         ledger: ledger
             .as_ref()
             .map(|_| args.fixtures.join("ledger").display().to_string()),
@@ -140,7 +144,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         model_out.clone(),
         world.join("forget05.jsonl"),
         world.join("retain05.jsonl"),
-        world.join("holdout.jsonl"),
+        // The audit's non-members: holdout people the unlearning never calibrated on.
+        world.join("holdout_audit.jsonl"),
     );
     req.reference = Some(args.fixtures.join("models/retrain05"));
     req.utility = Some(world.join("utility.jsonl"));

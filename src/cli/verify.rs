@@ -6,8 +6,8 @@
 //! asked for, are rendered from the verified report only, and never over an input.
 
 use crate::atomic::write_atomic;
-use crate::report::keys::load_verifying_key;
 use crate::judge::verdict::Status;
+use crate::report::keys::load_verifying_key;
 use crate::report::verify::{render_checks, verify, Options, Recompute, Verification};
 use crate::report::{html, markdown};
 use anyhow::{Context, Result};
@@ -89,8 +89,12 @@ pub fn run_with(args: VerifyArgs, recompute: Option<Recompute<'_>>) -> Result<Ex
 fn outcome_line(v: &Verification) -> &'static str {
     match (v.passed(), v.report.as_ref().map(|r| r.certified())) {
         (true, Some(true)) => "outcome     CERTIFIED (valid certificate, every check passed)",
-        (true, _) => "outcome     NOT CERTIFIED (a valid certificate of a failed or inconclusive audit)",
-        (false, _) => "outcome     INVALID (a check failed: nothing this certificate says can be relied on)",
+        (true, _) => {
+            "outcome     NOT CERTIFIED (a valid certificate of a failed or inconclusive audit)"
+        }
+        (false, _) => {
+            "outcome     INVALID (a check failed: nothing this certificate says can be relied on)"
+        }
     }
 }
 
@@ -111,7 +115,17 @@ fn summary(v: &Verification, key: &ed25519_dalek::VerifyingKey) -> String {
         "spec        {} {} ({}, sha256 {})\n",
         r.spec.id, r.spec.version, r.spec.file, r.spec.sha256
     ));
-    out.push_str(&format!("signed at   {} by {} {}\n", r.created, r.tool.name, r.tool.version));
+    out.push_str(&format!(
+        "signed at   {} by {} {}\n",
+        r.created, r.tool.name, r.tool.version
+    ));
+    out.push_str(&match &r.holdout_check {
+        Some(h) => format!(
+            "holdout     audit non-members ({} records) disjoint from the {} records the unlearning calibrated on ({})\n",
+            h.audit_records, h.calibration_records, h.calibration_file
+        ),
+        None => "holdout     not checked against the unlearning's calibration records (no unlearning record was bound)\n".into(),
+    });
     let count = |s: Status| r.verdicts.iter().filter(|x| x.status == s).count();
     out.push_str(&format!(
         "verdicts    {} pass, {} fail, {} inconclusive\n\n",

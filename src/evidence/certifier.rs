@@ -14,14 +14,17 @@ use super::scoring::SIGMA2_FLOOR;
 use super::CertifyError;
 use crate::data::{read_records_hashed, Encoded, Record, TextTokenizer};
 use crate::judge::aggregate::{independent_ratio, mean_of, paired_ratio};
-use crate::judge::evidence::{AttackScores, Metrics, RecordEval, SelfInfluence};
+use crate::judge::clustered::{clustered_delong, clustered_mean, clustered_proportion};
+use crate::judge::evidence::{
+    AttackScores, GreedyEval, Metrics, QaEval, RecordEval, SelfInfluence,
+};
 use crate::judge::evidence::{
     DataInput, Evidence, InfluenceEvidence, MiaEvidence, ModelInput, Omitted, Settings,
     SCHEMA_VERSION,
 };
 use crate::judge::metric::Metric;
 use crate::judge::metric::ATTACKS;
-use crate::judge::stats::ks_two_sample;
+use crate::judge::stats::{ks_two_sample, tpr_at_fpr_held_out, TprAtLowFpr};
 use crate::model::{load_model, LoadedModel, ParamGroups};
 use candle_core::DType;
 use std::collections::BTreeMap;
@@ -347,6 +350,10 @@ pub fn certify(
     // Gradient passes need the models mutable (trainable flags); take them out for that stage.
     let mut unlearned_grad = inputs.unlearned.model.duplicate()?;
     let mut original_grad = inputs.original.model.duplicate()?;
+    let reference_grad = match &inputs.reference {
+        Some(r) => Some(r.model.duplicate()?),
+        None => None,
+    };
     let inputs: &Inputs = inputs;
     let mut run = Run {
         req,
@@ -386,9 +393,26 @@ pub fn certify(
         (mine, theirs)
     });
     drop(unlearned_grad);
+    // The retrained reference faces the same attacks on the same records: the level a model
+    // that never saw the forget set reaches (`reference.mia.*`, what `within_reference` bounds
+    // the unlearned model's distance to).
+    let norms_r = match reference_grad {
+        Some(mut m) => Some(grad_norms(&mut m, &both, pad, &params, &mut |_| {})?),
+        None => None,
+    };
     (run.progress)("gradient norms", 2 * both.len() as u64);
-    for (role, norms) in [("unlearned", norms_u?), ("original", norms_o?)] {
-        let prefix = if role == "original" { "original." } else { "" };
+    let roles = [
+        ("unlearned", Some(norms_u?)),
+        ("original", Some(norms_o?)),
+        ("reference", norms_r),
+    ];
+    for (role, norms) in roles {
+        let Some(norms) = norms else { continue };
+        let prefix = match role {
+            "original" => "original.",
+            "reference" => crate::judge::metric::REFERENCE_PREFIX,
+            _ => "",
+        };
         mia.insert(
             role.to_string(),
             run.mia(
@@ -583,6 +607,13 @@ impl Run<'_> {
                     );
                     continue;
                 }
+                "ref_reference" if role == "reference" => {
+                    self.omit(
+                        format!("{prefix}mia.{attack}"),
+                        "the reference model cannot be its own reference",
+                    );
+                    continue;
+                }
                 "ref_original" => Some("original"),
                 "ref_reference" => Some("reference"),
                 _ => None,
@@ -615,27 +646,31 @@ impl Run<'_> {
             };
             let r = run_attack(&s)?;
             let p = format!("{prefix}mia.{attack}");
-            self.metrics.insert(
-                &format!("{p}.auc"),
-                Metric::Auc {
-                    value: r.auc.auc,
-                    variance: r.auc.variance,
-                    members: r.auc.m,
-                    nonmembers: r.auc.n,
-                },
+            // The AUC's variance clustered by subject (records of one person are not
+            // independent draws); a record without a subject is its own cluster.
+            let (fc, hc): (Vec<&str>, Vec<&str>) = (
+                f.iter().map(RecordEval::cluster).collect(),
+                h.iter().map(RecordEval::cluster).collect(),
             );
-            for (name, t) in [
-                ("tpr_at_1pct_fpr", r.tpr_at_1pct_fpr),
-                ("tpr_at_5pct_fpr", r.tpr_at_5pct_fpr),
-            ] {
-                self.metrics.insert(
-                    &format!("{p}.{name}"),
-                    Metric::Proportion {
-                        value: t.tpr,
-                        successes: t.true_positives,
-                        trials: t.members,
-                    },
-                );
+            let auc = clustered_delong(&s.members, &fc, &s.nonmembers, &hc)?;
+            self.metrics.insert(&format!("{p}.auc"), Metric::from(auc));
+            // TPR at a low FPR: the threshold fitted on one seeded half of the non-members and
+            // judged on the other, so the bound is not flattered by fitting on what it tests.
+            for (name, fpr) in [("tpr_at_1pct_fpr", 0.01), ("tpr_at_5pct_fpr", 0.05)] {
+                match tpr_at_fpr_held_out(&s.members, &s.nonmembers, fpr, self.req.seed)? {
+                    TprAtLowFpr::Measured(t) => self.metrics.insert(
+                        &format!("{p}.{name}"),
+                        Metric::Proportion {
+                            value: t.tpr(),
+                            successes: t.true_positives,
+                            trials: t.members,
+                        },
+                    ),
+                    TprAtLowFpr::NeedsNonmembers { have, need, .. } => self.omit(
+                        format!("{p}.{name}"),
+                        &format!("needs ≥ {need} non-members to fit and test a threshold at this FPR; the holdout has {have}"),
+                    ),
+                }
             }
             out.curves.insert(attack.to_string(), r.curve);
             out.scores.insert(attack.to_string(), s);
@@ -651,10 +686,9 @@ impl Run<'_> {
         original: Option<&[RecordEval]>,
     ) {
         let p = format!("{prefix}{split}");
+        let clusters: Vec<&str> = e.iter().map(RecordEval::cluster).collect();
         let loss: Vec<f64> = e.iter().map(|r| r.loss).collect();
-        if let Some(m) = mean_of(&loss) {
-            self.metrics.insert(&format!("{p}.loss"), m);
-        }
+        self.insert_mean(&format!("{p}.loss"), &loss, &clusters);
         let tokens: usize = e.iter().map(|r| r.tokens).sum();
         let nll: f64 = e.iter().map(|r| r.loss * r.tokens as f64).sum();
         self.metrics.insert(
@@ -674,7 +708,10 @@ impl Run<'_> {
                 ),
             }
         }
-        let qa: Vec<_> = e.iter().filter_map(|r| r.qa.as_ref()).collect();
+        let qa: Vec<(&str, &QaEval)> = e
+            .iter()
+            .filter_map(|r| r.qa.as_ref().map(|q| (r.cluster(), q)))
+            .collect();
         if qa.is_empty() {
             for m in [
                 "exact_memorization",
@@ -690,41 +727,57 @@ impl Run<'_> {
             }
             return;
         }
-        let mean = |xs: Vec<f64>| mean_of(&xs);
-        let em = mean(qa.iter().map(|q| q.exact_memorization).collect());
-        let es = mean(qa.iter().map(|q| q.extraction_strength).collect());
-        for (name, m) in [("exact_memorization", em), ("extraction_strength", es)] {
-            if let Some(m) = m {
-                self.metrics.insert(&format!("{p}.{name}"), m);
-            }
-        }
-        let greedy: Vec<_> = qa.iter().filter_map(|q| q.greedy.as_ref()).collect();
-        if !greedy.is_empty() {
-            let hits = greedy.iter().filter(|g| g.exact_match).count() as u64;
-            self.metrics.insert(
-                &format!("{p}.exact_match"),
-                Metric::Proportion {
-                    value: hits as f64 / greedy.len() as f64,
-                    successes: hits,
-                    trials: greedy.len() as u64,
-                },
-            );
-            if let Some(m) = mean(greedy.iter().map(|g| g.rouge_l).collect()) {
-                self.metrics.insert(&format!("{p}.rouge_l"), m);
-            }
-        }
-        let tr: Vec<f64> = qa
+        let qa_clusters: Vec<&str> = qa.iter().map(|(c, _)| *c).collect();
+        let em: Vec<f64> = qa.iter().map(|(_, q)| q.exact_memorization).collect();
+        let es: Vec<f64> = qa.iter().map(|(_, q)| q.extraction_strength).collect();
+        self.insert_mean(&format!("{p}.exact_memorization"), &em, &qa_clusters);
+        self.insert_mean(&format!("{p}.extraction_strength"), &es, &qa_clusters);
+        let greedy: Vec<(&str, &GreedyEval)> = qa
             .iter()
-            .filter_map(|q| q.truth_ratio)
-            .map(|r| truth_ratio_score(r, split == "forget"))
+            .filter_map(|(c, q)| q.greedy.as_ref().map(|g| (*c, g)))
             .collect();
-        match mean(tr) {
-            Some(m) => self.metrics.insert(&format!("{p}.truth_ratio"), m),
-            None if greedy.is_empty() => {}
-            None => self.omit(
-                format!("{p}.truth_ratio"),
-                "no record has perturbed answers",
-            ),
+        if !greedy.is_empty() {
+            let g_clusters: Vec<&str> = greedy.iter().map(|(c, _)| *c).collect();
+            let hits: Vec<bool> = greedy.iter().map(|(_, g)| g.exact_match).collect();
+            match clustered_proportion(&hits, &g_clusters) {
+                Ok(m) => self
+                    .metrics
+                    .insert(&format!("{p}.exact_match"), Metric::from(m)),
+                Err(e) => self.omit(format!("{p}.exact_match"), &e.to_string()),
+            }
+            let rouge: Vec<f64> = greedy.iter().map(|(_, g)| g.rouge_l).collect();
+            self.insert_mean(&format!("{p}.rouge_l"), &rouge, &g_clusters);
+        }
+        let tr: Vec<(&str, f64)> = qa
+            .iter()
+            .filter_map(|(c, q)| {
+                q.truth_ratio
+                    .map(|r| (*c, truth_ratio_score(r, split == "forget")))
+            })
+            .collect();
+        if tr.is_empty() {
+            if !greedy.is_empty() {
+                self.omit(
+                    format!("{p}.truth_ratio"),
+                    "no record has perturbed answers",
+                );
+            }
+        } else {
+            let (c, v): (Vec<&str>, Vec<f64>) = tr.into_iter().unzip();
+            self.insert_mean(&format!("{p}.truth_ratio"), &v, &c);
+        }
+    }
+
+    /// A mean of per-record values with a standard error clustered by subject (CR1); a split
+    /// with fewer than two subjects gets the record-level standard error instead, which says so
+    /// by its kind (`normal`).
+    fn insert_mean(&mut self, path: &str, values: &[f64], clusters: &[&str]) {
+        match clustered_mean(values, clusters) {
+            Ok(m) => self.metrics.insert(path, Metric::from(m)),
+            Err(_) => match mean_of(values) {
+                Some(m) => self.metrics.insert(path, m),
+                None => self.omit(path.to_string(), "no values to average"),
+            },
         }
     }
 

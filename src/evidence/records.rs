@@ -83,6 +83,7 @@ impl Evaluator<'_> {
             .zip(&scores)
             .map(|(rec, s)| RecordEval {
                 id: rec.id.clone(),
+                subject: rec.subject.clone(),
                 tokens: s.logprobs.len(),
                 loss: s.loss(),
                 min_k: mean_of_lowest(&s.logprobs, MIN_K),

@@ -200,15 +200,18 @@ impl ClusteredProportion {
     }
 
     /// The effective sample size n* = p(1−p)/se², at most `trials` (a design effect below one is
-    /// not credited). When p is 0 or 1 the standard error is 0 and says nothing; each cluster
-    /// then counts once (n* = clusters), as if its records were copies of one another.
+    /// not credited). When p is 0 or 1 the standard error is 0 and carries no design effect;
+    /// n* is then `trials`, Korn & Graubard's (1998) convention. Counting each cluster once
+    /// instead would make the bound non-monotone: 0 hits in 10 people would bound at 0.26 while
+    /// 1 hit among 90 records bounds at 0.05 (measured on the bundled world), so a model with a
+    /// leak would pass where a model without one fails.
     pub fn effective_n(&self) -> f64 {
         let p = self.value();
         let se2 = self.std_error * self.std_error;
         if p > 0.0 && p < 1.0 && se2 > 0.0 {
             (p * (1.0 - p) / se2).min(self.trials as f64)
         } else {
-            self.clusters as f64
+            self.trials as f64
         }
     }
 
@@ -425,15 +428,22 @@ mod tests {
     }
 
     #[test]
-    fn a_proportion_with_no_successes_counts_each_cluster_once() {
-        // 0 hits in 90 records of 10 people: se = 0 says nothing, so n* = 10 clusters and the
-        // one-sided 95% upper bound is 1 − 0.05^(1/10) (Clopper–Pearson with k = 0, by hand),
-        // not the 1 − 0.05^(1/90) that 90 independent records would give.
+    fn a_proportion_with_no_successes_has_no_design_effect() {
+        // 0 hits in 90 records of 10 people: se = 0 carries no design effect, so n* = 90 (Korn &
+        // Graubard 1998) and the one-sided 95% upper bound is 1 − 0.05^(1/90) (Clopper–Pearson
+        // with k = 0, by hand) — below the bound of one hit among them, so the bound is monotone.
         let people: Vec<usize> = (0..90).map(|i| i / 9).collect();
         let p = clustered_proportion(&[false; 90], &people).expect("proportion");
-        assert_eq!((p.effective_n(), p.clusters, p.std_error), (10.0, 10, 0.0));
+        assert_eq!((p.effective_n(), p.clusters, p.std_error), (90.0, 10, 0.0));
         let upper = p.tails(0.05).expect("tails").upper;
-        assert!((upper - (1.0 - 0.05f64.powf(0.1))).abs() < 1e-12, "{upper}");
+        assert!(
+            (upper - (1.0 - 0.05f64.powf(1.0 / 90.0))).abs() < 1e-12,
+            "{upper}"
+        );
+        let mut one = [false; 90];
+        one[0] = true;
+        let q = clustered_proportion(&one, &people).expect("proportion");
+        assert!(q.tails(0.05).expect("tails").upper > upper);
     }
 
     #[test]

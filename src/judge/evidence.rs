@@ -254,6 +254,10 @@ impl Evidence {
 #[serde(deny_unknown_fields)]
 pub struct RecordEval {
     pub id: String,
+    /// The person or entity the record is about (JSONL `subject`): the unit of sampling that
+    /// clustered statistics group by; a record without one is its own cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     /// Scored target tokens.
     pub tokens: usize,
     /// Mean negative log-likelihood of the scored tokens.
@@ -266,6 +270,13 @@ pub struct RecordEval {
     pub zlib_bytes: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qa: Option<QaEval>,
+}
+
+impl RecordEval {
+    /// The record's cluster: its subject, or the record itself when it names none.
+    pub fn cluster(&self) -> &str {
+        self.subject.as_deref().unwrap_or(&self.id)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -76,6 +76,21 @@ pub struct Report {
     pub verdicts: Vec<Verdict>,
     /// The unlearning record's `outcome` (levels, steps, stop reason), or null.
     pub trajectory: Option<Value>,
+    /// Whether the audit's non-members were checked against the records the unlearning
+    /// calibrated on (absent: not checked, no unlearning record was given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout_check: Option<HoldoutCheck>,
+}
+
+/// The audit holdout checked against the unlearning's calibration holdout (by record id and by
+/// file digest): certification refuses any overlap, so a written check is always disjoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldoutCheck {
+    pub calibration_file: String,
+    pub calibration_records: usize,
+    pub audit_records: usize,
+    pub disjoint: bool,
 }
 
 /// The program that wrote the report.
@@ -469,6 +484,7 @@ pub(crate) mod tests {
                 counterexample: None,
             }],
             trajectory: None,
+            holdout_check: None,
         }
     }
 

@@ -79,6 +79,12 @@ pub struct World {
     pub retain05: Vec<Record>,
     pub retain10: Vec<Record>,
     pub holdout: Vec<Record>,
+    /// The holdout split by person for the two jobs never-seen records do: calibrating the
+    /// unlearning's stop rule (`holdout_calibration`, 2 people in 5) and serving as the audit's
+    /// non-members (`holdout_audit`, the other 3). Records used to tune the unlearning must
+    /// never be the certifier's non-members (DESIGN.md, "Honesty of a certificate", rule 4).
+    pub holdout_calibration: Vec<Record>,
+    pub holdout_audit: Vec<Record>,
     pub utility: Vec<Record>,
     /// One probe record per canary (`prompt` = the carrier sentence, `answer` = the secret).
     pub canaries: Vec<Record>,
@@ -891,6 +897,8 @@ pub fn generate(config: &WorldConfig) -> Result<World, WorldError> {
         retain05: records_without(&people, &s05, &non_people),
         retain10: records_without(&people, &s10, &non_people),
         train_full: records_without(&people, &BTreeSet::new(), &non_people),
+        holdout_calibration: split_by_subject(&holdout, true),
+        holdout_audit: split_by_subject(&holdout, false),
         holdout,
         utility,
         canaries,
@@ -900,7 +908,7 @@ pub fn generate(config: &WorldConfig) -> Result<World, WorldError> {
 
 impl World {
     /// Every split with its name (also its file stem), in the order they are written.
-    pub fn splits(&self) -> [(&'static str, &[Record]); 10] {
+    pub fn splits(&self) -> [(&'static str, &[Record]); 12] {
         [
             ("forget01", &self.forget01),
             ("forget05", &self.forget05),
@@ -909,6 +917,8 @@ impl World {
             ("retain05", &self.retain05),
             ("retain10", &self.retain10),
             ("holdout", &self.holdout),
+            ("holdout_calibration", &self.holdout_calibration),
+            ("holdout_audit", &self.holdout_audit),
             ("utility", &self.utility),
             ("canaries", &self.canaries),
             ("train_full", &self.train_full),
@@ -1000,6 +1010,22 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), WorldError> {
 
 /// Writes every split as `<name>.jsonl` and the manifest as `world.json` into `dir` (created if
 /// missing), each file atomically; returns the manifest.
+/// The holdout records of the calibration people (`calibration`) or of the audit people: the
+/// people numbered in order of first appearance, those whose number mod 5 is 0 or 1 calibrating.
+fn split_by_subject(holdout: &[Record], calibration: bool) -> Vec<Record> {
+    let people = subjects(holdout);
+    let calibrating = |s: &Option<String>| {
+        s.as_ref()
+            .and_then(|s| people.iter().position(|p| p == s))
+            .is_some_and(|i| i % 5 < 2)
+    };
+    holdout
+        .iter()
+        .filter(|r| calibrating(&r.subject) == calibration)
+        .cloned()
+        .collect()
+}
+
 pub fn write_world(world: &World, dir: &Path) -> Result<WorldManifest, WorldError> {
     std::fs::create_dir_all(dir).map_err(|source| WorldError::Write {
         path: dir.to_path_buf(),
