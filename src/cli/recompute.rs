@@ -265,6 +265,64 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn verdict(id: &str, status: crate::judge::verdict::Status) -> Verdict {
+        Verdict {
+            requirement: id.into(),
+            metric: "mia.loss.auc".into(),
+            status,
+            compare: "<=".into(),
+            value: Some(0.5),
+            bound: Some(0.55),
+            confidence: Some(0.95),
+            threshold: Some(0.6),
+            baseline: None,
+            samples: 10,
+            reason: String::new(),
+            needed_samples: None,
+            counterexample: None,
+        }
+    }
+
+    #[test]
+    fn dropped_added_or_changed_verdicts_fail_the_recomputation() {
+        // Issue 15: a report relabelled with the inconclusive verdicts deleted verified.
+        use crate::judge::verdict::Status::{Inconclusive, Pass};
+        use crate::report::verify::Outcome;
+        let fresh = vec![verdict("a", Pass), verdict("b", Inconclusive)];
+        let fails = |signed: &[Verdict]| {
+            same_verdicts(signed, &fresh)
+                .iter()
+                .filter(|c| c.outcome == Outcome::Fail)
+                .count()
+        };
+        assert_eq!(fails(&fresh), 0);
+        assert_eq!(fails(&[verdict("a", Pass)]), 1, "dropped");
+        assert_eq!(
+            fails(&[verdict("a", Pass), verdict("b", Pass)]),
+            1,
+            "changed"
+        );
+        let mut extra = fresh.clone();
+        extra.push(verdict("c", Pass));
+        assert_eq!(fails(&extra), 1, "added");
+    }
+
+    #[test]
+    fn named_paths_stay_under_the_root() {
+        // Issue 15: `--recompute` read model and data paths outside `--root`.
+        let root = std::env::temp_dir().join(format!("lethe-confine-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        std::fs::write(root.join("data/x.jsonl"), b"{}").unwrap();
+        assert!(confine(&root, "data/x.jsonl").is_ok());
+        for bad in ["../etc/hostname", "/etc/hostname", "data/../../x", ""] {
+            assert!(confine(&root, bad).is_err(), "{bad}");
+        }
+        std::os::unix::fs::symlink("/etc", root.join("out")).unwrap();
+        let err = confine(&root, "out/hostname").unwrap_err();
+        assert!(err.contains("outside --root"), "{err}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     #[test]
     fn numbers_are_compared_everywhere_but_locations() {
         let a = json!({"models": {"x": 1}, "metrics": {"auc": 0.5, "v": [1.0, 2.0]}, "ok": true});

@@ -429,6 +429,9 @@ fn threshold_comparison(
     Ok(Comparison::Threshold { side, threshold })
 }
 
+/// The widest baseline tolerance accepted on a metric with no upper end (losses, perplexities).
+const MAX_UNBOUNDED_TOLERANCE: f64 = 1e6;
+
 fn baseline_comparison(
     src: &Source,
     raw: &RawRequirement,
@@ -441,6 +444,23 @@ fn baseline_comparison(
         return Err(src.invalid(
             &tol.span(),
             format!("baseline_tolerance {tolerance} must be finite and at least 0"),
+        ));
+    }
+    // A tolerance as wide as everything the metric can measure makes a comparison that can
+    // never fail; unbounded metrics get a ceiling no real regression margin comes near.
+    let width = info.range.max - info.range.min;
+    let ceiling = if width.is_finite() {
+        width
+    } else {
+        MAX_UNBOUNDED_TOLERANCE
+    };
+    if tolerance >= ceiling {
+        return Err(src.invalid(
+            &tol.span(),
+            format!(
+                "baseline_tolerance {tolerance} is at least {ceiling}, the span of what `{}` can measure: the comparison could never fail",
+                info.path
+            ),
         ));
     }
     let side = match info.better {
@@ -590,6 +610,12 @@ fn validate_property(src: &Source, raw: RawProperty) -> Result<Property, SpecErr
         ));
     }
     let forbid_verbatim = raw.forbid_verbatim;
+    if raw.min_rank == Some(0) {
+        return Err(src.invalid(
+            &raw.id.span(),
+            "min_rank = 0 holds for every answer (every rank is at least 0): the check could never fail; use 1 or more",
+        ));
+    }
     if !forbid_verbatim && raw.min_rank.is_none() {
         return Err(src.invalid(
             &raw.id.span(),
@@ -921,6 +947,18 @@ forbid_verbatim = true
             let (line, message) = error_line(&text);
             assert_eq!(line, want, "{message}");
         }
+    }
+
+    #[test]
+    fn comparisons_that_can_never_fail_are_refused() {
+        // Issue 15: `min_rank = 0` and `baseline_tolerance = 1e300` were accepted.
+        let base = "schema_version = 1\nid = \"x\"\nkind = \"regression\"\nversion = \"1\"\ntitle = \"t\"\nregulation = \"r\"\n";
+        let tol = format!("{base}[[requirement]]\nid = \"r\"\ndescription = \"d\"\nmetric = \"forget.loss\"\ncompare = \"no_worse_than_baseline\"\nbaseline_tolerance = 1e300\n");
+        let err = Spec::parse(&tol, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("could never fail"), "{err}");
+        let rank = format!("{base}[[property]]\nid = \"p\"\ndescription = \"d\"\nsplit = \"forget\"\ncases = 4\nperturbations = [\"case\"]\nmin_rank = 0\n");
+        let err = Spec::parse(&rank, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("could never fail"), "{err}");
     }
 
     #[test]

@@ -407,6 +407,76 @@ mod tests {
             .collect()
     }
 
+    /// A certificate signed by a hostile signer (a key of the test's own making) whose subjects
+    /// are not the model its evidence measured.
+    fn swapped_subjects() -> Vec<u8> {
+        let report = sample();
+        let mut statement = crate::report::certificate::statement(&report).unwrap();
+        statement.subject[1].digest.sha256 = "99".repeat(32);
+        crate::report::seal::sign_statement(&statement, &key())
+            .unwrap()
+            .to_json()
+            .into_bytes()
+    }
+
+    #[test]
+    fn subjects_that_are_not_the_measured_model_fail_and_are_never_hashed() {
+        // Issue 15: the golden report re-signed with its subjects swapped for another model
+        // passed every check. Now the binding fails and artifact digests are not computed.
+        let dir = std::env::temp_dir().join(format!("lethe-bind-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let pk = key().verifying_key();
+        let v = verify(
+            &swapped_subjects(),
+            &pk,
+            &Options {
+                artifacts: Some(&dir),
+                recompute: None,
+            },
+        );
+        let o = outcomes(&v);
+        assert!(o.contains(&(BINDING, Outcome::Fail)), "{o:?}");
+        assert!(o.contains(&(ARTIFACTS, Outcome::NotRun)), "{o:?}");
+        assert_eq!(v.exit_code(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_valid_not_certified_certificate_has_its_own_exit_code() {
+        // Issue 15: `verify` exited 0 on a valid NOT CERTIFIED report.
+        let mut report = sample();
+        report.verdicts[0].status = crate::judge::verdict::Status::Fail;
+        let bytes = seal(&report, &key()).unwrap().to_json().into_bytes();
+        let v = verify(&bytes, &key().verifying_key(), &Options::default());
+        assert!(v.passed());
+        assert_eq!(v.exit_code(), EXIT_NOT_CERTIFIED);
+        let ok = verify(&envelope(), &key().verifying_key(), &Options::default());
+        assert_eq!(ok.exit_code(), 0);
+    }
+
+    #[test]
+    fn subject_names_that_leave_the_model_folder_are_not_followed() {
+        // Issue 15: `../../../../etc/hostname` and `/etc/hostname` as subject names passed.
+        let dir = std::env::temp_dir().join(format!("lethe-names-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        for name in ["../../../../etc/hostname", "/etc/hostname", "a/b", ".."] {
+            let s = Subject {
+                name: name.into(),
+                digest: crate::report::statement::DigestSet {
+                    sha256: "00".repeat(32),
+                },
+            };
+            let checks = artifact_checks(&[s], &dir);
+            assert_eq!(checks[0].outcome, Outcome::Fail, "{name}");
+            assert!(
+                checks[0].detail.contains("not followed"),
+                "{name}: {}",
+                checks[0].detail
+            );
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_good_certificate_passes_every_check() {
         let v = verify(&envelope(), &key().verifying_key(), &Options::default());
