@@ -253,10 +253,15 @@ fn the_readme_walkthrough_runs_verbatim_on_a_model_lethe_did_not_make() {
     // Bad input, refused before measuring, naming the file, writing nothing.
     refused(
         &dir,
-        &with(&certify, "--sign", Some("keys/signer.pub.pem")),
+        &with(
+            &with(&certify, "--sign", Some("keys/signer.pub.pem")),
+            "--out",
+            Some("cert-pub"),
+        ),
         "keys/signer.pub.pem",
         "public key",
     );
+    assert!(!dir.join("cert-pub").exists());
     refused(
         &dir,
         &with(
@@ -306,6 +311,7 @@ fn the_readme_walkthrough_runs_verbatim_on_a_model_lethe_did_not_make() {
         "unlearned/unlearn.json",
         "another run",
     );
+    assert!(!dir.join("cert-other").exists());
     let worse = with(&worse, "--unlearn-log", None);
     refused(&dir, &worse, "cert-next already holds", "--force");
     let mut forced = worse.clone();
