@@ -7,16 +7,18 @@
 //! Everything that can be checked without the models is checked first (the spec, the baseline,
 //! the signing key, the unlearning record, the output folder), so a typo fails in a second, not
 //! after minutes of measuring. The unlearning record (`--unlearn-log`) is bound by digest and
-//! checked against what was measured: it must name the original model as the model it started
-//! from and the unlearned model as the model it wrote. This module orchestrates measuring
-//! (`evidence`), judging (`judge`) and reporting (`report`); it computes no figure of its own.
+//! checked against the models as soon as they are loaded, before measuring: it must name the
+//! original model as the model it started from and the unlearned model as the model it wrote.
+//! This module orchestrates measuring (`evidence`), judging (`judge`) and reporting (`report`);
+//! it computes no figure of its own.
 
 use crate::digest::sha256_hex;
 use crate::evidence::oracle::ModelOracle;
-use crate::evidence::{certify, load_inputs, CertifyError, Request, RunSummary};
+use crate::evidence::{certify, load_inputs, CertifyError, Inputs, Request, RunSummary};
 use crate::judge::evidence::Evidence;
 use crate::judge::spec::{Spec, SpecError};
 use crate::judge::verdict::{judge_spec, JudgeError};
+use crate::model::LoadedModel;
 use crate::report::certificate::{write_certificate, CertificateError, CERTIFICATE_FILE};
 use crate::report::keys::{load_signing_key, KeyError};
 use crate::report::schema::{
@@ -128,13 +130,13 @@ pub fn issue(
 ) -> Result<Issued, IssueError> {
     let prepared = prepare(req)?;
     let mut inputs = load_inputs(&req.certify)?;
-    let (evidence, summary) = certify(&req.certify, &mut inputs, progress)?;
+    // Before measuring: a record of another run fails in seconds, not after minutes.
     let mut holdout_check = None;
-    if let Some((log, _)) = &prepared.log {
-        let path = req.unlearn_log.as_deref().unwrap_or(Path::new(""));
-        check_log(log, path, &evidence)?;
-        holdout_check = Some(check_holdouts(log, path, &evidence)?);
+    if let (Some((log, _)), Some(path)) = (&prepared.log, &req.unlearn_log) {
+        check_log(log, path, &inputs)?;
+        holdout_check = Some(check_holdouts(log, path, &inputs)?);
     }
+    let (evidence, summary) = certify(&req.certify, &mut inputs, progress)?;
     let oracle =
         ModelOracle::new(&inputs.unlearned.model, &inputs.tokenizer).map_err(IssueError::Oracle)?;
     let evidence_value =
@@ -158,6 +160,7 @@ fn prepare(req: &IssueRequest) -> Result<Prepared, IssueError> {
         &String::from_utf8_lossy(&spec_text),
         &req.spec.display().to_string(),
     )?;
+    check_splits_given(&spec, req)?;
     let baseline = req.baseline.as_deref().map(read_baseline).transpose()?;
     let log = req.unlearn_log.as_deref().map(read_log).transpose()?;
     let mut warnings = Vec::new();
@@ -190,6 +193,22 @@ fn check_output_folder(out: &Path, force: bool) -> Result<(), IssueError> {
         return Err(IssueError::OutputExists(out.to_owned()));
     }
     Ok(())
+}
+
+/// A requirement on the utility split needs `--utility`: refused now, not after measuring.
+fn check_splits_given(spec: &Spec, req: &IssueRequest) -> Result<(), IssueError> {
+    let on_utility = |r: &&crate::judge::spec::Requirement| r.metric.starts_with("utility.");
+    match spec.requirements.iter().find(on_utility) {
+        Some(r) if req.certify.utility.is_none() => Err(input(
+            &req.spec,
+            format!(
+                "line {}: requirement `{}` judges `{}`, which needs the utility split: give \
+                 --utility (general records, JSONL), or use a spec without it",
+                r.line, r.id, r.metric
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A signing key file: a private key, not the public half (a common mix-up).
@@ -248,27 +267,37 @@ fn read_log(path: &Path) -> Result<(UnlearnLog, Artifact), IssueError> {
     Ok((log, artifact))
 }
 
-/// The unlearning record must describe the models that were measured: it started from the
-/// original's weights and wrote the unlearned model's.
-fn check_log(log: &UnlearnLog, path: &Path, evidence: &Evidence) -> Result<(), IssueError> {
+/// The unlearning record must describe the models that are measured: it started from the
+/// original's weights and wrote the unlearned model's (the digests of the files loaded, which
+/// are the ones the evidence records).
+fn check_log(log: &UnlearnLog, path: &Path, inputs: &Inputs) -> Result<(), IssueError> {
     const WEIGHTS: &str = "model.safetensors";
-    let measured = |role: &str| {
-        evidence
-            .model_files(role)
+    let weights = |m: &LoadedModel| {
+        m.files
             .iter()
             .find(|f| f.name == WEIGHTS)
             .map(|f| f.sha256.clone())
     };
-    for (role, recorded, what) in [
-        ("original", log.model.sha256_of(WEIGHTS), "started from"),
-        ("unlearned", log.output.sha256_of(WEIGHTS), "wrote"),
+    for (role, model, recorded, what) in [
+        (
+            "original",
+            &inputs.original,
+            log.model.sha256_of(WEIGHTS),
+            "started from",
+        ),
+        (
+            "unlearned",
+            &inputs.unlearned,
+            log.output.sha256_of(WEIGHTS),
+            "wrote",
+        ),
     ] {
-        let want = measured(role);
+        let want = weights(model);
         if recorded.map(str::to_owned) != want {
             return Err(input(
                 path,
                 format!(
-                    "the unlearning record {what} a model whose {WEIGHTS} has sha256 {}, but the {role} model measured has {}: it is the record of another run",
+                    "the unlearning record {what} a model whose {WEIGHTS} has sha256 {}, but the {role} model given has {}: it is the record of another run",
                     recorded.unwrap_or("(none recorded)"),
                     want.as_deref().unwrap_or("(none)")
                 ),
@@ -283,13 +312,11 @@ fn check_log(log: &UnlearnLog, path: &Path, evidence: &Evidence) -> Result<(), I
 fn check_holdouts(
     log: &UnlearnLog,
     path: &Path,
-    evidence: &Evidence,
+    inputs: &Inputs,
 ) -> Result<HoldoutCheck, IssueError> {
-    let audit: Vec<&str> = evidence
-        .records
-        .get("unlearned")
-        .and_then(|m| m.get("holdout"))
-        .map(|rs| rs.iter().map(|r| r.id.as_str()).collect())
+    let holdout = inputs.splits.get("holdout");
+    let audit: Vec<&str> = holdout
+        .map(|(_, rs)| rs.iter().map(|r| r.id.as_str()).collect())
         .unwrap_or_default();
     let calibration: std::collections::BTreeSet<&str> =
         log.holdout.ids.iter().map(String::as_str).collect();
@@ -298,10 +325,7 @@ fn check_holdouts(
         .copied()
         .filter(|id| calibration.contains(id))
         .collect();
-    let same_file = evidence
-        .data
-        .get("holdout")
-        .is_some_and(|d| d.sha256 == log.holdout.sha256);
+    let same_file = holdout.is_some_and(|(d, _)| d.sha256 == log.holdout.sha256);
     if same_file || !shared.is_empty() {
         return Err(input(
             path,

@@ -27,3 +27,5 @@ mod train;
 mod unlearn;
 /// Specs judged on the bundled world: the original fails gdpr-art17, the retrain passes it.
 mod verdicts;
+/// The README's "Certify your own model" run verbatim on a GPT-2 trained here (issue 14, item 5).
+mod walkthrough;
