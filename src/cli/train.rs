@@ -84,7 +84,7 @@ pub fn run(args: TrainArgs, progress: ProgressMode) -> Result<ExitCode> {
     for out in std::iter::once(&args.out).chain(&args.ledger) {
         check_output(out, &inputs, args.force)?;
     }
-    let groups = ParamGroups::parse(&args.ledger_groups).map_err(anyhow::Error::msg)?;
+    let groups: ParamGroups = args.ledger_groups.parse()?;
     let tok = TextTokenizer::load(&args.tokenizer)?;
     let tok_json =
         std::fs::read(&args.tokenizer).with_context(|| args.tokenizer.display().to_string())?;

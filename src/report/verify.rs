@@ -122,7 +122,14 @@ pub fn verify(envelope: &[u8], key: &VerifyingKey, options: &Options) -> Verific
     let report = verify_signed(envelope, key, &mut checks);
     let Some((statement, report)) = report else {
         // Fill in what could not run, in order.
-        let all = [ENVELOPE, PAYLOAD_TYPE, SIGNATURE, STATEMENT, SCHEMA, BINDING];
+        let all = [
+            ENVELOPE,
+            PAYLOAD_TYPE,
+            SIGNATURE,
+            STATEMENT,
+            SCHEMA,
+            BINDING,
+        ];
         for name in &all[checks.len()..] {
             checks.push(Check::not_run(name));
         }
@@ -261,14 +268,19 @@ fn verify_signed(
 /// re-runs and what the verdicts are about.
 fn binding_check(statement: &Statement, report: &Report) -> Check {
     match subjects_from_evidence(&report.evidence) {
-        Ok(measured) if measured == statement.subject => Check::pass(
-            BINDING,
-            format!("{} file(s), as measured", measured.len()),
-        ),
+        Ok(measured) if measured == statement.subject => {
+            Check::pass(BINDING, format!("{} file(s), as measured", measured.len()))
+        }
         Ok(measured) => {
             let names = |s: &[Subject]| {
                 s.iter()
-                    .map(|x| format!("{} {}", x.name, &x.digest.sha256[..x.digest.sha256.len().min(12)]))
+                    .map(|x| {
+                        format!(
+                            "{} {}",
+                            x.name,
+                            &x.digest.sha256[..x.digest.sha256.len().min(12)]
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             };
