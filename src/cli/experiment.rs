@@ -136,8 +136,8 @@ fn fuzzy_request(forget: &[Record], path: &Path) -> Result<()> {
 }
 
 fn exact_match(model: &Gpt2, tok: &TextTokenizer, records: &[Record]) -> Result<f64> {
-    let oracle = ModelOracle::new(model, tok).map_err(anyhow::Error::msg)?;
-    exact_match_rate(&oracle, records).map_err(anyhow::Error::msg)
+    let oracle = ModelOracle::open(model, tok)?;
+    Ok(exact_match_rate(&oracle, records)?)
 }
 
 /// What every configuration of a comparison shares: the world, its tokenizer and encodings.

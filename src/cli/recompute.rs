@@ -74,7 +74,8 @@ fn rerun(report: &Report, root: &Path) -> Result<Vec<Check>, String> {
     let signed_value = serde_json::to_value(signed).map_err(|e| e.to_string())?;
     let fresh_value = serde_json::to_value(&fresh).map_err(|e| e.to_string())?;
     checks.push(same_numbers(&signed_value, &fresh_value));
-    let oracle = ModelOracle::new(&inputs.unlearned.model, &inputs.tokenizer)?;
+    let oracle =
+        ModelOracle::open(&inputs.unlearned.model, &inputs.tokenizer).map_err(|e| e.to_string())?;
     let verdicts = judge_spec(
         &spec,
         &fresh_value,

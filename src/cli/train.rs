@@ -5,9 +5,9 @@
 
 use super::progress::{Progress, ProgressMode};
 use crate::data::{read_records, Encoded, TextTokenizer};
-use crate::model::{init::random_gpt2, load_model, Gpt2Config, ParamGroups};
+use crate::model::{init::random_gpt2, load_model, Gpt2, Gpt2Config, ParamGroups};
 use crate::output::check_output;
-use crate::train::{ledger::LedgerEpochs, train, LedgerRecorder, TrainConfig};
+use crate::train::{ledger::LedgerEpochs, train, trainer::EpochLog, LedgerRecorder, TrainConfig};
 use anyhow::{Context, Result};
 use candle_core::DType;
 use std::path::{Path, PathBuf};
@@ -84,36 +84,11 @@ pub fn run(args: TrainArgs, progress: ProgressMode) -> Result<ExitCode> {
     for out in std::iter::once(&args.out).chain(&args.ledger) {
         check_output(out, &inputs, args.force)?;
     }
-    let groups = ParamGroups::parse(&args.ledger_groups).map_err(anyhow::Error::msg)?;
+    let groups: ParamGroups = args.ledger_groups.parse()?;
     let tok = TextTokenizer::load(&args.tokenizer)?;
     let tok_json =
         std::fs::read(&args.tokenizer).with_context(|| args.tokenizer.display().to_string())?;
-    let mut model = match &args.init {
-        Some(dir) => {
-            let m = load_model(dir, DType::F32)?.model;
-            if m.config().vocab_size != tok.vocab_size() {
-                anyhow::bail!(
-                    "{}: the model's vocabulary has {} entries, the tokenizer {} has {}",
-                    dir.display(),
-                    m.config().vocab_size,
-                    args.tokenizer.display(),
-                    tok.vocab_size()
-                );
-            }
-            m
-        }
-        None => {
-            let mut cfg = Gpt2Config::new(
-                tok.vocab_size(),
-                args.ctx,
-                args.width,
-                args.layers,
-                args.heads,
-            );
-            cfg.eos_token_id = tok.eos_id;
-            random_gpt2(&cfg, args.seed, DType::F32)?
-        }
-    };
+    let mut model = initial_model(&args, &tok)?;
     let ctx = model.config().n_positions;
     let data: Vec<Encoded> = read_records(&args.data)?
         .iter()
@@ -161,6 +136,50 @@ pub fn run(args: TrainArgs, progress: ProgressMode) -> Result<ExitCode> {
     )?;
     bar.finish();
     let seconds = started.elapsed().as_secs_f64();
+    write_outcome(&args, &tcfg, &logs, data.len(), seconds, recorder)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The model to train: `--init`'s, which must share the tokenizer's vocabulary, or a fresh
+/// GPT-2 of the given shape.
+fn initial_model(args: &TrainArgs, tok: &TextTokenizer) -> Result<Gpt2> {
+    Ok(match &args.init {
+        Some(dir) => {
+            let m = load_model(dir, DType::F32)?.model;
+            if m.config().vocab_size != tok.vocab_size() {
+                anyhow::bail!(
+                    "{}: the model's vocabulary has {} entries, the tokenizer {} has {}",
+                    dir.display(),
+                    m.config().vocab_size,
+                    args.tokenizer.display(),
+                    tok.vocab_size()
+                );
+            }
+            m
+        }
+        None => {
+            let mut cfg = Gpt2Config::new(
+                tok.vocab_size(),
+                args.ctx,
+                args.width,
+                args.layers,
+                args.heads,
+            );
+            cfg.eos_token_id = tok.eos_id;
+            random_gpt2(&cfg, args.seed, DType::F32)?
+        }
+    })
+}
+
+/// Writes `train.json` beside the model and the ledger when asked, and prints the summary.
+fn write_outcome(
+    args: &TrainArgs,
+    tcfg: &TrainConfig,
+    logs: &[EpochLog],
+    records: usize,
+    seconds: f64,
+    recorder: Option<LedgerRecorder>,
+) -> Result<()> {
     let model_bytes = std::fs::read(args.out.join("model.safetensors"))?;
     let model_sha = crate::digest::sha256_hex(&model_bytes);
     let log = serde_json::json!({
@@ -184,12 +203,11 @@ pub fn run(args: TrainArgs, progress: ProgressMode) -> Result<ExitCode> {
     let last = logs.last().map(|l| l.mean_loss).unwrap_or(f64::NAN);
     println!(
         "trained     {} records, {} epochs, final mean loss {last:.4}, {seconds:.1} s",
-        data.len(),
-        tcfg.epochs
+        records, tcfg.epochs
     );
     println!(
         "model       {} (model.safetensors sha256 {model_sha})",
         args.out.display()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

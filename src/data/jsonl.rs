@@ -180,7 +180,7 @@ impl JsonlReader {
             }
         }
         let rec: Record = serde_json::from_value(value).map_err(|e| field(e.to_string()))?;
-        check_record(&rec).map_err(field)?;
+        check_record(&rec).map_err(|e| field(e.to_string()))?;
         if let Some(&first) = self.ids.get(&rec.id) {
             return Err(DataError::DuplicateId {
                 path,
@@ -194,25 +194,32 @@ impl JsonlReader {
     }
 }
 
+/// Why a record's fields disagree with each other; each names the record or the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("field `id` is empty")]
+    EmptyId,
+    #[error("record {0:?}: field `text` is empty")]
+    EmptyText(String),
+    #[error("record {0:?}: `text` must equal `prompt` followed by `answer`")]
+    TextMismatch(String),
+    #[error("record {0:?}: `prompt` and `answer` go together")]
+    Unpaired(String),
+}
+
 /// Consistency of one record's fields.
-fn check_record(rec: &Record) -> Result<(), String> {
+fn check_record(rec: &Record) -> Result<(), RecordError> {
     if rec.id.is_empty() {
-        return Err("field `id` is empty".into());
+        return Err(RecordError::EmptyId);
     }
     if rec.text.trim().is_empty() {
-        return Err(format!("record {:?}: field `text` is empty", rec.id));
+        return Err(RecordError::EmptyText(rec.id.clone()));
     }
     match (&rec.prompt, &rec.answer) {
         (None, None) => Ok(()),
         (Some(p), Some(a)) if rec.text == format!("{p}{a}") => Ok(()),
-        (Some(_), Some(_)) => Err(format!(
-            "record {:?}: `text` must equal `prompt` followed by `answer`",
-            rec.id
-        )),
-        _ => Err(format!(
-            "record {:?}: `prompt` and `answer` go together",
-            rec.id
-        )),
+        (Some(_), Some(_)) => Err(RecordError::TextMismatch(rec.id.clone())),
+        _ => Err(RecordError::Unpaired(rec.id.clone())),
     }
 }
 

@@ -2,14 +2,20 @@
 //! generation. The decoding itself is `model::generate::greedy_batch`, the one greedy decoder.
 //! This module reads the tokenizer; it never changes a model.
 
-use crate::data::TextTokenizer;
+use crate::data::{DataError, TextTokenizer};
 use std::collections::HashSet;
 
+/// [`answer_stops`] with the error as a sentence, for the caller that still holds it as
+/// `String` (`evidence::certifier`); prefer `answer_stops`.
+pub fn stop_tokens(tok: &TextTokenizer) -> Result<HashSet<u32>, String> {
+    answer_stops(tok).map_err(|e| e.to_string())
+}
+
 /// The ids that end an answer: `<|endoftext|>` and every token whose text contains a newline.
-pub fn stop_tokens(tok: &TextTokenizer) -> std::result::Result<HashSet<u32>, String> {
+pub fn answer_stops(tok: &TextTokenizer) -> Result<HashSet<u32>, DataError> {
     let mut stop = HashSet::new();
     for id in 0..tok.vocab_size() as u32 {
-        let text = tok.decode(&[id]).map_err(|e| e.to_string())?;
+        let text = tok.decode(&[id])?;
         if text.contains('\n') {
             stop.insert(id);
         }
@@ -19,7 +25,7 @@ pub fn stop_tokens(tok: &TextTokenizer) -> std::result::Result<HashSet<u32>, Str
 }
 
 /// The answer text of a generation: decoded, cut at the first newline, trimmed.
-pub fn answer_text(tok: &TextTokenizer, ids: &[u32]) -> std::result::Result<String, String> {
-    let text = tok.decode(ids).map_err(|e| e.to_string())?;
+pub fn answer_text(tok: &TextTokenizer, ids: &[u32]) -> Result<String, DataError> {
+    let text = tok.decode(ids)?;
     Ok(text.split('\n').next().unwrap_or("").trim().to_string())
 }

@@ -2,8 +2,9 @@
 //! two questions — what does greedy decoding produce after this prompt, and where does the
 //! protected answer's first token rank. Reads the model; never changes it.
 
+use crate::data::DataError;
 use crate::data::TextTokenizer;
-use crate::judge::property::Oracle;
+use crate::judge::property::{Oracle, OracleError};
 use crate::model::{generate::greedy, Gpt2};
 use candle_core::{DType, Tensor};
 use std::collections::HashSet;
@@ -31,7 +32,7 @@ pub fn reproduces(completion: &str, answer: &str) -> bool {
 pub fn exact_match_rate(
     oracle: &dyn Oracle,
     records: &[crate::data::Record],
-) -> Result<f64, String> {
+) -> Result<f64, OracleError> {
     let qa: Vec<_> = records
         .iter()
         .filter_map(|r| Some((r.prompt.as_deref()?, r.answer.as_deref()?)))
@@ -50,9 +51,10 @@ pub struct ModelOracle<'a> {
 }
 
 impl<'a> ModelOracle<'a> {
-    pub fn new(model: &'a Gpt2, tokenizer: &'a TextTokenizer) -> Result<Self, String> {
+    /// The oracle of `model`; fails only when the tokenizer cannot encode a newline.
+    pub fn open(model: &'a Gpt2, tokenizer: &'a TextTokenizer) -> Result<Self, DataError> {
         let mut stop: HashSet<u32> = tokenizer.eos_id.into_iter().collect();
-        stop.extend(tokenizer.encode_text("\n").map_err(|e| e.to_string())?);
+        stop.extend(tokenizer.encode_text("\n")?);
         Ok(ModelOracle {
             model,
             tokenizer,
@@ -60,13 +62,19 @@ impl<'a> ModelOracle<'a> {
         })
     }
 
-    fn ids(&self, text: &str) -> Result<Vec<u32>, String> {
+    /// [`ModelOracle::open`] with the error as a sentence, for the caller that still holds it
+    /// as `String` (`issue`); prefer `open`.
+    pub fn new(model: &'a Gpt2, tokenizer: &'a TextTokenizer) -> Result<Self, String> {
+        Self::open(model, tokenizer).map_err(|e| e.to_string())
+    }
+
+    fn ids(&self, text: &str) -> Result<Vec<u32>, OracleError> {
         let ids = self
             .tokenizer
             .encode_text(text)
-            .map_err(|e| e.to_string())?;
+            .map_err(OracleError::model)?;
         if ids.is_empty() {
-            return Err("the prompt has no tokens".into());
+            return Err(OracleError::NoTokens("prompt"));
         }
         let ctx = self.model.config().n_positions;
         Ok(ids[ids.len().saturating_sub(ctx - 1)..].to_vec())
@@ -74,21 +82,21 @@ impl<'a> ModelOracle<'a> {
 }
 
 impl Oracle for ModelOracle<'_> {
-    fn complete(&self, prompt: &str) -> Result<String, String> {
+    fn complete(&self, prompt: &str) -> Result<String, OracleError> {
         let ids = self.ids(prompt)?;
         let out =
-            greedy(self.model, &ids, MAX_ANSWER_TOKENS, &self.stop).map_err(|e| e.to_string())?;
-        self.tokenizer.decode(&out).map_err(|e| e.to_string())
+            greedy(self.model, &ids, MAX_ANSWER_TOKENS, &self.stop).map_err(OracleError::model)?;
+        self.tokenizer.decode(&out).map_err(OracleError::model)
     }
 
-    fn answer_rank(&self, prompt: &str, answer: &str) -> Result<usize, String> {
+    fn answer_rank(&self, prompt: &str, answer: &str) -> Result<usize, OracleError> {
         let ids = self.ids(prompt)?;
         let first = *self
             .tokenizer
             .encode_text(answer)
-            .map_err(|e| e.to_string())?
+            .map_err(OracleError::model)?
             .first()
-            .ok_or("the answer has no tokens")?;
+            .ok_or(OracleError::NoTokens("answer"))?;
         let rank = || -> candle_core::Result<usize> {
             let t = ids.len();
             let input = Tensor::from_slice(&ids, (1, t), self.model.device())?;
@@ -102,7 +110,7 @@ impl Oracle for ModelOracle<'_> {
             let target = v[first as usize];
             Ok(v.iter().filter(|&&x| x > target).count())
         };
-        rank().map_err(|e| e.to_string())
+        rank().map_err(OracleError::model)
     }
 }
 

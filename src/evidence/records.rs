@@ -131,7 +131,8 @@ impl Evaluator<'_> {
             .collect();
         let gen = greedy_batch(model, &prompts, &budget, self.stop, self.tok.pad_id())?;
         for (&i, ids) in qa.iter().zip(gen) {
-            let answer = answer_text(self.tok, &ids).map_err(CertifyError::Tokenizer)?;
+            let answer =
+                answer_text(self.tok, &ids).map_err(|e| CertifyError::Tokenizer(e.to_string()))?;
             let reference = records[i].answer.as_deref().unwrap_or_default();
             let g = GreedyEval {
                 exact_match: super::oracle::reproduces(&answer, reference),

@@ -265,10 +265,10 @@ impl Metric {
     }
 
     /// Internal consistency: finite numbers, non-negative spreads, counts that add up.
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Inconsistency> {
         let value = self.value();
         if !value.is_finite() {
-            return Err(format!("value {value} is not finite"));
+            return Err(Inconsistency::NotFinite(value));
         }
         match *self {
             Metric::Auc {
@@ -277,37 +277,21 @@ impl Metric {
                 nonmembers,
                 ..
             } => {
-                if !(variance.is_finite() && variance >= 0.0) {
-                    return Err(format!("variance {variance} is not a finite non-negative"));
-                }
+                check_spread("variance", variance)?;
                 if members < 2 || nonmembers < 2 {
-                    return Err(format!(
-                        "DeLong needs two scores per sample, has {members} members and \
-                         {nonmembers} non-members"
-                    ));
+                    return Err(Inconsistency::TooFewScores {
+                        members,
+                        nonmembers,
+                    });
                 }
             }
             Metric::Proportion {
                 successes, trials, ..
-            } => {
-                if trials == 0 || successes > trials {
-                    return Err(format!("{successes} of {trials} is not a binomial count"));
-                }
-                let rate = successes as f64 / trials as f64;
-                if (value - rate).abs() > 1e-9 {
-                    return Err(format!(
-                        "value {value} is not {successes}/{trials} = {rate}"
-                    ));
-                }
-            }
+            } => check_binomial(value, successes, trials)?,
             Metric::Normal { std_error, n, .. } => {
-                if !(std_error.is_finite() && std_error >= 0.0) {
-                    return Err(format!(
-                        "std_error {std_error} is not a finite non-negative"
-                    ));
-                }
+                check_spread("std_error", std_error)?;
                 if n == 0 {
-                    return Err("n is 0".to_string());
+                    return Err(Inconsistency::NoSamples);
                 }
             }
             Metric::Point { .. } => {}
@@ -319,17 +303,15 @@ impl Metric {
                 nonmember_clusters,
                 ..
             } => {
-                if !(variance.is_finite() && variance >= 0.0) {
-                    return Err(format!("variance {variance} is not a finite non-negative"));
-                }
+                check_spread("variance", variance)?;
                 if member_clusters < 2 || nonmember_clusters < 2 {
-                    return Err(format!(
-                        "the clustered variance needs two clusters per sample, has \
-                         {member_clusters} member and {nonmember_clusters} non-member clusters"
-                    ));
+                    return Err(Inconsistency::TooFewClusters {
+                        member_clusters,
+                        nonmember_clusters,
+                    });
                 }
                 if member_clusters > members || nonmember_clusters > nonmembers {
-                    return Err("more clusters than records".to_string());
+                    return Err(Inconsistency::MoreClustersThanRecords);
                 }
             }
             Metric::ClusteredProportion {
@@ -339,15 +321,7 @@ impl Metric {
                 std_error,
                 ..
             } => {
-                if trials == 0 || successes > trials {
-                    return Err(format!("{successes} of {trials} is not a binomial count"));
-                }
-                let rate = successes as f64 / trials as f64;
-                if (value - rate).abs() > 1e-9 {
-                    return Err(format!(
-                        "value {value} is not {successes}/{trials} = {rate}"
-                    ));
-                }
+                check_binomial(value, successes, trials)?;
                 check_clustered(std_error, trials, clusters)?;
             }
             Metric::ClusteredMean {
@@ -361,19 +335,77 @@ impl Metric {
     }
 }
 
+/// Why a metric's numbers disagree with each other; each names the numbers.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Inconsistency {
+    #[error("value {0} is not finite")]
+    NotFinite(f64),
+    /// A variance or standard error (named) that is negative or not finite.
+    #[error("{name} {value} is not a finite non-negative")]
+    BadSpread { name: &'static str, value: f64 },
+    #[error(
+        "DeLong needs two scores per sample, has {members} members and {nonmembers} non-members"
+    )]
+    TooFewScores { members: usize, nonmembers: usize },
+    #[error("{successes} of {trials} is not a binomial count")]
+    NotBinomial { successes: u64, trials: u64 },
+    #[error("value {value} is not {successes}/{trials} = {rate}")]
+    NotTheRate {
+        value: f64,
+        successes: u64,
+        trials: u64,
+        rate: f64,
+    },
+    #[error("n is 0")]
+    NoSamples,
+    #[error(
+        "the clustered variance needs two clusters per sample, has {member_clusters} member \
+         and {nonmember_clusters} non-member clusters"
+    )]
+    TooFewClusters {
+        member_clusters: usize,
+        nonmember_clusters: usize,
+    },
+    #[error("more clusters than records")]
+    MoreClustersThanRecords,
+    #[error(
+        "{clusters} clusters of {records} records (a cluster-robust error needs 2 or more, \
+         at most one per record)"
+    )]
+    BadClusters { clusters: usize, records: u64 },
+}
+
+/// A variance or standard error must be finite and non-negative.
+fn check_spread(name: &'static str, value: f64) -> Result<(), Inconsistency> {
+    if !(value.is_finite() && value >= 0.0) {
+        return Err(Inconsistency::BadSpread { name, value });
+    }
+    Ok(())
+}
+
+/// `successes` of `trials` is a binomial count and `value` is its rate.
+fn check_binomial(value: f64, successes: u64, trials: u64) -> Result<(), Inconsistency> {
+    if trials == 0 || successes > trials {
+        return Err(Inconsistency::NotBinomial { successes, trials });
+    }
+    let rate = successes as f64 / trials as f64;
+    if (value - rate).abs() > 1e-9 {
+        return Err(Inconsistency::NotTheRate {
+            value,
+            successes,
+            trials,
+            rate,
+        });
+    }
+    Ok(())
+}
+
 /// A cluster-robust standard error needs two clusters, no more clusters than records, and a
 /// finite non-negative spread.
-fn check_clustered(std_error: f64, records: u64, clusters: usize) -> Result<(), String> {
-    if !(std_error.is_finite() && std_error >= 0.0) {
-        return Err(format!(
-            "std_error {std_error} is not a finite non-negative"
-        ));
-    }
+fn check_clustered(std_error: f64, records: u64, clusters: usize) -> Result<(), Inconsistency> {
+    check_spread("std_error", std_error)?;
     if clusters < 2 || clusters as u64 > records {
-        return Err(format!(
-            "{clusters} clusters of {records} records (a cluster-robust error needs 2 or more, \
-             at most one per record)"
-        ));
+        return Err(Inconsistency::BadClusters { clusters, records });
     }
     Ok(())
 }
@@ -663,7 +695,7 @@ pub fn lookup(evidence: &Value, path: &str) -> Result<Metric, MetricError> {
         message,
     };
     let metric = Metric::deserialize(node).map_err(|e| malformed(e.to_string()))?;
-    metric.check().map_err(malformed)?;
+    metric.check().map_err(|e| malformed(e.to_string()))?;
     if let Some(info) = known_metric(path) {
         if !info.range.contains(metric.value()) {
             return Err(MetricError::OutOfRange {

@@ -39,9 +39,28 @@ pub struct Property {
 /// The model, as the property runner sees it.
 pub trait Oracle {
     /// Greedy continuation of `prompt` (decoded text).
-    fn complete(&self, prompt: &str) -> Result<String, String>;
+    fn complete(&self, prompt: &str) -> Result<String, OracleError>;
     /// Rank (0 = most likely) of the first token of `answer` after `prompt`.
-    fn answer_rank(&self, prompt: &str, answer: &str) -> Result<usize, String>;
+    fn answer_rank(&self, prompt: &str, answer: &str) -> Result<usize, OracleError>;
+}
+
+/// Why an [`Oracle`] could not answer. This module knows no candle types, so the model side's
+/// own error arrives as its message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OracleError {
+    /// The prompt or the answer (named) tokenizes to nothing.
+    #[error("the {0} has no tokens")]
+    NoTokens(&'static str),
+    /// The tokenizer or the model failed; its message.
+    #[error("{0}")]
+    Model(String),
+}
+
+impl OracleError {
+    /// Wraps an error of the model side (tokenizer, tensors).
+    pub fn model(e: impl fmt::Display) -> Self {
+        OracleError::Model(e.to_string())
+    }
 }
 
 /// The perturbation kinds a spec may allow, in the order shrinking prefers (earlier = milder).
@@ -360,8 +379,11 @@ pub enum PropertyError {
         split: String,
         suffixes: Vec<String>,
     },
-    #[error("property `{property}`: the model failed: {message}")]
-    Oracle { property: String, message: String },
+    #[error("property `{property}`: the model failed: {error}")]
+    Oracle {
+        property: String,
+        error: OracleError,
+    },
     #[error("property `{property}`: proptest aborted: {reason}")]
     Aborted { property: String, reason: String },
 }
@@ -406,7 +428,7 @@ fn observe(
     target: &Target,
     perturbations: &[Perturbation],
     oracle: &dyn Oracle,
-) -> Result<Observation, String> {
+) -> Result<Observation, OracleError> {
     let prompt = perturb(target.prompt, target.subject, perturbations);
     let completion = oracle.complete(&prompt)?;
     let rank = match property.min_rank {
@@ -470,7 +492,7 @@ pub fn run(
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes(seed, &property.id));
     let mut runner = TestRunner::new_with_rng(config(property.cases), rng);
     let (calls, first_failure) = (Cell::new(0u32), Cell::new(None::<u32>));
-    let oracle_error = RefCell::new(None::<String>);
+    let oracle_error = RefCell::new(None::<OracleError>);
     let strategy = case_strategy(targets.len(), &property.perturbations);
     let result = runner.run(&strategy, |(index, perturbations)| {
         if oracle_error.borrow().is_some() {
@@ -478,8 +500,8 @@ pub fn run(
         }
         calls.set(calls.get() + 1);
         match observe(property, &targets[index], &perturbations, oracle) {
-            Err(message) => {
-                *oracle_error.borrow_mut() = Some(message);
+            Err(error) => {
+                *oracle_error.borrow_mut() = Some(error);
                 Ok(())
             }
             Ok(seen) if seen.failed => {
@@ -491,10 +513,10 @@ pub fn run(
             Ok(_) => Ok(()),
         }
     });
-    if let Some(message) = oracle_error.into_inner() {
+    if let Some(error) = oracle_error.into_inner() {
         return Err(PropertyError::Oracle {
             property: property.id.clone(),
-            message,
+            error,
         });
     }
     let counterexample = match result {
@@ -508,10 +530,10 @@ pub fn run(
         Err(TestError::Fail(_, (index, perturbations))) => {
             let target = &targets[index];
             // The oracle is deterministic: asking again gives what the failing case saw.
-            let seen = observe(property, target, &perturbations, oracle).map_err(|message| {
+            let seen = observe(property, target, &perturbations, oracle).map_err(|error| {
                 PropertyError::Oracle {
                     property: property.id.clone(),
-                    message,
+                    error,
                 }
             })?;
             Some(Counterexample {
@@ -655,13 +677,13 @@ mod tests {
     }
 
     impl<F: Fn(&str, &Record) -> bool> Oracle for FakeModel<F> {
-        fn complete(&self, prompt: &str) -> Result<String, String> {
+        fn complete(&self, prompt: &str) -> Result<String, OracleError> {
             Ok(match self.leaking(prompt) {
                 Some(r) => format!("{} and more", r.answer.clone().unwrap_or_default()),
                 None => " I do not know.".to_string(),
             })
         }
-        fn answer_rank(&self, prompt: &str, _answer: &str) -> Result<usize, String> {
+        fn answer_rank(&self, prompt: &str, _answer: &str) -> Result<usize, OracleError> {
             Ok(if self.leaking(prompt).is_some() {
                 0
             } else {
@@ -831,16 +853,20 @@ mod tests {
     fn an_oracle_error_is_an_error_not_a_pass() {
         struct Broken;
         impl Oracle for Broken {
-            fn complete(&self, _: &str) -> Result<String, String> {
-                Err("out of memory".into())
+            fn complete(&self, _: &str) -> Result<String, OracleError> {
+                Err(OracleError::model("out of memory"))
             }
-            fn answer_rank(&self, _: &str, _: &str) -> Result<usize, String> {
-                Err("out of memory".into())
+            fn answer_rank(&self, _: &str, _: &str) -> Result<usize, OracleError> {
+                Err(OracleError::model("out of memory"))
             }
         }
-        let got = run(&property(&ALL, None), 1, &records(), &Broken);
+        let got = run(&property(&ALL, None), 1, &records(), &Broken).unwrap_err();
         assert!(
-            matches!(got, Err(PropertyError::Oracle { ref message, .. }) if message == "out of memory")
+            matches!(got, PropertyError::Oracle { ref error, .. } if error.to_string() == "out of memory")
+        );
+        assert_eq!(
+            got.to_string(),
+            "property `no-leak`: the model failed: out of memory"
         );
     }
 }

@@ -355,75 +355,16 @@ fn evaluate_one(
     evidence: &Value,
     baseline: Option<&Value>,
 ) -> Result<Verdict, SpecError> {
-    let read = |document: &'static str, doc: &Value| {
-        metric::lookup(doc, &req.metric).map_err(|source| SpecError::Evidence {
-            file: spec.file.clone(),
-            line: req.line,
-            requirement: req.id.clone(),
-            document,
-            source: Box::new(source),
-        })
-    };
-    let measured = read("evidence", evidence)?;
-    let stats_error = |source| SpecError::Stats {
+    let measured = metric::lookup(evidence, &req.metric)
+        .map_err(|source| evidence_error(spec, req, "evidence", source))?;
+    let c = compare(spec, req, measured, evidence, baseline)?;
+    let j = c.judgement.map_err(|source| SpecError::Stats {
         file: spec.file.clone(),
         line: req.line,
         requirement: req.id.clone(),
         source,
-    };
-    let conf = req.confidence;
-    // (judged metric, judgement, compare, threshold, baseline or reference value)
-    let (judged, j, compare, threshold, other) = match &req.comparison {
-        Comparison::Threshold { side, threshold } => {
-            let j = judge(&measured, *side, *threshold, conf, req.min_samples);
-            let compare = side_name(*side);
-            (measured, j, compare, Some(*threshold), None)
-        }
-        Comparison::Baseline { side, tolerance } => {
-            let doc = baseline.ok_or_else(|| SpecError::NoBaseline {
-                file: spec.file.clone(),
-                line: req.line,
-                requirement: req.id.clone(),
-            })?;
-            let base = read("baseline", doc)?.value();
-            let t = match side {
-                Side::Upper => base + tolerance,
-                Side::Lower => base - tolerance,
-            };
-            let j = judge(&measured, *side, t, conf, req.min_samples);
-            (measured, j, side_name(*side), Some(t), Some(base))
-        }
-        Comparison::Within { lower, upper } => {
-            let j = judge_within(&measured, *lower, *upper, conf, req.min_samples);
-            let compare = format!("within [{}, {}]", fmt_num(*lower), fmt_num(*upper));
-            (measured, j, compare, None, None)
-        }
-        Comparison::WithinReference { reference, margin } => {
-            let of_reference =
-                metric::lookup(evidence, reference).map_err(|source| SpecError::Evidence {
-                    file: spec.file.clone(),
-                    line: req.line,
-                    requirement: req.id.clone(),
-                    document: "evidence",
-                    source: Box::new(source),
-                })?;
-            let diff = difference(&measured, &of_reference).ok_or_else(|| SpecError::Evidence {
-                file: spec.file.clone(),
-                line: req.line,
-                requirement: req.id.clone(),
-                document: "evidence",
-                source: Box::new(MetricError::Malformed {
-                    path: reference.clone(),
-                    message: "a difference needs a standard error on both sides".into(),
-                }),
-            })?;
-            let j = judge_within(&diff, -margin, *margin, conf, req.min_samples);
-            let compare = format!("within reference ± {}", fmt_num(*margin));
-            (diff, j, compare, None, Some(of_reference.value()))
-        }
-    };
-    let j = j.map_err(stats_error)?;
-    let reason = match (&req.comparison, other) {
+    })?;
+    let reason = match (&req.comparison, c.other) {
         (Comparison::Baseline { .. }, Some(base)) => {
             format!("{} (baseline {})", j.reason, fmt_num(base))
         }
@@ -434,22 +375,110 @@ fn evaluate_one(
         ),
         _ => j.reason,
     };
+    let judged = c.judged;
     Ok(Verdict {
         requirement: req.id.clone(),
         metric: req.metric.clone(),
         status: j.status,
-        compare,
+        compare: c.compare,
         value: Some(judged.value()),
         // A statistic with no sampling model has no bound and no confidence to show.
         bound: judged.has_bound().then_some(j.bound),
         confidence: judged.has_bound().then_some(req.confidence),
-        threshold,
-        baseline: other,
+        threshold: c.threshold,
+        baseline: c.other,
         samples: judged.samples(),
         reason,
         needed_samples: j.needed_samples,
         counterexample: None,
     })
+}
+
+/// A requirement's comparison carried out: the metric judged (the measured one, or its
+/// difference to the reference), the judgement, how it compared, the threshold, and the
+/// baseline's or reference's value.
+struct Compared {
+    judged: Metric,
+    judgement: Result<Judgement, StatsError>,
+    compare: String,
+    threshold: Option<f64>,
+    other: Option<f64>,
+}
+
+/// Judges `measured` as `req`'s comparison says, reading the baseline or reference it names.
+fn compare(
+    spec: &Spec,
+    req: &Requirement,
+    measured: Metric,
+    evidence: &Value,
+    baseline: Option<&Value>,
+) -> Result<Compared, SpecError> {
+    let (conf, min) = (req.confidence, req.min_samples);
+    let compared = |judged, judgement, compare, threshold, other| Compared {
+        judged,
+        judgement,
+        compare,
+        threshold,
+        other,
+    };
+    Ok(match &req.comparison {
+        Comparison::Threshold { side, threshold } => {
+            let j = judge(&measured, *side, *threshold, conf, min);
+            compared(measured, j, side_name(*side), Some(*threshold), None)
+        }
+        Comparison::Baseline { side, tolerance } => {
+            let doc = baseline.ok_or_else(|| SpecError::NoBaseline {
+                file: spec.file.clone(),
+                line: req.line,
+                requirement: req.id.clone(),
+            })?;
+            let base = metric::lookup(doc, &req.metric)
+                .map_err(|source| evidence_error(spec, req, "baseline", source))?
+                .value();
+            let t = match side {
+                Side::Upper => base + tolerance,
+                Side::Lower => base - tolerance,
+            };
+            let j = judge(&measured, *side, t, conf, min);
+            compared(measured, j, side_name(*side), Some(t), Some(base))
+        }
+        Comparison::Within { lower, upper } => {
+            let j = judge_within(&measured, *lower, *upper, conf, min);
+            let compare = format!("within [{}, {}]", fmt_num(*lower), fmt_num(*upper));
+            compared(measured, j, compare, None, None)
+        }
+        Comparison::WithinReference { reference, margin } => {
+            let of_reference = metric::lookup(evidence, reference)
+                .map_err(|source| evidence_error(spec, req, "evidence", source))?;
+            let diff = difference(&measured, &of_reference).ok_or_else(|| {
+                let message = "a difference needs a standard error on both sides".into();
+                let source = MetricError::Malformed {
+                    path: reference.clone(),
+                    message,
+                };
+                evidence_error(spec, req, "evidence", source)
+            })?;
+            let j = judge_within(&diff, -margin, *margin, conf, min);
+            let compare = format!("within reference ± {}", fmt_num(*margin));
+            compared(diff, j, compare, None, Some(of_reference.value()))
+        }
+    })
+}
+
+/// A metric `req` needs that `document` (evidence or baseline) does not hold as it should.
+fn evidence_error(
+    spec: &Spec,
+    req: &Requirement,
+    document: &'static str,
+    source: MetricError,
+) -> SpecError {
+    SpecError::Evidence {
+        file: spec.file.clone(),
+        line: req.line,
+        requirement: req.id.clone(),
+        document,
+        source: Box::new(source),
+    }
 }
 
 fn side_name(side: Side) -> String {

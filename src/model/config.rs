@@ -36,6 +36,34 @@ pub struct Gpt2Config {
     pub raw: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Why a `config.json` is refused: each names the offending field or value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("not UTF-8")]
+    NotUtf8,
+    #[error("not valid JSON: {0}")]
+    Json(String),
+    #[error("key {0:?} appears more than once")]
+    DuplicateKey(String),
+    #[error("not a JSON object")]
+    NotAnObject,
+    /// A field serde refused (missing, or of the wrong type): serde's sentence.
+    #[error("{0}")]
+    Field(String),
+    #[error("model_type is {0:?}; lethe reads GPT-2 models only")]
+    ModelType(String),
+    #[error("{0} must be positive")]
+    NotPositive(&'static str),
+    #[error("n_embd ({n_embd}) is not a multiple of n_head ({n_head})")]
+    HeadSplit { n_embd: usize, n_head: usize },
+    #[error("activation_function is {0:?}; lethe implements GPT-2's \"gelu_new\" only")]
+    Activation(String),
+    #[error("tie_word_embeddings is false; lethe needs lm_head tied to wte")]
+    Untied,
+    #[error("only GPT-2's standard 1/sqrt(head_dim) attention scaling is supported")]
+    AttentionScaling,
+}
+
 fn default_eps() -> f64 {
     1e-5
 }
@@ -48,29 +76,27 @@ fn default_true() -> bool {
 
 impl Gpt2Config {
     /// Parses `config.json` text and checks that lethe computes exactly what transformers does
-    /// for it. `Err` carries a sentence naming the offending field.
-    pub fn from_json(text: &str) -> Result<Self, String> {
+    /// for it. The error names the offending field.
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
         let json = crate::untrusted::StrictJson::parse(text)
-            .map_err(|e| format!("not valid JSON: {e}"))?;
+            .map_err(|e| ConfigError::Json(e.to_string()))?;
         if let Some(key) = json.duplicate_key {
-            return Err(format!("key {key:?} appears more than once"));
+            return Err(ConfigError::DuplicateKey(key));
         }
         let serde_json::Value::Object(raw) = json.value else {
-            return Err("not a JSON object".into());
+            return Err(ConfigError::NotAnObject);
         };
         let mut cfg: Gpt2Config = serde_json::from_value(serde_json::Value::Object(raw.clone()))
-            .map_err(|e| format!("{e}"))?;
+            .map_err(|e| ConfigError::Field(e.to_string()))?;
         cfg.raw = raw;
         cfg.check()?;
         Ok(cfg)
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), ConfigError> {
         if let Some(t) = self.raw.get("model_type").and_then(|v| v.as_str()) {
             if t != "gpt2" {
-                return Err(format!(
-                    "model_type is {t:?}; lethe reads GPT-2 models only"
-                ));
+                return Err(ConfigError::ModelType(t.to_string()));
             }
         }
         for (name, v) in [
@@ -81,31 +107,26 @@ impl Gpt2Config {
             ("n_head", self.n_head),
         ] {
             if v == 0 {
-                return Err(format!("{name} must be positive"));
+                return Err(ConfigError::NotPositive(name));
             }
         }
         if self.n_embd % self.n_head != 0 {
-            return Err(format!(
-                "n_embd ({}) is not a multiple of n_head ({})",
-                self.n_embd, self.n_head
-            ));
+            return Err(ConfigError::HeadSplit {
+                n_embd: self.n_embd,
+                n_head: self.n_head,
+            });
         }
         if self.activation_function != "gelu_new" {
-            return Err(format!(
-                "activation_function is {:?}; lethe implements GPT-2's \"gelu_new\" only",
-                self.activation_function
-            ));
+            return Err(ConfigError::Activation(self.activation_function.clone()));
         }
         if !self.tie_word_embeddings {
-            return Err("tie_word_embeddings is false; lethe needs lm_head tied to wte".into());
+            return Err(ConfigError::Untied);
         }
         if !self.scale_attn_weights || self.scale_attn_by_inverse_layer_idx {
-            return Err(
-                "only GPT-2's standard 1/sqrt(head_dim) attention scaling is supported".into(),
-            );
+            return Err(ConfigError::AttentionScaling);
         }
         if self.layer_norm_epsilon.is_nan() || self.layer_norm_epsilon <= 0.0 {
-            return Err("layer_norm_epsilon must be positive".into());
+            return Err(ConfigError::NotPositive("layer_norm_epsilon"));
         }
         Ok(())
     }

@@ -199,8 +199,31 @@ impl Pass<'_> {
         Ok(())
     }
 
+    /// The loss, forward then backward through every stage; the trainable parameters'
+    /// gradients (with tangents) accumulate in `self.grads`.
     fn run(&mut self, batch: &Batch) -> Result<f64> {
-        let cfg = self.model.config().clone();
+        let (ids, geo) = self.geometry(batch)?;
+        let wte = self.param("transformer.wte.weight")?;
+        let wpe = self.param("transformer.wpe.weight")?;
+        let mut h = embed_fwd(&wte, &wpe, &geo)?;
+        let mut caches = Vec::with_capacity(self.model.config().n_layer);
+        for layer in 0..self.model.config().n_layer {
+            let (next, cache) = self.block_fwd(layer, &h, &geo)?;
+            h = next;
+            caches.push(cache);
+        }
+        let (loss, mut g) = self.head(&h, &wte, &ids, batch, &geo)?;
+        for (layer, cache) in caches.iter().enumerate().rev() {
+            g = self.block_bwd(layer, cache, &g, &geo)?;
+        }
+        self.embed_bwd(&g, &wte, &geo)?;
+        Ok(loss)
+    }
+
+    /// Checks the batch against the model and returns its token ids `[B, T]` with the sizes
+    /// and tensors every stage shares.
+    fn geometry(&self, batch: &Batch) -> Result<(Tensor, Geometry)> {
+        let cfg = self.model.config();
         let (b, t, c) = (batch.rows, batch.cols, cfg.n_embd);
         if t > cfg.n_positions {
             bail!(
@@ -212,95 +235,73 @@ impl Pass<'_> {
             bail!("a batch of {t}-token rows has nothing to predict");
         }
         let (ids, att) = self.model.batch_tensors(batch)?;
-        let flat_ids = ids.flatten_all()?;
-        let bias = ops::attention_bias(&att, DType::F64)?;
-        let scale = 1.0 / (cfg.head_dim() as f64).sqrt();
-
-        // Embeddings.
-        let wte = self.param("transformer.wte.weight")?;
-        let wpe = self.param("transformer.wpe.weight")?;
-        let embed = |w: &Tensor, p: &Tensor| -> Result<Tensor> {
-            w.index_select(&flat_ids, 0)?
-                .reshape((b, t, c))?
-                .broadcast_add(&p.narrow(0, 0, t)?)?
-                .reshape((b * t, c))
+        let geo = Geometry {
+            b,
+            t,
+            c,
+            heads: cfg.n_head,
+            positions: cfg.n_positions,
+            eps: cfg.layer_norm_epsilon,
+            scale: 1.0 / (cfg.head_dim() as f64).sqrt(),
+            flat_ids: ids.flatten_all()?,
+            bias: ops::attention_bias(&att, DType::F64)?,
         };
-        let tok_t = map(&wte.t, |w| w.index_select(&flat_ids, 0))?;
-        let pos_t = map(&wpe.t, |p| {
-            p.narrow(0, 0, t)?
-                .unsqueeze(0)?
-                .broadcast_as((b, t, c))?
-                .reshape((b * t, c))
-        })?;
-        let mut h = Dual {
-            x: embed(&wte.x, &wpe.x)?,
-            t: sum(vec![tok_t, pos_t])?,
+        Ok((ids, geo))
+    }
+
+    /// One block forward, `h + attention(ln_1 h)` then `mid + mlp(ln_2 mid)`, and what its
+    /// backward needs.
+    fn block_fwd(&self, layer: usize, h: &Dual, geo: &Geometry) -> Result<(Dual, BlockCache)> {
+        let p = |s: &str| self.block_param(layer, s);
+        let (a, ln1) = norm_fwd(h, &p("ln_1.weight")?, &p("ln_1.bias")?, geo.eps)?;
+        let qkv = linear_fwd(&a, &p("attn.c_attn.weight")?, &p("attn.c_attn.bias")?)?;
+        let (q, k, v, probs, o) = attention_fwd(&qkv, geo)?;
+        let y = linear_fwd(&o, &p("attn.c_proj.weight")?, &p("attn.c_proj.bias")?)?;
+        let mid = add(h, &y)?;
+        let (m, ln2) = norm_fwd(&mid, &p("ln_2.weight")?, &p("ln_2.bias")?, geo.eps)?;
+        let f = linear_fwd(&m, &p("mlp.c_fc.weight")?, &p("mlp.c_fc.bias")?)?;
+        let mut gelu = exact::gelu_new_and_derivatives(&f.x, f.t.is_some())?.into_iter();
+        let (act_x, d1, d2) = match (gelu.next(), gelu.next()) {
+            (Some(y), Some(d1)) => (y, d1, gelu.next()),
+            _ => bail!("gelu_new: derivatives missing"),
         };
+        let act = Dual {
+            x: act_x,
+            t: map(&f.t, |ft| ft * &d1)?,
+        };
+        let y2 = linear_fwd(&act, &p("mlp.c_proj.weight")?, &p("mlp.c_proj.bias")?)?;
+        let cache = BlockCache {
+            ln1,
+            a,
+            q,
+            k,
+            v,
+            p: probs,
+            o,
+            ln2,
+            m,
+            f,
+            d1,
+            d2,
+            act,
+        };
+        Ok((add(&mid, &y2)?, cache))
+    }
 
-        // Blocks.
-        let eps = cfg.layer_norm_epsilon;
-        let mut caches = Vec::with_capacity(cfg.n_layer);
-        for layer in 0..cfg.n_layer {
-            let p = |s: &str| self.block_param(layer, s);
-            let (a, ln1) = norm_fwd(&h, &p("ln_1.weight")?, &p("ln_1.bias")?, eps)?;
-            let qkv = linear_fwd(&a, &p("attn.c_attn.weight")?, &p("attn.c_attn.bias")?)?;
-            let heads = cfg.n_head;
-            let split = |k: usize| -> Result<Dual> {
-                let part = |x: &Tensor| -> Result<Tensor> {
-                    x.reshape((b, t, 3, heads, c / heads))?
-                        .narrow(2, k, 1)?
-                        .squeeze(2)?
-                        .transpose(1, 2)?
-                        .contiguous()
-                };
-                qkv.linear(part)
-            };
-            let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-            let z = q.matmul(&k.tr()?)?;
-            let probs = exact::masked_softmax(&z.x, &bias, scale)?;
-            let probs = Dual {
-                t: map(&z.t, |zt| exact::softmax_vjp(&probs, zt, scale))?,
-                x: probs,
-            };
-            let o_heads = probs.matmul(&v)?;
-            let merge = |x: &Tensor| x.transpose(1, 2)?.contiguous()?.reshape((b * t, c));
-            let o = o_heads.linear(merge)?;
-            let y = linear_fwd(&o, &p("attn.c_proj.weight")?, &p("attn.c_proj.bias")?)?;
-            let mid = add(&h, &y)?;
-            let (m, ln2) = norm_fwd(&mid, &p("ln_2.weight")?, &p("ln_2.bias")?, eps)?;
-            let f = linear_fwd(&m, &p("mlp.c_fc.weight")?, &p("mlp.c_fc.bias")?)?;
-            let mut gelu = exact::gelu_new_and_derivatives(&f.x, f.t.is_some())?.into_iter();
-            let (act_x, d1, d2) = match (gelu.next(), gelu.next()) {
-                (Some(y), Some(d1)) => (y, d1, gelu.next()),
-                _ => bail!("gelu_new: derivatives missing"),
-            };
-            let act = Dual {
-                x: act_x,
-                t: map(&f.t, |ft| ft * &d1)?,
-            };
-            let y2 = linear_fwd(&act, &p("mlp.c_proj.weight")?, &p("mlp.c_proj.bias")?)?;
-            h = add(&mid, &y2)?;
-            caches.push(BlockCache {
-                ln1,
-                a,
-                q,
-                k,
-                v,
-                p: probs,
-                o,
-                ln2,
-                m,
-                f,
-                d1,
-                d2,
-                act,
-            });
-        }
-
-        // Final norm and the tied output layer, at the positions that predict a token.
+    /// The final norm and the tied output layer at the positions that predict a token, forward
+    /// and back: the loss, and its gradient (with tangent) at the last block's output.
+    fn head(
+        &mut self,
+        h: &Dual,
+        wte: &Dual,
+        ids: &Tensor,
+        batch: &Batch,
+        geo: &Geometry,
+    ) -> Result<(f64, Dual)> {
+        let (b, t, c) = (geo.b, geo.t, geo.c);
         let lnf_w = self.param("transformer.ln_f.weight")?;
         let lnf_b = self.param("transformer.ln_f.bias")?;
-        let (hf_all, lnf) = norm_fwd(&h, &lnf_w, &lnf_b, eps)?;
+        let (hf_all, lnf) = norm_fwd(h, &lnf_w, &lnf_b, geo.eps)?;
         let rows = b * (t - 1);
         let predicting = |x: &Tensor| {
             x.reshape((b, t, c))?
@@ -313,32 +314,9 @@ impl Pass<'_> {
             x: wte.x.clone(),
             t: wte.t.clone().filter(|_| self.model.output_grad()),
         };
-        let Dual {
-            x: logits,
-            t: logits_t,
-        } = hf.matmul(&wte_out.tr()?)?;
+        let logits = hf.matmul(&wte_out.tr()?)?;
         let targets: Vec<u32> = ids.narrow(1, 1, t - 1)?.flatten_all()?.to_vec1()?;
-        let total: f64 = batch.target_weight.iter().map(|&w| f64::from(w)).sum();
-        if total <= 0.0 {
-            bail!("batch has no target tokens to score");
-        }
-        let coef: Vec<f64> = batch
-            .target_weight
-            .iter()
-            .map(|&w| f64::from(w) / total)
-            .collect();
-        let lp: Vec<f64> = exact::target_logprobs(&logits, &targets)?.to_vec1()?;
-        let loss = -lp.iter().zip(&coef).map(|(l, w)| l * w).sum::<f64>();
-
-        // Backward: d loss / d logits = coef·(softmax − one-hot), and its tangent coef·J l̇.
-        let coef = Tensor::from_vec(coef, rows, self.model.device())?;
-        let g_logits = Dual {
-            x: exact::target_logprob_vjp(&logits, &targets, &coef.neg()?)?,
-            t: map(&logits_t, |lt| {
-                let probs = exact::softmax_values(&logits)?;
-                exact::softmax_vjp(&probs, lt, 1.0)?.broadcast_mul(&coef.unsqueeze(1)?)
-            })?,
-        };
+        let (loss, g_logits) = self.loss_bwd(&logits, &targets, batch)?;
         let g_hf = g_logits.matmul(&wte_out)?;
         let wte_name = "transformer.wte.weight";
         if self.model.output_grad() && self.wants(wte_name) {
@@ -350,86 +328,120 @@ impl Pass<'_> {
             Tensor::cat(&[&x.reshape((b, t - 1, c))?, &zero], 1)?.reshape((b * t, c))
         };
         let g_hf = g_hf.linear(widen)?;
-        let mut g = self.norm_bwd(&lnf, &lnf_w, &g_hf, "transformer.ln_f")?;
+        let g = self.norm_bwd(&lnf, &lnf_w, &g_hf, "transformer.ln_f")?;
+        Ok((loss, g))
+    }
 
-        for (layer, cache) in caches.iter().enumerate().rev() {
-            let prefix = format!("transformer.h.{layer}");
-            // h = mid + mlp(mid): the residual passes g through.
-            let g_act = self.linear_bwd(
-                &cache.act,
-                &self.block_param(layer, "mlp.c_proj.weight")?,
-                &g,
-                &format!("{prefix}.mlp.c_proj"),
-            )?;
-            let d1 = &cache.d1;
-            let g_f = Dual {
-                x: (&g_act.x * d1)?,
-                t: sum(vec![
-                    map(&g_act.t, |gt| gt * d1)?,
-                    match (&cache.f.t, &cache.d2) {
-                        (Some(ft), Some(d2)) => Some(((&g_act.x * d2)? * ft)?),
-                        _ => None,
-                    },
-                ])?,
-            };
-            let g_m = self.linear_bwd(
-                &cache.m,
-                &self.block_param(layer, "mlp.c_fc.weight")?,
-                &g_f,
-                &format!("{prefix}.mlp.c_fc"),
-            )?;
-            let g_mid = add(
-                &g,
-                &self.norm_bwd(
-                    &cache.ln2,
-                    &self.block_param(layer, "ln_2.weight")?,
-                    &g_m,
-                    &format!("{prefix}.ln_2"),
-                )?,
-            )?;
-            // mid = h + attention(h).
-            let g_o = self.linear_bwd(
-                &cache.o,
-                &self.block_param(layer, "attn.c_proj.weight")?,
-                &g_mid,
-                &format!("{prefix}.attn.c_proj"),
-            )?;
-            let g_qkv = attention_bwd(cache, &g_o, scale, (b, t, c))?;
-            let g_a = self.linear_bwd(
-                &cache.a,
-                &self.block_param(layer, "attn.c_attn.weight")?,
-                &g_qkv,
-                &format!("{prefix}.attn.c_attn"),
-            )?;
-            g = add(
-                &g_mid,
-                &self.norm_bwd(
-                    &cache.ln1,
-                    &self.block_param(layer, "ln_1.weight")?,
-                    &g_a,
-                    &format!("{prefix}.ln_1"),
-                )?,
-            )?;
+    /// The batch's weighted mean negative log-likelihood of its targets, and its gradient at
+    /// the logits: `coef·(softmax − one-hot)`, with tangent `coef·J l̇`.
+    fn loss_bwd(&self, logits: &Dual, targets: &[u32], batch: &Batch) -> Result<(f64, Dual)> {
+        let Dual {
+            x: logits,
+            t: logits_t,
+        } = logits;
+        let total: f64 = batch.target_weight.iter().map(|&w| f64::from(w)).sum();
+        if total <= 0.0 {
+            bail!("batch has no target tokens to score");
         }
+        let coef: Vec<f64> = batch
+            .target_weight
+            .iter()
+            .map(|&w| f64::from(w) / total)
+            .collect();
+        let lp: Vec<f64> = exact::target_logprobs(logits, targets)?.to_vec1()?;
+        let loss = -lp.iter().zip(&coef).map(|(l, w)| l * w).sum::<f64>();
+        let rows = coef.len();
+        let coef = Tensor::from_vec(coef, rows, self.model.device())?;
+        let g_logits = Dual {
+            x: exact::target_logprob_vjp(logits, targets, &coef.neg()?)?,
+            t: map(logits_t, |lt| {
+                let probs = exact::softmax_values(logits)?;
+                exact::softmax_vjp(&probs, lt, 1.0)?.broadcast_mul(&coef.unsqueeze(1)?)
+            })?,
+        };
+        Ok((loss, g_logits))
+    }
 
-        // Embeddings: token rows gather their positions' gradients; positions sum over rows.
+    /// One block backward: from the gradient at the block's output to the gradient at its
+    /// input, recording the block's parameter gradients.
+    fn block_bwd(
+        &mut self,
+        layer: usize,
+        cache: &BlockCache,
+        g: &Dual,
+        geo: &Geometry,
+    ) -> Result<Dual> {
+        let prefix = format!("transformer.h.{layer}");
+        // h = mid + mlp(mid): the residual passes g through.
+        let g_act = self.linear_bwd(
+            &cache.act,
+            &self.block_param(layer, "mlp.c_proj.weight")?,
+            g,
+            &format!("{prefix}.mlp.c_proj"),
+        )?;
+        let g_f = gelu_bwd(cache, &g_act)?;
+        let g_m = self.linear_bwd(
+            &cache.m,
+            &self.block_param(layer, "mlp.c_fc.weight")?,
+            &g_f,
+            &format!("{prefix}.mlp.c_fc"),
+        )?;
+        let g_mid = add(
+            g,
+            &self.norm_bwd(
+                &cache.ln2,
+                &self.block_param(layer, "ln_2.weight")?,
+                &g_m,
+                &format!("{prefix}.ln_2"),
+            )?,
+        )?;
+        // mid = h + attention(h).
+        let g_o = self.linear_bwd(
+            &cache.o,
+            &self.block_param(layer, "attn.c_proj.weight")?,
+            &g_mid,
+            &format!("{prefix}.attn.c_proj"),
+        )?;
+        let g_qkv = attention_bwd(cache, &g_o, geo.scale, (geo.b, geo.t, geo.c))?;
+        let g_a = self.linear_bwd(
+            &cache.a,
+            &self.block_param(layer, "attn.c_attn.weight")?,
+            &g_qkv,
+            &format!("{prefix}.attn.c_attn"),
+        )?;
+        add(
+            &g_mid,
+            &self.norm_bwd(
+                &cache.ln1,
+                &self.block_param(layer, "ln_1.weight")?,
+                &g_a,
+                &format!("{prefix}.ln_1"),
+            )?,
+        )
+    }
+
+    /// Embeddings backward: token rows gather their positions' gradients; positions sum over
+    /// rows.
+    fn embed_bwd(&mut self, g: &Dual, wte: &Dual, geo: &Geometry) -> Result<()> {
+        let (b, t, c) = (geo.b, geo.t, geo.c);
+        let wte_name = "transformer.wte.weight";
         if self.wants(wte_name) {
-            let scatter = |x: &Tensor| wte.x.zeros_like()?.index_add(&flat_ids, x, 0);
+            let scatter = |x: &Tensor| wte.x.zeros_like()?.index_add(&geo.flat_ids, x, 0);
             self.put(wte_name, g.linear(scatter)?)?;
         }
         let wpe_name = "transformer.wpe.weight";
         if self.wants(wpe_name) {
             let fold = |x: &Tensor| -> Result<Tensor> {
                 let per = x.reshape((b, t, c))?.sum(0)?;
-                if t == cfg.n_positions {
+                if t == geo.positions {
                     return Ok(per);
                 }
-                let rest = Tensor::zeros((cfg.n_positions - t, c), DType::F64, x.device())?;
+                let rest = Tensor::zeros((geo.positions - t, c), DType::F64, x.device())?;
                 Tensor::cat(&[&per, &rest], 0)
             };
             self.put(wpe_name, g.linear(fold)?)?;
         }
-        Ok(loss)
+        Ok(())
     }
 
     /// Backward of `y = x·W + b` (Conv1D): returns the input's gradient and records `W`'s and
@@ -489,6 +501,86 @@ impl Pass<'_> {
         let gx_t = map(&a_t, |at| at.broadcast_div(&c.sigma))?;
         Ok(Dual { x: gx, t: gx_t })
     }
+}
+
+/// The batch's sizes (`B` rows of `T` tokens, width `C`) and what every stage shares: the
+/// flattened token ids, the attention bias and scale, the layer norms' epsilon.
+struct Geometry {
+    b: usize,
+    t: usize,
+    c: usize,
+    heads: usize,
+    positions: usize,
+    eps: f64,
+    scale: f64,
+    flat_ids: Tensor,
+    bias: Tensor,
+}
+
+/// Token plus position embeddings `[B·T, C]`, with their tangent.
+fn embed_fwd(wte: &Dual, wpe: &Dual, geo: &Geometry) -> Result<Dual> {
+    let (b, t, c) = (geo.b, geo.t, geo.c);
+    let embed = |w: &Tensor, p: &Tensor| -> Result<Tensor> {
+        w.index_select(&geo.flat_ids, 0)?
+            .reshape((b, t, c))?
+            .broadcast_add(&p.narrow(0, 0, t)?)?
+            .reshape((b * t, c))
+    };
+    let tok_t = map(&wte.t, |w| w.index_select(&geo.flat_ids, 0))?;
+    let pos_t = map(&wpe.t, |p| {
+        p.narrow(0, 0, t)?
+            .unsqueeze(0)?
+            .broadcast_as((b, t, c))?
+            .reshape((b * t, c))
+    })?;
+    Ok(Dual {
+        x: embed(&wte.x, &wpe.x)?,
+        t: sum(vec![tok_t, pos_t])?,
+    })
+}
+
+/// The attention core of the fused query–key–value projection `qkv` `[N, 3C]`: the heads'
+/// queries, keys and values `[B, H, T, C/H]`, the probabilities `softmax(c·QKᵀ + bias)`, and
+/// the merged output `[N, C]`, with tangents.
+fn attention_fwd(qkv: &Dual, geo: &Geometry) -> Result<(Dual, Dual, Dual, Dual, Dual)> {
+    let (b, t, c, heads) = (geo.b, geo.t, geo.c, geo.heads);
+    let split = |k: usize| -> Result<Dual> {
+        let part = |x: &Tensor| -> Result<Tensor> {
+            x.reshape((b, t, 3, heads, c / heads))?
+                .narrow(2, k, 1)?
+                .squeeze(2)?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        qkv.linear(part)
+    };
+    let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+    let z = q.matmul(&k.tr()?)?;
+    let probs = exact::masked_softmax(&z.x, &geo.bias, geo.scale)?;
+    let probs = Dual {
+        t: map(&z.t, |zt| exact::softmax_vjp(&probs, zt, geo.scale))?,
+        x: probs,
+    };
+    let o_heads = probs.matmul(&v)?;
+    let merge = |x: &Tensor| x.transpose(1, 2)?.contiguous()?.reshape((b * t, c));
+    let o = o_heads.linear(merge)?;
+    Ok((q, k, v, probs, o))
+}
+
+/// Backward of `act = gelu_new(f)`: `g_f = g_act⊙gelu′(f)`, with tangent
+/// `ġ_act⊙gelu′(f) + g_act⊙gelu″(f)⊙ḟ`.
+fn gelu_bwd(cache: &BlockCache, g_act: &Dual) -> Result<Dual> {
+    let d1 = &cache.d1;
+    Ok(Dual {
+        x: (&g_act.x * d1)?,
+        t: sum(vec![
+            map(&g_act.t, |gt| gt * d1)?,
+            match (&cache.f.t, &cache.d2) {
+                (Some(ft), Some(d2)) => Some(((&g_act.x * d2)? * ft)?),
+                _ => None,
+            },
+        ])?,
+    })
 }
 
 /// `a + b` with tangents.

@@ -7,7 +7,7 @@
 //! bytes read and each tensor checked for finiteness. This module owns reading model files and
 //! their digests; it never writes.
 
-use super::config::Gpt2Config;
+use super::config::{ConfigError, Gpt2Config};
 use super::gpt2::Gpt2;
 use super::params::param_shapes;
 pub use crate::digest::{digest, FileDigest};
@@ -49,8 +49,8 @@ pub enum LoadError {
     },
     #[error(transparent)]
     Read(#[from] ReadError),
-    #[error("{path}: invalid config: {msg}")]
-    Config { path: PathBuf, msg: String },
+    #[error("{path}: invalid config: {reason}")]
+    Config { path: PathBuf, reason: ConfigError },
     #[error(
         "{config}: {field} is {value}, but {weights} holds at most {holds} ({what}); \
          the config does not describe these weights"
@@ -160,9 +160,9 @@ pub fn read_config(dir: &Path) -> Result<(Gpt2Config, FileDigest), LoadError> {
     let bytes = read_regular_file_capped(&path, MAX_CONFIG_BYTES, "config.json")?;
     let text = std::str::from_utf8(&bytes).map_err(|_| LoadError::Config {
         path: path.clone(),
-        msg: "not UTF-8".into(),
+        reason: ConfigError::NotUtf8,
     })?;
-    let cfg = Gpt2Config::from_json(text).map_err(|msg| LoadError::Config { path, msg })?;
+    let cfg = Gpt2Config::from_json(text).map_err(|reason| LoadError::Config { path, reason })?;
     Ok((cfg, digest("config.json", &bytes)))
 }
 

@@ -17,8 +17,8 @@ pub mod ops;
 pub mod params;
 pub mod save;
 
-pub use config::Gpt2Config;
+pub use config::{ConfigError, Gpt2Config};
 pub use gpt2::Gpt2;
 pub use load::{load_model, FileDigest, LoadError, LoadedModel};
-pub use params::{Group, ParamGroups};
+pub use params::{Group, GroupError, ParamGroups};
 pub use save::save_model;

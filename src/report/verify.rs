@@ -179,88 +179,89 @@ fn verify_signed(
     key: &VerifyingKey,
     checks: &mut Vec<Check>,
 ) -> Option<(Statement, Report)> {
-    let mut step = |name: &str, result: Result<String, String>| match result {
-        Ok(detail) => {
+    let envelope = record(checks, ENVELOPE, envelope_check(bytes))?;
+    record(checks, PAYLOAD_TYPE, payload_type_check(&envelope))?;
+    let payload = record(checks, SIGNATURE, signature_check(&envelope, key))?;
+    let statement = record(checks, STATEMENT, statement_check(&payload))?;
+    let report = record(checks, SCHEMA, schema_check(&statement))?;
+    Some((statement, report))
+}
+
+/// Records the check `name`: passed with its detail (giving what it read), or failed with why.
+fn record<T>(
+    checks: &mut Vec<Check>,
+    name: &str,
+    result: Result<(T, String), String>,
+) -> Option<T> {
+    match result {
+        Ok((value, detail)) => {
             checks.push(Check::pass(name, detail));
-            true
+            Some(value)
         }
         Err(detail) => {
             checks.push(Check::fail(name, detail));
-            false
-        }
-    };
-    let envelope = Envelope::from_json(bytes);
-    let ok = step(
-        ENVELOPE,
-        match &envelope {
-            Ok(e) => Ok(format!(
-                "DSSE envelope, {} signature(s)",
-                e.signatures.len()
-            )),
-            Err(e) => Err(e.to_string()),
-        },
-    );
-    let envelope = envelope.ok().filter(|_| ok)?;
-    let type_ok = envelope.payload_type == IN_TOTO_PAYLOAD_TYPE;
-    let detail = format!("{:?}", envelope.payload_type);
-    if !step(PAYLOAD_TYPE, if type_ok { Ok(detail) } else { Err(detail) }) {
-        return None;
-    }
-    let verified = dsse::verify_signatures(&envelope, key, IN_TOTO_PAYLOAD_TYPE);
-    let payload = match verified {
-        Ok(v) => {
-            let mut detail = format!("Ed25519, key id {}", dsse::key_id(key));
-            if !v.malformed.is_empty() {
-                let skipped = v.malformed.join("; ");
-                detail.push_str(&format!(
-                    "; skipped {} malformed: {skipped}",
-                    v.malformed.len()
-                ));
-            }
-            step(SIGNATURE, Ok(detail));
-            v.payload
-        }
-        Err(e) => {
-            step(SIGNATURE, Err(e.to_string()));
-            return None;
-        }
-    };
-    let statement = Statement::from_json(&payload).map_err(|e| e.to_string());
-    let statement = statement.and_then(|s| match s.to_jcs() {
-        Ok(canonical) if canonical == payload => Ok(s),
-        Ok(_) => Err("signed payload is not in canonical (RFC 8785) form".into()),
-        Err(e) => Err(e.to_string()),
-    });
-    let statement = match statement {
-        Ok(s) => {
-            let detail = format!("in-toto Statement v1, {} subject(s)", s.subject.len());
-            step(STATEMENT, Ok(detail));
-            s
-        }
-        Err(e) => {
-            step(STATEMENT, Err(e));
-            return None;
-        }
-    };
-    let predicate = serde_json::to_vec(&statement.predicate).unwrap_or_default();
-    match Report::from_json(&predicate) {
-        Ok(report) => {
-            let detail = format!(
-                "schema v{}, written by {} {} ({}) at {}",
-                report.schema_version,
-                report.tool.name,
-                report.tool.version,
-                report.tool.commit,
-                report.created
-            );
-            step(SCHEMA, Ok(detail));
-            Some((statement, report))
-        }
-        Err(e) => {
-            step(SCHEMA, Err(e.to_string()));
             None
         }
     }
+}
+
+fn envelope_check(bytes: &[u8]) -> Result<(Envelope, String), String> {
+    let e = Envelope::from_json(bytes).map_err(|e| e.to_string())?;
+    let detail = format!("DSSE envelope, {} signature(s)", e.signatures.len());
+    Ok((e, detail))
+}
+
+fn payload_type_check(envelope: &Envelope) -> Result<((), String), String> {
+    let detail = format!("{:?}", envelope.payload_type);
+    if envelope.payload_type == IN_TOTO_PAYLOAD_TYPE {
+        Ok(((), detail))
+    } else {
+        Err(detail)
+    }
+}
+
+/// The signed payload, when a signature by `key` verifies; malformed signatures beside it are
+/// named in the detail.
+fn signature_check(envelope: &Envelope, key: &VerifyingKey) -> Result<(Vec<u8>, String), String> {
+    let v =
+        dsse::verify_signatures(envelope, key, IN_TOTO_PAYLOAD_TYPE).map_err(|e| e.to_string())?;
+    let mut detail = format!("Ed25519, key id {}", dsse::key_id(key));
+    if !v.malformed.is_empty() {
+        let skipped = v.malformed.join("; ");
+        detail.push_str(&format!(
+            "; skipped {} malformed: {skipped}",
+            v.malformed.len()
+        ));
+    }
+    Ok((v.payload, detail))
+}
+
+/// The in-toto statement of the payload, which must be in canonical form.
+fn statement_check(payload: &[u8]) -> Result<(Statement, String), String> {
+    let s = Statement::from_json(payload).map_err(|e| e.to_string())?;
+    match s.to_jcs() {
+        Ok(canonical) if canonical == payload => {
+            let detail = format!("in-toto Statement v1, {} subject(s)", s.subject.len());
+            Ok((s, detail))
+        }
+        Ok(_) => Err("signed payload is not in canonical (RFC 8785) form".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The statement's predicate read as a report of the current schema.
+fn schema_check(statement: &Statement) -> Result<(Report, String), String> {
+    let predicate = serde_json::to_vec(&statement.predicate).unwrap_or_default();
+    let report = Report::from_json(&predicate).map_err(|e| e.to_string())?;
+    let detail = format!(
+        "schema v{}, written by {} {} ({}) at {}",
+        report.schema_version,
+        report.tool.name,
+        report.tool.version,
+        report.tool.commit,
+        report.created
+    );
+    Ok((report, detail))
 }
 
 /// The signed subjects are exactly the files of the model the evidence measured as unlearned

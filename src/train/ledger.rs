@@ -401,9 +401,9 @@ impl Ledger {
         pad: u32,
         epoch: usize,
     ) -> Result<Vec<f64>, LedgerError> {
-        let groups = ParamGroups::parse(&self.index.groups).map_err(|msg| LedgerError::File {
+        let groups: ParamGroups = self.index.groups.parse().map_err(|e| LedgerError::File {
             path: self.dir.join(INDEX_FILE),
-            msg: format!("field groups: {msg}"),
+            msg: format!("field groups: {e}"),
         })?;
         let mut out = Vec::with_capacity(records.len());
         for rec in records {

@@ -95,6 +95,38 @@ fn epoch_batches(
     batches
 }
 
+/// AdamW over all of `model`'s parameters, made trainable, at `cfg`'s rate and decay.
+fn optimiser(model: &mut Gpt2, cfg: &TrainConfig) -> Result<AdamW, TrainError> {
+    model
+        .set_trainable(&ParamGroups::all())
+        .map_err(TrainError::Config)?;
+    let vars = model
+        .trainable_vars()
+        .into_iter()
+        .map(|(_, v)| v.clone())
+        .collect();
+    let params = ParamsAdamW {
+        lr: cfg.lr,
+        weight_decay: cfg.weight_decay,
+        ..Default::default()
+    };
+    Ok(AdamW::new(vars, params)?)
+}
+
+/// One optimiser step (number `step`) on `batch`: the batch's loss before it, which must be
+/// finite.
+fn descend(model: &Gpt2, opt: &mut AdamW, batch: &Batch, step: usize) -> Result<f64, TrainError> {
+    let loss = model.loss(batch)?;
+    let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    if !value.is_finite() {
+        return Err(TrainError::NotFinite(value, step));
+    }
+    let grads = loss.backward()?;
+    opt.step(&grads)?;
+    drop(grads);
+    Ok(value)
+}
+
 /// Trains `model` (all parameters) on `data`, checkpointing into `out` after every epoch.
 #[allow(clippy::too_many_arguments)] // data, settings, outputs and two hooks: each used once
 pub fn train(
@@ -112,20 +144,7 @@ pub fn train(
             "need records, a batch size and epochs above zero".into(),
         ));
     }
-    model
-        .set_trainable(&ParamGroups::all())
-        .map_err(TrainError::Config)?;
-    let vars = model
-        .trainable_vars()
-        .into_iter()
-        .map(|(_, v)| v.clone())
-        .collect();
-    let params = ParamsAdamW {
-        lr: cfg.lr,
-        weight_decay: cfg.weight_decay,
-        ..Default::default()
-    };
-    let mut opt = AdamW::new(vars, params)?;
+    let mut opt = optimiser(model, cfg)?;
     let per_epoch = data.len().div_ceil(cfg.batch_size);
     let total = per_epoch * cfg.epochs;
     let sched = WarmupCosine {
@@ -152,14 +171,7 @@ pub fn train(
             }
             let batch = Batch::new(&recs, pad);
             opt.set_learning_rate(sched.lr(step));
-            let loss = model.loss(&batch)?;
-            let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            if !value.is_finite() {
-                return Err(TrainError::NotFinite(value, step));
-            }
-            let grads = loss.backward()?;
-            opt.step(&grads)?;
-            drop(grads);
+            let value = descend(model, &mut opt, &batch, step)?;
             step += 1;
             loss_sum += value * recs.len() as f64;
             tokens += batch.real_tokens();
