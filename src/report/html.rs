@@ -82,7 +82,7 @@ body{margin:0;background:#f3f4f6;color:var(--ink);
 font:15px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif}
 main{max-width:1120px;margin:0 auto;padding:24px}
 section,header.summary{background:#fff;border:1px solid var(--rule);border-radius:8px;
-padding:18px 22px;margin-bottom:18px}
+padding:18px 22px;margin-bottom:18px;overflow-x:auto}
 h1{margin:0 0 4px;font-size:28px;letter-spacing:.02em}
 h2{margin:0 0 10px;font-size:18px}
 h3{margin:0 0 4px;font-size:14px;font-weight:600}
@@ -121,7 +121,8 @@ ul.verdicts{list-style:none;margin:6px 0 0;padding:0;font-size:12.5px}
 ul.verdicts li{margin:0 0 5px}
 .warn{color:var(--inc);background:var(--inc-bg);border-left:4px solid var(--inc);
 padding:6px 10px;margin:6px 0;font-size:13px}
-td.reason{min-width:15em}
+td.reason{min-width:12em}
+td.mono{overflow-wrap:anywhere;min-width:11em}
 td.num .note{display:block;white-space:normal}
 .legend{display:flex;gap:16px;flex-wrap:wrap;font-size:13px;margin:0 0 10px}
 .legend span::before{content:'';display:inline-block;width:14px;height:4px;margin-right:6px;
@@ -272,7 +273,7 @@ fn verdict_cells(v: &Verdict) -> VerdictCells {
     VerdictCells {
         value: v.value.map_or("&ndash;".to_string(), num),
         value_note: vs_reference.then_some("difference to the reference model"),
-        bound_note: (two_sided && v.bound.is_some()).then_some("the bound nearer its edge"),
+        bound_note: (two_sided && v.bound.is_some()).then_some("nearer edge"),
         bound,
         required,
         required_note: v.baseline.map(|b| format!("{baseline} {}", num(b))),
@@ -1354,13 +1355,13 @@ pub(crate) mod tests {
         assert!(!loss.contains("mia-zlib-auc") && !loss.contains("exact"));
         assert!(zlib.contains("<span class=\"badge inconclusive\">INCONCLUSIVE</span>"));
         assert!(zlib.contains(
-            "bound 0.5830 @ 95% &middot; the bound nearer its edge &middot; required within \
+            "bound 0.5830 @ 95% &middot; nearer edge &middot; required within \
              [0.3500, 0.6500]"
         ));
         assert!(!zlib.contains("mia-auc<") && !zlib.contains("No requirement"));
         // The verdict table names the interval and says which bound it shows.
         assert!(page.contains(
-            "<td class=\"num\">0.5830 @ 95%<span class=\"note\">the bound nearer its edge</span>\
+            "<td class=\"num\">0.5830 @ 95%<span class=\"note\">nearer edge</span>\
              </td><td class=\"num\">within [0.3500, 0.6500]</td>"
         ));
         // `within reference`: the value is a difference, the reference's value beside the margin.
