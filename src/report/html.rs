@@ -53,7 +53,11 @@ pub fn render(report: &Report) -> String {
     ));
     out.push_str(&header(report));
     out.push_str(&verdict_section(&report.verdicts));
-    out.push_str(&roc_section(&report.evidence));
+    out.push_str(&roc_section(
+        &report.evidence,
+        &report.verdicts,
+        report.certified(),
+    ));
     out.push_str(&histogram_section(&report.evidence));
     out.push_str(&trajectory_section(report.trajectory.as_ref()));
     out.push_str(&metrics_section(&report.evidence));
@@ -78,7 +82,7 @@ body{margin:0;background:#f3f4f6;color:var(--ink);
 font:15px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif}
 main{max-width:1120px;margin:0 auto;padding:24px}
 section,header.summary{background:#fff;border:1px solid var(--rule);border-radius:8px;
-padding:18px 22px;margin-bottom:18px}
+padding:18px 22px;margin-bottom:18px;overflow-x:auto}
 h1{margin:0 0 4px;font-size:28px;letter-spacing:.02em}
 h2{margin:0 0 10px;font-size:18px}
 h3{margin:0 0 4px;font-size:14px;font-weight:600}
@@ -111,6 +115,15 @@ figure{margin:0}
 figcaption{font-size:12.5px;color:var(--muted)}
 svg{display:block;width:100%;height:auto}
 svg text{font:11px system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif;fill:#374151}
+.charts.attacks{grid-template-columns:repeat(auto-fill,minmax(470px,1fr));gap:20px}
+.pair{display:grid;grid-template-columns:1fr 1fr;gap:6px}
+ul.verdicts{list-style:none;margin:6px 0 0;padding:0;font-size:12.5px}
+ul.verdicts li{margin:0 0 5px}
+.warn{color:var(--inc);background:var(--inc-bg);border-left:4px solid var(--inc);
+padding:6px 10px;margin:6px 0;font-size:13px}
+td.reason{min-width:12em}
+td.mono{overflow-wrap:anywhere;min-width:11em}
+td.num .note{display:block;white-space:normal}
 .legend{display:flex;gap:16px;flex-wrap:wrap;font-size:13px;margin:0 0 10px}
 .legend span::before{content:'';display:inline-block;width:14px;height:4px;margin-right:6px;
 vertical-align:middle;background:var(--c)}
@@ -207,33 +220,84 @@ fn header(report: &Report) -> String {
             escape(&f.sha256)
         ));
     }
-    out.push_str("</dl>\n</header>\n");
+    out.push_str("</dl>\n");
+    let unbounded = unbounded_far_attacks(&report.evidence, &report.verdicts);
+    if certified && !unbounded.is_empty() {
+        let list: Vec<String> = unbounded
+            .iter()
+            .map(|(a, auc)| format!("<code>{}</code> (AUC {auc:.3})", escape(a)))
+            .collect();
+        out.push_str(&format!(
+            "<p class=\"warn\">Not covered by this certificate: the unlearned model's curves \
+             of {} lie far from chance, and no requirement of the spec bounds these attacks \
+             (see the ROC curves).</p>\n",
+            list.join(", ")
+        ));
+    }
+    out.push_str("</header>\n");
     out
+}
+
+/// A verdict's figures as page text (escaped), each with the words a two-sided or reference
+/// comparison needs beside it.
+struct VerdictCells {
+    value: String,
+    /// For `within reference`: the value is the difference to the reference model's.
+    value_note: Option<&'static str>,
+    /// `bound @ confidence`.
+    bound: String,
+    /// For the two-sided forms: which of the two bounds is shown.
+    bound_note: Option<&'static str>,
+    /// The threshold (`<= 0.1200`) or the interval (`within [0.3500, 0.6500]`).
+    required: String,
+    /// The baseline's or the reference model's value.
+    required_note: Option<String>,
+}
+
+fn verdict_cells(v: &Verdict) -> VerdictCells {
+    let two_sided = v.threshold.is_none() && v.compare.starts_with("within");
+    let vs_reference = v.compare.starts_with("within reference");
+    let bound = match (v.bound, v.confidence) {
+        (Some(b), Some(c)) => format!("{} @ {}", num(b), percent(c)),
+        _ => "&ndash;".into(),
+    };
+    let required = match v.threshold {
+        Some(t) => format!("{} {}", escape(&v.compare), num(t)),
+        None => escape(&v.compare),
+    };
+    let baseline = if vs_reference {
+        "reference"
+    } else {
+        "baseline"
+    };
+    VerdictCells {
+        value: v.value.map_or("&ndash;".to_string(), num),
+        value_note: vs_reference.then_some("difference to the reference model"),
+        bound_note: (two_sided && v.bound.is_some()).then_some("nearer edge"),
+        bound,
+        required,
+        required_note: v.baseline.map(|b| format!("{baseline} {}", num(b))),
+    }
 }
 
 fn verdict_section(verdicts: &[Verdict]) -> String {
     let mut out = String::from(
         "<section>\n<h2>Verdicts</h2>\n<p class=\"note\">A requirement passes only when its \
-         one-sided confidence bound lies inside the threshold; too few samples is \
+         one-sided confidence bound lies inside the threshold, or, for a two-sided \
+         <em>within</em> requirement, when both one-sided bounds lie inside the interval (the \
+         table shows the bound nearer its edge, the reason both); too few samples is \
          inconclusive.</p>\n<table>\n<thead><tr><th>requirement</th><th>metric</th>\
-         <th>status</th><th>value</th><th>bound @ confidence</th><th>threshold</th><th>n</th>\
-         <th>reason</th></tr></thead>\n<tbody>\n",
+         <th>status</th><th>value</th><th>bound @ confidence</th><th>threshold or interval</th>\
+         <th>n</th><th>reason</th></tr></thead>\n<tbody>\n",
     );
-    let opt = |x: Option<f64>| x.map_or("&ndash;".to_string(), num);
+    let note = |n: Option<&str>| {
+        n.map_or(String::new(), |n| {
+            format!("<span class=\"note\">{n}</span>")
+        })
+    };
     for v in verdicts {
         let class = status_class(v.status);
-        let bound = match (v.bound, v.confidence) {
-            (Some(b), Some(c)) => format!("{} @ {}", num(b), percent(c)),
-            _ => "&ndash;".into(),
-        };
-        let threshold = match v.threshold {
-            Some(t) => format!("{} {}", escape(&v.compare), num(t)),
-            None => escape(&v.compare),
-        };
-        let baseline = v
-            .baseline
-            .map(|b| format!("<br><span class=\"note\">baseline {}</span>", num(b)))
-            .unwrap_or_default();
+        let c = verdict_cells(v);
         let cx = v.counterexample.as_ref().map_or(String::new(), |cx| {
             let perturbed = if cx.perturbations.is_empty() {
                 "unperturbed".to_string()
@@ -251,13 +315,18 @@ fn verdict_section(verdicts: &[Verdict]) -> String {
         });
         out.push_str(&format!(
             "<tr class=\"{class}\"><td><strong>{}</strong></td><td class=\"mono\">{}</td>\
-             <td><span class=\"badge {class}\">{}</span></td><td class=\"num\">{}</td>\
-             <td class=\"num\">{bound}</td><td class=\"num\">{threshold}{baseline}</td>\
-             <td class=\"num\">{}</td><td>{}{cx}</td></tr>\n",
+             <td><span class=\"badge {class}\">{}</span></td><td class=\"num\">{}{}</td>\
+             <td class=\"num\">{}{}</td><td class=\"num\">{}{}</td>\
+             <td class=\"num\">{}</td><td class=\"reason\">{}{cx}</td></tr>\n",
             escape(&v.requirement),
             escape(&v.metric),
             v.status.as_str(),
-            opt(v.value),
+            c.value,
+            note(c.value_note),
+            c.bound,
+            note(c.bound_note),
+            c.required,
+            note(c.required_note.as_deref()),
             v.samples,
             escape(&v.reason),
         ));
@@ -269,19 +338,22 @@ fn verdict_section(verdicts: &[Verdict]) -> String {
 // ---------------------------------------------------------------------------------------------
 // Charts.
 
-/// A chart's pixel frame and data ranges.
+/// A chart's pixel frame and data ranges; the x axis is linear or, with `x_log`, logarithmic
+/// (then `x` must be positive).
 struct Plot {
     width: f64,
     height: f64,
     margin: (f64, f64, f64, f64), // left, right, top, bottom
     x: (f64, f64),
     y: (f64, f64),
+    x_log: bool,
 }
 
 impl Plot {
     fn px(&self, x: f64) -> f64 {
         let (l, r) = (self.margin.0, self.width - self.margin.1);
-        l + (x - self.x.0) / (self.x.1 - self.x.0) * (r - l)
+        let t = |v: f64| if self.x_log { v.log10() } else { v };
+        l + (t(x) - t(self.x.0)) / (t(self.x.1) - t(self.x.0)) * (r - l)
     }
 
     fn py(&self, y: f64) -> f64 {
@@ -299,14 +371,28 @@ impl Plot {
             self.height,
             escape(label)
         );
-        for x in nice_ticks(self.x.0, self.x.1) {
+        let x_ticks: Vec<(f64, Option<String>)> = if self.x_log {
+            log_ticks(self.x.0, self.x.1)
+        } else {
+            let ticks = nice_ticks(self.x.0, self.x.1).into_iter();
+            ticks.map(|x| (x, Some(tick_label(x)))).collect()
+        };
+        for (x, label) in x_ticks {
             let p = self.px(x);
+            let (colour, text) = match label {
+                Some(text) => ("#eef0f3", text),
+                None => ("#f5f6f8", String::new()),
+            };
             s.push_str(&format!(
-                "<line x1=\"{p:.1}\" y1=\"{t:.1}\" x2=\"{p:.1}\" y2=\"{b:.1}\" stroke=\"#eef0f3\"/>\
-                 <text x=\"{p:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
-                b + 14.0,
-                tick_label(x)
+                "<line x1=\"{p:.1}\" y1=\"{t:.1}\" x2=\"{p:.1}\" y2=\"{b:.1}\" stroke=\"{colour}\"/>"
             ));
+            if !text.is_empty() {
+                s.push_str(&format!(
+                    "<text x=\"{p:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{text}</text>",
+                    b + 14.0
+                ));
+            }
+            s.push('\n');
         }
         for y in nice_ticks(self.y.0, self.y.1) {
             let p = self.py(y);
@@ -393,6 +479,36 @@ fn nice_ticks(lo: f64, hi: f64) -> Vec<f64> {
     (first..=last).map(|i| i as f64 * step).collect()
 }
 
+/// Ticks of a log axis over [lo, hi] (0 < lo < hi): each power of ten inside, labelled, and
+/// the unlabelled minor ticks 2·10^k … 9·10^k between them.
+fn log_ticks(lo: f64, hi: f64) -> Vec<(f64, Option<String>)> {
+    if !(lo > 0.0 && hi > lo && hi.is_finite()) {
+        return Vec::new();
+    }
+    let (first, last) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    let mut ticks = Vec::new();
+    for k in first..=last {
+        let decade = 10f64.powi(k);
+        for m in 1..=9 {
+            let x = m as f64 * decade;
+            if x >= lo * (1.0 - 1e-9) && x <= hi * (1.0 + 1e-9) {
+                let label = (m == 1).then(|| log_tick_label(k));
+                ticks.push((x, label));
+            }
+        }
+    }
+    ticks
+}
+
+/// 10^k as a plain decimal: `0.001`, `0.1`, `1`, `100`.
+fn log_tick_label(k: i32) -> String {
+    if k >= 0 {
+        format!("{}", 10u64.pow(k.unsigned_abs()))
+    } else {
+        format!("{:.*}", k.unsigned_abs() as usize, 10f64.powi(k))
+    }
+}
+
 fn tick_label(x: f64) -> String {
     let text = format!("{:.3}", x);
     let text = text.trim_end_matches('0').trim_end_matches('.');
@@ -432,13 +548,13 @@ fn area(points: &[(f64, f64)]) -> f64 {
         .sum()
 }
 
-/// Attack names that have a curve for any model: the known order first, then the rest.
+/// Attack names that have a drawable curve for some model: the known order first, then the rest.
 fn attacks(evidence: &Evidence) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for (model, _) in MODELS {
         let curves = evidence.mia.get(model).map(|m| &m.curves);
         for name in curves.into_iter().flat_map(|c| c.keys()) {
-            if !names.contains(name) {
+            if !names.contains(name) && roc_points(evidence, model, name).is_some() {
                 names.push(name.clone());
             }
         }
@@ -449,53 +565,229 @@ fn attacks(evidence: &Evidence) -> Vec<String> {
     names
 }
 
-fn roc_section(evidence: &Evidence) -> String {
+/// The models with a curve for some attack, in chart order: exactly what the ROC legend names.
+fn charted_models(evidence: &Evidence) -> Vec<(&'static str, &'static str)> {
+    let names = attacks(evidence);
+    MODELS
+        .into_iter()
+        .filter(|(m, _)| names.iter().any(|a| roc_points(evidence, m, a).is_some()))
+        .collect()
+}
+
+/// How far from chance (|AUC − 0.5|) the unlearned model's curve may lie before the page warns
+/// that no requirement bounds its attack.
+const FAR_FROM_CHANCE: f64 = 0.1;
+
+/// Whether `v` bounds the unlearned model under `attack` (its metric is `mia.<attack>.…`).
+fn bounds_attack(v: &Verdict, attack: &str) -> bool {
+    v.metric.starts_with(&format!("mia.{attack}."))
+}
+
+/// Whether `v` concerns `attack` on the unlearned or the original model.
+fn concerns_attack(v: &Verdict, attack: &str) -> bool {
+    bounds_attack(v, attack) || v.metric.starts_with(&format!("original.mia.{attack}."))
+}
+
+/// The attacks whose unlearned-model curve lies far from chance although no verdict bounds
+/// them, each with that curve's AUC: what the page must not leave a reader to infer from a
+/// CERTIFIED banner.
+pub(crate) fn unbounded_far_attacks(
+    evidence: &Evidence,
+    verdicts: &[Verdict],
+) -> Vec<(String, f64)> {
+    attacks(evidence)
+        .into_iter()
+        .filter(|a| !verdicts.iter().any(|v| bounds_attack(v, a)))
+        .filter_map(|a| {
+            let auc = area(&roc_points(evidence, "unlearned", &a)?);
+            ((auc - 0.5).abs() > FAR_FROM_CHANCE).then_some((a, auc))
+        })
+        .collect()
+}
+
+/// The left edge of the log-FPR axis and how to say it: 1/(non-members), the smallest false
+/// positive rate the attack can show, but not below 10⁻³.
+fn lowest_fpr(evidence: &Evidence, attack: &str) -> (f64, String) {
+    let nonmembers = MODELS
+        .iter()
+        .filter_map(|(m, _)| evidence.mia.get(*m)?.scores.get(attack))
+        .map(|s| s.nonmembers.len())
+        .max()
+        .filter(|n| *n > 0);
+    match nonmembers {
+        Some(n) if n < 1000 => (1.0 / n as f64, format!("1/{n} (one non-member)")),
+        _ => (1e-3, "0.001".into()),
+    }
+}
+
+/// The part of a ROC polyline at FPR ≥ `lo`, for a log-FPR axis: entered by interpolation at
+/// `lo`, each sloped segment (tied scores, or the chance line TPR = FPR) subdivided so that it
+/// keeps its linear-FPR meaning on the log axis.
+fn log_view(points: &[(f64, f64)], lo: f64) -> Vec<(f64, f64)> {
+    const PIECES: usize = 24;
+    let mut out = Vec::new();
+    for w in points.windows(2) {
+        let ((x0, y0), (x1, y1)) = (w[0], w[1]);
+        if x1 < lo {
+            continue;
+        }
+        let at = |x: f64| y0 + (y1 - y0) * (x - x0) / (x1 - x0);
+        let start = if x0 < lo { (lo, at(lo)) } else { (x0, y0) };
+        if out.is_empty() {
+            out.push(start);
+        }
+        if y1 != y0 && x1 > start.0 {
+            for i in 1..PIECES {
+                let x = start.0 * (x1 / start.0).powf(i as f64 / PIECES as f64);
+                out.push((x, at(x)));
+            }
+        }
+        out.push((x1, y1));
+    }
+    out
+}
+
+fn roc_section(evidence: &Evidence, verdicts: &[Verdict], certified: bool) -> String {
     let mut out = String::from(
         "<section>\n<h2>Membership-inference ROC curves</h2>\n<p class=\"note\">Each attack \
-         scores forget records (members) against holdout records (non-members). A curve on the \
-         diagonal means the attack cannot tell them apart; the areas (AUC) are at the lower \
-         right.</p>\n",
+         scores forget records (members) against holdout records (non-members). Left: linear \
+         axes, the areas (AUC) at the lower right; a curve on the dashed diagonal means the \
+         attack cannot tell members from non-members. Right: the same curves with the false \
+         positive rate on a log axis, the low-FPR region where membership auditors look; the \
+         dashed curve is chance (TPR = FPR). Under each attack, the verdicts of the spec that \
+         concern it.</p>\n",
     );
-    out.push_str(&legend_html(&MODELS.map(|(m, c)| (m.to_string(), c))));
+    let charted = charted_models(evidence);
+    out.push_str(&legend_html(
+        &charted
+            .iter()
+            .map(|(m, c)| (m.to_string(), *c))
+            .collect::<Vec<_>>(),
+    ));
+    let missing: Vec<&str> = MODELS
+        .iter()
+        .map(|(m, _)| *m)
+        .filter(|m| evidence.models.contains_key(*m) && !charted.iter().any(|(c, _)| c == m))
+        .collect();
+    for model in missing {
+        out.push_str(&format!(
+            "<p class=\"note\">The {model} model was measured, but its attack curves are not in \
+             the evidence: none is drawn for it.</p>\n"
+        ));
+    }
     let names = attacks(evidence);
     if names.is_empty() {
         out.push_str("<p>The evidence holds no attack curves.</p>\n</section>\n");
         return out;
     }
-    out.push_str("<div class=\"charts\">\n");
+    out.push_str("<div class=\"charts attacks\">\n");
     for attack in names {
-        let plot = Plot {
-            width: 260.0,
-            height: 250.0,
-            margin: (40.0, 10.0, 10.0, 34.0),
-            x: (0.0, 1.0),
-            y: (0.0, 1.0),
-        };
-        let mut svg = plot.open(
-            &format!("ROC curve of the {attack} attack"),
-            "false positive rate",
-            "true positive rate",
-        );
-        svg.push_str(&plot.polyline(
-            &[(0.0, 0.0), (1.0, 1.0)],
-            "#9ca3af",
-            " stroke-dasharray=\"4 4\" stroke-width=\"1\"",
-        ));
-        let mut legend = Vec::new();
-        for (model, colour) in MODELS {
-            if let Some(points) = roc_points(evidence, model, &attack) {
-                svg.push_str(&plot.polyline(&points, colour, ""));
-                legend.push((format!("{model} {:.3}", area(&points)), colour));
-            }
-        }
-        svg.push_str(&plot.legend(&legend));
-        svg.push_str("</svg>\n");
-        out.push_str(&format!(
-            "<figure>\n<h3>{}</h3>\n{svg}</figure>\n",
-            escape(&attack)
-        ));
+        out.push_str(&roc_figure(evidence, &attack));
+        let auc = roc_points(evidence, "unlearned", &attack).map(|p| area(&p));
+        out.push_str(&attack_verdicts(verdicts, &attack, auc, certified));
+        out.push_str("</figure>\n");
     }
     out.push_str("</div>\n</section>\n");
+    out
+}
+
+/// One attack's opened `<figure>`: its title and its curves on linear and log-FPR axes.
+fn roc_figure(evidence: &Evidence, attack: &str) -> String {
+    let (lo, lo_text) = lowest_fpr(evidence, attack);
+    let frame = |x: (f64, f64), x_log: bool| Plot {
+        width: 260.0,
+        height: 250.0,
+        margin: (40.0, 10.0, 10.0, 34.0),
+        x,
+        y: (0.0, 1.0),
+        x_log,
+    };
+    let (linear, log) = (frame((0.0, 1.0), false), frame((lo, 1.0), true));
+    let mut left = linear.open(
+        &format!("ROC curve of the {attack} attack"),
+        "false positive rate",
+        "true positive rate",
+    );
+    let mut right = log.open(
+        &format!("ROC curve of the {attack} attack, false positive rate on a log axis"),
+        "false positive rate (log scale)",
+        "true positive rate",
+    );
+    let chance = [(0.0, 0.0), (1.0, 1.0)];
+    let dashed = " stroke-dasharray=\"4 4\" stroke-width=\"1\"";
+    left.push_str(&linear.polyline(&chance, "#9ca3af", dashed));
+    right.push_str(&log.polyline(&log_view(&chance, lo), "#9ca3af", dashed));
+    let mut legend = Vec::new();
+    for (model, colour) in MODELS {
+        if let Some(points) = roc_points(evidence, model, attack) {
+            left.push_str(&linear.polyline(&points, colour, ""));
+            right.push_str(&log.polyline(&log_view(&points, lo), colour, ""));
+            legend.push((format!("{model} {:.3}", area(&points)), colour));
+        }
+    }
+    left.push_str(&linear.legend(&legend));
+    format!(
+        "<figure>\n<h3>{}</h3>\n<div class=\"pair\">\n{left}</svg>\n{right}</svg>\n</div>\n\
+         <figcaption>right: false positive rate on a log axis from {lo_text} to 1</figcaption>\n",
+        escape(attack)
+    )
+}
+
+/// The verdicts that concern `attack`, and what the page must say when none bounds it: a plain
+/// note, or a warning when the unlearned model's curve (area `auc`) lies far from chance.
+fn attack_verdicts(
+    verdicts: &[Verdict],
+    attack: &str,
+    auc: Option<f64>,
+    certified: bool,
+) -> String {
+    let mut out = String::new();
+    let concern: Vec<&Verdict> = verdicts
+        .iter()
+        .filter(|v| concerns_attack(v, attack))
+        .collect();
+    if !concern.is_empty() {
+        out.push_str("<ul class=\"verdicts\">\n");
+        for v in concern {
+            let class = status_class(v.status);
+            let c = verdict_cells(v);
+            let mut parts = vec![format!("value {}", c.value)];
+            parts.extend(c.value_note.map(str::to_string));
+            parts.push(format!("bound {}", c.bound));
+            parts.extend(c.bound_note.map(str::to_string));
+            parts.push(format!("required {}", c.required));
+            parts.extend(c.required_note);
+            out.push_str(&format!(
+                "<li><span class=\"badge {class}\">{}</span> <strong>{}</strong> \
+                 <code>{}</code><br>{}</li>\n",
+                v.status.as_str(),
+                escape(&v.requirement),
+                escape(&v.metric),
+                parts.join(" &middot; ")
+            ));
+        }
+        out.push_str("</ul>\n");
+    }
+    if verdicts.iter().any(|v| bounds_attack(v, attack)) {
+        return out;
+    }
+    let far = auc.filter(|a| (a - 0.5).abs() > FAR_FROM_CHANCE);
+    match far {
+        Some(a) => out.push_str(&format!(
+            "<p class=\"warn\">No requirement of the spec bounds this attack on the unlearned \
+             model, yet its curve is far from chance (AUC {a:.3}, more than {FAR_FROM_CHANCE} \
+             from 0.5){}.</p>\n",
+            if certified {
+                ": the CERTIFIED verdict says nothing about it"
+            } else {
+                ""
+            }
+        )),
+        None => out.push_str(
+            "<p class=\"note\">No requirement of the spec bounds this attack on the unlearned \
+             model.</p>\n",
+        ),
+    }
     out
 }
 
@@ -575,6 +867,7 @@ fn histogram_section(evidence: &Evidence) -> String {
             margin: (40.0, 10.0, 10.0, 34.0),
             x: (lo, hi),
             y: (0.0, top * 1.1),
+            x_log: false,
         };
         let mut svg = plot.open(
             &format!("loss histogram of the {model} model"),
@@ -661,6 +954,7 @@ fn trajectory_section(trajectory: Option<&Value>) -> String {
         margin: (46.0, 14.0, 12.0, 34.0),
         x: (x0, if x1 > x0 { x1 } else { x0 + 1.0 }),
         y: (lo - pad, hi + pad),
+        x_log: false,
     };
     out.push_str(&legend_html(&[
         ("forget loss".to_string(), FORGET_COLOUR),
@@ -861,14 +1155,17 @@ pub(crate) mod tests {
         };
         crate::report::schema::tests::edit_evidence(&mut r, |e| {
             e["mia"] = json!({
-                "original": {"curves": {"loss": curve(0.2), "zlib": curve(0.3)}},
-                "unlearned": {"curves": {"loss": curve(0.9), "zlib": curve(0.95)}},
-                "reference": {"curves": {"loss": curve(1.0), "zlib": curve(1.0)}},
+                "original": {"scores": {}, "curves": {"loss": curve(0.2), "zlib": curve(0.3)}},
+                "unlearned": {"scores": {}, "curves": {"loss": curve(0.9), "zlib": curve(0.95)}},
+                "reference": {"scores": {}, "curves": {"loss": curve(1.0), "zlib": curve(1.0)}},
             })
         });
         let recs = |centre: f64, n: usize| {
             let rs: Vec<Value> = (0..n)
-                .map(|i| json!({"id": format!("r{i}"), "loss": centre + (i % 7) as f64 * 0.1}))
+                .map(|i| {
+                    json!({"id": format!("r{i}"), "tokens": 12, "loss": centre + (i % 7) as f64 * 0.1,
+                        "min_k": -1.0, "min_k_pp": -1.0, "zlib_bytes": 40})
+                })
                 .collect();
             Value::Array(rs)
         };
@@ -924,13 +1221,200 @@ pub(crate) mod tests {
             assert!(page.contains("CERTIFIED"));
         }
         let page = render(&rich());
-        // Two ROC charts with three curves and a diagonal each; two histograms; one trajectory.
-        assert_eq!(page.matches("<svg").count(), 5);
-        assert_eq!(page.matches("<polyline").count(), 2 * 4 + 2);
+        // Two attacks, each on linear and log axes with three curves and the chance line; two
+        // histograms; one trajectory.
+        assert_eq!(page.matches("<svg").count(), 2 * 2 + 2 + 1);
+        assert_eq!(page.matches("<polyline").count(), 2 * 2 * 4 + 2);
         // The area under tpr = fpr is 1/2 (the reference model's loss curve).
         assert!(page.contains(">reference 0.500</text>"), "reference AUC");
         assert!(page.contains("holdout 3.000"));
         assert!(page.contains("stopped: reached_holdout"));
+    }
+
+    /// The ROC figure of `attack` in `page`.
+    fn figure<'a>(page: &'a str, attack: &str) -> &'a str {
+        let start = page
+            .find(&format!("<figure>\n<h3>{attack}</h3>"))
+            .unwrap_or_else(|| panic!("no figure for {attack}"));
+        let end = start + page[start..].find("</figure>").expect("figure closed");
+        &page[start..end]
+    }
+
+    fn verdict(requirement: &str, metric: &str, status: Status) -> Verdict {
+        let mut v = sample().verdicts[0].clone();
+        v.requirement = requirement.into();
+        v.metric = metric.into();
+        v.status = status;
+        v
+    }
+
+    #[test]
+    fn log_axis_ticks_sit_on_decades() {
+        let labelled = |lo: f64| -> Vec<(f64, String)> {
+            let ticks = log_ticks(lo, 1.0).into_iter();
+            ticks.filter_map(|(x, l)| Some((x, l?))).collect()
+        };
+        let decades = [(0.001, "0.001"), (0.01, "0.01"), (0.1, "0.1"), (1.0, "1")];
+        let want: Vec<(f64, String)> = decades.iter().map(|(x, l)| (*x, l.to_string())).collect();
+        assert_eq!(labelled(1e-3), want);
+        // 440 non-members: the axis starts at 1/440, so 0.001 is outside and 0.003 is the
+        // first (minor) tick.
+        assert_eq!(labelled(1.0 / 440.0), want[1..]);
+        assert_eq!(log_ticks(1.0 / 440.0, 1.0)[0], (0.003, None));
+        assert_eq!(log_ticks(1e-3, 1.0).len(), 3 * 9 + 1);
+        // Decades are equally spaced: the frame runs from x = 40 to x = 250 (210 px, 3 decades).
+        let plot = Plot {
+            width: 260.0,
+            height: 250.0,
+            margin: (40.0, 10.0, 10.0, 34.0),
+            x: (1e-3, 1.0),
+            y: (0.0, 1.0),
+            x_log: true,
+        };
+        for (k, x) in [1e-3, 1e-2, 1e-1, 1.0].into_iter().enumerate() {
+            assert!((plot.px(x) - (40.0 + 70.0 * k as f64)).abs() < 1e-9, "{x}");
+        }
+        assert!((plot.px(0.5) - (250.0 - 70.0 * 2f64.log10())).abs() < 1e-9);
+        // The chance line enters at (lo, lo) and stays on TPR = FPR; a step curve is entered
+        // by interpolation at lo.
+        let chance = log_view(&[(0.0, 0.0), (1.0, 1.0)], 0.01);
+        assert_eq!(chance.first(), Some(&(0.01, 0.01)));
+        assert_eq!(chance.last(), Some(&(1.0, 1.0)));
+        assert!(chance.len() > 10);
+        assert!(chance.iter().all(|(x, y)| (x - y).abs() < 1e-12));
+        let step = log_view(&[(0.0, 0.0), (0.0, 0.5), (0.02, 0.5), (1.0, 1.0)], 0.01);
+        assert_eq!(step[..2], [(0.01, 0.5), (0.02, 0.5)]);
+        assert_eq!(log_tick_label(-3), "0.001");
+        assert_eq!(log_tick_label(2), "100");
+    }
+
+    #[test]
+    fn the_log_axis_starts_at_one_non_member() {
+        let mut r = rich();
+        crate::report::schema::tests::edit_evidence(&mut r, |e| {
+            e["mia"]["unlearned"]["scores"]["loss"] =
+                json!({"members": vec![1.0; 110], "nonmembers": vec![0.0; 440]})
+        });
+        let page = render(&r);
+        assert!(figure(&page, "loss").contains("log axis from 1/440 (one non-member) to 1"));
+        // Without scores (or with more than 1000 non-members) the axis starts at 0.001.
+        assert!(figure(&page, "zlib").contains("log axis from 0.001 to 1"));
+    }
+
+    #[test]
+    fn the_legend_lists_exactly_the_drawn_curves() {
+        // As the certifier writes it: curves for the unlearned and original models only,
+        // although a reference model was measured.
+        let mut r = rich();
+        crate::report::schema::tests::edit_evidence(&mut r, |e| {
+            e["mia"].as_object_mut().unwrap().remove("reference");
+            e["models"]["reference"] = json!({"dir": "ref", "files": []});
+        });
+        let page = render(&r);
+        assert!(page.contains(
+            "<div class=\"legend\"><span style=\"--c:#c2410c\">original</span>\
+             <span style=\"--c:#1d4ed8\">unlearned</span></div>"
+        ));
+        assert!(page.contains(
+            "The reference model was measured, but its attack curves are not in the evidence"
+        ));
+        for attack in ["loss", "zlib"] {
+            let fig = figure(&page, attack);
+            // Per axis: the chance line and one curve per legend line, and nothing else.
+            let legend_lines = fig.matches("text-anchor=\"end\" style=\"fill:").count();
+            assert_eq!(legend_lines, 2, "{attack}");
+            assert_eq!(fig.matches("<polyline").count(), 2 * (legend_lines + 1));
+            assert!(!fig.contains("reference"), "{attack}");
+        }
+        // With reference curves in the evidence, they are drawn and named, and no note is needed.
+        let page = render(&rich());
+        assert!(page.contains("<span style=\"--c:#15803d\">reference</span>"));
+        assert!(!page.contains("its attack curves are not in the evidence"));
+        assert!(figure(&page, "loss").contains(">reference 0.500</text>"));
+    }
+
+    #[test]
+    fn each_attack_shows_the_verdicts_that_concern_it() {
+        let mut r = rich();
+        let mut two_sided = verdict("mia-zlib-auc", "mia.zlib.auc", Status::Inconclusive);
+        two_sided.compare = "within [0.3500, 0.6500]".into();
+        two_sided.threshold = None;
+        r.verdicts.push(two_sided);
+        r.verdicts
+            .push(verdict("power", "original.mia.loss.auc", Status::Pass));
+        r.verdicts
+            .push(verdict("exact", "forget.exact_match", Status::Pass));
+        let page = render(&r);
+        let (loss, zlib) = (figure(&page, "loss"), figure(&page, "zlib"));
+        assert!(loss.contains(
+            "<li><span class=\"badge pass\">PASS</span> <strong>mia-auc</strong> \
+             <code>mia.loss.auc</code><br>value 0.5500 &middot; bound 0.5830 @ 95% &middot; \
+             required &lt;= 0.6000</li>"
+        ));
+        assert!(loss.contains("<strong>power</strong> <code>original.mia.loss.auc</code>"));
+        assert!(!loss.contains("mia-zlib-auc") && !loss.contains("exact"));
+        assert!(zlib.contains("<span class=\"badge inconclusive\">INCONCLUSIVE</span>"));
+        assert!(zlib.contains(
+            "bound 0.5830 @ 95% &middot; nearer edge &middot; required within \
+             [0.3500, 0.6500]"
+        ));
+        assert!(!zlib.contains("mia-auc<") && !zlib.contains("No requirement"));
+        // The verdict table names the interval and says which bound it shows.
+        assert!(page.contains(
+            "<td class=\"num\">0.5830 @ 95%<span class=\"note\">nearer edge</span>\
+             </td><td class=\"num\">within [0.3500, 0.6500]</td>"
+        ));
+        // `within reference`: the value is a difference, the reference's value beside the margin.
+        let mut r = sample();
+        r.verdicts[0].compare = "within reference ± 0.0500".into();
+        r.verdicts[0].threshold = None;
+        r.verdicts[0].baseline = Some(0.52);
+        let page = render(&r);
+        assert!(page.contains("<span class=\"note\">difference to the reference model</span>"));
+        assert!(page.contains("within reference ± 0.0500<span class=\"note\">reference 0.5200"));
+    }
+
+    #[test]
+    fn a_far_curve_that_no_requirement_bounds_is_flagged() {
+        // rich(): unlearned AUCs 0.526 (loss, bounded by `mia-auc`) and 0.513 (zlib, unbounded).
+        let page = render(&rich());
+        assert!(figure(&page, "zlib").contains(
+            "<p class=\"note\">No requirement of the spec bounds this attack on the unlearned \
+             model.</p>"
+        ));
+        assert!(!page.contains("class=\"warn\""));
+        // The unlearned zlib curve far from chance (AUC 1/1.3 = 0.769) under a CERTIFIED banner.
+        let mut r = rich();
+        let curve: Vec<Value> = (0..=20)
+            .map(|i| json!({"fpr": i as f64 / 20.0, "tpr": (i as f64 / 20.0).powf(0.3)}))
+            .collect();
+        crate::report::schema::tests::edit_evidence(&mut r, |e| {
+            e["mia"]["unlearned"]["curves"]["zlib"] = json!(curve)
+        });
+        let far = area(&roc_points(&r.evidence, "unlearned", "zlib").unwrap());
+        assert!((far - 0.5).abs() > FAR_FROM_CHANCE, "{far}");
+        assert!(r.certified());
+        let page = render(&r);
+        assert!(page.contains("<h1>CERTIFIED</h1>"));
+        assert!(figure(&page, "zlib").contains(&format!(
+            "<p class=\"warn\">No requirement of the spec bounds this attack on the unlearned \
+             model, yet its curve is far from chance (AUC {far:.3}, more than 0.1 from 0.5): the \
+             CERTIFIED verdict says nothing about it.</p>"
+        )));
+        assert!(page.contains(&format!(
+            "<p class=\"warn\">Not covered by this certificate: the unlearned model's curves of \
+             <code>zlib</code> (AUC {far:.3}) lie far from chance"
+        )));
+        assert!(!figure(&page, "loss").contains("warn"));
+        // A requirement on the attack (any of its metrics) silences the warning.
+        r.verdicts.push(verdict(
+            "zlib-tpr",
+            "mia.zlib.tpr_at_1pct_fpr",
+            Status::Pass,
+        ));
+        let page = render(&r);
+        assert!(!page.contains("class=\"warn\""));
+        assert!(figure(&page, "zlib").contains("<strong>zlib-tpr</strong>"));
     }
 
     #[test]
@@ -956,10 +1440,7 @@ pub(crate) mod tests {
         r.seeds.insert(evil.into(), 1);
         r.method = Some(json!({"method": evil}));
         crate::report::schema::tests::edit_evidence(&mut r, |e| {
-            e["metrics"][evil] = json!({"kind": "point", "value": 1.0, "n": 1})
-        });
-        crate::report::schema::tests::edit_evidence(&mut r, |e| {
-            e["metrics"][evil][evil] = json!(evil)
+            e["metrics"][evil] = json!({evil: {"kind": "point", "value": 1.0, "n": 1}})
         });
         crate::report::schema::tests::edit_evidence(&mut r, |e| {
             e["mia"]["unlearned"]["curves"][evil] = json!([{"fpr": 0.5, "tpr": 0.5}])

@@ -7,7 +7,7 @@
 use crate::judge::evidence::Evidence;
 use crate::judge::metric::ATTACKS;
 use crate::report::diff::metric_values;
-use crate::report::html::{escape, percent, HONESTY};
+use crate::report::html::{escape, percent, unbounded_far_attacks, HONESTY};
 use crate::report::schema::Report;
 use serde_json::Value;
 
@@ -67,21 +67,40 @@ pub fn render(report: &Report) -> String {
     );
     let num = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{x:.4}"));
     for v in &report.verdicts {
+        let two_sided = v.threshold.is_none() && v.compare.starts_with("within");
+        let vs_reference = v.compare.starts_with("within reference");
         let bound = match (v.bound, v.confidence) {
+            (Some(b), Some(c)) if two_sided => format!("{b:.4} @ {} (nearer edge)", percent(c)),
             (Some(b), Some(c)) => format!("{b:.4} @ {}", percent(c)),
             _ => "–".into(),
         };
-        let threshold = match v.threshold {
-            Some(t) => format!("{} {t:.4}", cell(&v.compare)),
-            None => cell(&v.compare),
+        let threshold = match (v.threshold, v.baseline) {
+            (Some(t), _) => format!("{} {t:.4}", cell(&v.compare)),
+            (None, Some(r)) if vs_reference => format!("{} (reference {r:.4})", cell(&v.compare)),
+            (None, _) => cell(&v.compare),
+        };
+        let value = match v.value {
+            Some(x) if vs_reference => format!("{x:.4} (difference)"),
+            x => num(x),
         };
         out.push_str(&format!(
-            "| {} | **{}** | {} | {bound} | {threshold} | {} | {} |\n",
+            "| {} | **{}** | {value} | {bound} | {threshold} | {} | {} |\n",
             cell(&v.requirement),
             v.status.as_str(),
-            num(v.value),
             v.samples,
             cell(&v.reason)
+        ));
+    }
+    let unbounded = unbounded_far_attacks(&report.evidence, &report.verdicts);
+    if report.certified() && !unbounded.is_empty() {
+        let list: Vec<String> = unbounded
+            .iter()
+            .map(|(a, auc)| format!("{} (AUC {auc:.3})", cell(a)))
+            .collect();
+        out.push_str(&format!(
+            "\n> **Not covered by this certificate:** the unlearned model's curves of {} lie far \
+             from chance, and no requirement of the spec bounds these attacks.\n",
+            list.join(", ")
         ));
     }
     out.push_str(&key_metrics(&report.evidence));
@@ -177,5 +196,38 @@ mod tests {
         let md = render(&r);
         assert!(md.starts_with("# lethe certificate: NOT CERTIFIED\n"));
         assert!(md.contains("| a \\| b |"), "{md}");
+    }
+
+    #[test]
+    fn two_sided_verdicts_and_unbounded_attacks_are_said() {
+        let mut r = crate::report::html::tests::rich();
+        r.verdicts[0].compare = "within [0.3500, 0.6500]".into();
+        r.verdicts[0].threshold = None;
+        let md = render(&r);
+        assert!(
+            md.contains("| 0.5500 | 0.5830 @ 95% (nearer edge) | within \\[0.3500, 0.6500\\] |"),
+            "{md}"
+        );
+        assert!(!md.contains("Not covered"), "{md}");
+        r.verdicts[0].compare = "within reference ± 0.0500".into();
+        r.verdicts[0].baseline = Some(0.52);
+        let md = render(&r);
+        assert!(
+            md.contains("| 0.5500 (difference) | 0.5830 @ 95% (nearer edge) | within reference ± 0.0500 (reference 0.5200) |"),
+            "{md}"
+        );
+        // No requirement on the loss attack while its unlearned curve (AUC 0.526) is near
+        // chance: nothing to say. Far from chance under CERTIFIED: said.
+        r.verdicts[0].metric = "forget.loss".into();
+        assert!(!render(&r).contains("Not covered"));
+        crate::report::schema::tests::edit_evidence(&mut r, |e| {
+            e["mia"]["unlearned"]["curves"]["loss"] =
+                serde_json::json!([{"fpr": 0.0, "tpr": 0.9}, {"fpr": 1.0, "tpr": 1.0}])
+        });
+        let md = render(&r);
+        assert!(
+            md.contains("> **Not covered by this certificate:** the unlearned model's curves of loss (AUC 0.950)"),
+            "{md}"
+        );
     }
 }
