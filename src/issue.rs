@@ -137,8 +137,8 @@ pub fn issue(
         holdout_check = Some(check_holdouts(log, path, &inputs)?);
     }
     let (evidence, summary) = certify(&req.certify, &mut inputs, progress)?;
-    let oracle =
-        ModelOracle::new(&inputs.unlearned.model, &inputs.tokenizer).map_err(IssueError::Oracle)?;
+    let oracle = ModelOracle::open(&inputs.unlearned.model, &inputs.tokenizer)
+        .map_err(|e| IssueError::Oracle(e.to_string()))?;
     let evidence_value =
         serde_json::to_value(&evidence).map_err(|e| input(&req.out, e.to_string()))?;
     let verdicts = judge_spec(

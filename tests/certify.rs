@@ -364,7 +364,7 @@ fn bundled_world_power_and_size() {
     // The certifier's own path (records → LOSS scores → DeLong), forward passes only: the
     // greedy answers of a full run do not enter the LOSS attack.
     let tok = lethe::data::TextTokenizer::load(&fixture("models/full/tokenizer.json")).unwrap();
-    let stop = lethe::evidence::answers::stop_tokens(&tok).unwrap();
+    let stop = lethe::evidence::answers::answer_stops(&tok).unwrap();
     let forget = lethe::data::read_records(&fixture("world/forget05.jsonl")).unwrap();
     let holdout = lethe::data::read_records(&fixture("world/holdout.jsonl")).unwrap();
     let plan = EvalPlan {
@@ -423,7 +423,7 @@ fn batched_greedy_answers_equal_one_prompt_at_a_time_with_the_full_forward() {
     // position from `Gpt2::forward`, argmax of the last row — written here, not through lethe's
     // decoding code. Prompts of forget05 on the bundled full model, so answers are long and real.
     let tok = lethe::data::TextTokenizer::load(&fixture("models/full/tokenizer.json")).unwrap();
-    let stop = lethe::evidence::answers::stop_tokens(&tok).unwrap();
+    let stop = lethe::evidence::answers::answer_stops(&tok).unwrap();
     let m = load_model(&fixture("models/full"), DType::F32).unwrap();
     let forget = lethe::data::read_records(&fixture("world/forget05.jsonl")).unwrap();
     let ctx = m.model.config().n_positions;

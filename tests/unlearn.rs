@@ -41,7 +41,7 @@ pub fn world() -> World {
 
 /// Fraction of question–answer records whose greedy continuation reproduces the answer.
 pub fn exact_match(model: &Gpt2, tok: &TextTokenizer, records: &[Record]) -> f64 {
-    exact_match_rate(&ModelOracle::new(model, tok).unwrap(), records).unwrap()
+    exact_match_rate(&ModelOracle::open(model, tok).unwrap(), records).unwrap()
 }
 
 /// Mean answer loss on a fixed sample of 500 retain records (not the sample the engine watches).

@@ -43,7 +43,7 @@ fn judged(unlearned: &Path) -> Vec<Verdict> {
     req.influence = false;
     let mut inputs = load_inputs(&req).unwrap();
     let (evidence, _) = certify(&req, &mut inputs, &mut |_, _| {}).unwrap();
-    let oracle = ModelOracle::new(&inputs.unlearned.model, &inputs.tokenizer).unwrap();
+    let oracle = ModelOracle::open(&inputs.unlearned.model, &inputs.tokenizer).unwrap();
     let verdicts = judge_spec(
         &spec,
         &serde_json::to_value(&evidence).unwrap(),

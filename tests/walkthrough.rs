@@ -112,7 +112,8 @@ fn make_users_folder(dir: &Path) {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    // 60 people (forget10: 6 people, 66 records), 20 never-trained people (220 holdout records).
+    // 60 people (forget10: 6 people, 66 records), 40 never-trained people split into 16 for
+    // calibrating the unlearning and 24 (264 records) for the audit.
     w(&[
         "world",
         "--seed",
@@ -120,7 +121,7 @@ fn make_users_folder(dir: &Path) {
         "--people",
         "60",
         "--holdout-people",
-        "20",
+        "40",
         "--out",
         "world",
     ]);
@@ -128,7 +129,8 @@ fn make_users_folder(dir: &Path) {
     for (from, to) in [
         ("forget10", "forget"),
         ("retain10", "retain"),
-        ("holdout", "holdout"),
+        ("holdout_calibration", "holdout-calibration"),
+        ("holdout_audit", "holdout-audit"),
         ("utility", "utility"),
     ] {
         std::fs::copy(

@@ -5,12 +5,6 @@
 use crate::data::{DataError, TextTokenizer};
 use std::collections::HashSet;
 
-/// [`answer_stops`] with the error as a sentence, for the caller that still holds it as
-/// `String` (`evidence::certifier`); prefer `answer_stops`.
-pub fn stop_tokens(tok: &TextTokenizer) -> Result<HashSet<u32>, String> {
-    answer_stops(tok).map_err(|e| e.to_string())
-}
-
 /// The ids that end an answer: `<|endoftext|>` and every token whose text contains a newline.
 pub fn answer_stops(tok: &TextTokenizer) -> Result<HashSet<u32>, DataError> {
     let mut stop = HashSet::new();

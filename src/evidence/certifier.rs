@@ -5,7 +5,7 @@
 //! changes the files; the parameters it moves for finite differences are an in-memory copy.
 
 use super::activation::cosines;
-use super::answers::stop_tokens;
+use super::answers::answer_stops;
 use super::influence::{check_hvp, self_influence, spectrum, Sample, Space, DISTANCE_ASSUMPTION};
 use super::metrics::truth_ratio_score;
 use super::mia::{grad_norms, run_attack, scores, Side};
@@ -118,7 +118,7 @@ impl Request {
 
     /// The parameter group of the influence analysis and the gradient-norm attack.
     pub fn params(&self) -> Result<ParamGroups, CertifyError> {
-        ParamGroups::parse(&self.settings.params).map_err(CertifyError::Setting)
+        ParamGroups::parse(&self.settings.params).map_err(|e| CertifyError::Setting(e.to_string()))
     }
 }
 
@@ -345,7 +345,7 @@ pub fn certify(
     inputs: &mut Inputs,
     progress: &mut dyn FnMut(&str, u64),
 ) -> Result<(Evidence, RunSummary), CertifyError> {
-    let stop = stop_tokens(&inputs.tokenizer).map_err(CertifyError::Tokenizer)?;
+    let stop = answer_stops(&inputs.tokenizer)?;
     let ctx = inputs.unlearned.model.config().n_positions;
     // Gradient passes need the models mutable (trainable flags); take them out for that stage.
     let mut unlearned_grad = inputs.unlearned.model.duplicate()?;

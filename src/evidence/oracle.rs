@@ -62,12 +62,6 @@ impl<'a> ModelOracle<'a> {
         })
     }
 
-    /// [`ModelOracle::open`] with the error as a sentence, for the caller that still holds it
-    /// as `String` (`issue`); prefer `open`.
-    pub fn new(model: &'a Gpt2, tokenizer: &'a TextTokenizer) -> Result<Self, String> {
-        Self::open(model, tokenizer).map_err(|e| e.to_string())
-    }
-
     fn ids(&self, text: &str) -> Result<Vec<u32>, OracleError> {
         let ids = self
             .tokenizer

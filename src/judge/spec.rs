@@ -952,8 +952,8 @@ forbid_verbatim = true
     #[test]
     fn comparisons_that_can_never_fail_are_refused() {
         // Issue 15: `min_rank = 0` and `baseline_tolerance = 1e300` were accepted.
-        let base = "schema_version = 1\nid = \"x\"\nkind = \"regression\"\nversion = \"1\"\ntitle = \"t\"\nregulation = \"r\"\n";
-        let tol = format!("{base}[[requirement]]\nid = \"r\"\ndescription = \"d\"\nmetric = \"forget.loss\"\ncompare = \"no_worse_than_baseline\"\nbaseline_tolerance = 1e300\n");
+        let base = "schema_version = 1\nid = \"x\"\nkind = \"regression\"\nversion = \"1\"\ntitle = \"t\"\nregulation = \"r\"\ndefault_confidence = 0.95\nseed = 1\n";
+        let tol = format!("{base}[[requirement]]\nid = \"r\"\ndescription = \"d\"\nmetric = \"forget.loss\"\ncompare = \"no_worse_than_baseline\"\nbaseline_tolerance = 1e300\nmin_samples = 10\n");
         let err = Spec::parse(&tol, "t.toml").unwrap_err().to_string();
         assert!(err.contains("could never fail"), "{err}");
         let rank = format!("{base}[[property]]\nid = \"p\"\ndescription = \"d\"\nsplit = \"forget\"\ncases = 4\nperturbations = [\"case\"]\nmin_rank = 0\n");

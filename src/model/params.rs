@@ -77,10 +77,9 @@ impl fmt::Display for Group {
 pub struct ParamGroups(pub Vec<Group>);
 
 impl ParamGroups {
-    /// [`ParamGroups::from_str`] with the error as a sentence, for the callers that still hold
-    /// errors as `String` (`evidence::certifier`, `unlearn::engine`); prefer `str::parse`.
-    pub fn parse(spec: &str) -> Result<Self, String> {
-        spec.parse().map_err(|e: GroupError| e.to_string())
+    /// [`ParamGroups::from_str`] by name: `embedding`, `blocks:10-11,final_norm`, ...
+    pub fn parse(spec: &str) -> Result<Self, GroupError> {
+        spec.parse()
     }
 
     pub fn all() -> Self {

@@ -488,11 +488,18 @@ mod tests {
         let names: Vec<&str> = v.checks.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
-            [ENVELOPE, PAYLOAD_TYPE, SIGNATURE, STATEMENT, SCHEMA]
+            [
+                ENVELOPE,
+                PAYLOAD_TYPE,
+                SIGNATURE,
+                STATEMENT,
+                SCHEMA,
+                BINDING
+            ]
         );
         let text = render_checks(&v.checks);
         assert!(
-            text.starts_with("PASS     envelope       DSSE envelope, 1 signature(s)\n"),
+            text.starts_with("PASS     envelope                   DSSE envelope, 1 signature(s)\n"),
             "{text}"
         );
     }
@@ -515,6 +522,7 @@ mod tests {
                 (SIGNATURE, Outcome::Fail),
                 (STATEMENT, Outcome::NotRun),
                 (SCHEMA, Outcome::NotRun),
+                (BINDING, Outcome::NotRun),
                 (ARTIFACTS, Outcome::NotRun),
                 (RECOMPUTE, Outcome::NotRun),
             ]
@@ -652,8 +660,8 @@ mod tests {
             recompute: Some(&recompute),
         };
         let v = verify(&envelope(), &key().verifying_key(), &options);
-        assert_eq!(v.checks.len(), 7);
-        assert_eq!(v.checks[5].detail, "mia-auc");
+        assert_eq!(v.checks.len(), 8);
+        assert_eq!(v.checks[6].detail, "mia-auc");
         assert_eq!(v.exit_code(), 1);
     }
 

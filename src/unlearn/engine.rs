@@ -97,7 +97,7 @@ pub fn unlearn(
 ) -> Result<UnlearnOutcome, UnlearnError> {
     let started = Instant::now();
     check_inputs(inputs, cfg)?;
-    let groups = ParamGroups::parse(&cfg.params).map_err(UnlearnError::Input)?;
+    let groups = ParamGroups::parse(&cfg.params).map_err(|e| UnlearnError::Input(e.to_string()))?;
     let updated = model.set_trainable(&groups).map_err(UnlearnError::Input)?;
     let mut run = Stepper::new(model, inputs, cfg)?;
     let forget_all: Vec<&Encoded> = inputs.forget.iter().collect();

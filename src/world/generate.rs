@@ -1094,7 +1094,7 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         names.sort();
-        assert_eq!(names.len(), 11, "10 splits and world.json");
+        assert_eq!(names.len(), 13, "12 splits and world.json");
         for name in names {
             let (x, y) = (
                 std::fs::read(a.join(&name)).unwrap(),
