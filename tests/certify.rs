@@ -139,14 +139,15 @@ fn evidence_holds_every_metric_of_the_contract_with_its_kind() {
             .kind()
     };
     for split in ["forget", "retain", "holdout", "utility"] {
+        // Means and rates are clustered by subject (issue 16); the paired loss ratio is not.
         for (name, want) in [
-            ("loss", "normal"),
+            ("loss", "clustered_mean"),
             ("loss_ratio", "normal"),
-            ("exact_match", "proportion"),
-            ("exact_memorization", "normal"),
-            ("extraction_strength", "normal"),
-            ("rouge_l", "normal"),
-            ("truth_ratio", "normal"),
+            ("exact_match", "clustered_proportion"),
+            ("exact_memorization", "clustered_mean"),
+            ("extraction_strength", "clustered_mean"),
+            ("rouge_l", "clustered_mean"),
+            ("truth_ratio", "clustered_mean"),
         ] {
             assert_eq!(kind(&format!("{split}.{name}")), want, "{split}.{name}");
         }
@@ -160,21 +161,27 @@ fn evidence_holds_every_metric_of_the_contract_with_its_kind() {
             "ref_reference",
             "grad_norm",
         ] {
-            assert_eq!(kind(&format!("{prefix}mia.{attack}.auc")), "auc");
-            assert_eq!(
-                kind(&format!("{prefix}mia.{attack}.tpr_at_1pct_fpr")),
-                "proportion"
-            );
-            assert_eq!(
-                kind(&format!("{prefix}mia.{attack}.tpr_at_5pct_fpr")),
-                "proportion"
-            );
+            assert_eq!(kind(&format!("{prefix}mia.{attack}.auc")), "clustered_auc");
+            // A held-out threshold needs 200 non-members at 1% FPR, 40 at 5%: below that the
+            // figure is omitted with the number needed, never estimated.
+            for stat in ["tpr_at_1pct_fpr", "tpr_at_5pct_fpr"] {
+                let path = format!("{prefix}mia.{attack}.{stat}");
+                match m.get(&path) {
+                    Some(metric) => assert_eq!(metric.kind(), "proportion", "{path}"),
+                    None => assert!(
+                        ev.omitted
+                            .iter()
+                            .any(|o| o.path == path && o.reason.contains("non-members")),
+                        "{path} neither measured nor omitted with a reason"
+                    ),
+                }
+            }
         }
     }
-    assert_eq!(kind("mia.ref_original.auc"), "auc");
+    assert_eq!(kind("mia.ref_original.auc"), "clustered_auc");
     assert!(m.get("original.mia.ref_original.auc").is_none());
     for (p, want) in [
-        ("original.forget.exact_match", "proportion"),
+        ("original.forget.exact_match", "clustered_proportion"),
         ("privleak", "point"),
         ("forget_quality", "point"),
         ("influence.self_influence_ratio", "normal"),
@@ -185,9 +192,11 @@ fn evidence_holds_every_metric_of_the_contract_with_its_kind() {
     }
     // Sample sizes are those of the files written in setup(): world forget05 and holdout.
     let world = generate(&WorldConfig::default()).unwrap();
-    let Some(Metric::Auc {
+    let Some(Metric::ClusteredAuc {
         members,
         nonmembers,
+        member_clusters,
+        nonmember_clusters,
         ..
     }) = m.get("mia.loss.auc")
     else {
@@ -196,6 +205,12 @@ fn evidence_holds_every_metric_of_the_contract_with_its_kind() {
     assert_eq!(
         (*members, *nonmembers),
         (world.forget05.len(), world.holdout.len())
+    );
+    // The clusters are the people: forget05 is 10 people, the holdout 40 (WorldConfig default).
+    let people = |r: &[lethe::data::Record]| lethe::world::subjects(r).len();
+    assert_eq!(
+        (*member_clusters, *nonmember_clusters),
+        (people(&world.forget05), people(&world.holdout))
     );
     for leaf in m.paths() {
         let v = m.get(&leaf).unwrap().value();
@@ -289,7 +304,8 @@ fn hvp_on_the_oracle_model_is_symmetric_and_matches_finite_differences() {
 #[test]
 fn cli_writes_evidence_and_refuses_bad_inputs() {
     let s = setup();
-    let out = scratch("certify-cli").join("evidence.json");
+    // `--out` is a folder: without --spec, certify writes the evidence only.
+    let out = scratch("certify-cli");
     let p = |n: &str| s.path(n).to_str().unwrap().to_string();
     let base = |unlearned: &str, holdout: &str| {
         vec![
@@ -325,7 +341,8 @@ fn cli_writes_evidence_and_refuses_bad_inputs() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    let ev: Evidence = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let ev: Evidence =
+        serde_json::from_slice(&std::fs::read(out.join("evidence.json")).unwrap()).unwrap();
     assert!(ev.metrics.get("mia.loss.auc").is_some());
     // Without --reference the reference-only metrics are listed as omitted, never passed.
     assert!(ev.omitted.iter().any(|o| o.path == "privleak"));

@@ -159,3 +159,46 @@ fn diff_with_a_key_refuses_an_unsigned_report() {
     let run = lethe(&["diff", s(&report), s(&report)]);
     assert_eq!(run.status.code(), Some(0));
 }
+
+#[test]
+fn verify_pages_never_overwrite_the_certificate_or_an_existing_file() {
+    // Issue 15: `verify --html c.json` overwrote the certificate `c.json`.
+    let dir = scratch("safe-verify-html");
+    let cert = dir.join("c.json");
+    fs::copy(repo("reports/golden/certificate.dsse.json"), &cert).unwrap();
+    let before = fs::read(&cert).unwrap();
+    let key = repo("reports/golden/signer.pub.pem");
+    let out = lethe(&["verify", s(&cert), "--key", s(&key), "--html", s(&cert)]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(&cert).unwrap(), before);
+    let page = dir.join("page.html");
+    fs::write(&page, b"mine").unwrap();
+    let out = lethe(&["verify", s(&cert), "--key", s(&key), "--html", s(&page)]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(&page).unwrap(), b"mine");
+    let out = lethe(&[
+        "verify",
+        s(&cert),
+        "--key",
+        s(&key),
+        "--html",
+        s(&page),
+        "--force",
+    ]);
+    assert!(
+        matches!(out.status.code(), Some(0 | 3)),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(fs::read_to_string(&page).unwrap().contains("<html"));
+}
