@@ -166,7 +166,7 @@ fn prepare(req: &IssueRequest) -> Result<Prepared, IssueError> {
     let mut warnings = Vec::new();
     let key = match &req.signing_key {
         Some(path) => {
-            warnings.extend(key_mode_warning(path));
+            warnings.extend(crate::report::keys::private_key_exposure(path));
             Some(read_signing_key(path)?)
         }
         None => None,
@@ -221,18 +221,6 @@ fn read_signing_key(path: &Path) -> Result<SigningKey, IssueError> {
         ));
     }
     Ok(load_signing_key(path)?)
-}
-
-/// A warning when a private key file can be read by anyone but its owner.
-pub fn key_mode_warning(path: &Path) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-    (mode & 0o077 != 0).then(|| {
-        format!(
-            "{}: the private key is readable by others (mode {mode:04o}); `chmod 600` it, or anyone who can read it can sign certificates in your name",
-            path.display()
-        )
-    })
 }
 
 /// A baseline: an evidence file, or a report (its `evidence`), read strictly.

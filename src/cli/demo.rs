@@ -5,7 +5,7 @@
 //! demo key generated into the output folder, verify it as a third party would, and print the
 //! verdicts and where everything is.
 
-use crate::data::{read_records, Encoded, TextTokenizer};
+use crate::data::{read_records_hashed, Encoded, TextTokenizer};
 use crate::evidence::Request;
 use crate::issue::{issue, IssueRequest};
 use crate::judge::spec::Spec;
@@ -47,11 +47,9 @@ fn unlearn_step(args: &DemoArgs, world: &Path, model_out: &Path) -> Result<PathB
     let tok = TextTokenizer::load(&tok_path)?;
     let ctx = loaded.model.config().n_positions;
     let split = |s: &str| world.join(format!("{s}.jsonl"));
-    let (forget, retain, holdout) = (
-        read_records(&split("forget05"))?,
-        read_records(&split("retain05"))?,
-        read_records(&split("holdout_calibration"))?,
-    );
+    let (forget, forget_hash) = read_records_hashed(&split("forget05"))?;
+    let (retain, retain_hash) = read_records_hashed(&split("retain05"))?;
+    let (holdout, holdout_hash) = read_records_hashed(&split("holdout_calibration"))?;
     let enc =
         |r: &[crate::data::Record]| -> Result<Vec<Encoded>> { Ok(tok.encode_all(r, true, ctx)?) };
     let (f, r, h) = (enc(&forget)?, enc(&retain)?, enc(&holdout)?);
@@ -78,11 +76,6 @@ fn unlearn_step(args: &DemoArgs, world: &Path, model_out: &Path) -> Result<PathB
         model_out,
         Some(&std::fs::read(&tok_path)?),
     )?;
-    let sha = |p: &Path| -> Result<String> {
-        Ok(crate::digest::file_sha256_hex(p)
-            .with_context(|| p.display().to_string())?
-            .0)
-    };
     println!(
         "unlearned   forget05 ({} records) with {:?} on {}: forget loss {:.3} -> {:.3} (holdout level {:.3}), retain {:.3} -> {:.3}, {} steps, {:.1} s",
         f.len(), cfg.method, cfg.params, outcome.levels.forget_start, outcome.final_forget_loss,
@@ -93,14 +86,10 @@ fn unlearn_step(args: &DemoArgs, world: &Path, model_out: &Path) -> Result<PathB
         version: env!("CARGO_PKG_VERSION").into(),
         model: ModelFiles::new(&full, loaded.files),
         output: ModelFiles::of_dir(model_out)?,
-        forget: DataFile::new(&split("forget05"), sha(&split("forget05"))?, &forget),
+        forget: DataFile::new(&split("forget05"), forget_hash.sha256, &forget),
         expanded: Vec::new(),
-        retain: DataFile::new(&split("retain05"), sha(&split("retain05"))?, &retain),
-        holdout: DataFile::new(
-            &split("holdout_calibration"),
-            sha(&split("holdout_calibration"))?,
-            &holdout,
-        ),
+        retain: DataFile::new(&split("retain05"), retain_hash.sha256, &retain),
+        holdout: DataFile::new(&split("holdout_calibration"), holdout_hash.sha256, &holdout),
         ledger: ledger
             .as_ref()
             .map(|_| args.fixtures.join("ledger").display().to_string()),

@@ -5,7 +5,7 @@
 use super::progress::{Progress, ProgressMode};
 use crate::atomic::{write_atomic, StagedDir};
 use crate::data::fuzzy::{find_matches, Match, Request};
-use crate::data::{read_records, Encoded, Record, TextTokenizer};
+use crate::data::{read_records, read_records_hashed, Encoded, Record, TextTokenizer};
 use crate::model::load_model;
 use crate::model::save::write_model_files;
 use crate::output::check_output;
@@ -147,11 +147,6 @@ fn encode_all(tok: &TextTokenizer, records: &[Record], ctx: usize) -> Result<Vec
     Ok(tok.encode_all(records, true, ctx)?)
 }
 
-fn sha256_file(p: &Path) -> Result<String> {
-    let (sha256, _) = crate::digest::file_sha256_hex(p).with_context(|| p.display().to_string())?;
-    Ok(sha256)
-}
-
 impl UnlearnArgs {
     /// Every file or folder the command reads.
     fn inputs(&self) -> Vec<&Path> {
@@ -169,7 +164,8 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
     let tok = TextTokenizer::load(&tok_path)?;
     tok.check_vocab(loaded.model.config().vocab_size)?;
     let ctx = loaded.model.config().n_positions;
-    let mut forget = read_records(&args.forget)?;
+    // Each file read once: the records and the sha256 of exactly the bytes they came from.
+    let (mut forget, forget_hash) = read_records_hashed(&args.forget)?;
     let mut expanded: Vec<Match> = Vec::new();
     if args.expand == Some(Expand::Fuzzy) {
         let corpus_path = args
@@ -214,7 +210,8 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
         }
         None => None,
     };
-    let (retain, holdout) = (read_records(&args.retain)?, read_records(&args.holdout)?);
+    let (retain, retain_hash) = read_records_hashed(&args.retain)?;
+    let (holdout, holdout_hash) = read_records_hashed(&args.holdout)?;
     let (f, r, h) = (
         encode_all(&tok, &forget, ctx)?,
         encode_all(&tok, &retain, ctx)?,
@@ -280,10 +277,10 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
         version: env!("CARGO_PKG_VERSION").into(),
         model: ModelFiles::new(&args.model, loaded.files),
         output: ModelFiles::new(&args.out, written.files),
-        forget: DataFile::new(&args.forget, sha256_file(&args.forget)?, &forget),
+        forget: DataFile::new(&args.forget, forget_hash.sha256, &forget),
         expanded,
-        retain: DataFile::new(&args.retain, sha256_file(&args.retain)?, &retain),
-        holdout: DataFile::new(&args.holdout, sha256_file(&args.holdout)?, &holdout),
+        retain: DataFile::new(&args.retain, retain_hash.sha256, &retain),
+        holdout: DataFile::new(&args.holdout, holdout_hash.sha256, &holdout),
         ledger: args.ledger.as_ref().map(|p| p.display().to_string()),
         ledger_alignment: alignment,
         outcome,
