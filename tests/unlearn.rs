@@ -25,13 +25,18 @@ pub struct World {
     pub enc: [Vec<Encoded>; 3],
 }
 
-/// forget05, retain05 and holdout of the bundled world, encoded answer-only.
+/// forget05, retain05 and the calibration holdout of the bundled world (the non-members the
+/// unlearning may look at; the audit holdout is kept for the certifier), encoded answer-only.
 pub fn world() -> World {
     let tok = TextTokenizer::load(&fixtures("world/tokenizer.json")).unwrap();
     let read = |s: &str| read_records(&fixtures(&format!("world/{s}.jsonl"))).unwrap();
     let enc = |r: &[Record]| tok.encode_all(r, true, 128).unwrap();
     let forget = read("forget05");
-    let e = [enc(&forget), enc(&read("retain05")), enc(&read("holdout"))];
+    let e = [
+        enc(&forget),
+        enc(&read("retain05")),
+        enc(&read("holdout_calibration")),
+    ];
     World {
         tok,
         forget,
@@ -96,6 +101,11 @@ fn assert_bar_on(method: Method, model: &str, ledger: &str) {
         r1 <= 1.10 * r0,
         "{method:?}: retain loss rose from {r0} to {r1} (bar: at most 10%)"
     );
+}
+
+#[test]
+fn profile_matching_meets_the_bar() {
+    assert_bar(Method::Profile);
 }
 
 #[test]

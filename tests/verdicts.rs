@@ -1,7 +1,10 @@
 //! The spec issue's bars on the bundled world (fixtures/, made by fixtures/make.sh), judged by
-//! the same code as `lethe certify --spec` and the demo: the original (full) model fails
-//! `specs/gdpr-art17.toml`, the model retrained without forget05 passes it, and a model destroyed
-//! by unbounded gradient ascent fails its utility requirement. The property check finds and
+//! the same code as `lethe certify --spec` and the demo, against the audit holdout (people no
+//! unlearning run calibrated on): the original (full) model fails `specs/gdpr-art17.toml`, the
+//! model retrained without forget05 passes it, so does the default unlearning (profile matching
+//! on the embedding, calibrated on the other holdout), a model ascended far past the holdout
+//! level fails its two-sided attack requirements (issue 16), and a model destroyed by unbounded
+//! gradient ascent fails its utility requirement. The property check finds and
 //! shrinks a verbatim-leak counterexample on the original model and finds none on the retrain.
 //! Influence analysis is left out (the spec names no influence metric; it has its own tests).
 
@@ -35,7 +38,7 @@ fn judged(unlearned: &Path) -> Vec<Verdict> {
         unlearned.to_path_buf(),
         w.join("forget05.jsonl"),
         w.join("retain05.jsonl"),
-        w.join("holdout.jsonl"),
+        w.join("holdout_audit.jsonl"),
     );
     req.reference = Some(fixtures("models/retrain05"));
     req.utility = Some(w.join("utility.jsonl"));
@@ -127,4 +130,62 @@ fn model_destroyed_by_unbounded_ascent_fails_utility() {
     let v = judged(&dir);
     assert_eq!(status(&v, "utility-loss-ratio").status, Status::Fail);
     assert_eq!(status(&v, "retain-loss-ratio").status, Status::Fail);
+}
+
+/// Unlearns forget05 from the full model with `cfg` (calibrating on the calibration holdout),
+/// saves it and judges it.
+fn unlearned_with(cfg: &UnlearnConfig, name: &str) -> Vec<Verdict> {
+    let w = world();
+    let full = load_model(&fixtures("models/full"), DType::F32).unwrap();
+    let mut model = full.model;
+    let inputs = UnlearnInputs {
+        forget: &w.enc[0],
+        retain: &w.enc[1],
+        holdout: &w.enc[2],
+        pad: w.tok.pad_id(),
+        ledger: None,
+    };
+    let out = unlearn(&mut model, &inputs, cfg, |_| {}).unwrap();
+    eprintln!(
+        "{name}: forget loss {:.3} -> {:.3} (holdout {:.3}), {} steps, {:?}",
+        out.levels.forget_start,
+        out.final_forget_loss,
+        out.levels.holdout,
+        out.steps.len(),
+        out.stop_reason
+    );
+    let dir = scratch(name);
+    let tok = std::fs::read(fixtures("models/full/tokenizer.json")).unwrap();
+    save_model(&model, full.storage_dtype, &dir, Some(&tok)).unwrap();
+    judged(&dir)
+}
+
+/// Issue 16's bar for the demo: the default method lands where a retrain lands, on both sides —
+/// every attack's clustered 95% interval inside [0.35, 0.65] against people it never saw.
+#[test]
+fn default_unlearning_passes_gdpr_art17() {
+    let v = unlearned_with(&UnlearnConfig::default(), "profile-matched");
+    let failing: Vec<_> = v.iter().filter(|v| v.status != Status::Pass).collect();
+    assert!(failing.is_empty(), "not passed: {failing:#?}");
+}
+
+/// Issue 16: ascent with no calibration to the holdout (each record driven up to three times the
+/// holdout loss, and no stop at the holdout level: a negative share of recognised records is
+/// never reached, so the run goes to its step cap; retain loss still guarded) leaves the forget records *less* familiar than
+/// never-seen ones, which the two-sided requirements catch: the loss attack's AUC falls below
+/// the interval.
+#[test]
+fn over_unlearned_model_fails_two_sided_attacks() {
+    let cfg = UnlearnConfig {
+        method: Method::Ga,
+        target_ratio: 3.0,
+        overshoot: 1e9,
+        recognise_fpr: -1.0,
+        ..Default::default()
+    };
+    let v = unlearned_with(&cfg, "over-unlearned");
+    let loss = status(&v, "mia-loss-auc");
+    assert_eq!(loss.status, Status::Fail, "{loss:#?}");
+    assert!(loss.value.unwrap() < 0.35, "{loss:#?}");
+    assert_eq!(status(&v, "retain-loss-ratio").status, Status::Pass);
 }

@@ -30,7 +30,12 @@ pub struct UnlearnArgs {
     /// Records the model never saw (JSONL): their loss is the calibration target.
     #[arg(long)]
     holdout: PathBuf,
-    #[arg(long, value_enum, default_value_t = Method::Ga)]
+    /// The unlearning method. The default, `profile`, needs no target tuning: it moves each
+    /// forget record's token losses to those of a never-seen (holdout) record of similar length,
+    /// up or down, so the records end up neither remembered nor conspicuously forgotten — the
+    /// place a model retrained without them would put them. The ascent methods stop at the
+    /// holdout's mean level and tend to overshoot single tokens.
+    #[arg(long, value_enum, default_value_t = Method::Profile)]
     method: Method,
     /// Parameter groups to change: embedding, block:N, blocks:A-B, final_norm, all (comma list).
     #[arg(long, default_value = "embedding")]
@@ -291,10 +296,10 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
         .with_context(|| args.out.display().to_string())?;
     let outcome = &log.outcome;
     println!(
-        "unlearned   {} records with {:?} on {} in {} steps ({:.1} s): forget loss {:.3} → {:.3} (holdout level {:.3}), retain {:.3} → {:.3}; stop: {:?}",
+        "unlearned   {} records with {:?} on {} in {} steps ({:.1} s): forget loss {:.3} → {:.3} (holdout level {:.3}), retain {:.3} → {:.3}; stopped: {}",
         f.len(), cfg.method, cfg.params, outcome.steps.len(), outcome.seconds,
         outcome.levels.forget_start, outcome.final_forget_loss, outcome.levels.holdout,
-        outcome.levels.retain_start, outcome.final_retain_loss, outcome.stop_reason
+        outcome.levels.retain_start, outcome.final_retain_loss, outcome.stop_reason.describe()
     );
     println!("model       {}", args.out.display());
     Ok(ExitCode::SUCCESS)

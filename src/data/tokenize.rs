@@ -29,6 +29,13 @@ pub struct Encoded {
     pub score_from: usize,
 }
 
+impl Encoded {
+    /// The number of tokens scored as targets (those [`crate::data::Batch`] weights).
+    pub fn scored_tokens(&self) -> usize {
+        self.ids.len().saturating_sub(self.score_from.max(1))
+    }
+}
+
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
     path: PathBuf,

@@ -5,7 +5,10 @@
 
 use super::calibrate::{recognition_threshold, Levels, StopReason, Verdict};
 use super::method::{Method, UnlearnConfig};
-use super::objective::{apply_step, gradient, mean_loss, objective, sequence_logprob};
+use super::objective::{
+    apply_step, direction_norm, gradient, mean_loss, objective, profile_gap, profile_objective,
+    sequence_logprob, token_losses,
+};
 use crate::data::{Batch, Encoded};
 use crate::model::{Gpt2, ParamGroups};
 use crate::train::ledger::{EntryGrad, WteRows, WTE};
@@ -50,6 +53,10 @@ pub struct StepLog {
     pub recognised: usize,
     /// Forget records still being unlearned (iterative), or all of them.
     pub active: usize,
+    /// Profile matching: the mean squared gap between the forget records' token losses and
+    /// their never-seen partners' after the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_gap: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +70,10 @@ pub struct UnlearnOutcome {
     pub final_retain_loss: f64,
     pub seconds: f64,
     pub peak_rss_bytes: Option<u64>,
+    /// Profile matching: the embedding rows of tokens found only in the forget set, reset to
+    /// look like rows the model never trained (see `reset_exclusive_rows`).
+    #[serde(default)]
+    pub reset_rows: usize,
 }
 
 /// A method's step directions on one request, with what they need: the retain sample the run
@@ -85,6 +96,9 @@ pub struct Stepper<'a> {
     row_mask: Option<Tensor>,
     /// The per-record loss above which a forget record is no longer ascended.
     target: f64,
+    /// Profile matching: each forget record's never-seen partner's token losses, ascending, in
+    /// forget-set order.
+    profiles: Vec<Vec<f64>>,
     rng: ChaCha8Rng,
 }
 
@@ -101,7 +115,8 @@ pub fn unlearn(
     let updated = model.set_trainable(&groups).map_err(UnlearnError::Input)?;
     let mut run = Stepper::new(model, inputs, cfg)?;
     let forget_all: Vec<&Encoded> = inputs.forget.iter().collect();
-    let (forget_start, forget_per) = mean_loss(model, &forget_all, inputs.pad, cfg.batch_size)?;
+    let (forget_start, forget_per, _) =
+        forget_losses(model, &forget_all, inputs.pad, cfg.batch_size)?;
     let (retain_start, _) = mean_loss(model, &run.retain_eval, inputs.pad, cfg.batch_size)?;
     let (holdout, holdout_per) = mean_loss(model, &run.holdout, inputs.pad, cfg.batch_size)?;
     let threshold = recognition_threshold(&holdout_per, cfg.recognise_fpr);
@@ -113,7 +128,16 @@ pub fn unlearn(
         recognition: threshold,
     };
     run.calibrate(levels.target, forget_per);
+    let reset = if cfg.method == Method::Profile {
+        reset_exclusive_rows(model, inputs, cfg.seed)?
+    } else {
+        Vec::new()
+    };
+    let (_, per, tokens) = forget_losses(model, &forget_all, inputs.pad, cfg.batch_size)?;
+    run.current = per;
+    let mut gap = run.gap(&tokens);
     let (mut lr, mut backoffs, mut round) = (cfg.lr, 0, 0);
+    let mut first_norm: Option<f64> = None;
     let mut active = forget_all.clone();
     let mut steps = Vec::new();
     let mut stop = StopReason::StepCap;
@@ -121,10 +145,25 @@ pub fn unlearn(
     for step in 0..cfg.max_steps {
         let snapshot = trainable_copy(model)?;
         let direction = run.direction(model, &active, step)?;
-        apply_step(model, &direction, lr)?;
-        let (forget, per) = mean_loss(model, &forget_all, inputs.pad, cfg.batch_size)?;
+        let length = if cfg.method == Method::Profile {
+            // Gradient descent proper: the step shrinks with the gradient as the match closes
+            // (measured against the first step's gradient, which gets length `lr`).
+            let norm = direction_norm(&direction)?;
+            lr * norm / *first_norm.get_or_insert(norm)
+        } else {
+            lr
+        };
+        apply_step(model, &direction, length)?;
+        hold_lengths(model, &reset)?;
+        let (forget, per, tokens) = forget_losses(model, &forget_all, inputs.pad, cfg.batch_size)?;
         let (retain, _) = mean_loss(model, &run.retain_eval, inputs.pad, cfg.batch_size)?;
-        let action = levels.judge(forget, retain, cfg.retain_tolerance, cfg.overshoot);
+        let new_gap = run.gap(&tokens);
+        let mut action = levels.judge(forget, retain, cfg.retain_tolerance, cfg.overshoot);
+        if let (Verdict::Keep, Some(before), Some(after)) = (action, gap, new_gap) {
+            if !(after < before) {
+                action = Verdict::UndoNoGain;
+            }
+        }
         let log = StepLog {
             step,
             round,
@@ -135,6 +174,7 @@ pub fn unlearn(
             action,
             recognised: levels.recognised(&per),
             active: active.len(),
+            profile_gap: new_gap,
         };
         on_step(&log);
         steps.push(log);
@@ -142,13 +182,28 @@ pub fn unlearn(
             restore(model, &snapshot)?;
             lr /= 2.0;
             backoffs += 1;
-            if backoffs > cfg.max_backoffs {
-                stop = StopReason::BackoffsExhausted;
+            let spent = if cfg.method == Method::Profile {
+                lr < cfg.lr / f64::powi(2.0, cfg.max_backoffs as i32)
+            } else {
+                backoffs > cfg.max_backoffs
+            };
+            if spent {
+                stop = if cfg.method == Method::Profile {
+                    StopReason::Converged
+                } else {
+                    StopReason::BackoffsExhausted
+                };
                 break;
             }
             continue;
         }
         last = (forget, retain);
+        gap = new_gap;
+        if cfg.method == Method::Profile {
+            // A kept step earns a longer next one (the "bold driver" rule): the step length
+            // follows what the objective allows instead of a tuned constant.
+            lr = (lr * 1.5).min(cfg.lr * 16.0);
+        }
         run.current = per.clone();
         if cfg.method == Method::Iterative {
             if (step + 1) % cfg.round_steps.max(1) == 0 {
@@ -165,7 +220,7 @@ pub fn unlearn(
                 }
                 active = still;
             }
-        } else if levels.reached(&per, cfg.recognise_fpr) {
+        } else if cfg.method != Method::Profile && levels.reached(&per, cfg.recognise_fpr) {
             stop = StopReason::ReachedHoldoutLevel;
             break;
         }
@@ -180,6 +235,7 @@ pub fn unlearn(
         final_retain_loss: last.1,
         seconds: started.elapsed().as_secs_f64(),
         peak_rss_bytes: crate::machine::peak_rss_bytes(),
+        reset_rows: reset.len(),
     })
 }
 
@@ -233,11 +289,13 @@ impl<'a> Stepper<'a> {
             current: Vec::new(),
             row_mask,
             target: f64::INFINITY,
+            profiles: Vec::new(),
             rng,
         };
         match cfg.method {
             Method::Npo => run.reference = reference_logprobs(model, inputs, cfg.batch_size)?,
             Method::Ledger => run.ledger_dirs = Some(ledger_directions(model, inputs, cfg)?),
+            Method::Profile => run.profiles = pair_profiles(model, inputs, cfg)?,
             _ => {}
         }
         Ok(run)
@@ -248,6 +306,16 @@ impl<'a> Stepper<'a> {
     pub fn calibrate(&mut self, target: f64, current: Vec<f64>) {
         self.target = target;
         self.current = current;
+    }
+
+    /// Profile matching: the gap between the forget records' token losses (in forget-set order)
+    /// and their partners'; `None` for the other methods.
+    pub fn gap(&self, tokens: &[Vec<f64>]) -> Option<f64> {
+        if self.profiles.is_empty() {
+            return None;
+        }
+        let p: Vec<&[f64]> = self.profiles.iter().map(Vec::as_slice).collect();
+        Some(profile_gap(tokens, &p))
     }
 
     /// The fixed, seeded retain sample whose loss the run watches.
@@ -320,6 +388,9 @@ impl<'a> Stepper<'a> {
             }
             return Ok(sum);
         }
+        if self.cfg.method == Method::Profile {
+            return Ok(self.profile_direction(model)?);
+        }
         let n = active.len().div_ceil(self.cfg.batch_size.max(1));
         let chunk: Vec<&Encoded> = active
             .chunks(self.cfg.batch_size.max(1))
@@ -350,6 +421,182 @@ impl<'a> Stepper<'a> {
         )?;
         Ok(gradient(model, &loss)?)
     }
+}
+
+impl Stepper<'_> {
+    /// The gradient of the profile gap over the whole forget set, accumulated over
+    /// length-sorted batches.
+    fn profile_direction(&self, model: &Gpt2) -> candle_core::Result<BTreeMap<String, Tensor>> {
+        let forget = self.inputs.forget;
+        let lens: Vec<usize> = forget.iter().map(|e| e.ids.len()).collect();
+        let total: usize = forget.iter().map(Encoded::scored_tokens).sum();
+        let mut sum = BTreeMap::new();
+        for group in
+            crate::data::batch::length_groups(&lens, self.cfg.batch_size.max(1), usize::MAX)
+        {
+            let chunk: Vec<&Encoded> = group.iter().map(|&i| &forget[i]).collect();
+            let profiles: Vec<&[f64]> =
+                group.iter().map(|&i| self.profiles[i].as_slice()).collect();
+            let loss = profile_objective(
+                model,
+                &Batch::new(&chunk, self.inputs.pad),
+                &profiles,
+                total,
+            )?;
+            for (name, g) in gradient(model, &loss)? {
+                add_into(&mut sum, &name, &g)?;
+            }
+        }
+        Ok(sum)
+    }
+}
+
+/// Profile matching's partners: each forget record is paired with the holdout record of the same
+/// rank by scored length (ties broken by a seeded shuffle), and receives that record's token
+/// losses under the original model, ascending. Pairing by length keeps a short answer's profile
+/// for a short answer and a biography's for a biography, without knowing what the records are.
+fn pair_profiles(
+    model: &Gpt2,
+    inputs: &UnlearnInputs,
+    cfg: &UnlearnConfig,
+) -> Result<Vec<Vec<f64>>, UnlearnError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x9e37_79b9_7f4a_7c15);
+    let ranked = |records: &[Encoded], rng: &mut ChaCha8Rng| {
+        let mut idx: Vec<usize> = (0..records.len()).collect();
+        idx.shuffle(rng);
+        idx.sort_by_key(|&i| records[i].scored_tokens());
+        idx
+    };
+    let holdout_rank = ranked(inputs.holdout, &mut rng);
+    let forget_rank = ranked(inputs.forget, &mut rng);
+    let holdout: Vec<&Encoded> = inputs.holdout.iter().collect();
+    let mut losses = token_losses(model, &holdout, inputs.pad, cfg.batch_size)?;
+    for l in &mut losses {
+        l.sort_by(f64::total_cmp);
+    }
+    let (f, h) = (forget_rank.len(), holdout_rank.len());
+    let mut out = vec![Vec::new(); f];
+    for (k, &i) in forget_rank.iter().enumerate() {
+        let j = holdout_rank[(((k as f64 + 0.5) * h as f64 / f as f64) as usize).min(h - 1)];
+        out[i] = losses[j].clone();
+    }
+    Ok(out)
+}
+
+/// Resets the `wte` rows of tokens that occur in the forget records and in no retain or holdout
+/// record to rows like those of tokens the model never trained on: the mean of the rows of
+/// tokens found only in the holdout records (never-seen people's own tokens), plus seeded noise
+/// with those rows' spread per dimension. A retrained model never updates the rows of tokens
+/// only the forget records hold; ascent instead leaves them long and pointed away from their
+/// content, which the gradient-norm attack sees through the layer norm (a short row passes a
+/// larger gradient). Nothing is reset when the embedding is not trainable, or when fewer than
+/// eight holdout-only tokens exist to say what an untrained row looks like. Returns the number
+/// the rows reset, each with its new length (which later steps keep: [`hold_lengths`]).
+fn reset_exclusive_rows(
+    model: &Gpt2,
+    inputs: &UnlearnInputs,
+    seed: u64,
+) -> Result<Vec<(usize, f32)>, UnlearnError> {
+    if !model.trainable_vars().iter().any(|(n, _)| *n == WTE) {
+        return Ok(Vec::new());
+    }
+    let Some(wte) = model.get(WTE) else {
+        return Ok(Vec::new());
+    };
+    let v = model.config().vocab_size;
+    let present = |recs: &[Encoded]| {
+        let mut c = vec![false; v];
+        for e in recs {
+            for &t in &e.ids {
+                c[t as usize] = true;
+            }
+        }
+        c
+    };
+    let (f, r, h) = (
+        present(inputs.forget),
+        present(inputs.retain),
+        present(inputs.holdout),
+    );
+    let forget_only: Vec<usize> = (0..v).filter(|&t| f[t] && !r[t] && !h[t]).collect();
+    let holdout_only: Vec<usize> = (0..v).filter(|&t| h[t] && !r[t] && !f[t]).collect();
+    if forget_only.is_empty() || holdout_only.len() < 8 {
+        return Ok(Vec::new());
+    }
+    let mut rows = wte.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    let d = rows[0].len();
+    let n = holdout_only.len() as f64;
+    let mut mean = vec![0f64; d];
+    for &t in &holdout_only {
+        for (m, x) in mean.iter_mut().zip(&rows[t]) {
+            *m += *x as f64 / n;
+        }
+    }
+    let mut sd = vec![0f64; d];
+    for &t in &holdout_only {
+        for ((s, x), m) in sd.iter_mut().zip(&rows[t]).zip(&mean) {
+            *s += (*x as f64 - m).powi(2) / (n - 1.0);
+        }
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f_0e5e7);
+    for &t in &forget_only {
+        for ((x, m), s) in rows[t].iter_mut().zip(&mean).zip(&sd) {
+            *x = (m + s.sqrt() * standard_normal(&mut rng)) as f32;
+        }
+    }
+    let lengths = forget_only
+        .iter()
+        .map(|&t| (t, rows[t].iter().map(|x| x * x).sum::<f32>().sqrt()))
+        .collect();
+    let flat: Vec<f32> = rows.into_iter().flatten().collect();
+    let t = Tensor::from_vec(flat, (v, d), model.device())?.to_dtype(wte.dtype())?;
+    model.set_param(WTE, &t)?;
+    Ok(lengths)
+}
+
+/// Rescales each reset row back to the length it was given: matching may turn an untrained-
+/// looking row, but not lengthen it (a longer row than any untrained one is what the
+/// gradient-norm attack notices).
+fn hold_lengths(model: &Gpt2, rows: &[(usize, f32)]) -> candle_core::Result<()> {
+    let Some(wte) = model.get(WTE).filter(|_| !rows.is_empty()) else {
+        return Ok(());
+    };
+    let mut all = wte.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    for &(t, len) in rows {
+        let now = all[t].iter().map(|x| x * x).sum::<f32>().sqrt();
+        if now > 0.0 {
+            all[t].iter_mut().for_each(|x| *x *= len / now);
+        }
+    }
+    let (v, d) = (all.len(), all[0].len());
+    let flat: Vec<f32> = all.into_iter().flatten().collect();
+    model.set_param(WTE, &Tensor::from_vec(flat, (v, d), model.device())?)
+}
+
+/// One standard normal draw (Box–Muller). The crate's `rand` 0.8 has no normal distribution and
+/// the `rand_distr` in the tree is built for `rand` 0.9; two lines do not earn a dependency.
+fn standard_normal(rng: &mut ChaCha8Rng) -> f64 {
+    use rand::Rng;
+    let (u, v): (f64, f64) = (1.0 - rng.gen::<f64>(), rng.gen::<f64>());
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+}
+
+/// The forget set's mean token loss, each record's mean, and each record's token losses.
+fn forget_losses(
+    model: &Gpt2,
+    records: &[&Encoded],
+    pad: u32,
+    size: usize,
+) -> candle_core::Result<(f64, Vec<f64>, Vec<Vec<f64>>)> {
+    let tokens = token_losses(model, records, pad, size)?;
+    let per = tokens
+        .iter()
+        .map(|t| t.iter().sum::<f64>() / t.len().max(1) as f64)
+        .collect();
+    let (sum, n) = tokens.iter().fold((0.0, 0usize), |(s, n), t| {
+        (s + t.iter().sum::<f64>(), n + t.len())
+    });
+    Ok((sum / n.max(1) as f64, per, tokens))
 }
 
 /// The `wte` rows whose tokens are at least `ratio` times more frequent (relatively) in the

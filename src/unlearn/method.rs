@@ -17,6 +17,11 @@ pub enum Method {
     /// Rounds of gradient ascent; after each, only the forget records still recognised (loss
     /// below the holdout-calibrated threshold) stay.
     Iterative,
+    /// Profile matching, two-sided: each forget record is paired with a never-seen (holdout)
+    /// record of similar length, and its token losses are moved — up or down — towards that
+    /// record's, rank for rank, until no step lowers the gap. The forget records end up with
+    /// the loss distribution of records the model never saw, not past it.
+    Profile,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

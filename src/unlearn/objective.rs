@@ -57,8 +57,8 @@ pub fn objective(
             let sp = (x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
             sp.mean_all()? * (2.0 / beta)
         }
-        Method::Ledger => {
-            candle_core::bail!("the ledger method has a fixed direction, not an objective")
+        Method::Ledger | Method::Profile => {
+            candle_core::bail!("method {method:?} has its own direction, not this objective")
         }
     }
 }
@@ -77,8 +77,8 @@ pub fn gradient(model: &Gpt2, loss: &Tensor) -> Result<BTreeMap<String, Tensor>>
     Ok(out)
 }
 
-/// `θ ← θ − lr · D/‖D‖` on the trainable parameters; returns ‖D‖.
-pub fn apply_step(model: &Gpt2, direction: &BTreeMap<String, Tensor>, lr: f64) -> Result<f64> {
+/// ‖D‖, over every parameter of a direction.
+pub fn direction_norm(direction: &BTreeMap<String, Tensor>) -> Result<f64> {
     let mut sq = 0.0;
     for d in direction.values() {
         sq += d
@@ -87,7 +87,12 @@ pub fn apply_step(model: &Gpt2, direction: &BTreeMap<String, Tensor>, lr: f64) -
             .to_dtype(candle_core::DType::F64)?
             .to_scalar::<f64>()?;
     }
-    let norm = sq.sqrt();
+    Ok(sq.sqrt())
+}
+
+/// `θ ← θ − lr · D/‖D‖` on the trainable parameters; returns ‖D‖.
+pub fn apply_step(model: &Gpt2, direction: &BTreeMap<String, Tensor>, lr: f64) -> Result<f64> {
+    let norm = direction_norm(direction)?;
     if !(norm.is_finite() && norm > 0.0) {
         return Ok(norm);
     }
@@ -132,4 +137,142 @@ pub fn mean_loss(
         }
     }
     Ok((total / weight.max(1e-12), per))
+}
+
+/// Each record's scored-token losses (negative log-probabilities, in position order), computed
+/// in length-sorted batches of at most `size` records, in the order of `records`.
+pub fn token_losses(
+    model: &Gpt2,
+    records: &[&Encoded],
+    pad: u32,
+    size: usize,
+) -> Result<Vec<Vec<f64>>> {
+    let mut out = vec![Vec::new(); records.len()];
+    let lens: Vec<usize> = records.iter().map(|e| e.ids.len()).collect();
+    for group in crate::data::batch::length_groups(&lens, size, usize::MAX) {
+        let chunk: Vec<&Encoded> = group.iter().map(|&i| records[i]).collect();
+        let batch = Batch::new(&chunk, pad);
+        let lp = model
+            .token_logprobs(&batch)?
+            .to_dtype(candle_core::DType::F64)?
+            .flatten_all()?
+            .to_vec1::<f64>()?;
+        let width = batch.cols - 1;
+        for (r, &i) in group.iter().enumerate() {
+            out[i] = (0..width)
+                .filter(|&p| batch.target_weight[r * width + p] != 0.0)
+                .map(|p| -lp[r * width + p])
+                .collect();
+        }
+    }
+    Ok(out)
+}
+
+/// The targets of one record's tokens under profile matching: its tokens ranked by their current
+/// loss receive the matching quantiles of `profile` (a never-seen record's token losses,
+/// ascending), so the record's highest-loss token is asked for the profile's highest loss and
+/// so on. `current` holds the record's token losses in position order; the targets come back in
+/// the same order.
+pub fn profile_targets(current: &[f64], profile: &[f64]) -> Vec<f64> {
+    let n = current.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| current[a].total_cmp(&current[b]));
+    let mut out = vec![0.0; n];
+    for (rank, &i) in order.iter().enumerate() {
+        out[i] = quantile_sorted(profile, (rank as f64 + 0.5) / n as f64);
+    }
+    out
+}
+
+/// The `q` quantile of an ascending slice, linearly interpolated between order statistics
+/// placed at `(k + 0.5) / m` (so a one-element profile is that element everywhere).
+fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+    let m = sorted.len();
+    if m == 0 {
+        return 0.0;
+    }
+    let x = (q * m as f64 - 0.5).clamp(0.0, (m - 1) as f64);
+    let (lo, frac) = (x.floor() as usize, x - x.floor());
+    let hi = (lo + 1).min(m - 1);
+    sorted[lo] * (1.0 - frac) + sorted[hi] * frac
+}
+
+/// The profile-matching gap of records whose token losses are `current` against their paired
+/// `profiles`: the mean squared difference between each token's loss and its target, over all
+/// tokens. Zero when every record's token losses are distributed as its never-seen partner's.
+pub fn profile_gap(current: &[Vec<f64>], profiles: &[&[f64]]) -> f64 {
+    let (mut sum, mut n) = (0.0, 0usize);
+    for (c, p) in current.iter().zip(profiles) {
+        for (l, t) in c.iter().zip(profile_targets(c, p)) {
+            sum += (l - t) * (l - t);
+            n += 1;
+        }
+    }
+    sum / n.max(1) as f64
+}
+
+/// The profile-matching objective on one batch of forget records (`profiles[r]` paired with row
+/// `r`): the squared gap between each scored token's loss and its target, summed over the
+/// batch's tokens and divided by `total` (the token count of the whole forget set, so that the
+/// gradients of several batches add up to the gradient of [`profile_gap`]). Two-sided: a token
+/// below its target is pushed up, a token above it is pulled back down.
+pub fn profile_objective(
+    model: &Gpt2,
+    forget: &Batch,
+    profiles: &[&[f64]],
+    total: usize,
+) -> Result<Tensor> {
+    let lp = model.token_logprobs(forget)?;
+    let nll = lp.neg()?;
+    let values = nll
+        .to_dtype(candle_core::DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
+    let width = forget.cols - 1;
+    let mut target = vec![0f32; forget.rows * width];
+    for (r, profile) in profiles.iter().enumerate().take(forget.rows) {
+        let slots: Vec<usize> = (0..width)
+            .filter(|&p| forget.target_weight[r * width + p] != 0.0)
+            .map(|p| r * width + p)
+            .collect();
+        let current: Vec<f64> = slots.iter().map(|&s| values[s]).collect();
+        for (s, t) in slots.iter().zip(profile_targets(&current, profile)) {
+            target[*s] = t as f32;
+        }
+    }
+    let t = Tensor::from_vec(target, (forget.rows, width), nll.device())?.to_dtype(nll.dtype())?;
+    let w = forget.weight_tensor(nll.dtype(), nll.device())?;
+    ((nll - t)?.sqr()? * w)?.sum_all()? / total.max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_follow_the_records_own_ranking() {
+        // Three tokens, the middle one currently the least likely: it is asked for the
+        // profile's highest loss, the first (most likely) for the lowest.
+        let t = profile_targets(&[0.1, 0.9, 0.5], &[1.0, 4.0, 9.0]);
+        assert_eq!(t, vec![1.0, 9.0, 4.0]);
+        // A longer record than its partner reads the partner's quantiles at (k + 0.5) / n,
+        // interpolated between the partner's order statistics (placed at 1/4 and 3/4 here) and
+        // held at the ends: 1/8 -> 2, 3/8 -> 3, 5/8 -> 5, 7/8 -> 6.
+        assert_eq!(
+            profile_targets(&[0.0, 1.0, 2.0, 3.0], &[2.0, 6.0]),
+            vec![2.0, 3.0, 5.0, 6.0]
+        );
+        assert_eq!(quantile_sorted(&[5.0], 0.9), 5.0);
+    }
+
+    #[test]
+    fn gap_is_zero_only_for_a_matched_profile() {
+        let profile = [1.0, 2.0, 7.0];
+        assert_eq!(profile_gap(&[vec![7.0, 1.0, 2.0]], &[&profile]), 0.0);
+        // One token 1 nat short of its target: (1² + 0 + 0) / 3.
+        let g = profile_gap(&[vec![6.0, 1.0, 2.0]], &[&profile]);
+        assert!((g - 1.0 / 3.0).abs() < 1e-12);
+        // Overshooting costs as much as falling short: the gap is two-sided.
+        assert_eq!(g, profile_gap(&[vec![8.0, 1.0, 2.0]], &[&profile]));
+    }
 }
