@@ -4,9 +4,11 @@
 //! model retrained without forget05 passes it, so does the default unlearning (profile matching
 //! on the embedding, calibrated on the other holdout), a model ascended far past the holdout
 //! level fails its two-sided attack requirements (issue 16), and a model destroyed by unbounded
-//! gradient ascent fails its utility requirement. The property check finds and
-//! shrinks a verbatim-leak counterexample on the original model and finds none on the retrain.
-//! Influence analysis is left out (the spec names no influence metric; it has its own tests).
+//! gradient ascent fails its utility requirement. `specs/strict.toml` is judged on the forget
+//! set it is sized for (forget10, 20 people): the original fails it; the model retrained
+//! without forget10 (`models/retrain10`) passes it. The property check finds and shrinks a
+//! verbatim-leak counterexample on the original model and finds none on the retrains. Influence
+//! analysis is left out (neither spec names an influence metric; it has its own tests).
 
 use crate::common::scratch;
 use crate::unlearn::{fixtures, world};
@@ -19,8 +21,9 @@ use lethe::model::{load_model, save_model};
 use lethe::unlearn::{unlearn, Method, UnlearnConfig, UnlearnInputs};
 use std::path::Path;
 
-fn gdpr() -> Spec {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/gdpr-art17.toml");
+/// `specs/<name>.toml`.
+fn spec(name: &str) -> Spec {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("specs/{name}.toml"));
     Spec::parse(
         &std::fs::read_to_string(&path).unwrap(),
         &path.display().to_string(),
@@ -28,28 +31,59 @@ fn gdpr() -> Spec {
     .unwrap()
 }
 
-/// Certifies `unlearned` as the demo does (original = full, reference = retrain05) and judges
-/// the evidence against gdpr-art17.
-fn judged(unlearned: &Path) -> Vec<Verdict> {
-    let spec = gdpr();
+/// A certification on the bundled world: the spec, the forget and retain splits, the
+/// non-members and the retrained reference (if the spec needs one).
+struct Setting {
+    spec: &'static str,
+    forget: &'static str,
+    retain: &'static str,
+    holdout: &'static str,
+    reference: Option<&'static str>,
+}
+
+/// The demo's setting of the gdpr-art17 bars (original = full, reference = retrain05).
+const GDPR: Setting = Setting {
+    spec: "gdpr-art17",
+    forget: "forget05",
+    retain: "retain05",
+    holdout: "holdout_audit",
+    reference: Some("models/retrain05"),
+};
+
+/// strict.toml's setting: forget10 (20 people), audited on `holdout_audit` (24 people the
+/// unlearning never calibrates on). strict names no reference-model metric.
+const STRICT: Setting = Setting {
+    spec: "strict",
+    forget: "forget10",
+    retain: "retain10",
+    holdout: "holdout_audit",
+    reference: None,
+};
+
+/// Certifies `unlearned` as the demo does (original = full) in `setting` and judges the
+/// evidence against its spec. Returns the verdicts and the evidence.
+fn judged_in(setting: &Setting, unlearned: &Path) -> (Vec<Verdict>, serde_json::Value) {
+    let spec = spec(setting.spec);
     let w = fixtures("world");
+    let split = |s: &str| w.join(format!("{s}.jsonl"));
     let mut req = Request::new(
         fixtures("models/full"),
         unlearned.to_path_buf(),
-        w.join("forget05.jsonl"),
-        w.join("retain05.jsonl"),
-        w.join("holdout_audit.jsonl"),
+        split(setting.forget),
+        split(setting.retain),
+        split(setting.holdout),
     );
-    req.reference = Some(fixtures("models/retrain05"));
+    req.reference = setting.reference.map(fixtures);
     req.utility = Some(w.join("utility.jsonl"));
     req.seed = spec.seed;
     req.influence = false;
     let mut inputs = load_inputs(&req).unwrap();
     let (evidence, _) = certify(&req, &mut inputs, &mut |_, _| {}).unwrap();
+    let evidence = serde_json::to_value(&evidence).unwrap();
     let oracle = ModelOracle::open(&inputs.unlearned.model, &inputs.tokenizer).unwrap();
     let verdicts = judge_spec(
         &spec,
-        &serde_json::to_value(&evidence).unwrap(),
+        &evidence,
         None,
         &|s| inputs.splits.get(s).map(|(_, r)| r.as_slice()),
         &oracle,
@@ -57,11 +91,15 @@ fn judged(unlearned: &Path) -> Vec<Verdict> {
     .unwrap();
     for v in &verdicts {
         eprintln!(
-            "{}: {:?} {:?} bound {:?} ({})",
-            v.requirement, v.status, v.value, v.bound, v.reason
+            "{} {}: {:?} {:?} bound {:?} n {} ({})",
+            setting.spec, v.requirement, v.status, v.value, v.bound, v.samples, v.reason
         );
     }
-    verdicts
+    (verdicts, evidence)
+}
+
+fn judged(unlearned: &Path) -> Vec<Verdict> {
+    judged_in(&GDPR, unlearned).0
 }
 
 fn status<'a>(verdicts: &'a [Verdict], id: &str) -> &'a Verdict {
@@ -188,4 +226,59 @@ fn over_unlearned_model_fails_two_sided_attacks() {
     assert_eq!(loss.status, Status::Fail, "{loss:#?}");
     assert!(loss.value.unwrap() < 0.35, "{loss:#?}");
     assert_eq!(status(&v, "retain-loss-ratio").status, Status::Pass);
+}
+
+/// strict.toml's two-sided attack requirements (every reference-free attack of the suite).
+const STRICT_ATTACKS: [&str; 5] = [
+    "mia-loss-auc",
+    "mia-zlib-auc",
+    "mia-min-k-auc",
+    "mia-min-k-pp-auc",
+    "mia-grad-norm-auc",
+];
+
+#[test]
+fn original_model_fails_strict_on_forget10() {
+    let (v, _) = judged_in(&STRICT, &fixtures("models/full"));
+    // The memorising model is told from the audit holdout and reproduces its answers.
+    for id in [
+        "mia-loss-auc",
+        "forget-exact-match",
+        "forget-extraction-strength",
+        "no-verbatim-leak",
+    ] {
+        assert_eq!(status(&v, id).status, Status::Fail, "{id}");
+    }
+    // The attacks' samples are people, the smaller side: forget10's 20 (holdout_audit has 24),
+    // as fixtures/world/forget10.jsonl's `subject` fields count them.
+    for id in STRICT_ATTACKS {
+        assert_eq!(status(&v, id).samples, 20, "{id}");
+    }
+}
+
+/// The model retrained without forget10 (`models/retrain10`, fixtures/make.sh) against
+/// strict.toml on forget10 and holdout_audit passes every requirement. Measured when the test
+/// was written (99% one-sided bounds, person-clustered, 20 forget people vs 24 audit people):
+/// loss 0.514 [0.470, 0.558], zlib 0.501 [0.469, 0.534], min_k 0.499 [0.460, 0.537], min_k_pp
+/// 0.508 [0.459, 0.556], grad_norm 0.489 [0.456, 0.522], all inside [0.40, 0.60]; extraction
+/// strength 0.150 (99% upper bound 0.184) against 0.25 — the never-seen level, since the audit
+/// holdout's is 0.126 (an earlier bar of 0.15 failed this model; strict.toml 2.1.0 says why).
+#[test]
+fn retrained_model_passes_strict_on_forget10() {
+    let (v, ev) = judged_in(&STRICT, &fixtures("models/retrain10"));
+    for id in STRICT_ATTACKS {
+        assert_eq!(status(&v, id).status, Status::Pass, "{id}");
+        assert_eq!(status(&v, id).samples, 20, "{id}");
+    }
+    let not_passed: Vec<_> = v.iter().filter(|v| v.status != Status::Pass).collect();
+    assert!(not_passed.is_empty(), "{not_passed:#?}");
+    assert!(status(&v, "no-verbatim-leak").counterexample.is_none());
+    // The never-seen level the bar sits above: forget10 under a model that never saw it, and
+    // the audit holdout, both well under 0.25.
+    let es = |split: &str| {
+        ev["metrics"][split]["extraction_strength"]["value"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(es("forget") < 0.2 && es("holdout") < 0.2, "{} {}", es("forget"), es("holdout"));
 }

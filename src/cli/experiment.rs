@@ -1,8 +1,12 @@
 //! `lethe experiment seed-paper`: the comparisons of Zagardo 2024 on the bundled world, as a
 //! table. Each configuration unlearns forget05 from the full model in a child process (so its
-//! peak memory is its own) and is then measured here: greedy exact match on the forget
-//! questions, forget loss over holdout loss, retain loss ratio, and the LOSS membership attack's
-//! AUC (forget vs holdout, DeLong 95% interval), with the run's time and peak memory. A second
+//! peak memory is its own), its stop rule calibrated on `holdout_calibration`, and is then
+//! measured here against `holdout_audit` (people the unlearning never saw): greedy exact match on
+//! the forget questions, forget loss over audit-holdout loss, retain loss ratio, and — from
+//! evidence taken by the certifier (`evidence::certify`) and judged by the certifier's own code
+//! (`judge::verdict::evaluate`) — the run's verdict on gdpr-art17's two-sided attack requirements,
+//! the LOSS attack's AUC and the attack AUC farthest from chance, each with its person-clustered
+//! bounds; with the run's time and peak memory. A second
 //! table takes the seed paper's own setting — the records learned by fine-tuning a trained
 //! model — by repeating the bundled fine-tune (`models/finetuned`, with the hyperparameters its
 //! `train.json` recorded) with a ledger of every epoch, and replays its first epoch and every
@@ -10,7 +14,10 @@
 
 use crate::data::{read_records, Encoded, Record, TextTokenizer};
 use crate::evidence::oracle::{exact_match_rate, ModelOracle};
-use crate::judge::stats::delong;
+use crate::evidence::{certify, load_inputs, Evidence, Metric, Request};
+use crate::judge::metric::Side;
+use crate::judge::spec::Spec;
+use crate::judge::verdict::{evaluate, farthest_from_chance, overall, Status, Verdict};
 use crate::model::{load_model, Gpt2};
 use crate::train::{Ledger, TrainConfig};
 use crate::unlearn::objective::mean_loss;
@@ -42,6 +49,9 @@ pub struct ExperimentArgs {
     ledger_model: Option<PathBuf>,
 }
 
+/// The spec whose two-sided attack requirements each run is judged on.
+const SPEC: &str = "gdpr-art17";
+
 #[derive(Serialize)]
 struct Row {
     config: String,
@@ -51,13 +61,38 @@ struct Row {
     exact_match: f64,
     forget_over_holdout: f64,
     retain_loss_ratio: f64,
-    auc: f64,
-    auc_low: f64,
-    auc_high: f64,
+    /// The LOSS attack's AUC (forget05 vs holdout_audit).
+    loss_auc: Auc,
+    /// The verdict on the spec's two-sided attack requirements, all together
+    /// (`judge::verdict::overall`), and each of them.
+    attack_verdict: Status,
+    attack_verdicts: Vec<Verdict>,
+    /// The attack with a 0.5 null whose AUC lies farthest from 0.5, either side.
+    worst_attack: String,
+    worst_auc: Auc,
     steps: usize,
     stop: String,
     seconds: f64,
     peak_rss_mib: f64,
+}
+
+/// An AUC with its person-clustered one-sided bounds at the spec's confidence: the bounds the
+/// spec's two-sided requirements are judged on.
+#[derive(Serialize)]
+struct Auc {
+    value: f64,
+    low: f64,
+    high: f64,
+}
+
+impl Auc {
+    fn of(m: &Metric, confidence: f64) -> Result<Auc> {
+        Ok(Auc {
+            value: m.value(),
+            low: m.bound(confidence, Side::Lower)?,
+            high: m.bound(confidence, Side::Upper)?,
+        })
+    }
 }
 
 /// (label, method, params, extra arguments)
@@ -140,16 +175,18 @@ fn exact_match(model: &Gpt2, tok: &TextTokenizer, records: &[Record]) -> Result<
     Ok(exact_match_rate(&oracle, records)?)
 }
 
-/// What every configuration of a comparison shares: the world, its tokenizer and encodings.
+/// What every configuration of a comparison shares: the world, its tokenizer and encodings, and
+/// the spec's two-sided attack requirements.
 struct Bench {
     /// Where the runs go (`OUT/runs/…`).
     out: PathBuf,
     world: PathBuf,
     tok: TextTokenizer,
     forget: Vec<Record>,
-    /// forget05, every fourth retain05 record, holdout — encoded answer-only.
+    /// forget05, every fourth retain05 record, holdout_audit — encoded answer-only.
     enc: [Vec<Encoded>; 3],
     request: PathBuf,
+    attacks: Spec,
 }
 
 pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
@@ -157,13 +194,18 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     let full = args.fixtures.join("models/full");
     let tok = TextTokenizer::load(&full.join("tokenizer.json"))?;
     let read = |s: &str| read_records(&world.join(format!("{s}.jsonl")));
-    let (forget, retain, holdout) = (read("forget05")?, read("retain05")?, read("holdout")?);
+    // The unlearning calibrates on holdout_calibration; every measurement here is against
+    // holdout_audit, people it never saw (DESIGN.md, "Honesty of a certificate", rule 4).
+    let (forget, retain, holdout) = (read("forget05")?, read("retain05")?, read("holdout_audit")?);
     let enc = |r: &[Record]| tok.encode_all(r, true, 128);
     let (fe, he) = (enc(&forget)?, enc(&holdout)?);
     let re: Vec<Encoded> = enc(&retain)?.into_iter().step_by(4).collect();
     std::fs::create_dir_all(&args.out)?;
     let request = args.out.join("request.jsonl");
     fuzzy_request(&forget, &request)?;
+    let attacks = Spec::bundled(SPEC)
+        .with_context(|| format!("no bundled spec {SPEC}"))??
+        .two_sided_attacks();
     let bench = Bench {
         out: args.out.clone(),
         world,
@@ -171,6 +213,7 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
         forget,
         enc: [fe, re, he],
         request,
+        attacks,
     };
     let ledger = args.fixtures.join("ledger");
     let rows = bench.compare(
@@ -310,8 +353,12 @@ impl Bench {
     ) -> Result<Vec<Row>> {
         let world = &self.world;
         let original = load_model(model_dir, DType::F32)?.model;
-        let retain0 = mean_loss(&original, &refs(&self.enc[1]), self.tok.pad_id(), 64)?.0;
-        let mut rows = vec![self.measure(baseline, "-", "-", &original, retain0, None)?];
+        let start = Start {
+            dir: model_dir,
+            retain_loss: mean_loss(&original, &refs(&self.enc[1]), self.tok.pad_id(), 64)?.0,
+        };
+        drop(original);
+        let mut rows = vec![self.measure(&start, baseline, "-", "-", model_dir, None)?];
         for (label, method, params, extra) in configs {
             let dir = self
                 .out
@@ -331,7 +378,7 @@ impl Bench {
             cmd.arg("--retain")
                 .arg(world.join("retain05.jsonl"))
                 .arg("--holdout")
-                .arg(world.join("holdout.jsonl"));
+                .arg(world.join("holdout_calibration.jsonl"));
             cmd.args(["--method", method, "--params", params])
                 .arg("--out")
                 .arg(&dir);
@@ -347,29 +394,63 @@ impl Bench {
             anyhow::ensure!(status.success(), "{label}: lethe unlearn failed");
             let run: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(dir.join("unlearn.json"))?)?;
-            let model = load_model(&dir, DType::F32)?.model;
-            rows.push(self.measure(label, method, params, &model, retain0, Some(&run))?);
+            rows.push(self.measure(&start, label, method, params, &dir, Some(&run))?);
         }
         Ok(rows)
     }
 
+    /// Certifies `model_dir` against `original` as `lethe certify --no-influence
+    /// --generated-records 0` would (forget05, retain05, holdout_audit as the non-members, the
+    /// spec's seed) and judges the
+    /// evidence on the spec's two-sided attack requirements. Returns the model as loaded, the
+    /// evidence and the verdicts.
+    fn audit(&self, original: &Path, model_dir: &Path) -> Result<(Gpt2, Evidence, Vec<Verdict>)> {
+        let split = |s: &str| self.world.join(format!("{s}.jsonl"));
+        let mut req = Request::new(
+            original.to_path_buf(),
+            model_dir.to_path_buf(),
+            split("forget05"),
+            split("retain05"),
+            split("holdout_audit"),
+        );
+        req.seed = self.attacks.seed;
+        req.influence = false;
+        // The attacks score every record by loss, Min-K and gradient norm; greedy answers and
+        // truth ratios (a seeded sample of each split, most of a certification's time) add
+        // nothing to them, and exact match is measured below on every forget question.
+        req.settings.generated_records = 0;
+        let mut inputs = load_inputs(&req)?;
+        let (evidence, _) = certify(&req, &mut inputs, &mut |_, _| {})?;
+        let verdicts = evaluate(&self.attacks, &serde_json::to_value(&evidence)?, None)?;
+        Ok((inputs.unlearned.model, evidence, verdicts))
+    }
+
+    /// Measures the model in `model_dir`, unlearned from `start` by `run` (`None`: `start`
+    /// itself).
     fn measure(
         &self,
+        start: &Start,
         label: &str,
         method: &str,
         params: &str,
-        model: &Gpt2,
-        retain0: f64,
+        model_dir: &Path,
         run: Option<&serde_json::Value>,
     ) -> Result<Row> {
+        eprintln!("auditing: {label}");
+        let (model, evidence, verdicts) = self.audit(start.dir, model_dir)?;
+        let model = &model;
         let (tok, forget, enc) = (&self.tok, &self.forget, &self.enc);
         let pad = tok.pad_id();
-        let (f, fper) = mean_loss(model, &refs(&enc[0]), pad, 64)?;
+        let (f, _) = mean_loss(model, &refs(&enc[0]), pad, 64)?;
         let (r, _) = mean_loss(model, &refs(&enc[1]), pad, 64)?;
-        let (h, hper) = mean_loss(model, &refs(&enc[2]), pad, 64)?;
-        // LOSS attack: a lower loss is more member-like, so the score is −loss.
-        let neg = |v: &[f64]| v.iter().map(|x| -x).collect::<Vec<_>>();
-        let auc = delong(&neg(&fper), &neg(&hper))?;
+        let (h, _) = mean_loss(model, &refs(&enc[2]), pad, 64)?;
+        let confidence = self.attacks.default_confidence;
+        let loss = evidence
+            .metrics
+            .get("mia.loss.auc")
+            .context("the evidence has no mia.loss.auc")?;
+        let (worst_attack, worst) = farthest_from_chance(&evidence.metrics, "")
+            .context("the evidence has no attack AUC with a 0.5 null")?;
         let outcome = run.map(|v| &v["outcome"]);
         let get = |k: &str| outcome.and_then(|o| o[k].as_f64()).unwrap_or(0.0);
         Ok(Row {
@@ -381,10 +462,12 @@ impl Bench {
                 .unwrap_or(enc[0].len() as u64) as usize,
             exact_match: exact_match(model, tok, forget)?,
             forget_over_holdout: f / h,
-            retain_loss_ratio: r / retain0,
-            auc: auc.auc,
-            auc_low: auc.lower_bound(0.975)?,
-            auc_high: auc.upper_bound(0.975)?,
+            retain_loss_ratio: r / start.retain_loss,
+            loss_auc: Auc::of(loss, confidence)?,
+            attack_verdict: overall(&verdicts),
+            attack_verdicts: verdicts,
+            worst_attack: worst_attack.into(),
+            worst_auc: Auc::of(worst, confidence)?,
             steps: outcome
                 .and_then(|o| o["steps"].as_array().map(Vec::len))
                 .unwrap_or(0),
@@ -397,18 +480,37 @@ impl Bench {
     }
 }
 
+/// The model a comparison unlearns from: its folder and its mean loss on the retain sample.
+struct Start<'a> {
+    dir: &'a Path,
+    retain_loss: f64,
+}
+
 fn refs(v: &[Encoded]) -> Vec<&Encoded> {
     v.iter().collect()
 }
 
-const TABLE_HEAD: &str = "| configuration | records | exact match | forget/holdout | retain ratio | AUC [95% CI] | steps | stop | time (s) | peak RSS (MiB) |\n\
-     |---|---:|---:|---:|---:|---|---:|---|---:|---:|\n";
+const TABLE_HEAD: &str = "| configuration | records | exact match | forget/holdout | retain ratio | LOSS AUC [95% bounds] | two-sided attacks | worst attack AUC [95% bounds] | steps | stop | time (s) | peak RSS (MiB) |\n\
+     |---|---:|---:|---:|---:|---|---|---|---:|---|---:|---:|\n";
 
 fn table_rows(md: &mut String, rows: &[Row]) {
+    let auc = |a: &Auc| format!("{:.3} [{:.3}, {:.3}]", a.value, a.low, a.high);
     for r in rows {
         md.push_str(&format!(
-            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} [{:.3}, {:.3}] | {} | {} | {:.1} | {:.0} |\n",
-            r.config, r.forget_records, r.exact_match, r.forget_over_holdout, r.retain_loss_ratio, r.auc, r.auc_low, r.auc_high, r.steps, r.stop, r.seconds, r.peak_rss_mib
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} {} | {} | {} | {:.1} | {:.0} |\n",
+            r.config,
+            r.forget_records,
+            r.exact_match,
+            r.forget_over_holdout,
+            r.retain_loss_ratio,
+            auc(&r.loss_auc),
+            r.attack_verdict.as_str().to_lowercase(),
+            r.worst_attack,
+            auc(&r.worst_auc),
+            r.steps,
+            r.stop,
+            r.seconds,
+            r.peak_rss_mib
         ));
     }
 }
@@ -428,10 +530,21 @@ struct Tables<'a> {
 fn write_tables(out: &Path, t: &Tables) -> Result<()> {
     let mut md = String::from(
         "# Seed-paper comparisons on the bundled world (forget05 from the full model)\n\n\
-         Made by `lethe experiment seed-paper`. Exact match: greedy answers equal to the true answer on \
-         forget05's questions. Forget/holdout: mean answer loss of the forget records over that of the \
-         holdout records (1.0 = looks never seen). Retain ratio: retain answer loss after / before. AUC: \
-         LOSS membership attack, forget vs holdout, with its DeLong 95% interval (0.5 = indistinguishable). \
+         Made by `lethe experiment seed-paper`. Every unlearning run calibrates its stop rule on \
+         `holdout_calibration`; every figure here is measured against `holdout_audit`, people the run \
+         never saw. Exact match: greedy answers equal to the true answer on forget05's questions. \
+         Forget/holdout: mean answer loss of the forget records over that of the audit holdout's \
+         (1.0 = looks never seen). Retain ratio: retain answer loss after / before. The attack columns \
+         come from the certifier's evidence (`lethe certify --no-influence --generated-records 0`, original = the row's \
+         starting model, seed of gdpr-art17) and are judged by the certifier's code. LOSS AUC: the \
+         LOSS membership attack, forget vs audit holdout. Two-sided attacks: the verdict on \
+         gdpr-art17's two-sided attack requirements together (`specs/gdpr-art17.toml`: each attack's AUC \
+         with both one-sided 95% bounds inside its requirement's interval around 0.5; fail if any fails, \
+         inconclusive if any is, pass if all pass; each requirement's verdict is in `table.json`). Worst \
+         attack AUC: of the attacks whose null is 0.5 (all but the reference attacks), the one farthest \
+         from 0.5 on either side. \
+         Every AUC carries its person-clustered (Obuchowski) one-sided 95% bounds, the bounds \
+         gdpr-art17 judges on (together a 90% two-sided interval); 0.5 = indistinguishable. \
          Time and peak memory are the `lethe unlearn` child process's.\n\n\
          The full model was trained from random weights, so the first-epoch ledger (`fixtures/ledger`) \
          holds gradients taken near initialisation.\n\n",

@@ -729,6 +729,30 @@ impl Spec {
             .map(|(n, text)| Spec::parse(text, &format!("bundled:{n}")))
     }
 
+    /// This spec with only its two-sided membership requirements on the model being certified
+    /// (`within` or `within_reference` on one of its `mia.*` metrics) and no properties: the
+    /// part of an erasure spec that says whether forget records stand out to an attack, by being
+    /// remembered or by being over-unlearned.
+    pub fn two_sided_attacks(&self) -> Spec {
+        let requirements = self
+            .requirements
+            .iter()
+            .filter(|r| {
+                r.metric.starts_with("mia.")
+                    && matches!(
+                        r.comparison,
+                        Comparison::Within { .. } | Comparison::WithinReference { .. }
+                    )
+            })
+            .cloned()
+            .collect();
+        Spec {
+            requirements,
+            properties: Vec::new(),
+            ..self.clone()
+        }
+    }
+
     /// Whether evaluating needs baseline evidence.
     pub fn needs_baseline(&self) -> bool {
         self.requirements
@@ -796,6 +820,27 @@ forbid_verbatim = true
 
     fn bundled_path(name: &str) -> String {
         format!("{}/specs/{name}.toml", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn two_sided_attacks_keeps_the_within_forms_on_the_models_own_attacks() {
+        let gdpr = Spec::bundled("gdpr-art17").unwrap().unwrap();
+        let attacks = gdpr.two_sided_attacks();
+        let ids: Vec<&str> = attacks.requirements.iter().map(|r| r.id.as_str()).collect();
+        // specs/gdpr-art17.toml: the five reference-free attacks bounded on both sides; not the
+        // one-sided TPR bound, not the original model's power check, no property.
+        assert_eq!(
+            ids,
+            [
+                "mia-loss-auc",
+                "mia-zlib-auc",
+                "mia-min-k-auc",
+                "mia-min-k-pp-auc",
+                "mia-grad-norm-auc"
+            ]
+        );
+        assert!(attacks.properties.is_empty());
+        assert_eq!((attacks.id, attacks.seed), (gdpr.id, gdpr.seed));
     }
 
     #[test]

@@ -601,6 +601,39 @@ pub fn property_verdict(outcome: &PropertyOutcome) -> Verdict {
     }
 }
 
+/// One status for several verdicts: failed if any failed, else inconclusive if any was (or
+/// there were none: nothing checked passes nothing), else passed.
+pub fn overall(verdicts: &[Verdict]) -> Status {
+    let any = |s: Status| verdicts.iter().any(|v| v.status == s);
+    if any(Status::Fail) {
+        Status::Fail
+    } else if verdicts.is_empty() || any(Status::Inconclusive) {
+        Status::Inconclusive
+    } else {
+        Status::Pass
+    }
+}
+
+/// The attack with a 0.5 null ([`metric::CHANCE_NULL_ATTACKS`]) whose AUC at
+/// `{prefix}mia.{attack}.auc` lies farthest from 0.5 on either side, with that metric; `None`
+/// when the metrics hold none of them.
+pub fn farthest_from_chance<'m>(
+    metrics: &'m crate::judge::evidence::Metrics,
+    prefix: &str,
+) -> Option<(&'static str, &'m Metric)> {
+    metric::CHANCE_NULL_ATTACKS
+        .iter()
+        .filter_map(|a| {
+            metrics
+                .get(&format!("{prefix}mia.{a}.auc"))
+                .map(|m| (*a, m))
+        })
+        .max_by(|(_, x), (_, y)| {
+            let off = |m: &Metric| (m.value() - 0.5).abs();
+            off(x).total_cmp(&off(y))
+        })
+}
+
 /// 0 when every verdict passed; 1 when any failed or was inconclusive, or there were none
 /// (nothing checked certifies nothing). Errors (2) are the caller's.
 pub fn exit_code(verdicts: &[Verdict]) -> i32 {
@@ -756,6 +789,55 @@ min_samples = 1
 
     fn statuses(verdicts: &[Verdict]) -> Vec<Status> {
         verdicts.iter().map(|v| v.status).collect()
+    }
+
+    #[test]
+    fn overall_fails_on_any_failure_and_passes_only_on_all_passes() {
+        let one = |status| Verdict {
+            requirement: "r".into(),
+            metric: "mia.loss.auc".into(),
+            status,
+            compare: "within [0.35, 0.65]".into(),
+            value: None,
+            bound: None,
+            confidence: None,
+            threshold: None,
+            baseline: None,
+            samples: 0,
+            reason: String::new(),
+            needed_samples: None,
+            counterexample: None,
+        };
+        let (p, f, i) = (
+            one(Status::Pass),
+            one(Status::Fail),
+            one(Status::Inconclusive),
+        );
+        assert_eq!(overall(&[p.clone(), p.clone()]), Status::Pass);
+        assert_eq!(overall(&[p.clone(), i.clone()]), Status::Inconclusive);
+        assert_eq!(overall(&[i, f, p]), Status::Fail);
+        assert_eq!(overall(&[]), Status::Inconclusive);
+    }
+
+    #[test]
+    fn farthest_from_chance_looks_both_ways_and_skips_reference_attacks() {
+        let m = |value| Metric::Auc {
+            value,
+            variance: 0.001,
+            members: 90,
+            nonmembers: 440,
+        };
+        let mut metrics = crate::judge::evidence::Metrics::default();
+        metrics.insert("mia.loss.auc", m(0.60));
+        metrics.insert("mia.min_k.auc", m(0.30));
+        // No 0.5 null: never the worst, however far out.
+        metrics.insert("mia.ref_original.auc", m(0.03));
+        metrics.insert("original.mia.loss.auc", m(0.99));
+        let (attack, worst) = farthest_from_chance(&metrics, "").unwrap();
+        assert_eq!((attack, worst.value()), ("min_k", 0.30));
+        let (attack, _) = farthest_from_chance(&metrics, "original.").unwrap();
+        assert_eq!(attack, "loss");
+        assert!(farthest_from_chance(&metrics, "reference.").is_none());
     }
 
     #[test]
