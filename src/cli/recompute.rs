@@ -380,6 +380,57 @@ mod tests {
     }
 
     #[test]
+    fn distances_are_redrawn_from_the_signed_scores() {
+        use crate::report::verify::Outcome;
+        // Six forget records of three people; the reference's losses are the unlearned's + 1.
+        let recs = |shift: f64| {
+            let rs: Vec<Value> = (0..6)
+                .map(|i| {
+                    json!({"id": format!("r{i}"), "subject": format!("p{}", i / 2), "tokens": 5,
+                        "loss": f64::from(i) + shift, "min_k": 0.0, "min_k_pp": 0.0,
+                        "zlib_bytes": 10})
+                })
+                .collect();
+            Value::Array(rs)
+        };
+        let mut r = crate::report::schema::tests::sample();
+        crate::report::schema::tests::edit_evidence(&mut r, |e| {
+            e["records"] = json!({"unlearned": {"forget": recs(0.0)},
+                                  "reference": {"forget": recs(1.0)}});
+        });
+        let ks = ks_to_reference(
+            "loss",
+            &r.evidence.records["unlearned"]["forget"],
+            &r.evidence.records["reference"]["forget"],
+            50,
+            17,
+        )
+        .unwrap();
+        // Losses 0..5 against 1..6: at x = 0, F₁ = 1/6 and F₂ = 0.
+        assert!((ks.distance - 1.0 / 6.0).abs() < 1e-15);
+        let mut signed = r.evidence.clone();
+        signed
+            .metrics
+            .insert("forget.ks_to_reference.loss", Metric::from(ks.clone()));
+        let checks = same_distances(&signed);
+        assert_eq!(checks.len(), 1);
+        assert_eq!(checks[0].outcome, Outcome::Pass, "{}", checks[0].detail);
+        // A replicate moved (the bound a verdict took would move with it): refused.
+        let mut moved = ks;
+        moved.replicates[49] += 0.01;
+        signed
+            .metrics
+            .insert("forget.ks_to_reference.loss", Metric::from(moved));
+        let checks = same_distances(&signed);
+        assert_eq!(checks[0].outcome, Outcome::Fail);
+        assert!(
+            checks[0].detail.contains("replicates differ"),
+            "{}",
+            checks[0].detail
+        );
+    }
+
+    #[test]
     fn named_paths_stay_under_the_root() {
         // Issue 15: `--recompute` read model and data paths outside `--root`.
         let root = std::env::temp_dir().join(format!("lethe-confine-{}", std::process::id()));

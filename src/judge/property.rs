@@ -5,8 +5,10 @@
 //!
 //! This module owns the perturbations, their proptest strategy (a value tree that shrinks toward
 //! fewer and milder perturbations, so a failure is reported as the smallest perturbation that
-//! still leaks), the seeded runner, and the `Oracle` trait through which it queries a model. The
-//! model side implements `Oracle`; this module knows no candle types and never imports `unlearn`.
+//! still leaks), the cases' stratification over the eligible records (every record is tried at
+//! least once) and the coverage a run states, the seeded runner, and the `Oracle` trait through
+//! which it queries a model. The model side implements `Oracle`; this module knows no candle
+//! types and never imports `unlearn`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
