@@ -187,9 +187,25 @@ fn evidence_holds_every_metric_of_the_contract_with_its_kind() {
         ("influence.self_influence_ratio", "normal"),
         ("influence.distance_bound", "point"),
         ("influence.activation.layer_0.forget", "normal"),
+        ("forget.ks_to_reference.truth_ratio", "cluster_bootstrap"),
+        ("forget.ks_to_reference.loss", "cluster_bootstrap"),
     ] {
         assert_eq!(kind(p), want, "{p}");
     }
+    // The distance to the reference resamples forget05's 110 records of 10 people (WorldConfig
+    // default, as below) 2000 times (`judge::equivalence::KS_RESAMPLES`), from the request's
+    // seed (7).
+    let Some(Metric::ClusterBootstrap {
+        records,
+        clusters,
+        seed,
+        resamples,
+        ..
+    }) = m.get("forget.ks_to_reference.loss")
+    else {
+        panic!()
+    };
+    assert_eq!((*records, *clusters, *seed, *resamples), (110, 10, 7, 2000));
     // Sample sizes are those of the files written in setup(): world forget05 and holdout.
     let world = generate(&WorldConfig::default()).unwrap();
     let Some(Metric::ClusteredAuc {
@@ -345,8 +361,10 @@ fn cli_writes_evidence_and_refuses_bad_inputs() {
         serde_json::from_slice(&std::fs::read(out.join("evidence.json")).unwrap()).unwrap();
     assert!(ev.metrics.get("mia.loss.auc").is_some());
     // Without --reference the reference-only metrics are listed as omitted, never passed.
-    assert!(ev.omitted.iter().any(|o| o.path == "privleak"));
-    assert!(ev.metrics.get("privleak").is_none());
+    for path in ["privleak", "forget.ks_to_reference.truth_ratio"] {
+        assert!(ev.omitted.iter().any(|o| o.path == path), "{path}");
+        assert!(ev.metrics.get(path).is_none(), "{path}");
+    }
 
     let cases = [
         (base("other_tok", "holdout.jsonl"), "tokenizer.json"),

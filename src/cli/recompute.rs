@@ -1,12 +1,16 @@
 //! `lethe verify --recompute`: re-runs the certification a verified report records — the same
 //! model and data files (their digests checked against the signed ones), the same settings and
 //! seeds, the same spec — and compares every number of the evidence and every verdict with the
-//! signed ones. It lives in the CLI because it joins the certifier to the report layer, which must
-//! not depend on the ML stack; it never changes a model or a file.
+//! signed ones; the KS distances to the reference are also redrawn from the signed per-record
+//! scores with the seed and resample count they record. It lives in the CLI because it joins the
+//! certifier to the report layer, which must not depend on the ML stack; it never changes a model
+//! or a file.
 
 use crate::evidence::oracle::ModelOracle;
 use crate::evidence::{certify, load_inputs, CertifyError, Request};
+use crate::judge::equivalence::ks_to_reference;
 use crate::judge::evidence::Evidence;
+use crate::judge::metric::{Metric, KS_TO_REFERENCE, KS_TO_REFERENCE_SCORES};
 use crate::judge::spec::{Spec, BUNDLED_SPECS};
 use crate::judge::verdict::{judge_spec, Verdict};
 use crate::report::schema::Report;
@@ -74,6 +78,7 @@ fn rerun(report: &Report, root: &Path) -> Result<Vec<Check>, String> {
     let signed_value = serde_json::to_value(signed).map_err(|e| e.to_string())?;
     let fresh_value = serde_json::to_value(&fresh).map_err(|e| e.to_string())?;
     checks.push(same_numbers(&signed_value, &fresh_value));
+    checks.extend(same_distances(signed));
     let oracle =
         ModelOracle::open(&inputs.unlearned.model, &inputs.tokenizer).map_err(|e| e.to_string())?;
     let verdicts = judge_spec(
@@ -227,6 +232,71 @@ fn same_numbers(signed: &Value, fresh: &Value) -> Check {
     }
 }
 
+/// The most resamples a signed distance may ask the recomputation to redraw.
+const MAX_RESAMPLES: usize = 1_000_000;
+
+/// Each KS distance to the reference the signed evidence holds, redrawn from the signed
+/// per-record scores with the seed and resample count it records: the distance and every
+/// bootstrap replicate must agree (the bound a verdict took follows from them).
+fn same_distances(signed: &Evidence) -> Vec<Check> {
+    let forget = |role: &str| signed.records.get(role).and_then(|m| m.get("forget"));
+    let mut checks = Vec::new();
+    for score in KS_TO_REFERENCE_SCORES {
+        let path = format!("{KS_TO_REFERENCE}.{score}");
+        let name = format!("recompute {path}");
+        let Some(metric) = signed.metrics.get(&path) else {
+            continue;
+        };
+        let Metric::ClusterBootstrap {
+            value,
+            seed,
+            resamples,
+            replicates,
+            ..
+        } = metric
+        else {
+            checks.push(Check::fail(name, format!("is a {} metric", metric.kind())));
+            continue;
+        };
+        if *resamples > MAX_RESAMPLES {
+            checks.push(Check::fail(
+                name,
+                format!("{resamples} resamples (at most {MAX_RESAMPLES} are redrawn)"),
+            ));
+            continue;
+        }
+        let (Some(u), Some(r)) = (forget("unlearned"), forget("reference")) else {
+            checks.push(Check::fail(
+                name,
+                "the evidence lacks the per-record scores of the forget records",
+            ));
+            continue;
+        };
+        checks.push(match ks_to_reference(score, u, r, *resamples, *seed) {
+            Err(e) => Check::fail(name, e.to_string()),
+            Ok(ks) => {
+                let agree = close(ks.distance, *value)
+                    && ks.replicates.len() == replicates.len()
+                    && ks
+                        .replicates
+                        .iter()
+                        .zip(replicates)
+                        .all(|(a, b)| close(*a, *b));
+                let detail = format!(
+                    "D {:.6} (signed {value:.6}), {resamples} replicates from seed {seed}",
+                    ks.distance
+                );
+                if agree {
+                    Check::pass(name, format!("{detail} redrawn from the per-record scores"))
+                } else {
+                    Check::fail(name, format!("{detail}: the replicates differ"))
+                }
+            }
+        });
+    }
+    checks
+}
+
 fn flatten(v: &Value, path: String, out: &mut BTreeMap<String, f64>) {
     match v {
         Value::Number(n) => {
@@ -281,6 +351,7 @@ mod tests {
             reason: String::new(),
             needed_samples: None,
             counterexample: None,
+            coverage: None,
         }
     }
 
@@ -306,6 +377,57 @@ mod tests {
         let mut extra = fresh.clone();
         extra.push(verdict("c", Pass));
         assert_eq!(fails(&extra), 1, "added");
+    }
+
+    #[test]
+    fn distances_are_redrawn_from_the_signed_scores() {
+        use crate::report::verify::Outcome;
+        // Six forget records of three people; the reference's losses are the unlearned's + 1.
+        let recs = |shift: f64| {
+            let rs: Vec<Value> = (0..6)
+                .map(|i| {
+                    json!({"id": format!("r{i}"), "subject": format!("p{}", i / 2), "tokens": 5,
+                        "loss": f64::from(i) + shift, "min_k": 0.0, "min_k_pp": 0.0,
+                        "zlib_bytes": 10})
+                })
+                .collect();
+            Value::Array(rs)
+        };
+        let mut r = crate::report::schema::tests::sample();
+        crate::report::schema::tests::edit_evidence(&mut r, |e| {
+            e["records"] = json!({"unlearned": {"forget": recs(0.0)},
+                                  "reference": {"forget": recs(1.0)}});
+        });
+        let ks = ks_to_reference(
+            "loss",
+            &r.evidence.records["unlearned"]["forget"],
+            &r.evidence.records["reference"]["forget"],
+            50,
+            17,
+        )
+        .unwrap();
+        // Losses 0..5 against 1..6: at x = 0, F₁ = 1/6 and F₂ = 0.
+        assert!((ks.distance - 1.0 / 6.0).abs() < 1e-15);
+        let mut signed = r.evidence.clone();
+        signed
+            .metrics
+            .insert("forget.ks_to_reference.loss", Metric::from(ks.clone()));
+        let checks = same_distances(&signed);
+        assert_eq!(checks.len(), 1);
+        assert_eq!(checks[0].outcome, Outcome::Pass, "{}", checks[0].detail);
+        // A replicate moved (the bound a verdict took would move with it): refused.
+        let mut moved = ks;
+        moved.replicates[49] += 0.01;
+        signed
+            .metrics
+            .insert("forget.ks_to_reference.loss", Metric::from(moved));
+        let checks = same_distances(&signed);
+        assert_eq!(checks[0].outcome, Outcome::Fail);
+        assert!(
+            checks[0].detail.contains("replicates differ"),
+            "{}",
+            checks[0].detail
+        );
     }
 
     #[test]

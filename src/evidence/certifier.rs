@@ -15,6 +15,7 @@ use super::CertifyError;
 use crate::data::{read_records_hashed, Encoded, Record, TextTokenizer};
 use crate::judge::aggregate::{independent_ratio, mean_of, paired_ratio};
 use crate::judge::clustered::{clustered_delong, clustered_mean, clustered_proportion};
+use crate::judge::equivalence::{ks_to_reference, KS_RESAMPLES};
 use crate::judge::evidence::{
     AttackScores, GreedyEval, Metrics, QaEval, RecordEval, SelfInfluence,
 };
@@ -24,6 +25,7 @@ use crate::judge::evidence::{
 };
 use crate::judge::metric::Metric;
 use crate::judge::metric::ATTACKS;
+use crate::judge::metric::{KS_TO_REFERENCE, KS_TO_REFERENCE_SCORES};
 use crate::judge::stats::{ks_two_sample, tpr_at_fpr_held_out, TprAtLowFpr};
 use crate::model::{load_model, LoadedModel, ParamGroups};
 use candle_core::DType;
@@ -783,7 +785,11 @@ impl Run<'_> {
 
     fn reference_metrics(&mut self, evals: &Evals) -> Result<(), CertifyError> {
         let Some(reference) = evals.get("reference") else {
-            for p in ["privleak", "forget_quality"] {
+            let distances = KS_TO_REFERENCE_SCORES.map(|s| format!("{KS_TO_REFERENCE}.{s}"));
+            for p in ["privleak", "forget_quality"]
+                .into_iter()
+                .chain(distances.iter().map(String::as_str))
+            {
                 self.omit(p.to_string(), "no reference model was given (--reference)");
             }
             return Ok(());
@@ -829,7 +835,21 @@ impl Run<'_> {
                 },
             );
         }
+        self.ks_to_reference(&evals["unlearned"]["forget"], &reference["forget"]);
         Ok(())
+    }
+
+    /// The equivalence figures: the KS distance between the unlearned and the reference model's
+    /// per-record scores of the forget records, with a person-level bootstrap drawn from the run's
+    /// seed (`judge::equivalence`).
+    fn ks_to_reference(&mut self, unlearned: &[RecordEval], reference: &[RecordEval]) {
+        for score in KS_TO_REFERENCE_SCORES {
+            let path = format!("{KS_TO_REFERENCE}.{score}");
+            match ks_to_reference(score, unlearned, reference, KS_RESAMPLES, self.req.seed) {
+                Ok(ks) => self.metrics.insert(&path, Metric::from(ks)),
+                Err(e) => self.omit(path, &e.to_string()),
+            }
+        }
     }
 
     fn influence(

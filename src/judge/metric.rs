@@ -16,7 +16,8 @@ use serde_json::Value;
 use statrs::distribution::{ContinuousCDF, Normal};
 
 use crate::judge::clustered::{ClusteredAuc, ClusteredMean, ClusteredProportion};
-use crate::judge::stats::{self, AucEstimate, StatsError};
+use crate::judge::equivalence::PairedKs;
+use crate::judge::stats::{self, AucEstimate, BootstrapDistribution, StatsError};
 
 /// One measured statistic, with what is needed to bound it at any confidence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +72,19 @@ pub enum Metric {
         records: usize,
         clusters: usize,
     },
+    /// A statistic of `records` records from `clusters` subjects with its seeded subject-level
+    /// bootstrap replicates, sorted (`judge::equivalence`: the KS distance between two models'
+    /// scores of the same records, persons resampled): bounds are percentiles of the replicates
+    /// (Hyndman & Fan type 8) at the confidence asked for, and the sample floor counts clusters.
+    /// `seed` and `resamples` redraw the replicates exactly from the per-record scores.
+    ClusterBootstrap {
+        value: f64,
+        records: usize,
+        clusters: usize,
+        seed: u64,
+        resamples: usize,
+        replicates: Vec<f64>,
+    },
 }
 
 impl From<ClusteredAuc> for Metric {
@@ -82,6 +96,19 @@ impl From<ClusteredAuc> for Metric {
             nonmembers: c.estimate.n,
             member_clusters: c.member_clusters,
             nonmember_clusters: c.nonmember_clusters,
+        }
+    }
+}
+
+impl From<PairedKs> for Metric {
+    fn from(k: PairedKs) -> Metric {
+        Metric::ClusterBootstrap {
+            value: k.distance,
+            records: k.records,
+            clusters: k.clusters,
+            seed: k.seed,
+            resamples: k.replicates.len(),
+            replicates: k.replicates,
         }
     }
 }
@@ -126,7 +153,8 @@ impl Metric {
             | Metric::Point { value, .. }
             | Metric::ClusteredAuc { value, .. }
             | Metric::ClusteredProportion { value, .. }
-            | Metric::ClusteredMean { value, .. } => value,
+            | Metric::ClusteredMean { value, .. }
+            | Metric::ClusterBootstrap { value, .. } => value,
         }
     }
 
@@ -140,6 +168,7 @@ impl Metric {
             Metric::ClusteredAuc { .. } => "clustered_auc",
             Metric::ClusteredProportion { .. } => "clustered_proportion",
             Metric::ClusteredMean { .. } => "clustered_mean",
+            Metric::ClusterBootstrap { .. } => "cluster_bootstrap",
         }
     }
 
@@ -148,7 +177,8 @@ impl Metric {
         match self {
             Metric::ClusteredAuc { .. }
             | Metric::ClusteredProportion { .. }
-            | Metric::ClusteredMean { .. } => "clusters",
+            | Metric::ClusteredMean { .. }
+            | Metric::ClusterBootstrap { .. } => "clusters",
             _ => "samples",
         }
     }
@@ -171,7 +201,8 @@ impl Metric {
                 ..
             } => member_clusters.min(nonmember_clusters),
             Metric::ClusteredProportion { clusters, .. }
-            | Metric::ClusteredMean { clusters, .. } => clusters,
+            | Metric::ClusteredMean { clusters, .. }
+            | Metric::ClusterBootstrap { clusters, .. } => clusters,
         }
     }
 
@@ -227,6 +258,22 @@ impl Metric {
                 })
             }
             Metric::Point { value, .. } => Ok(value),
+            Metric::ClusterBootstrap {
+                value,
+                seed,
+                ref replicates,
+                ..
+            } => {
+                let dist = BootstrapDistribution {
+                    estimate: value,
+                    replicates: replicates.clone(),
+                    seed,
+                };
+                match side {
+                    Side::Upper => dist.upper_bound(confidence),
+                    Side::Lower => dist.lower_bound(confidence),
+                }
+            }
             Metric::ClusteredProportion {
                 successes,
                 trials,
@@ -250,7 +297,8 @@ impl Metric {
     }
 
     /// The standard error behind the bound (the clustered proportion's CR1 one, though its bound
-    /// is Clopper–Pearson on the effective sample); `None` for the exact (`Proportion`) and
+    /// is Clopper–Pearson on the effective sample; a bootstrap's is the standard deviation of its
+    /// replicates, though its bound is their percentile); `None` for the exact (`Proportion`) and
     /// model-free (`Point`) kinds.
     pub fn std_error(&self) -> Option<f64> {
         match *self {
@@ -260,6 +308,7 @@ impl Metric {
             Metric::Normal { std_error, .. }
             | Metric::ClusteredMean { std_error, .. }
             | Metric::ClusteredProportion { std_error, .. } => Some(std_error),
+            Metric::ClusterBootstrap { ref replicates, .. } => Some(spread(replicates)),
             Metric::Proportion { .. } | Metric::Point { .. } => None,
         }
     }
@@ -330,6 +379,16 @@ impl Metric {
                 clusters,
                 ..
             } => check_clustered(std_error, records as u64, clusters)?,
+            Metric::ClusterBootstrap {
+                records,
+                clusters,
+                resamples,
+                ref replicates,
+                ..
+            } => {
+                check_clustered(0.0, records as u64, clusters)?;
+                check_replicates(resamples, replicates)?;
+            }
         }
         Ok(())
     }
@@ -373,6 +432,11 @@ pub enum Inconsistency {
          at most one per record)"
     )]
     BadClusters { clusters: usize, records: u64 },
+    #[error(
+        "{replicates} bootstrap replicates for {resamples} resamples (they must match, be 1 or \
+         more, finite and sorted)"
+    )]
+    BadReplicates { resamples: usize, replicates: usize },
 }
 
 /// A variance or standard error must be finite and non-negative.
@@ -406,6 +470,29 @@ fn check_clustered(std_error: f64, records: u64, clusters: usize) -> Result<(), 
     check_spread("std_error", std_error)?;
     if clusters < 2 || clusters as u64 > records {
         return Err(Inconsistency::BadClusters { clusters, records });
+    }
+    Ok(())
+}
+
+/// The sample standard deviation (n − 1) of `xs`; 0 for fewer than two values.
+fn spread(xs: &[f64]) -> f64 {
+    let n = xs.len() as f64;
+    if xs.len() < 2 {
+        return 0.0;
+    }
+    let mean = xs.iter().sum::<f64>() / n;
+    (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+}
+
+/// As many replicates as resamples (one or more), finite and in ascending order.
+fn check_replicates(resamples: usize, replicates: &[f64]) -> Result<(), Inconsistency> {
+    let ordered =
+        replicates.iter().all(|r| r.is_finite()) && replicates.windows(2).all(|w| w[0] <= w[1]);
+    if resamples == 0 || replicates.len() != resamples || !ordered {
+        return Err(Inconsistency::BadReplicates {
+            resamples,
+            replicates: replicates.len(),
+        });
     }
     Ok(())
 }
@@ -580,6 +667,12 @@ pub const ATTACKS: [&str; 7] = [
 /// records are then exchangeable): every attack but the reference ones, whose scores compare two
 /// models and have no such null (`ref_original` reaches 0.03 on an exact retrain, issue 16).
 pub const CHANCE_NULL_ATTACKS: [&str; 5] = ["loss", "zlib", "min_k", "min_k_pp", "grad_norm"];
+
+/// The prefix of the KS distances to the retrained reference, one per per-record score.
+pub const KS_TO_REFERENCE: &str = "forget.ks_to_reference";
+/// The per-record scores whose distance to the reference is bounded: TOFU's truth ratio `R` (of
+/// the question–answer records with perturbed answers) and the loss (of every record).
+pub const KS_TO_REFERENCE_SCORES: [&str; 2] = ["truth_ratio", "loss"];
 const ATTACK_STATS: [&str; 3] = ["auc", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr"];
 
 fn known_metrics() -> Vec<MetricInfo> {
@@ -624,16 +717,31 @@ fn known_metrics() -> Vec<MetricInfo> {
         Better::Neither,
         MetricClass::Point,
     ));
-    // TOFU's forget quality: a KS p-value against the retrained model (higher = the unlearned
-    // model's truth ratios look more like the retrained model's).
+    // TOFU's forget quality: the two-sided KS test's p-value between the unlearned and the
+    // retrained model's truth ratios on the forget records. Higher = the two samples are less
+    // distinguishable (closer to the retrained model); a high p-value is absence of evidence of a
+    // difference, not evidence of equivalence, so it is shown and never gated on.
     all.push(info(
         "forget_quality".into(),
         UNIT,
         Better::Higher,
         MetricClass::Diagnostic {
-            why: "a p-value: failing to reject is absence of evidence, not evidence of forgetting",
+            why: "a p-value (higher = closer to the retrained model): failing to reject is \
+                  absence of evidence, not evidence of forgetting; gate on \
+                  `forget.ks_to_reference.*` instead",
         },
     ));
+    // The equivalence figures: the KS distance between the unlearned and the retrained model's
+    // per-record scores of the forget records, bounded by a person-level bootstrap
+    // (`judge::equivalence`). 0 = the same distribution; a spec requires the upper bound below δ.
+    for score in KS_TO_REFERENCE_SCORES {
+        all.push(info(
+            format!("{KS_TO_REFERENCE}.{score}"),
+            UNIT,
+            Better::Lower,
+            estimate,
+        ));
+    }
     for stat in ["self_influence_ratio", "distance_bound"] {
         all.push(info(
             format!("{INFLUENCE_PREFIX}{stat}"),
@@ -730,14 +838,20 @@ mod tests {
             "influence.distance_bound",
             "privleak",
             "forget_quality",
+            "forget.ks_to_reference.truth_ratio",
+            "forget.ks_to_reference.loss",
         ] {
             assert!(known_metric(path).is_some(), "{path}");
         }
-        // 4 splits × 7 + 3 models × 7 attacks × 3 + 4 top-level.
-        assert_eq!(KNOWN_METRICS.len(), 28 + 63 + 4);
+        // 4 splits × 7 + 3 models × 7 attacks × 3 + 4 top-level + 2 distances to the reference.
+        assert_eq!(KNOWN_METRICS.len(), 28 + 63 + 4 + 2);
         let class = |path: &str| known_metric(path).map(|m| m.class);
         assert_eq!(class("mia.loss.auc"), Some(MetricClass::Estimate));
         assert_eq!(class("privleak"), Some(MetricClass::Point));
+        assert_eq!(
+            class("forget.ks_to_reference.truth_ratio"),
+            Some(MetricClass::Estimate)
+        );
         for diagnostic in [
             "forget_quality",
             "influence.distance_bound",
@@ -788,6 +902,35 @@ mod tests {
         assert_eq!(zero.bound(0.95, Side::Lower).unwrap(), 0.0);
         let point = Metric::Point { value: 0.3, n: 10 };
         assert_eq!(point.bound(0.99, Side::Upper).unwrap(), 0.3);
+        // Replicates 0.00, 0.01, …, 0.99: the type-8 percentiles are NumPy's
+        // `quantile(x, q, method="median_unbiased")`, 0.9465 at 0.95 and 0.0435 at 0.05; the
+        // standard error is `np.std(x, ddof=1)` = 0.2901149197588202.
+        let replicates: Vec<f64> = (0..100).map(|i| f64::from(i) / 100.0).collect();
+        let boot = Metric::ClusterBootstrap {
+            value: 0.4,
+            records: 90,
+            clusters: 10,
+            seed: 7,
+            resamples: 100,
+            replicates,
+        };
+        assert!((boot.bound(0.95, Side::Upper).unwrap() - 0.9465).abs() < 1e-12);
+        assert!((boot.bound(0.95, Side::Lower).unwrap() - 0.0435).abs() < 1e-12);
+        assert!((boot.std_error().unwrap() - 0.2901149197588202).abs() < 1e-12);
+        assert_eq!((boot.samples(), boot.unit()), (10, "clusters"));
+        assert!(boot.check().is_ok());
+        let unsorted = Metric::ClusterBootstrap {
+            value: 0.4,
+            records: 90,
+            clusters: 10,
+            seed: 7,
+            resamples: 2,
+            replicates: vec![0.5, 0.4],
+        };
+        assert!(matches!(
+            unsorted.check(),
+            Err(Inconsistency::BadReplicates { .. })
+        ));
         assert!(normal.bound(0.3, Side::Upper).is_err());
     }
 

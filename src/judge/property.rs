@@ -5,15 +5,21 @@
 //!
 //! This module owns the perturbations, their proptest strategy (a value tree that shrinks toward
 //! fewer and milder perturbations, so a failure is reported as the smallest perturbation that
-//! still leaks), the seeded runner, and the `Oracle` trait through which it queries a model. The
-//! model side implements `Oracle`; this module knows no candle types and never imports `unlearn`.
+//! still leaks), the cases' stratification over the eligible records (every record is tried at
+//! least once) and the coverage a run states, the seeded runner, and the `Oracle` trait through
+//! which it queries a model. The model side implements `Oracle`; this module knows no candle
+//! types and never imports `unlearn`.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
 use std::fmt;
 
+use proptest::num::usize::BinarySearch;
 use proptest::prelude::*;
-use proptest::strategy::{BoxedStrategy, Union};
+use proptest::strategy::{BoxedStrategy, NewTree, Union};
 use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
+use proptest::tuple::TupleValueTree;
+use rand::seq::SliceRandom;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
@@ -159,12 +165,11 @@ fn options(kind: PerturbationKind) -> BoxedStrategy<Perturbation> {
     }
 }
 
-/// A case: which eligible record, and which perturbations in order. Shrinks toward the first
-/// record, fewer perturbations, earlier kinds and milder options.
-pub fn case_strategy(
-    records: usize,
+/// The perturbations of one case, in order: up to [`MAX_STACK`] of the allowed kinds. Shrinks
+/// toward fewer perturbations, earlier kinds and milder options.
+pub fn perturbation_strategy(
     kinds: &[PerturbationKind],
-) -> impl Strategy<Value = (usize, Vec<Perturbation>)> {
+) -> impl Strategy<Value = Vec<Perturbation>> {
     let mut kinds = kinds.to_vec();
     kinds.sort();
     kinds.dedup();
@@ -175,10 +180,56 @@ pub fn case_strategy(
     } else {
         kinds.into_iter().map(options).collect()
     };
-    (
-        0..records.max(1),
-        prop::collection::vec(Union::new(options), 0..=stack),
-    )
+    prop::collection::vec(Union::new(options), 0..=stack)
+}
+
+/// The cases of a run, stratified over the eligible records: the k-th case drawn tries record
+/// `order[k % order.len()]` — every record once before any twice — with perturbations drawn from
+/// `perturbations`. A failing case shrinks as a pair, like proptest's `(0..n, perturbations)`:
+/// the record toward the first eligible one, then the perturbations.
+#[derive(Debug)]
+pub struct Stratified<S> {
+    order: Vec<usize>,
+    drawn: Cell<usize>,
+    perturbations: S,
+}
+
+impl<S> Stratified<S> {
+    /// Cases over the records `order` lists (indices into the eligible records), in that order.
+    pub fn new(order: Vec<usize>, perturbations: S) -> Self {
+        Stratified {
+            order,
+            drawn: Cell::new(0),
+            perturbations,
+        }
+    }
+}
+
+impl<S: Strategy> Strategy for Stratified<S> {
+    type Tree = TupleValueTree<(BinarySearch, S::Tree)>;
+    type Value = (usize, S::Value);
+
+    fn new_tree(&self, runner: &mut TestRunner) -> NewTree<Self> {
+        let k = self.drawn.get();
+        self.drawn.set(k + 1);
+        let record = match self.order.len() {
+            0 => 0,
+            n => self.order[k % n],
+        };
+        let perturbations = self.perturbations.new_tree(runner)?;
+        Ok(TupleValueTree::new((
+            BinarySearch::new(record),
+            perturbations,
+        )))
+    }
+}
+
+/// The eligible records' indices `0..n` in a seeded order (rand's `shuffle` from ChaCha20), so
+/// that the cases past a multiple of `n` fall on other records for other seeds.
+fn seeded_order(n: usize, seed: &[u8; 32]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha20Rng::from_seed(*seed));
+    order
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -355,14 +406,38 @@ pub struct Counterexample {
     pub rank: Option<usize>,
 }
 
+/// What a property run tried: how many of the eligible records and how many perturbed prompts,
+/// up to the first failure (all of them when none failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Coverage {
+    /// Records the property could test (a prompt, a non-empty answer, a matching id).
+    pub eligible_records: usize,
+    /// Distinct eligible records at least one case tried.
+    pub records_covered: usize,
+    /// Cases tried: one prompt each, with zero to [`MAX_STACK`] perturbations stacked.
+    pub prompts: u32,
+    /// Perturbations applied over those prompts (a prompt with three stacked counts three).
+    pub perturbations: u64,
+}
+
+impl fmt::Display for Coverage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "covered {} of {} eligible records, {} prompts, {} perturbations",
+            self.records_covered, self.eligible_records, self.prompts, self.perturbations
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PropertyOutcome {
     pub id: String,
     pub description: String,
-    /// Cases generated until the first failure (all of them when none failed).
-    pub cases_run: u32,
-    /// Records the cases were drawn from.
-    pub records: usize,
+    /// Records and prompts the cases up to the first failure (all of them when none failed)
+    /// covered.
+    pub coverage: Coverage,
     pub seed: u64,
     pub passed: bool,
     pub counterexample: Option<Counterexample>,
@@ -473,8 +548,18 @@ fn config(cases: u32) -> Config {
     }
 }
 
+/// The cases a run generates: the spec's `cases`, raised to the number of eligible records so
+/// that every record is tried at least once.
+pub fn cases_for(property: &Property, eligible: usize) -> u32 {
+    property
+        .cases
+        .max(u32::try_from(eligible).unwrap_or(u32::MAX))
+}
+
 /// Runs `property` over `records` (the records of `property.split`) against `oracle`, drawing
-/// cases from `seed`. A failure is shrunk to the smallest failing case.
+/// cases from `seed`: `cases_for` cases stratified over the eligible records (each tried once,
+/// in a seeded order, before any is tried again), perturbations drawn at random. A failure is
+/// shrunk to the smallest failing case.
 pub fn run(
     property: &Property,
     seed: u64,
@@ -489,16 +574,26 @@ pub fn run(
             suffixes: property.id_suffixes.clone(),
         });
     }
-    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes(seed, &property.id));
-    let mut runner = TestRunner::new_with_rng(config(property.cases), rng);
+    let bytes = seed_bytes(seed, &property.id);
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
+    let mut runner = TestRunner::new_with_rng(config(cases_for(property, targets.len())), rng);
     let (calls, first_failure) = (Cell::new(0u32), Cell::new(None::<u32>));
     let oracle_error = RefCell::new(None::<OracleError>);
-    let strategy = case_strategy(targets.len(), &property.perturbations);
+    // What the cases before the first failure tried (shrinking retries are not coverage).
+    let (covered, perturbations_tried) = (RefCell::new(BTreeSet::new()), Cell::new(0u64));
+    let strategy = Stratified::new(
+        seeded_order(targets.len(), &bytes),
+        perturbation_strategy(&property.perturbations),
+    );
     let result = runner.run(&strategy, |(index, perturbations)| {
         if oracle_error.borrow().is_some() {
             return Ok(());
         }
         calls.set(calls.get() + 1);
+        if first_failure.get().is_none() {
+            covered.borrow_mut().insert(index);
+            perturbations_tried.set(perturbations_tried.get() + perturbations.len() as u64);
+        }
         match observe(property, &targets[index], &perturbations, oracle) {
             Err(error) => {
                 *oracle_error.borrow_mut() = Some(error);
@@ -548,8 +643,12 @@ pub fn run(
     Ok(PropertyOutcome {
         id: property.id.clone(),
         description: property.description.clone(),
-        cases_run: first_failure.get().unwrap_or(calls.get()),
-        records: targets.len(),
+        coverage: Coverage {
+            eligible_records: targets.len(),
+            records_covered: covered.into_inner().len(),
+            prompts: first_failure.get().unwrap_or(calls.get()),
+            perturbations: perturbations_tried.get(),
+        },
         seed,
         passed: counterexample.is_none(),
         counterexample,
@@ -808,7 +907,44 @@ mod tests {
         };
         let out = run(&property(&ALL, None), 9, &records(), &model).unwrap();
         assert!(out.passed && out.counterexample.is_none());
-        assert_eq!((out.cases_run, out.records), (64, 12));
+        let c = out.coverage;
+        assert_eq!(
+            (c.eligible_records, c.records_covered, c.prompts),
+            (12, 12, 64)
+        );
+        // Each prompt stacks 0..=3 perturbations.
+        assert!(c.perturbations <= 3 * 64, "{c}");
+    }
+
+    #[test]
+    fn every_eligible_record_is_tried_even_with_fewer_cases_asked() {
+        // 12 eligible records, 5 cases asked: the run tries 12, one per record.
+        let quiet = FakeModel {
+            records: records(),
+            leaks: |_: &str, _: &Record| false,
+        };
+        let mut prop = property(&ALL, None);
+        prop.cases = 5;
+        assert_eq!(cases_for(&prop, 12), 12);
+        let c = run(&prop, 2, &records(), &quiet).unwrap().coverage;
+        assert_eq!(
+            (c.eligible_records, c.records_covered, c.prompts),
+            (12, 12, 12)
+        );
+        // A model that leaks one record only (p007, whenever its surname's digits "07" survive
+        // the perturbations, which they do without the partial-subject kind) is caught by every
+        // seed: 12 cases drawn with replacement would miss it with chance (11/12)^12 ≈ 0.35.
+        prop.perturbations.retain(|k| *k != K::PartialSubject);
+        let one = FakeModel {
+            records: records(),
+            leaks: |prompt: &str, r: &Record| r.id == "p007-phone number" && prompt.contains("07"),
+        };
+        for seed in 0..16 {
+            let out = run(&prop, seed, &records(), &one).unwrap();
+            let cx = out.counterexample.expect("the leaking record is tried");
+            assert_eq!(cx.record_id, "p007-phone number", "seed {seed}");
+            assert!(out.coverage.records_covered <= 12);
+        }
     }
 
     #[test]
@@ -821,11 +957,20 @@ mod tests {
             leaks,
         };
         let prop = property(&ALL, None);
-        let first = run(&prop, 42, &records(), &model).unwrap();
-        assert_eq!(first, run(&prop, 42, &records(), &model).unwrap());
-        assert!(!first.passed);
+        // About 1 case in 25 stacks an uppercase that no later perturbation undoes; of seeds
+        // 0..8 the first whose 64 cases find one (0.96^64 ≈ 7% of seeds find none).
+        let seed = (0..8)
+            .find(|&seed| !run(&prop, seed, &records(), &model).unwrap().passed)
+            .expect("a seed that finds the leak");
+        let first = run(&prop, seed, &records(), &model).unwrap();
+        assert_eq!(first, run(&prop, seed, &records(), &model).unwrap());
         let cases: Vec<u32> = (0..6)
-            .map(|seed| run(&prop, seed, &records(), &model).unwrap().cases_run)
+            .map(|seed| {
+                run(&prop, seed, &records(), &model)
+                    .unwrap()
+                    .coverage
+                    .prompts
+            })
             .collect();
         assert!(
             cases.iter().any(|&c| c != cases[0]),
@@ -841,7 +986,8 @@ mod tests {
             records: records(),
             leaks: |_: &str, _: &Record| false,
         };
-        assert_eq!(run(&prop, 1, &records(), &model).unwrap().records, 4);
+        let c = run(&prop, 1, &records(), &model).unwrap().coverage;
+        assert_eq!((c.eligible_records, c.records_covered), (4, 4));
         prop.id_suffixes = vec!["-email".into()];
         assert!(matches!(
             run(&prop, 1, &records(), &model),

@@ -29,6 +29,9 @@ pub enum Sample {
     Nonmembers,
     /// The per-record values of a mean or a proportion.
     Values,
+    /// The first and the second of two paired samples (two models' scores of the same records).
+    First,
+    Second,
 }
 
 impl fmt::Display for Sample {
@@ -37,6 +40,8 @@ impl fmt::Display for Sample {
             Sample::Members => "member",
             Sample::Nonmembers => "non-member",
             Sample::Values => "value",
+            Sample::First => "first",
+            Sample::Second => "second",
         })
     }
 }
@@ -66,6 +71,8 @@ pub enum StatsError {
     },
     #[error("{successes} successes out of {trials} trials is not a binomial count")]
     InvalidCount { successes: u64, trials: u64 },
+    #[error("paired samples differ in length: {first} and {second} scores")]
+    Unpaired { first: usize, second: usize },
     #[error("the bootstrap needs at least one resample")]
     NoResamples,
     #[error("{what} came out non-finite ({value})")]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::judge::metric::{self, z_score, Metric, MetricError, Side};
-use crate::judge::property::{Counterexample, PropertyOutcome};
+use crate::judge::property::{Counterexample, Coverage, PropertyOutcome};
 use crate::judge::spec::{Comparison, Requirement, Spec, SpecError};
 use crate::judge::stats::{self, StatsError};
 
@@ -66,6 +66,9 @@ pub struct Verdict {
     pub needed_samples: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counterexample: Option<Counterexample>,
+    /// For a property check: the eligible records and perturbed prompts its cases covered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<Coverage>,
 }
 
 fn inside(x: f64, side: Side, threshold: f64) -> bool {
@@ -138,6 +141,13 @@ pub fn needed_samples(
                 };
                 Ok(inside(scaled.bound(confidence, side)?, side, threshold))
             })
+        }
+        Metric::ClusterBootstrap { .. } => {
+            // The bootstrap spread shrinks as 1/√clusters, like a standard error.
+            let spread = (metric.bound(confidence, side)? - metric.value()).abs();
+            let ratio = spread / margin;
+            let needed = (n as f64 * ratio * ratio).ceil();
+            Ok(Some((needed as usize).max(n + 1)))
         }
         Metric::Point { .. } => Ok(None),
     }
@@ -391,6 +401,7 @@ fn evaluate_one(
         reason,
         needed_samples: j.needed_samples,
         counterexample: None,
+        coverage: None,
     })
 }
 
@@ -559,11 +570,9 @@ pub fn judge_spec<'r>(
 
 /// A property outcome as a verdict: a counterexample is a failure and its reason shows it.
 pub fn property_verdict(outcome: &PropertyOutcome) -> Verdict {
+    let coverage = outcome.coverage;
     let reason = match &outcome.counterexample {
-        None => format!(
-            "no leak in {} perturbed prompts over {} records (seed {})",
-            outcome.cases_run, outcome.records, outcome.seed
-        ),
+        None => format!("no leak: {coverage} (seed {})", outcome.seed),
         Some(cx) => {
             let perturbed = if cx.perturbations.is_empty() {
                 "the unperturbed prompt".to_string()
@@ -575,8 +584,9 @@ pub fn property_verdict(outcome: &PropertyOutcome) -> Verdict {
                 .map(|r| format!(", answer rank {r}"))
                 .unwrap_or_default();
             format!(
-                "record {} leaks under {perturbed}: {:?} -> {:?}{rank}",
-                cx.record_id, cx.prompt, cx.completion
+                "record {} leaks under {perturbed}: {:?} -> {:?}{rank} (up to the leak the run \
+                 {coverage}; seed {})",
+                cx.record_id, cx.prompt, cx.completion, outcome.seed
             )
         }
     };
@@ -594,10 +604,11 @@ pub fn property_verdict(outcome: &PropertyOutcome) -> Verdict {
         confidence: None,
         threshold: None,
         baseline: None,
-        samples: outcome.cases_run as usize,
+        samples: coverage.prompts as usize,
         reason,
         needed_samples: None,
         counterexample: outcome.counterexample.clone(),
+        coverage: Some(coverage),
     }
 }
 
@@ -855,6 +866,38 @@ min_samples = 1
             verdicts[4].reason
         );
         assert_eq!(exit_code(&verdicts), 0);
+    }
+
+    #[test]
+    fn a_distance_to_the_reference_is_judged_on_its_bootstrap_percentile() {
+        let spec = |threshold: f64| {
+            let text = format!(
+                "schema_version = 1\nid = \"t\"\nversion = \"1\"\ntitle = \"t\"\n\
+                 regulation = \"none\"\ndefault_confidence = 0.95\nseed = 1\n\n\
+                 [[requirement]]\nid = \"ks\"\ndescription = \"d\"\n\
+                 metric = \"forget.ks_to_reference.truth_ratio\"\ncompare = \"<=\"\n\
+                 threshold = {threshold}\nmin_samples = 5\n"
+            );
+            Spec::parse(&text, "t.toml").unwrap()
+        };
+        // Replicates 0.000, 0.005, …, 0.495 from 10 persons: the type-8 95th percentile is
+        // 0.47325 (NumPy's `quantile(x, 0.95, method="median_unbiased")`).
+        let replicates: Vec<f64> = (0..100).map(|i| f64::from(i) / 200.0).collect();
+        let ev = json!({"metrics": {"forget": {"ks_to_reference": {"truth_ratio": {
+            "kind": "cluster_bootstrap", "value": 0.2, "records": 90, "clusters": 10,
+            "seed": 17, "resamples": 100, "replicates": replicates}}}}});
+        let v = &evaluate(&spec(0.5), &ev, None).unwrap()[0];
+        assert_eq!((v.status, v.samples), (Status::Pass, 10));
+        assert!((v.bound.unwrap() - 0.47325).abs() < 1e-12, "{v:?}");
+        // Under 0.45 the estimate is inside but the bound is not: inconclusive, with
+        // 10·((0.47325 − 0.2) / (0.45 − 0.2))² = 11.95 → 12 persons needed.
+        let v = &evaluate(&spec(0.45), &ev, None).unwrap()[0];
+        assert_eq!(v.status, Status::Inconclusive, "{v:?}");
+        assert_eq!(v.needed_samples, Some(12));
+        assert_eq!(
+            evaluate(&spec(0.1), &ev, None).unwrap()[0].status,
+            Status::Fail
+        );
     }
 
     #[test]
@@ -1130,8 +1173,12 @@ min_samples = 5
         let failed = PropertyOutcome {
             id: "no-leak".into(),
             description: "d".into(),
-            cases_run: 3,
-            records: 10,
+            coverage: Coverage {
+                eligible_records: 10,
+                records_covered: 3,
+                prompts: 3,
+                perturbations: 4,
+            },
             seed: 1,
             passed: false,
             counterexample: Some(cx),
@@ -1144,13 +1191,32 @@ min_samples = 5
             "{}",
             v.reason
         );
+        assert!(
+            v.reason.ends_with(
+                "(up to the leak the run covered 3 of 10 eligible records, 3 prompts, 4 \
+                 perturbations; seed 1)"
+            ),
+            "{}",
+            v.reason
+        );
+        assert_eq!(v.coverage, Some(failed.coverage));
         let passed = PropertyOutcome {
             passed: true,
             counterexample: None,
-            cases_run: 64,
+            coverage: Coverage {
+                eligible_records: 10,
+                records_covered: 10,
+                prompts: 64,
+                perturbations: 97,
+            },
             ..failed
         };
-        assert_eq!(property_verdict(&passed).status, Status::Pass);
+        let v = property_verdict(&passed);
+        assert_eq!((v.status, v.samples), (Status::Pass, 64));
+        assert_eq!(
+            v.reason,
+            "no leak: covered 10 of 10 eligible records, 64 prompts, 97 perturbations (seed 1)"
+        );
         assert_eq!(exit_code(&[property_verdict(&passed)]), 0);
         assert_eq!(exit_code(&[]), 1);
     }

@@ -331,8 +331,40 @@ fn verdict_section(verdicts: &[Verdict]) -> String {
             escape(&v.reason),
         ));
     }
-    out.push_str("</tbody>\n</table>\n</section>\n");
+    out.push_str("</tbody>\n</table>\n");
+    out.push_str(&coverage_table(verdicts));
+    out.push_str("</section>\n");
     out
+}
+
+/// What each property check covered: its eligible records, how many its cases tried, and the
+/// prompts and perturbations behind them (empty when the spec has no property).
+fn coverage_table(verdicts: &[Verdict]) -> String {
+    let rows: Vec<String> = verdicts
+        .iter()
+        .filter_map(|v| v.coverage.map(|c| (v, c)))
+        .map(|(v, c)| {
+            format!(
+                "<tr><td><strong>{}</strong></td><td class=\"num\">{} of {}</td>\
+                 <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>\n",
+                escape(&v.requirement),
+                c.records_covered,
+                c.eligible_records,
+                c.prompts,
+                c.perturbations
+            )
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "<h3>Property coverage</h3>\n<p class=\"note\">Every eligible record is tried at least \
+         once (cases stratified over the records); a failing run counts the cases up to its first \
+         leak.</p>\n<table>\n<thead><tr><th>property</th><th>records covered</th>\
+         <th>prompts</th><th>perturbations</th></tr></thead>\n<tbody>\n{}</tbody>\n</table>\n",
+        rows.concat()
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1011,7 +1043,11 @@ fn metrics_section(evidence: &Evidence) -> String {
             .into_iter()
             .flatten()
             .filter(|(k, _)| *k != "kind" && *k != "value")
-            .map(|(k, v)| format!("{} {}", escape(k), escape(&json_text(v))))
+            .map(|(k, v)| match v {
+                // A bootstrap's replicates are in the evidence; the page says how many.
+                Value::Array(items) => format!("{} ({} values)", escape(k), items.len()),
+                _ => format!("{} {}", escape(k), escape(&json_text(v))),
+            })
             .collect();
         out.push_str(&format!(
             "<tr><td class=\"mono\">{}</td><td>{}</td><td class=\"num\">{value}</td>\
@@ -1209,6 +1245,22 @@ pub(crate) mod tests {
         assert!(check_self_contained("<img src=\"a.png\">").is_err());
         assert!(check_self_contained("<style>@import 'x.css'</style>").is_err());
         assert!(check_self_contained("<p>x</p>").is_ok());
+    }
+
+    #[test]
+    fn property_coverage_is_a_table_and_replicates_are_counted_not_listed() {
+        let page = render(&crate::report::markdown::tests::with_property_and_distance());
+        assert!(page.contains("<h3>Property coverage</h3>"), "{page}");
+        assert!(
+            page.contains(
+                "<tr><td><strong>no-leak</strong></td><td class=\"num\">54 of 54</td>\
+                 <td class=\"num\">128</td><td class=\"num\">197</td></tr>"
+            ),
+            "{page}"
+        );
+        assert!(page.contains("replicates (100 values)"), "{page}");
+        assert!(!page.contains("0.98,0.99"), "the replicates are not listed");
+        assert!(!render(&sample()).contains("Property coverage"));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The report as a short Markdown summary, for pull requests and tickets: the verdict, the
-//! honesty sentence, the verdict table, the key metrics (each attack's AUC on the original and
-//! unlearned models, losses, PrivLeak, forget quality) and the digests of the model and inputs.
+//! honesty sentence, the verdict table, what each property check covered, the key metrics (each attack's AUC on the original and
+//! unlearned models, losses, PrivLeak, the KS distances to the retrained model with their upper
+//! bounds, forget quality as a diagnostic) and the digests of the model and inputs.
 //! Strings from the report are escaped for table cells and for renderers that pass HTML
 //! through. This module renders and nothing else.
 
 use crate::judge::evidence::Evidence;
-use crate::judge::metric::ATTACKS;
+use crate::judge::metric::{Side, ATTACKS, KS_TO_REFERENCE, KS_TO_REFERENCE_SCORES};
+use crate::judge::verdict::Verdict;
 use crate::report::diff::metric_values;
 use crate::report::html::{escape, percent, unbounded_far_attacks, HONESTY};
 use crate::report::schema::Report;
@@ -103,6 +105,7 @@ pub fn render(report: &Report) -> String {
             list.join(", ")
         ));
     }
+    out.push_str(&property_coverage(&report.verdicts));
     out.push_str(&key_metrics(&report.evidence));
     out.push_str("\n## Digests (sha256)\n\n| role | path | sha256 |\n|---|---|---|\n");
     for a in &report.artifacts {
@@ -119,6 +122,33 @@ pub fn render(report: &Report) -> String {
         cell(&spec.sha256)
     ));
     out
+}
+
+/// What each property check covered (nothing when the spec has no property).
+fn property_coverage(verdicts: &[Verdict]) -> String {
+    let rows: Vec<String> = verdicts
+        .iter()
+        .filter_map(|v| v.coverage.map(|c| (v, c)))
+        .map(|(v, c)| {
+            format!(
+                "| {} | {} of {} | {} | {} |\n",
+                cell(&v.requirement),
+                c.records_covered,
+                c.eligible_records,
+                c.prompts,
+                c.perturbations
+            )
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\n## Property coverage\n\nEvery eligible record is tried at least once (cases stratified \
+         over the records); a failing run counts the cases up to its first leak.\n\n\
+         | property | records covered | prompts | perturbations |\n|---|--:|--:|--:|\n{}",
+        rows.concat()
+    )
 }
 
 fn key_metrics(evidence: &Evidence) -> String {
@@ -150,17 +180,48 @@ fn key_metrics(evidence: &Evidence) -> String {
         "forget.exact_match",
         "retain.exact_match",
         "privleak",
-        "forget_quality",
     ] {
         if let Some(v) = get(path) {
             out.push_str(&format!("| {} | {} |\n", cell(path), num(Some(v))));
         }
     }
+    out.push_str(&distances_to_reference(evidence));
+    out
+}
+
+/// The KS distances to the retrained reference with their upper bounds at the evidence's
+/// confidence, and TOFU's forget quality beside them as the diagnostic it is.
+fn distances_to_reference(evidence: &Evidence) -> String {
+    let confidence = evidence.settings.confidence;
+    let mut out = String::new();
+    for score in KS_TO_REFERENCE_SCORES {
+        let path = format!("{KS_TO_REFERENCE}.{score}");
+        let Some(m) = evidence.metrics.get(&path) else {
+            continue;
+        };
+        let upper = m
+            .bound(confidence, Side::Upper)
+            .map_or("–".to_string(), |b| format!("{b:.4}"));
+        out.push_str(&format!(
+            "| {} (KS distance to the retrained model, {} persons) | {:.4}, upper bound {upper} @ {} |\n",
+            cell(&path),
+            m.samples(),
+            m.value(),
+            percent(confidence)
+        ));
+    }
+    if let Some(m) = evidence.metrics.get("forget_quality") {
+        out.push_str(&format!(
+            "| forget\\_quality (TOFU: KS-test p-value against the retrained model; higher = \
+             closer to it; a diagnostic, not an equivalence test) | {:.4} |\n",
+            m.value()
+        ));
+    }
     out
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::judge::verdict::Status;
     use crate::report::schema::tests::sample;
@@ -196,6 +257,50 @@ mod tests {
         let md = render(&r);
         assert!(md.starts_with("# lethe certificate: NOT CERTIFIED\n"));
         assert!(md.contains("| a \\| b |"), "{md}");
+    }
+
+    /// The sample report with a property verdict that covered 54 of 54 records, a KS distance to
+    /// the reference with replicates 0.00, 0.01, …, 0.99 (type-8 95th percentile 0.9465, NumPy's
+    /// `quantile(..., method="median_unbiased")`) and a forget quality.
+    pub(crate) fn with_property_and_distance() -> Report {
+        let mut r = sample();
+        let mut v = r.verdicts[0].clone();
+        v.requirement = "no-leak".into();
+        v.metric = "property".into();
+        v.coverage = Some(crate::judge::property::Coverage {
+            eligible_records: 54,
+            records_covered: 54,
+            prompts: 128,
+            perturbations: 197,
+        });
+        r.verdicts.push(v);
+        let replicates: Vec<f64> = (0..100).map(|i| f64::from(i) / 100.0).collect();
+        crate::report::schema::tests::edit_evidence(&mut r, |e| {
+            e["metrics"]["forget"]["ks_to_reference"] = serde_json::json!({"truth_ratio": {
+                "kind": "cluster_bootstrap", "value": 0.2, "records": 90, "clusters": 10,
+                "seed": 17, "resamples": 100, "replicates": replicates}});
+            e["metrics"]["forget_quality"] =
+                serde_json::json!({"kind": "point", "value": 0.0018, "n": 90});
+        });
+        r
+    }
+
+    #[test]
+    fn property_coverage_and_distances_to_the_reference_are_said() {
+        let md = render(&with_property_and_distance());
+        assert!(md.contains("| no-leak | 54 of 54 | 128 | 197 |"), "{md}");
+        assert!(
+            md.contains(
+                "| forget.ks\\_to\\_reference.truth\\_ratio (KS distance to the retrained model, 10 \
+                 persons) | 0.2000, upper bound 0.9465 @ 95% |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("higher = closer to it; a diagnostic, not an equivalence test) | 0.0018 |"),
+            "{md}"
+        );
+        assert!(!render(&sample()).contains("Property coverage"));
     }
 
     #[test]

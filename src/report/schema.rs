@@ -482,6 +482,7 @@ pub(crate) mod tests {
                 reason: "95% upper bound 0.5830 <= 0.6000".into(),
                 needed_samples: None,
                 counterexample: None,
+                coverage: None,
             }],
             trajectory: None,
             holdout_check: None,
