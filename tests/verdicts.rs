@@ -50,6 +50,15 @@ const GDPR: Setting = Setting {
     reference: Some("models/retrain05"),
 };
 
+/// ccpa-delete's setting: the demo's, judged against the CCPA profile (its own seed).
+const CCPA: Setting = Setting {
+    spec: "ccpa-delete",
+    forget: "forget05",
+    retain: "retain05",
+    holdout: "holdout_audit",
+    reference: Some("models/retrain05"),
+};
+
 /// strict.toml's setting: forget10 (20 people), audited on `holdout_audit` (24 people the
 /// unlearning never calibrates on). strict names no reference-model metric.
 const STRICT: Setting = Setting {
@@ -292,4 +301,18 @@ fn retrained_model_passes_strict_on_forget10() {
             .unwrap()
     };
     assert!(es("forget") < 0.2 && es("holdout") < 0.2, "{} {}", es("forget"), es("holdout"));
+}
+
+/// Issue 16: the CCPA profile, like gdpr-art17, fails the memorising original — its loss attack
+/// tells forget05 from the audit holdout and its answers are disclosed — and passes the model
+/// retrained without forget05 on every requirement.
+#[test]
+fn ccpa_delete_fails_the_original_and_passes_the_retrain() {
+    let (v, _) = judged_in(&CCPA, &fixtures("models/full"));
+    for id in ["mia-loss-auc", "forget-exact-match", "no-disclosure"] {
+        assert_eq!(status(&v, id).status, Status::Fail, "{id}");
+    }
+    let (v, _) = judged_in(&CCPA, &fixtures("models/retrain05"));
+    let not_passed: Vec<_> = v.iter().filter(|v| v.status != Status::Pass).collect();
+    assert!(not_passed.is_empty(), "{not_passed:#?}");
 }

@@ -52,8 +52,9 @@ enum Command {
     /// Train a GPT-2 on JSONL records (from scratch, or fine-tuning --init), recording the
     /// first-epoch gradient ledger.
     Train(train::TrainArgs),
-    /// Remove forget records from a model: calibrated gradient ascent (ga, ledger, graddiff,
-    /// npo, iterative) on chosen parameter groups, stopped at the holdout level.
+    /// Remove forget records from a model: profile matching to never-seen records (the
+    /// default) or calibrated gradient ascent (ga, ledger, graddiff, npo, iterative) on chosen
+    /// parameter groups, stopped at the holdout level.
     Unlearn(unlearn::UnlearnArgs),
     /// List the training records an erasure request matches fuzzily, with scores, for review.
     Match(unlearn::MatchArgs),

@@ -818,6 +818,7 @@ min_samples = 1
             reason: String::new(),
             needed_samples: None,
             counterexample: None,
+            coverage: None,
         };
         let (p, f, i) = (
             one(Status::Pass),
