@@ -3,19 +3,28 @@
 //! parameters) for a small model (4 × 128, vocab 2048) at batch 8×128 and GPT-2 small's shape
 //! (12 × 768, vocab 50257) at batch 1×128, training `all` parameters or `embedding` only; and
 //! one f64 gradient and one exact Hessian-vector product w.r.t. `embedding` on the small model
-//! (forward-over-reverse, `model::dual`), and the same gradient by candle's autograd.
+//! (forward-over-reverse, `model::dual`), and the same gradient by candle's autograd. Then the
+//! certifier's repeated work, each with the computation it replaced beside it: greedy decoding
+//! with the key/value cache and without it, and the grad_norm attack's per-record gradient
+//! norms a batch per backward pass and one record per pass (benches/README.md).
 //! PyTorch 2.15 on this machine, same shapes (DESIGN.md): 64 / 62 ms per step and 52.7k
 //! tokens/s (small); 745 / 554 ms and 817 tokens/s (GPT-2 small); 66 ms gradient and 168 ms
 //! HVP (f64 small model).
 
 use candle_core::{DType, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput};
-use lethe::data::Batch;
+use lethe::data::{read_records, Batch, Encoded, TextTokenizer};
+use lethe::evidence::answers::answer_stops;
+use lethe::evidence::mia::{grad_norms, grad_norms_per_record};
+use lethe::evidence::records::GREEDY_SLACK;
+use lethe::model::generate::{greedy_batch, greedy_batch_uncached};
 use lethe::model::grad::{hvp, loss_and_grad};
 use lethe::model::init::random_gpt2 as random_model;
-use lethe::model::{Gpt2, Gpt2Config, ParamGroups};
+use lethe::model::{load_model, Gpt2, Gpt2Config, ParamGroups};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A full batch of random tokens: every position real and scored.
@@ -115,6 +124,106 @@ fn gradient_and_hvp(c: &mut Criterion) {
     group.finish();
 }
 
+fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
+}
+
+/// Greedy answers: 8 random prompts of 16-30 tokens continued by 32 tokens each (no stop token)
+/// on the random small model; the first 32 forget05 questions on the bundled full model, with
+/// the certifier's stop tokens and budgets (answer tokens + GREEDY_SLACK). Cached and uncached
+/// give the same tokens (tests/batched.rs).
+fn greedy(c: &mut Criterion) {
+    let cfg = &shapes()[0].cfg;
+    let random = random_model(cfg, 1, DType::F32).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let prompts: Vec<Vec<u32>> = (0..8)
+        .map(|i| (0..16 + 2 * i).map(|_| rng.gen_range(0..2048)).collect())
+        .collect();
+    let small = (random, prompts, vec![32; 8], HashSet::new(), 0);
+    let full = load_model(&fixture("models/full"), DType::F32)
+        .unwrap()
+        .model;
+    let tok = TextTokenizer::load(&fixture("models/full/tokenizer.json")).unwrap();
+    let records = read_records(&fixture("world/forget05.jsonl")).unwrap();
+    let enc: Vec<Encoded> = records
+        .iter()
+        .filter(|r| r.answer.is_some())
+        .take(32)
+        .map(|r| tok.encode(r, true, 128).unwrap())
+        .collect();
+    let prompts = enc.iter().map(|e| e.ids[..e.score_from].to_vec()).collect();
+    let budget = enc
+        .iter()
+        .map(|e| e.ids.len() - e.score_from + GREEDY_SLACK)
+        .collect();
+    let full = (
+        full,
+        prompts,
+        budget,
+        answer_stops(&tok).unwrap(),
+        tok.pad_id(),
+    );
+    let mut group = c.benchmark_group("greedy");
+    group.sample_size(10).warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(4));
+    for (name, (model, prompts, budget, stop, pad)) in
+        [("small-4x128", small), ("full-forget05", full)]
+    {
+        group.bench_function(BenchmarkId::new("cached", name), |b| {
+            b.iter(|| greedy_batch(&model, &prompts, &budget, &stop, pad).unwrap())
+        });
+        group.bench_function(BenchmarkId::new("uncached", name), |b| {
+            b.iter(|| greedy_batch_uncached(&model, &prompts, &budget, &stop, pad).unwrap())
+        });
+    }
+    group.finish();
+}
+
+/// The grad_norm attack's gradient norms w.r.t. `embedding` (the certifier's default group):
+/// 16 random records of 128 tokens on the random small model; forget05's first 64 records
+/// (answer-only scoring, as the certifier encodes them) on the bundled full model.
+fn gradient_norms(c: &mut Criterion) {
+    let cfg = &shapes()[0].cfg;
+    let random = random_model(cfg, 1, DType::F32).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let small: Vec<Encoded> = (0..16)
+        .map(|r| Encoded {
+            id: r.to_string(),
+            ids: (0..128).map(|_| rng.gen_range(0..2048)).collect(),
+            score_from: 0,
+        })
+        .collect();
+    let full = load_model(&fixture("models/full"), DType::F32)
+        .unwrap()
+        .model;
+    let tok = TextTokenizer::load(&fixture("models/full/tokenizer.json")).unwrap();
+    let records = read_records(&fixture("world/forget05.jsonl")).unwrap();
+    let forget: Vec<Encoded> = records
+        .iter()
+        .take(64)
+        .map(|r| tok.encode(r, true, 128).unwrap())
+        .collect();
+    let params = ParamGroups::parse("embedding").unwrap();
+    let mut group = c.benchmark_group("grad-norms");
+    group.sample_size(10).warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(4));
+    for (name, mut model, recs) in [
+        ("small-4x128", random, small),
+        ("full-forget05", full, forget),
+    ] {
+        group.throughput(Throughput::Elements(recs.len() as u64));
+        group.bench_function(BenchmarkId::new("batched", name), |b| {
+            b.iter(|| grad_norms(&mut model, &recs, 0, &params, &mut |_| {}).unwrap())
+        });
+        group.bench_function(BenchmarkId::new("per-record", name), |b| {
+            b.iter(|| grad_norms_per_record(&mut model, &recs, 0, &params, &mut |_| {}).unwrap())
+        });
+    }
+    group.finish();
+}
+
 fn main() {
     // Two threads, as PyTorch's figures in DESIGN.md; then the same process set-up as the
     // `lethe` binary (thread count, allocator thresholds).
@@ -123,5 +232,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     eval_and_step(&mut c);
     gradient_and_hvp(&mut c);
+    greedy(&mut c);
+    gradient_norms(&mut c);
     c.final_summary();
 }

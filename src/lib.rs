@@ -14,7 +14,8 @@
 //!   fuzzy matching of an erasure request against a corpus.
 //! - [`model`]: the decoder in Hugging Face names and layout — safe loading and saving, parameter
 //!   groups, the float32 forward and backward passes, exact float64 gradients and
-//!   Hessian-vector products, greedy generation. Knows nothing of unlearning or certificates.
+//!   Hessian-vector products, per-example gradient norms of a batch, greedy generation with a
+//!   key/value cache. Knows nothing of unlearning or certificates.
 //! - [`train`]: the training loop (from scratch or fine-tuning) and the first-epoch gradient
 //!   ledger the seed paper replays.
 //! - [`unlearn`]: the engine — methods, parameter-group selection, calibration and stop rules.

@@ -2,6 +2,9 @@
 
 /// Bad input: model files and JSONL data that must give a clear error naming the file/line.
 mod bad_input;
+/// The certifier's batched work (cached greedy decoding, per-example gradient norms) against
+/// the one-at-a-time computations on the bundled world.
+mod batched;
 /// The certifier end to end: evidence contract, reproducibility, run-time HVP checks, bad input.
 mod certify;
 mod common;

@@ -153,7 +153,7 @@ impl Gpt2 {
     }
 
     /// Parameter `i` as it enters the graph: tracked when trainable, detached otherwise.
-    fn p(&self, i: usize) -> Tensor {
+    pub(super) fn p(&self, i: usize) -> Tensor {
         let t = self.vars[i].as_tensor();
         if self.trainable[i] {
             t.clone()
@@ -168,20 +168,17 @@ impl Gpt2 {
 
     /// Hidden states before the final layer norm, `[B, T, C]`, and optionally every layer's.
     fn trunk(&self, ids: &Tensor, attention: &Tensor, keep: bool) -> Result<(Tensor, Hidden)> {
-        let (b, t) = ids.dims2()?;
-        if t > self.cfg.n_positions {
-            candle_core::bail!(
-                "sequence of {t} tokens is longer than the model's context ({})",
-                self.cfg.n_positions
-            );
-        }
-        let c = self.cfg.n_embd;
-        let tok = self
-            .p(0)
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, t, c))?;
-        let pos = self.p(1).narrow(0, 0, t)?;
-        let mut h = tok.broadcast_add(&pos)?;
+        self.trunk_from(self.embed(ids)?, attention, keep)
+    }
+
+    /// [`Gpt2::trunk`] from the embedding output `h` `[B, T, C]` (which may be a `Var` of its
+    /// own, for gradients with respect to it).
+    pub(super) fn trunk_from(
+        &self,
+        mut h: Tensor,
+        attention: &Tensor,
+        keep: bool,
+    ) -> Result<(Tensor, Hidden)> {
         let mask = ops::attention_mask(attention, self.dtype)?;
         let mut hidden = Hidden { layers: Vec::new() };
         if keep {
@@ -196,11 +193,40 @@ impl Gpt2 {
         Ok((h, hidden))
     }
 
+    /// Token plus position embeddings `[B, T, C]` of ids `[B, T]` at positions `0..T`.
+    pub(super) fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        if t > self.cfg.n_positions {
+            candle_core::bail!(
+                "sequence of {t} tokens is longer than the model's context ({})",
+                self.cfg.n_positions
+            );
+        }
+        let tok =
+            self.p(0)
+                .index_select(&ids.flatten_all()?, 0)?
+                .reshape((b, t, self.cfg.n_embd))?;
+        tok.broadcast_add(&self.p(1).narrow(0, 0, t)?)
+    }
+
     fn block(&self, layer: usize, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        self.block_with(layer, x, |q, k, v| self.attend(&q, &k, &v, mask))
+    }
+
+    /// Block `layer` on `x` `[B, T, C]`, its attention computed by `attend(q, k, v)` from the
+    /// heads `[B, H, T, D]` of `x` (the full forward attends to `k`, `v`; the cached decoder
+    /// stores them and attends to its cache).
+    pub(super) fn block_with(
+        &self,
+        layer: usize,
+        x: &Tensor,
+        attend: impl FnOnce(Tensor, Tensor, Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let w = |k| self.block_param(layer, k);
         let eps = self.cfg.layer_norm_epsilon;
         let a = ops::layer_norm(x, &w(0), &w(1), eps)?;
-        let a = self.attention(&a, &w(2), &w(3), mask)?;
+        let [q, k, v] = ops::qkv_heads(&a, &w(2), &w(3), self.cfg.n_head)?;
+        let a = ops::merge_heads(&attend(q, k, v)?)?; // [B, H, T, D] → [B, T, C]
         let a = ops::linear(&a, &w(4), &w(5))?;
         let x = (x + a)?;
         let m = ops::layer_norm(&x, &w(6), &w(7), eps)?;
@@ -209,11 +235,19 @@ impl Gpt2 {
         x + m
     }
 
-    fn attention(&self, x: &Tensor, w: &Tensor, b: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let [q, k, v] = ops::qkv_heads(x, w, b, self.cfg.n_head)?;
+    /// `softmax(q·kᵀ/√D, masked)·v`, `[B, H, Q, D]`, for queries `[B, H, Q, D]` and keys and
+    /// values `[B, H, K, D]` (Q ≤ K; query i at key position i + K − Q), `mask` from
+    /// [`ops::cache_mask`].
+    pub(super) fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
+    ) -> Result<Tensor> {
         let scale = 1.0 / (self.cfg.head_dim() as f64).sqrt();
         let probs = ops::masked_softmax(&q.matmul(&k.t()?)?, mask, scale)?;
-        ops::merge_heads(&probs.matmul(&v)?) // [B, H, T, D] → [B, T, C]
+        probs.matmul(v)
     }
 
     /// Logits `[B, T, V]` for token ids `[B, T]` (u32) and an attention mask `[B, T]` (1 for
@@ -264,15 +298,10 @@ impl Gpt2 {
         Ok(self.trunk(ids, attention, true)?.1)
     }
 
-    fn head(&self, h: &Tensor) -> Result<Tensor> {
+    /// Logits `[B, T, V]` of the hidden states `[B, T, C]` before the final layer norm.
+    pub(super) fn head(&self, h: &Tensor) -> Result<Tensor> {
         let (b, t, c) = h.dims3()?;
-        let eps = self.cfg.layer_norm_epsilon;
-        let h = ops::layer_norm(
-            h,
-            &self.p(self.vars.len() - 2),
-            &self.p(self.vars.len() - 1),
-            eps,
-        )?;
+        let h = self.final_norm(h)?;
         let wte = if self.output_grad {
             self.p(0)
         } else {
@@ -280,6 +309,13 @@ impl Gpt2 {
         };
         let logits = constant::matmul(&h.reshape((b * t, c))?, &wte.t()?)?;
         logits.reshape((b, t, self.cfg.vocab_size))
+    }
+
+    /// The final layer norm `ln_f` of hidden states `[.., C]`.
+    pub(super) fn final_norm(&self, h: &Tensor) -> Result<Tensor> {
+        let n = self.vars.len();
+        let eps = self.cfg.layer_norm_epsilon;
+        ops::layer_norm(h, &self.p(n - 2), &self.p(n - 1), eps)
     }
 
     /// The batch as tensors: ids `[B, T]` and attention mask `[B, T]`.

@@ -1,8 +1,10 @@
 //! GPT-2 in candle with Hugging Face names and layout: configuration, safe loading and saving
-//! of HF directories, parameter groups, the forward pass, per-token log-probs and greedy
-//! generation. This module owns everything about the network itself; it knows nothing of
-//! training, unlearning or certification, which use it through this interface.
+//! of HF directories, parameter groups, the forward pass, per-token log-probs, per-example
+//! gradient norms and greedy generation with a key/value cache. This module owns everything
+//! about the network itself; it knows nothing of training, unlearning or certification, which
+//! use it through this interface.
 
+pub mod cache;
 pub mod config;
 pub mod constant;
 pub mod dual;
@@ -15,6 +17,7 @@ pub mod kernels;
 pub mod load;
 pub mod ops;
 pub mod params;
+pub mod per_example;
 pub mod save;
 
 pub use config::{ConfigError, Gpt2Config};

@@ -74,28 +74,46 @@ pub fn gelu_new(x: &Tensor) -> Result<Tensor> {
 /// What the attention softmax masks with, from the attention mask `[B, T]` (u32): for the
 /// fused kernel the mask itself; otherwise the additive bias of [`attention_bias`].
 pub fn attention_mask(attention: &Tensor, dtype: DType) -> Result<Tensor> {
+    let (_, t) = attention.dims2()?;
+    cache_mask(attention, t, dtype)
+}
+
+/// The mask for the last `queries` of `K` tokens attending to all `K` (a key/value cache):
+/// the attention mask `[B, K]` itself for the fused kernel, otherwise the additive bias
+/// `[B, 1, queries, K]` of [`attention_bias`]'s rule with query i at key position
+/// i + K − queries.
+pub fn cache_mask(attention: &Tensor, queries: usize, dtype: DType) -> Result<Tensor> {
     match dtype {
         DType::F32 => Ok(attention.clone()),
-        _ => attention_bias(attention, dtype),
+        _ => queries_bias(attention, queries, dtype),
     }
 }
 
 /// The additive attention bias `[B, 1, T, T]`: 0 where query `i` may attend key `j` (`j ≤ i` and
 /// key `j` is a real token), a large negative number elsewhere.
 pub fn attention_bias(attention: &Tensor, dtype: DType) -> Result<Tensor> {
-    let (b, t) = attention.dims2()?;
+    let (_, t) = attention.dims2()?;
+    queries_bias(attention, t, dtype)
+}
+
+/// [`attention_bias`] for the last `q` of `K` positions as queries: `[B, 1, q, K]`.
+fn queries_bias(attention: &Tensor, q: usize, dtype: DType) -> Result<Tensor> {
+    let (b, k) = attention.dims2()?;
+    if q > k {
+        candle_core::bail!("attention bias: {q} queries for {k} keys");
+    }
     let keep = attention.to_vec2::<u32>()?;
-    let mut bias = vec![0f64; b * t * t];
+    let mut bias = vec![0f64; b * q * k];
     for (r, row) in keep.iter().enumerate() {
-        for i in 0..t {
-            for (j, &k) in row.iter().enumerate() {
-                if j > i || k == 0 {
-                    bias[(r * t + i) * t + j] = f64::from(f32::MIN);
+        for i in 0..q {
+            for (j, &kept) in row.iter().enumerate() {
+                if j > i + (k - q) || kept == 0 {
+                    bias[(r * q + i) * k + j] = f64::from(f32::MIN);
                 }
             }
         }
     }
-    Tensor::from_vec(bias, (b, 1, t, t), attention.device())?.to_dtype(dtype)
+    Tensor::from_vec(bias, (b, 1, q, k), attention.device())?.to_dtype(dtype)
 }
 
 /// Softmax over the last dimension of `scale·scores` masked by `mask` (from

@@ -1,7 +1,9 @@
 //! The attention softmax with its scale and mask applied inside: for query i of row b,
 //! softmax_j(scale·s_ij) over the keys j ≤ i whose attention-mask entry is 1, zero elsewhere,
-//! so no `[B, 1, T, T]` bias tensor is built. A query with no allowed key gets the uniform
-//! distribution over all T keys, as the composed version with its f32::MIN bias does.
+//! so no `[B, 1, T, T]` bias tensor is built. With fewer queries than keys (`[B, H, Q, K]`,
+//! Q ≤ K: the last Q tokens querying a key/value cache of K) query i sits at key position
+//! i + K − Q. A query with no allowed key gets the uniform distribution over all K keys, as
+//! the composed version with its f32::MIN bias does.
 //! Backward: dS = scale · P ⊙ (dP − Σ_j P·dP), which is zero wherever P is.
 
 use super::math::exp;
@@ -11,8 +13,8 @@ use rayon::prelude::*;
 use std::iter::Sum;
 use std::ops::{Mul, Sub};
 
-/// Probabilities `[B, H, T, T]` from raw scores `[B, H, T, T]` (f32) and the attention mask
-/// `[B, T]` (u32, 1 for a real token).
+/// Probabilities `[B, H, Q, K]` from raw scores `[B, H, Q, K]` (f32, Q ≤ K; Q = K in a full
+/// forward pass) and the attention mask `[B, K]` (u32, 1 for a real token).
 pub fn masked_causal_softmax(scores: &Tensor, attention: &Tensor, scale: f64) -> Result<Tensor> {
     let scale = scale as f32;
     scores
@@ -65,8 +67,8 @@ impl CustomOp2 for MaskedSoftmax {
     ) -> Result<(CpuStorage, Shape)> {
         let s = f32s(s1, l1, self.name())?;
         let keep = u32s(s2, l2, self.name())?;
-        let (b, h, t, t2) = l1.shape().dims4()?;
-        if t != t2 || l2.shape().dims2()? != (b, t) {
+        let (b, h, t, k) = l1.shape().dims4()?;
+        if t > k || l2.shape().dims2()? != (b, k) {
             candle_core::bail!(
                 "masked softmax: scores {:?}, mask {:?}",
                 l1.dims(),
@@ -74,13 +76,13 @@ impl CustomOp2 for MaskedSoftmax {
             );
         }
         let mut p = vec![0f32; s.len()];
-        p.par_chunks_mut(t)
-            .zip(s.par_chunks(t))
+        p.par_chunks_mut(k)
+            .zip(s.par_chunks(k))
             .with_min_len(MIN_ROWS_PER_TASK)
             .enumerate()
             .for_each(|(row, (p, s))| {
-                let (batch, query) = (row / (h * t), row % t);
-                softmax_row(s, &keep[batch * t..(batch + 1) * t], query, self.scale, p);
+                let (batch, query) = (row / (h * t), row % t + (k - t));
+                softmax_row(s, &keep[batch * k..(batch + 1) * k], query, self.scale, p);
             });
         Ok((CpuStorage::F32(p), l1.shape().clone()))
     }

@@ -1,0 +1,222 @@
+//! Per-example gradient norms of the embedding parameters (`wte`, `wpe`) for a whole batch in
+//! one forward and one backward pass, instead of one pass per record. Rows of a batch never
+//! interact (causal attention, padding masked), so the gradient of the sum of the per-record
+//! losses with respect to the embedding output `h₀` `[B, T, C]` holds each record's own
+//! `∂loss_r/∂h₀` in its row; the backward runs through frozen blocks only (input gradients,
+//! no weight-gradient work). From it, with `dl_i = ∂loss_r/∂logits_i` (kept by running the
+//! output layer as a graph of its own) and `hn_i` the final layer norm's output at scored
+//! position i of record r:
+//!
+//! - `wpe`: the rows `de_t` at distinct positions, so ‖∇‖² = Σ_t ‖de_t‖²;
+//! - `wte`, input side B = Σ_t e_{id_t} de_tᵀ: ‖B‖² = Σ_{t,s: id_t = id_s} de_t·de_s;
+//! - `wte`, tied output layer A = Σ_i dl_i hn_iᵀ: ‖A‖² = Σ_{i,j} (dl_i·dl_j)(hn_i·hn_j) and
+//!   ⟨A, B⟩ = Σ_{i,t} dl_i[id_t] (hn_i·de_t); the norm of wte's gradient is ‖A + B‖.
+//!
+//! None of the `[V, C]` per-record gradients is materialised; the Gram sums are in float64.
+//! Any other trainable parameter (a block, the final norm) is not handled here: the caller
+//! falls back to one backward pass per record. This module owns that arithmetic; which records
+//! are scored and what the norms mean is the caller's.
+
+use super::gpt2::Gpt2;
+use super::{constant, ops};
+use crate::data::Batch;
+use candle_core::{DType, Result, Tensor, Var};
+
+/// Which embedding parameters a model's trainable set holds, or `None` when it holds anything
+/// else (or nothing).
+fn embedding_only(model: &Gpt2) -> Option<(bool, bool)> {
+    let names = model.names();
+    let (wte, wpe) = (&names[0], &names[1]);
+    let trainable: Vec<&str> = model.trainable_vars().iter().map(|(n, _)| *n).collect();
+    if trainable.is_empty() || trainable.iter().any(|n| *n != wte && *n != wpe) {
+        return None;
+    }
+    Some((
+        trainable.contains(&wte.as_str()),
+        trainable.contains(&wpe.as_str()),
+    ))
+}
+
+/// Whether [`grad_norms`] handles the model's trainable set (embedding parameters only).
+pub fn supported(model: &Gpt2) -> bool {
+    embedding_only(model).is_some()
+}
+
+/// ‖∇_θ loss_r‖₂ for each row r of `batch`, θ the model's trainable parameters (which must be
+/// embedding parameters: see [`supported`]), loss_r the row's mean negative log-likelihood over
+/// its weighted targets — the norm of the gradient `grad::loss_and_grad` gives for the row
+/// alone.
+pub fn grad_norms(model: &Gpt2, batch: &Batch) -> Result<Vec<f64>> {
+    let Some((with_wte, with_wpe)) = embedding_only(model) else {
+        candle_core::bail!("per-example gradient norms need embedding parameters only");
+    };
+    let with_out = with_wte && model.output_grad();
+    let (b, t, c) = (batch.rows, batch.cols, model.config().n_embd);
+    let width = t.saturating_sub(1);
+    // Scored positions, record by record: flat index r·T + p predicts ids[r·T + p + 1].
+    let (mut rows, mut targets, mut coef, mut count) = (vec![], vec![], vec![], vec![0; b]);
+    for (r, n) in count.iter_mut().enumerate() {
+        let w = &batch.target_weight[r * width..(r + 1) * width];
+        let total: f64 = w.iter().map(|&x| f64::from(x)).sum();
+        if total <= 0.0 {
+            candle_core::bail!("record {r} of the batch has no target tokens to score");
+        }
+        for (p, &wp) in w.iter().enumerate().filter(|(_, &wp)| wp != 0.0) {
+            rows.push((r * t + p) as u32);
+            targets.push(batch.ids[r * t + p + 1]);
+            coef.push(-f64::from(wp) / total);
+            *n += 1;
+        }
+    }
+    let dev = model.device();
+    let (ids, att) = model.batch_tensors(batch)?;
+    let h0 = Var::from_tensor(&model.embed(&ids)?.detach())?;
+    let (h, _) = model.trunk_from(h0.as_tensor().clone(), &att, false)?;
+    let n = rows.len();
+    let picked = h
+        .reshape((b * t, c))?
+        .index_select(&Tensor::from_slice(&rows, n, dev)?, 0)?;
+    let hn = model
+        .final_norm(&picked.reshape((1, n, c))?)?
+        .reshape((n, c))?;
+    // The output layer as a graph of its own, so that ∂/∂logits is kept: the same float32
+    // kernel backward as a per-record pass (a well-remembered target's p − 1 is computed the
+    // same way, cancellation included).
+    let wte = model.p(0).detach();
+    let logits = Var::from_tensor(&constant::matmul(&hn.detach(), &wte.t()?)?)?;
+    let lp = ops::target_logprobs(logits.as_tensor(), &Tensor::from_slice(&targets, n, dev)?)?;
+    let coef_t = Tensor::from_slice(&coef, n, dev)?.to_dtype(model.dtype())?;
+    let dl = (lp * coef_t)?.sum_all()?.backward()?;
+    let dl = match dl.get(logits.as_tensor()) {
+        Some(g) => g.detach(), // a variable's gradient keeps the graph that made it
+        None => logits.as_tensor().zeros_like()?,
+    };
+    // Then back through the trunk from ∂/∂hn = dl · wte.
+    let dhn = constant::matmul(&dl, &wte)?;
+    let grads = (&hn * dhn)?.sum_all()?.backward()?;
+    let de = match grads.get(h0.as_tensor()) {
+        Some(g) => g.to_dtype(DType::F64)?,
+        None => h0.as_tensor().zeros_like()?.to_dtype(DType::F64)?,
+    };
+    let hn = hn.detach().to_dtype(DType::F64)?;
+    let dl = dl.to_dtype(DType::F64)?;
+    let mut out = Vec::with_capacity(b);
+    let mut off = 0;
+    for (r, &n_r) in count.iter().enumerate() {
+        let len = batch.attention[r * t..(r + 1) * t]
+            .iter()
+            .filter(|&&a| a != 0)
+            .count();
+        let de_r = de.get(r)?.narrow(0, 0, len)?;
+        let id_r = &batch.ids[r * t..r * t + len];
+        let mut sq = 0.0;
+        if with_wpe {
+            sq += de_r.sqr()?.sum_all()?.to_scalar::<f64>()?;
+        }
+        if with_wte {
+            sq += same_token_gram(&de_r, id_r)?;
+        }
+        if with_out {
+            let dl = dl.narrow(0, off, n_r)?;
+            let hn_r = hn.narrow(0, off, n_r)?;
+            let gram = |x: &Tensor| x.matmul(&x.t()?);
+            sq += (gram(&dl)? * gram(&hn_r)?)?.sum_all()?.to_scalar::<f64>()?;
+            let at_ids = dl.index_select(&Tensor::from_slice(id_r, len, dev)?, 1)?;
+            let cross = (at_ids * hn_r.matmul(&de_r.t()?)?)?.sum_all()?;
+            sq += 2.0 * cross.to_scalar::<f64>()?;
+        }
+        out.push(sq.max(0.0).sqrt());
+        off += n_r;
+    }
+    Ok(out)
+}
+
+/// `Σ_{t,s: ids_t = ids_s} de_t·de_s`: the squared norm of the input embedding's row gradient
+/// (rows of one token summed).
+fn same_token_gram(de: &Tensor, ids: &[u32]) -> Result<f64> {
+    let gram = de.matmul(&de.t()?)?.to_vec2::<f64>()?;
+    let mut sq = 0.0;
+    for (t, row) in gram.iter().enumerate() {
+        for (s, &g) in row.iter().enumerate() {
+            if ids[t] == ids[s] {
+                sq += g;
+            }
+        }
+    }
+    Ok(sq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Encoded;
+    use crate::model::grad::loss_and_grad;
+    use crate::model::{init::random_gpt2, Gpt2Config};
+
+    /// Records of different lengths with repeated tokens (so rows of `wte` collect several
+    /// positions), two of them scored on an answer only (`score_from` > 0).
+    fn records() -> Vec<Encoded> {
+        let lens = [12usize, 5, 9, 12, 3];
+        lens.iter()
+            .enumerate()
+            .map(|(r, &n)| Encoded {
+                id: r.to_string(),
+                ids: (0..n).map(|i| ((i * (r + 3) + r) % 11) as u32).collect(),
+                score_from: if r % 2 == 1 { n / 2 } else { 0 },
+            })
+            .collect()
+    }
+
+    /// The reference: `grad::loss_and_grad` on each record alone, ‖·‖ summed over parameters.
+    fn one_at_a_time(model: &Gpt2, recs: &[Encoded]) -> Vec<f64> {
+        recs.iter()
+            .map(|rec| {
+                let (_, grads) = loss_and_grad(model, &Batch::new(&[rec], 0)).unwrap();
+                let sq: f64 = grads
+                    .iter()
+                    .map(|(_, g)| {
+                        let g = g.to_dtype(DType::F64).unwrap();
+                        g.sqr()
+                            .unwrap()
+                            .sum_all()
+                            .unwrap()
+                            .to_scalar::<f64>()
+                            .unwrap()
+                    })
+                    .sum();
+                sq.sqrt()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batched_norms_equal_one_backward_per_record() {
+        // Every combination the batched path takes: wte and/or wpe, with and without the tied
+        // output layer's part of wte's gradient. Float32 on both sides, so agreement is to
+        // float32 rounding (1e-5 relative).
+        let cfg = Gpt2Config::new(53, 16, 16, 2, 2);
+        let mut model = random_gpt2(&cfg, 3, DType::F32).unwrap();
+        let recs = records();
+        let batch = Batch::new(&recs.iter().collect::<Vec<_>>(), 0);
+        let (wte, wpe) = (model.names()[0].clone(), model.names()[1].clone());
+        for (names, output_grad) in [
+            (vec![wte.clone(), wpe.clone()], true),
+            (vec![wte.clone(), wpe.clone()], false),
+            (vec![wte.clone()], true),
+            (vec![wpe.clone()], true),
+        ] {
+            model.set_trainable_names(&names);
+            model.set_output_grad(output_grad);
+            let got = grad_norms(&model, &batch).unwrap();
+            let want = one_at_a_time(&model, &recs);
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-5 * w,
+                    "{names:?} output_grad {output_grad}: {got:?} vs {want:?}"
+                );
+            }
+        }
+        model.set_trainable_names(&[model.names()[2].clone()]);
+        assert!(!supported(&model), "a block parameter is not handled here");
+    }
+}
