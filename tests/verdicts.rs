@@ -300,7 +300,12 @@ fn retrained_model_passes_strict_on_forget10() {
             .as_f64()
             .unwrap()
     };
-    assert!(es("forget") < 0.2 && es("holdout") < 0.2, "{} {}", es("forget"), es("holdout"));
+    assert!(
+        es("forget") < 0.2 && es("holdout") < 0.2,
+        "{} {}",
+        es("forget"),
+        es("holdout")
+    );
 }
 
 /// Issue 16: the CCPA profile, like gdpr-art17, fails the memorising original — its loss attack

@@ -106,7 +106,12 @@ fn configs() -> Vec<Config> {
             "embedding",
             vec!["--ledger", "LEDGER"],
         ),
-        ("profile matching, embedding (default)", "profile", "embedding", vec![]),
+        (
+            "profile matching, embedding (default)",
+            "profile",
+            "embedding",
+            vec![],
+        ),
         ("gradient ascent, embedding", "ga", "embedding", vec![]),
         ("gradient ascent, all", "ga", "all", vec![]),
         (

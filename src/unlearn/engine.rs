@@ -160,7 +160,7 @@ pub fn unlearn(
         let new_gap = run.gap(&tokens);
         let mut action = levels.judge(forget, retain, cfg.retain_tolerance, cfg.overshoot);
         if let (Verdict::Keep, Some(before), Some(after)) = (action, gap, new_gap) {
-            if !(after < before) {
+            if after.is_nan() || after >= before {
                 action = Verdict::UndoNoGain;
             }
         }
@@ -538,7 +538,7 @@ fn reset_exclusive_rows(
             *s += (*x as f64 - m).powi(2) / (n - 1.0);
         }
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f_0e5e7);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x05ee_d0f0_e5e7);
     for &t in &forget_only {
         for ((x, m), s) in rows[t].iter_mut().zip(&mean).zip(&sd) {
             *x = (m + s.sqrt() * standard_normal(&mut rng)) as f32;
