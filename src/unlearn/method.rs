@@ -65,7 +65,7 @@ pub struct UnlearnConfig {
 impl Default for UnlearnConfig {
     fn default() -> Self {
         UnlearnConfig {
-            method: Method::Ga,
+            method: Method::Profile,
             params: "embedding".into(),
             lr: 1.0,
             max_steps: 80,
