@@ -128,11 +128,21 @@ pub fn unlearn(
         recognition: threshold,
     };
     run.calibrate(levels.target, forget_per);
-    let reset = if cfg.method == Method::Profile {
-        reset_exclusive_rows(model, inputs, cfg.seed)?
-    } else {
-        Vec::new()
-    };
+    let mut reset = Vec::new();
+    if cfg.method == Method::Profile {
+        // The reset is a step like any other: kept only if the retain loss stays within the
+        // tolerance (the rows' tokens never occur in the retain records, but a tied output
+        // layer scores them at every position).
+        let snapshot = trainable_copy(model)?;
+        reset = reset_exclusive_rows(model, inputs, cfg.seed)?;
+        let (retain, _) = mean_loss(model, &run.retain_eval, inputs.pad, cfg.batch_size)?;
+        if !reset.is_empty()
+            && levels.judge(0.0, retain, cfg.retain_tolerance, f64::INFINITY) != Verdict::Keep
+        {
+            restore(model, &snapshot)?;
+            reset.clear();
+        }
+    }
     let (_, per, tokens) = forget_losses(model, &forget_all, inputs.pad, cfg.batch_size)?;
     run.current = per;
     let mut gap = run.gap(&tokens);
