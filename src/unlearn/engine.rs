@@ -484,6 +484,17 @@ fn pair_profiles(
     for l in &mut losses {
         l.sort_by(f64::total_cmp);
     }
+    // A partner with no scored token would ask for nothing; only scored records are partners.
+    let holdout_rank: Vec<usize> = holdout_rank
+        .into_iter()
+        .filter(|&j| !losses[j].is_empty())
+        .collect();
+    if holdout_rank.is_empty() {
+        return Err(UnlearnError::Input(
+            "no holdout record has a scored token: profile matching has no never-seen partner"
+                .into(),
+        ));
+    }
     let (f, h) = (forget_rank.len(), holdout_rank.len());
     let mut out = vec![Vec::new(); f];
     for (k, &i) in forget_rank.iter().enumerate() {
