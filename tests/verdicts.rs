@@ -168,12 +168,15 @@ fn model_destroyed_by_unbounded_ascent_fails_utility() {
         max_steps: 6,
         target_ratio: 1e6,
         retain_tolerance: 1e9,
+        retain_answers: 1.0,
         overshoot: 1e9,
         ..Default::default()
     };
     let v = unlearned_with(&cfg, "destroyed-model");
-    assert_eq!(status(&v, "utility-loss-ratio").status, Status::Fail);
-    assert_eq!(status(&v, "retain-loss-ratio").status, Status::Fail);
+    assert_eq!(status(&v, "utility-loss-increase").status, Status::Fail);
+    assert_eq!(status(&v, "utility-answers-kept").status, Status::Fail);
+    assert_eq!(status(&v, "retain-loss-increase").status, Status::Fail);
+    assert_eq!(status(&v, "retain-answers-kept").status, Status::Fail);
 }
 
 /// Unlearns forget05 from the full model with `cfg` (calibrating on the calibration holdout),
@@ -237,7 +240,8 @@ fn over_unlearned_model_fails_two_sided_attacks() {
     let loss = status(&v, "mia-loss-auc");
     assert_eq!(loss.status, Status::Fail, "{loss:#?}");
     assert!(loss.value.unwrap() < 0.35, "{loss:#?}");
-    assert_eq!(status(&v, "retain-loss-ratio").status, Status::Pass);
+    assert_eq!(status(&v, "retain-loss-increase").status, Status::Pass);
+    assert_eq!(status(&v, "retain-answers-kept").status, Status::Pass);
 }
 
 /// strict.toml's two-sided attack requirements (every reference-free attack of the suite).

@@ -68,8 +68,14 @@ pub struct UnlearnArgs {
     /// Retain records (a seeded sample) whose loss is watched after every step.
     #[arg(long, default_value_t = UnlearnConfig::default().retain_eval)]
     retain_eval: usize,
+    /// A step may raise the watched retain records' mean loss by at most this many nats per
+    /// token (absolute, so it means the same on a memorised retain set with loss near zero).
     #[arg(long, default_value_t = UnlearnConfig::default().retain_tolerance)]
     retain_tolerance: f64,
+    /// A step may stop at most this share of the retain answers the original reproduced (in the
+    /// watched sample, teacher-forced greedy) from being reproduced.
+    #[arg(long, default_value_t = UnlearnConfig::default().retain_answers)]
+    retain_answers: f64,
     #[arg(long, default_value_t = UnlearnConfig::default().target_ratio)]
     target_ratio: f64,
     #[arg(long, default_value_t = UnlearnConfig::default().npo_beta)]
@@ -193,6 +199,7 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
         max_steps: args.max_steps,
         retain_eval: args.retain_eval,
         retain_tolerance: args.retain_tolerance,
+        retain_answers: args.retain_answers,
         target_ratio: args.target_ratio,
         npo_beta: args.npo_beta,
         ledger_epochs: args.ledger_epochs,

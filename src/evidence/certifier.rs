@@ -31,7 +31,6 @@ use crate::model::{load_model, LoadedModel, ParamGroups};
 use candle_core::DType;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// The smallest non-member sample for which a 1 % FPR allows a single false positive.
 pub const MIN_NONMEMBERS_FOR_1PCT_FPR: usize = 100;
@@ -517,17 +516,18 @@ impl Run<'_> {
             greedy: true,
             truth_ratio: true,
         };
-        let forward_only = EvalPlan {
-            greedy: false,
-            truth_ratio: false,
-        };
         let mut jobs: Vec<(&str, &LoadedModel, &str, EvalPlan)> = Vec::new();
         for split in inputs.splits.keys() {
             jobs.push(("unlearned", &inputs.unlearned, split, full));
+            // The original's greedy answers on retain and utility are what `exact_match_drop`
+            // compares with (truth ratios are not needed there).
             let orig_plan = if split == "forget" || split == "holdout" {
                 full
             } else {
-                forward_only
+                EvalPlan {
+                    greedy: true,
+                    truth_ratio: false,
+                }
             };
             jobs.push(("original", &inputs.original, split, orig_plan));
             if let Some(r) = &inputs.reference {
@@ -545,14 +545,11 @@ impl Run<'_> {
             let records = &inputs.splits[split].1;
             let stage = format!("{role} on {split}");
             let p = &mut *self.progress;
-            let t0 = Instant::now();
-            let evals = self
-                .eval
-                .evaluate(&model.model, records, plan, &mut |n| p(&stage, n))?;
-            if !plan.greedy && !plan.truth_ratio {
-                self.eval_seconds += t0.elapsed().as_secs_f64();
-                self.eval_tokens += evals.iter().map(|e| e.tokens as u64).sum::<u64>();
-            }
+            let (evals, seconds) =
+                self.eval
+                    .evaluate_timed(&model.model, records, plan, &mut |n| p(&stage, n))?;
+            self.eval_seconds += seconds;
+            self.eval_tokens += evals.iter().map(|e| e.tokens as u64).sum::<u64>();
             out.entry(role.to_string())
                 .or_default()
                 .insert(split.to_string(), evals);
@@ -709,6 +706,12 @@ impl Run<'_> {
                     "the original's mean loss is zero",
                 ),
             }
+            // The same comparison in absolute terms, meaningful at any loss scale: the mean
+            // per-record loss change in nats per token (a ratio of two losses near zero, as on a
+            // memorised retain set, is noise).
+            let rise: Vec<f64> = loss.iter().zip(&ol).map(|(u, o)| u - o).collect();
+            self.insert_mean(&format!("{p}.loss_increase"), &rise, &clusters);
+            self.answers_lost(&p, e, o);
         }
         let qa: Vec<(&str, &QaEval)> = e
             .iter()
@@ -767,6 +770,39 @@ impl Run<'_> {
         } else {
             let (c, v): (Vec<&str>, Vec<f64>) = tr.into_iter().unzip();
             self.insert_mean(&format!("{p}.truth_ratio"), &v, &c);
+        }
+    }
+
+    /// `<p>.exact_match_drop`: the original's greedy exact-match rate minus the unlearned
+    /// model's, paired on the records both answered (the same seeded sample): the share of
+    /// answers the unlearning took away (negative: gained), clustered by subject.
+    fn answers_lost(&mut self, p: &str, unlearned: &[RecordEval], original: &[RecordEval]) {
+        let hit = |r: &RecordEval| {
+            r.qa.as_ref()
+                .and_then(|q| q.greedy.as_ref())
+                .map(|g| f64::from(u8::from(g.exact_match)))
+        };
+        let paired: Vec<(&str, f64)> = unlearned
+            .iter()
+            .zip(original)
+            .filter_map(|(u, o)| Some((u.cluster(), hit(o)? - hit(u)?)))
+            .collect();
+        if paired.is_empty() {
+            return;
+        }
+        let (c, d): (Vec<&str>, Vec<f64>) = paired.into_iter().unzip();
+        let path = format!("{p}.exact_match_drop");
+        if d.iter().all(|&x| x == 0.0) {
+            // No answer changed: a clustered mean would have a zero standard error and claim the
+            // drop is exactly 0. The rate of lost answers bounds the net drop from above, and
+            // with none lost its Clopper–Pearson bound (0 of n, on the design-effect-adjusted
+            // sample) is the honest upper bound: the same sample could have missed a rare loss.
+            match clustered_proportion(&vec![false; d.len()], &c) {
+                Ok(m) => self.metrics.insert(&path, Metric::from(m)),
+                Err(e) => self.omit(path, &e.to_string()),
+            }
+        } else {
+            self.insert_mean(&path, &d, &c);
         }
     }
 

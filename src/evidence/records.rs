@@ -76,8 +76,22 @@ impl Evaluator<'_> {
         plan: EvalPlan,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Vec<RecordEval>, CertifyError> {
+        Ok(self.evaluate_timed(model, records, plan, progress)?.0)
+    }
+
+    /// [`Evaluator::evaluate`], and the seconds its forward-pass scoring took (greedy answers
+    /// and truth ratios excluded): what the certifier's evaluation throughput is measured on.
+    pub fn evaluate_timed(
+        &self,
+        model: &Gpt2,
+        records: &[Record],
+        plan: EvalPlan,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(Vec<RecordEval>, f64), CertifyError> {
         let enc = self.encode(records)?;
+        let started = std::time::Instant::now();
         let scores = score(model, &enc, self.tok.pad_id(), progress)?;
+        let scoring = started.elapsed().as_secs_f64();
         let mut out: Vec<RecordEval> = records
             .iter()
             .zip(&scores)
@@ -110,7 +124,7 @@ impl Evaluator<'_> {
         if plan.truth_ratio {
             self.truth_ratios(model, records, &qa, &mut out)?;
         }
-        Ok(out)
+        Ok((out, scoring))
     }
 
     fn greedy(

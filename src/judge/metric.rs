@@ -559,6 +559,10 @@ impl fmt::Display for Range {
 }
 
 const UNIT: Range = Range { min: 0.0, max: 1.0 };
+const SIGNED_UNIT: Range = Range {
+    min: -1.0,
+    max: 1.0,
+};
 const NON_NEGATIVE: Range = Range {
     min: 0.0,
     max: f64::INFINITY,
@@ -600,13 +604,29 @@ pub const INFLUENCE_PREFIX: &str = "influence.";
 /// Per-split statistics: (name, range, better on `forget`, better on `retain`/`utility`,
 /// better on `holdout`). Forgetting wants the forget split to look unseen; utility wants the
 /// others to stay as they were; the holdout split is only a yardstick.
-const SPLIT_STATS: [(&str, Range, Better, Better, Better); 7] = [
+const SPLIT_STATS: [(&str, Range, Better, Better, Better); 9] = [
     (
         "loss",
         NON_NEGATIVE,
         Better::Higher,
         Better::Lower,
         Better::Lower,
+    ),
+    // Unlearned minus original per-record loss, nats per token, paired on the same records.
+    (
+        "loss_increase",
+        REAL,
+        Better::Higher,
+        Better::Lower,
+        Better::Neither,
+    ),
+    // Original minus unlearned greedy exact match, paired on the same records.
+    (
+        "exact_match_drop",
+        SIGNED_UNIT,
+        Better::Higher,
+        Better::Lower,
+        Better::Neither,
     ),
     (
         "loss_ratio",

@@ -117,14 +117,16 @@ pub enum SpecError {
         line: usize,
         message: String,
     },
-    #[error("{file}:{line}: requirement `{requirement}`: {document}: {source}")]
+    // `problem`, not `source`: the message already carries it, and an error chain printed in
+    // full would repeat it.
+    #[error("{file}:{line}: requirement `{requirement}`: {document}: {problem}")]
     Evidence {
         file: String,
         line: usize,
         requirement: String,
         /// `evidence` or `baseline`.
         document: &'static str,
-        source: Box<MetricError>,
+        problem: Box<MetricError>,
     },
     #[error(
         "{file}:{line}: requirement `{requirement}` compares with a baseline, but no baseline \

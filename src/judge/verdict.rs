@@ -365,8 +365,15 @@ fn evaluate_one(
     evidence: &Value,
     baseline: Option<&Value>,
 ) -> Result<Verdict, SpecError> {
-    let measured = metric::lookup(evidence, &req.metric)
-        .map_err(|source| evidence_error(spec, req, "evidence", source))?;
+    let measured = match metric::lookup(evidence, &req.metric) {
+        Ok(m) => m,
+        Err(source) => {
+            return match (&source, omitted_reason(evidence, &req.metric)) {
+                (MetricError::Missing { .. }, Some(why)) => Ok(not_measured(req, why)),
+                _ => Err(evidence_error(spec, req, "evidence", source)),
+            }
+        }
+    };
     let c = compare(spec, req, measured, evidence, baseline)?;
     let j = c.judgement.map_err(|source| SpecError::Stats {
         file: spec.file.clone(),
@@ -403,6 +410,38 @@ fn evaluate_one(
         counterexample: None,
         coverage: None,
     })
+}
+
+/// Why the evidence says it did not measure `path` (its `omitted` list), if it says so.
+fn omitted_reason<'e>(evidence: &'e Value, path: &str) -> Option<&'e str> {
+    let omitted = evidence.get("omitted")?.as_array()?;
+    omitted
+        .iter()
+        .find(|o| o.get("path").and_then(Value::as_str) == Some(path))
+        .map(|o| o.get("reason").and_then(Value::as_str).unwrap_or("no reason given"))
+}
+
+/// The verdict on a requirement whose metric the evidence could not measure on this data (too
+/// few non-members for a 1% FPR, say): inconclusive, with the evidence's reason. Nothing was
+/// measured, so nothing can pass; an unmeasured requirement is not a reason to refuse the rest
+/// of a user's certificate either.
+fn not_measured(req: &Requirement, why: &str) -> Verdict {
+    Verdict {
+        requirement: req.id.clone(),
+        metric: req.metric.clone(),
+        status: Status::Inconclusive,
+        compare: "not measured".into(),
+        value: None,
+        bound: None,
+        confidence: None,
+        threshold: None,
+        baseline: None,
+        samples: 0,
+        reason: format!("not measured on this data: {why}"),
+        needed_samples: None,
+        counterexample: None,
+        coverage: None,
+    }
 }
 
 /// A requirement's comparison carried out: the metric judged (the measured one, or its
@@ -488,7 +527,7 @@ fn evidence_error(
         line: req.line,
         requirement: req.id.clone(),
         document,
-        source: Box::new(source),
+        problem: Box::new(source),
     }
 }
 
@@ -502,7 +541,8 @@ fn side_name(side: Side) -> String {
 /// One verdict per requirement of `spec`, in order. Properties are run separately (they need a
 /// model: `property::run`) and join the list through `property_verdict`. A requirement that
 /// cannot be evaluated — a metric missing from the evidence, a baseline comparison without a
-/// baseline — is an error.
+/// baseline — is an error, unless the evidence lists the metric as omitted (not measurable on
+/// this data): that requirement is inconclusive, with the evidence's reason.
 pub fn evaluate(
     spec: &Spec,
     evidence: &Value,
@@ -958,18 +998,33 @@ min_samples = 1
             SpecError::Evidence {
                 line,
                 requirement,
-                source,
+                problem,
                 ..
             } => {
                 assert_eq!((*line, requirement.as_str()), (27, "utility"));
-                let MetricError::Missing { path, .. } = source.as_ref() else {
-                    panic!("{source:?}")
+                let MetricError::Missing { path, .. } = problem.as_ref() else {
+                    panic!("{problem:?}")
                 };
                 assert_eq!(path, "retain.loss_ratio");
             }
             other => panic!("{other:?}"),
         }
         assert!(err.to_string().contains("retain.loss_ratio"), "{err}");
+    }
+
+    #[test]
+    fn a_metric_the_evidence_says_it_omitted_is_inconclusive_with_the_reason() {
+        let mut ev = evidence(auc(0.5, 0.001, 90), proportion(0, 90), 1.0);
+        ev["metrics"]["retain"] = json!({});
+        ev["omitted"] = json!([{"path": "retain.loss_ratio", "reason": "needs 200 non-members"}]);
+        let v = evaluate(&spec(), &ev, None).unwrap();
+        let u = v.iter().find(|v| v.requirement == "utility").unwrap();
+        assert_eq!((u.status, u.value, u.bound), (Status::Inconclusive, None, None));
+        assert!(u.reason.contains("needs 200 non-members"), "{}", u.reason);
+        assert_eq!(overall(&v), Status::Inconclusive);
+        // A malformed metric stays an error even when listed as omitted.
+        ev["metrics"]["retain"] = json!({"loss_ratio": {"kind": "normal"}});
+        assert!(evaluate(&spec(), &ev, None).is_err());
     }
 
     #[test]

@@ -330,6 +330,18 @@ impl Gpt2 {
     /// target weight); the others hold 0 and are not computed — the output layer runs only
     /// where a target is scored (an answer-only record scores its answer tokens alone).
     pub fn token_logprobs(&self, batch: &Batch) -> Result<Tensor> {
+        Ok(self.scored_positions(batch, false)?.0)
+    }
+
+    /// [`Gpt2::token_logprobs`] and, per row, whether every scored target is the model's most
+    /// likely next token (teacher-forced: for an answer-only record, whether greedy decoding
+    /// from the prompt reproduces the answer), from the same forward pass.
+    pub fn token_logprobs_and_hits(&self, batch: &Batch) -> Result<(Tensor, Vec<bool>)> {
+        let (lp, hits) = self.scored_positions(batch, true)?;
+        Ok((lp, hits.unwrap_or_default()))
+    }
+
+    fn scored_positions(&self, batch: &Batch, hits: bool) -> Result<(Tensor, Option<Vec<bool>>)> {
         let (ids, att) = self.batch_tensors(batch)?;
         let (b, t) = (batch.rows, batch.cols);
         let width = t.saturating_sub(1);
@@ -345,14 +357,25 @@ impl Gpt2 {
         }
         let zeros = Tensor::zeros(b * width, self.dtype, &self.device)?;
         if rows.is_empty() {
-            return zeros.reshape((b, width));
+            return Ok((zeros.reshape((b, width))?, hits.then(|| vec![true; b])));
         }
         let n = rows.len();
         let logits = self.logits_at(&ids, &att, &rows)?;
+        let row_hits = if hits {
+            let best = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+            let mut per = vec![true; b];
+            for ((slot, best), target) in slots.iter().zip(&best).zip(&targets) {
+                per[*slot as usize / width] &= best == target;
+            }
+            Some(per)
+        } else {
+            None
+        };
         let lp = ops::target_logprobs(&logits, &Tensor::from_vec(targets, n, &self.device)?)?;
-        zeros
+        let lp = zeros
             .index_add(&Tensor::from_vec(slots, n, &self.device)?, &lp, 0)?
-            .reshape((b, width))
+            .reshape((b, width))?;
+        Ok((lp, row_hits))
     }
 
     /// Mean negative log-likelihood over the batch's weighted target positions (all real

@@ -18,9 +18,13 @@
 //!   alone is not enough: on the bundled world the mean forget loss reached 4.9 (holdout 5.5)
 //!   while 11% of the answers were still reproduced verbatim.
 //!
-//! For every method, a step that raises the retain loss beyond a tolerance, or drives the mean
-//! forget loss past the target by the overshoot factor, or produces a non-finite value, is
-//! undone and the step length halved.
+//! For every method, a step that costs the retain records too much ([`RetainGuard`]), or drives
+//! the mean forget loss past the target by the overshoot factor, or produces a non-finite value,
+//! is undone and the step length halved. The retain guard is absolute, not relative: a model
+//! that memorised its retain set has a retain loss near zero (0.03 nats on a stranger's model,
+//! issue 17), where any ratio is noise and a 7% tolerance undid every step; what a user sees —
+//! retained answers still reproduced — and an average per-token likelihood loss in nats mean the
+//! same at any loss scale.
 
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +81,29 @@ pub enum Verdict {
     UndoNoGain,
 }
 
+/// What a step may cost the retain records: at most `loss_margin` nats per token of mean retain
+/// loss over the starting value (a mean likelihood ratio of e^margin per token), and at most
+/// `answers` of the retain answers the original reproduced (teacher-forced greedy: every
+/// scored token the most likely one) in the watched sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetainGuard {
+    pub loss_margin: f64,
+    pub answers: f64,
+}
+
+impl RetainGuard {
+    /// No limit at all (a deliberately destroyed model, in tests).
+    pub const OFF: RetainGuard = RetainGuard {
+        loss_margin: f64::INFINITY,
+        answers: 1.0,
+    };
+
+    /// How many of `reproduced` answers a step may lose.
+    pub fn answers_allowed(&self, reproduced: usize) -> usize {
+        (self.answers * reproduced as f64 + 1e-9).floor() as usize
+    }
+}
+
 /// The fixed reference levels of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Levels {
@@ -84,6 +111,10 @@ pub struct Levels {
     pub forget_start: f64,
     /// Retain loss (on the evaluation sample) of the original model.
     pub retain_start: f64,
+    /// Records of the retain evaluation sample whose scored tokens the original model
+    /// reproduces (every one the most likely next token).
+    #[serde(default)]
+    pub retain_reproduced: usize,
     /// Holdout loss of the original model: the level of never-seen records.
     pub holdout: f64,
     /// `target_ratio × holdout`: the per-record loss above which a forget record is no longer
@@ -95,17 +126,21 @@ pub struct Levels {
 }
 
 impl Levels {
-    /// Judges a step from the losses measured after it.
+    /// Judges a step from what was measured after it: the mean forget and retain losses and how
+    /// many of the originally reproduced retain answers are no longer reproduced.
     pub fn judge(
         &self,
         forget: f64,
         retain: f64,
-        retain_tolerance: f64,
+        answers_lost: usize,
+        guard: RetainGuard,
         overshoot: f64,
     ) -> Verdict {
         if !(forget.is_finite() && retain.is_finite()) {
             Verdict::UndoNonFinite
-        } else if retain > self.retain_start * (1.0 + retain_tolerance) {
+        } else if retain > self.retain_start + guard.loss_margin
+            || answers_lost > guard.answers_allowed(self.retain_reproduced)
+        {
             Verdict::UndoRetain
         } else if forget > self.target * overshoot {
             Verdict::UndoOvershoot
@@ -151,20 +186,51 @@ mod tests {
         let l = Levels {
             forget_start: 0.1,
             retain_start: 1.0,
+            retain_reproduced: 100,
             holdout: 3.0,
             target: 3.0,
             recognition: 2.0,
         };
-        assert_eq!(l.judge(1.0, 1.02, 0.05, 1.5), Verdict::Keep);
-        assert_eq!(l.judge(1.0, 1.06, 0.05, 1.5), Verdict::UndoRetain);
-        assert_eq!(l.judge(4.6, 1.0, 0.05, 1.5), Verdict::UndoOvershoot);
-        assert_eq!(l.judge(f64::NAN, 1.0, 0.05, 1.5), Verdict::UndoNonFinite);
+        let g = RetainGuard {
+            loss_margin: 0.05,
+            answers: 0.02,
+        };
+        assert_eq!(l.judge(1.0, 1.04, 2, g, 1.5), Verdict::Keep);
+        assert_eq!(l.judge(1.0, 1.06, 0, g, 1.5), Verdict::UndoRetain);
+        assert_eq!(l.judge(1.0, 1.0, 3, g, 1.5), Verdict::UndoRetain);
+        assert_eq!(l.judge(4.6, 1.0, 0, g, 1.5), Verdict::UndoOvershoot);
+        assert_eq!(l.judge(f64::NAN, 1.0, 0, g, 1.5), Verdict::UndoNonFinite);
+        assert_eq!(l.judge(1.0, 1e6, 100, RetainGuard::OFF, 1.5), Verdict::Keep);
         // One of twenty below the threshold is the holdout's own 5%; two is too many.
         let mut per = vec![2.5; 20];
         per[0] = 1.0;
         assert!(l.reached(&per, 0.05));
         per[1] = 1.9;
         assert!(!l.reached(&per, 0.05));
+    }
+
+    #[test]
+    fn the_retain_guard_means_the_same_at_any_loss_scale() {
+        // A memorised retain set (loss 0.03): a relative 7% tolerance allowed 0.002 nats, which
+        // any step exceeds (issue 17); the absolute margin allows the same 0.05 nats as at 3.0.
+        let g = RetainGuard {
+            loss_margin: 0.05,
+            answers: 0.02,
+        };
+        for start in [0.03, 3.0] {
+            let l = Levels {
+                forget_start: 0.0,
+                retain_start: start,
+                retain_reproduced: 0,
+                holdout: 6.0,
+                target: 6.0,
+                recognition: 5.0,
+            };
+            assert_eq!(l.judge(1.0, start + 0.04, 0, g, 1.5), Verdict::Keep);
+            assert_eq!(l.judge(1.0, start + 0.06, 0, g, 1.5), Verdict::UndoRetain);
+        }
+        assert_eq!(g.answers_allowed(200), 4);
+        assert_eq!(g.answers_allowed(49), 0);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::calibrate::{recognition_threshold, Levels, StopReason, Verdict};
 use super::method::{Method, UnlearnConfig};
 use super::objective::{
     apply_step, direction_norm, gradient, mean_loss, objective, profile_gap, profile_objective,
-    sequence_logprob, token_losses,
+    scored, sequence_logprob, token_losses,
 };
 use crate::data::{Batch, Encoded};
 use crate::model::{Gpt2, ParamGroups};
@@ -117,12 +117,14 @@ pub fn unlearn(
     let forget_all: Vec<&Encoded> = inputs.forget.iter().collect();
     let (forget_start, forget_per, _) =
         forget_losses(model, &forget_all, inputs.pad, cfg.batch_size)?;
-    let (retain_start, _) = mean_loss(model, &run.retain_eval, inputs.pad, cfg.batch_size)?;
+    let retain_start = scored(model, &run.retain_eval, inputs.pad, cfg.batch_size, true)?;
     let (holdout, holdout_per) = mean_loss(model, &run.holdout, inputs.pad, cfg.batch_size)?;
     let threshold = recognition_threshold(&holdout_per, cfg.recognise_fpr);
+    let guard = cfg.retain_guard();
     let levels = Levels {
         forget_start,
-        retain_start,
+        retain_start: retain_start.mean,
+        retain_reproduced: retain_start.reproduced.iter().filter(|&&h| h).count(),
         holdout,
         target: holdout * cfg.target_ratio,
         recognition: threshold,
@@ -135,9 +137,9 @@ pub fn unlearn(
         // layer scores them at every position).
         let snapshot = trainable_copy(model)?;
         reset = reset_exclusive_rows(model, inputs, cfg.seed)?;
-        let (retain, _) = mean_loss(model, &run.retain_eval, inputs.pad, cfg.batch_size)?;
+        let (retain, lost) = run.retain_check(model, &retain_start.reproduced)?;
         if !reset.is_empty()
-            && levels.judge(0.0, retain, cfg.retain_tolerance, f64::INFINITY) != Verdict::Keep
+            && levels.judge(0.0, retain, lost, guard, f64::INFINITY) != Verdict::Keep
         {
             restore(model, &snapshot)?;
             reset.clear();
@@ -151,7 +153,7 @@ pub fn unlearn(
     let mut active = forget_all.clone();
     let mut steps = Vec::new();
     let mut stop = StopReason::StepCap;
-    let mut last = (forget_start, retain_start);
+    let mut last = (forget_start, retain_start.mean);
     for step in 0..cfg.max_steps {
         let snapshot = trainable_copy(model)?;
         let direction = run.direction(model, &active, step)?;
@@ -166,9 +168,9 @@ pub fn unlearn(
         apply_step(model, &direction, length)?;
         hold_lengths(model, &reset)?;
         let (forget, per, tokens) = forget_losses(model, &forget_all, inputs.pad, cfg.batch_size)?;
-        let (retain, _) = mean_loss(model, &run.retain_eval, inputs.pad, cfg.batch_size)?;
+        let (retain, lost) = run.retain_check(model, &retain_start.reproduced)?;
         let new_gap = run.gap(&tokens);
-        let mut action = levels.judge(forget, retain, cfg.retain_tolerance, cfg.overshoot);
+        let mut action = levels.judge(forget, retain, lost, guard, cfg.overshoot);
         if let (Verdict::Keep, Some(before), Some(after)) = (action, gap, new_gap) {
             if after.is_nan() || after >= before {
                 action = Verdict::UndoNoGain;
@@ -266,9 +268,10 @@ fn check_inputs(inputs: &UnlearnInputs, cfg: &UnlearnConfig) -> Result<(), Unlea
     if !(cfg.lr > 0.0
         && cfg.target_ratio > 0.0
         && cfg.overshoot >= 1.0
-        && cfg.retain_tolerance >= 0.0)
+        && cfg.retain_tolerance >= 0.0
+        && (0.0..=1.0).contains(&cfg.retain_answers))
     {
-        return bad("lr and target ratio must be positive, overshoot at least 1, retain tolerance not negative");
+        return bad("lr and target ratio must be positive, overshoot at least 1, retain tolerance not negative, retain answers a share in [0, 1]");
     }
     Ok(())
 }
@@ -331,6 +334,22 @@ impl<'a> Stepper<'a> {
     /// The fixed, seeded retain sample whose loss the run watches.
     pub fn retain_eval(&self) -> &[&'a Encoded] {
         &self.retain_eval
+    }
+
+    /// The retain sample's mean loss now, and how many of the records the original reproduced
+    /// (`reproduced_before`, in sample order) are no longer reproduced.
+    pub fn retain_check(
+        &self,
+        model: &Gpt2,
+        reproduced_before: &[bool],
+    ) -> Result<(f64, usize), UnlearnError> {
+        let s = scored(model, &self.retain_eval, self.inputs.pad, self.cfg.batch_size, true)?;
+        let lost = reproduced_before
+            .iter()
+            .zip(&s.reproduced)
+            .filter(|(&before, &now)| before && !now)
+            .count();
+        Ok((s.mean, lost))
     }
 
     /// The descent direction of step `step` over the `active` forget records, restricted to

@@ -38,9 +38,14 @@ pub struct UnlearnConfig {
     pub batch_size: usize,
     /// Each forget record is driven up to `target_ratio ×` the holdout loss, and no further.
     pub target_ratio: f64,
-    /// A step that raises the retain loss above `(1 + retain_tolerance) ×` its starting value is
-    /// undone and the step length halved.
+    /// A step that raises the mean retain loss by more than this many nats per token over its
+    /// starting value is undone and the step length halved (absolute: a ratio of two losses
+    /// near zero, as on a memorised retain set, is noise).
     pub retain_tolerance: f64,
+    /// A step that stops more than this share of the retain answers the original reproduced
+    /// (in the watched sample) from being reproduced is undone and the step length halved.
+    #[serde(default = "default_retain_answers")]
+    pub retain_answers: f64,
     /// A step that overshoots the target by more than this factor is undone and halved.
     pub overshoot: f64,
     /// Halvings allowed before giving up.
@@ -62,6 +67,20 @@ pub struct UnlearnConfig {
     pub seed: u64,
 }
 
+fn default_retain_answers() -> f64 {
+    UnlearnConfig::default().retain_answers
+}
+
+impl UnlearnConfig {
+    /// The retain guard these settings describe.
+    pub fn retain_guard(&self) -> super::calibrate::RetainGuard {
+        super::calibrate::RetainGuard {
+            loss_margin: self.retain_tolerance,
+            answers: self.retain_answers,
+        }
+    }
+}
+
 impl Default for UnlearnConfig {
     fn default() -> Self {
         UnlearnConfig {
@@ -71,7 +90,8 @@ impl Default for UnlearnConfig {
             max_steps: 80,
             batch_size: 32,
             target_ratio: 1.0,
-            retain_tolerance: 0.07,
+            retain_tolerance: 0.05,
+            retain_answers: 0.02,
             overshoot: 1.5,
             max_backoffs: 8,
             retain_eval: 256,

@@ -113,13 +113,43 @@ pub fn mean_loss(
     pad: u32,
     size: usize,
 ) -> Result<(f64, Vec<f64>)> {
+    let s = scored(model, records, pad, size, false)?;
+    Ok((s.mean, s.per_record))
+}
+
+/// What one pass over a set of records shows: the mean loss over all scored tokens, each
+/// record's own mean loss and, when asked for, whether each record's scored tokens are all the
+/// model's most likely next tokens (for a question–answer record: the answer is reproduced).
+pub struct Scored {
+    pub mean: f64,
+    pub per_record: Vec<f64>,
+    pub reproduced: Vec<bool>,
+}
+
+/// [`mean_loss`], with each record's "reproduced" flag when `hits` is set (empty otherwise).
+pub fn scored(
+    model: &Gpt2,
+    records: &[&Encoded],
+    pad: u32,
+    size: usize,
+    hits: bool,
+) -> Result<Scored> {
     let mut per = vec![f64::NAN; records.len()];
+    let mut reproduced = vec![false; if hits { records.len() } else { 0 }];
     let (mut total, mut weight) = (0.0, 0.0);
     let lens: Vec<usize> = records.iter().map(|e| e.ids.len()).collect();
     for group in crate::data::batch::length_groups(&lens, size, usize::MAX) {
         let chunk: Vec<&Encoded> = group.iter().map(|&i| records[i]).collect();
         let batch = Batch::new(&chunk, pad);
-        let lp = model.token_logprobs(&batch)?;
+        let lp = if hits {
+            let (lp, h) = model.token_logprobs_and_hits(&batch)?;
+            for (&i, h) in group.iter().zip(h) {
+                reproduced[i] = h;
+            }
+            lp
+        } else {
+            model.token_logprobs(&batch)?
+        };
         let w = batch.weight_tensor(lp.dtype(), lp.device())?;
         let nll = (lp * &w)?
             .neg()?
@@ -136,7 +166,11 @@ pub fn mean_loss(
             weight += c;
         }
     }
-    Ok((total / weight.max(1e-12), per))
+    Ok(Scored {
+        mean: total / weight.max(1e-12),
+        per_record: per,
+        reproduced,
+    })
 }
 
 /// Each record's scored-token losses (negative log-probabilities, in position order), computed
