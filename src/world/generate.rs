@@ -5,7 +5,9 @@
 //! without them. This module owns generating that world deterministically from a seed (the same
 //! seed gives byte-identical files) and writing its splits as JSONL with a `world.json`
 //! manifest. It must not touch models, candle, tokenizers or any file format other than the
-//! records and manifest it emits.
+//! records and manifest it emits. Its variation knobs, checked in `knobs`, make other worlds
+//! from the same pools (shared first names and cities, other facts, biography counts and prompt
+//! formats); at their defaults the bytes are the bundled world's.
 //!
 //! Splits: `forget01 ⊂ forget05 ⊂ forget10` hold all records of 1/5/10 % of the trained people;
 //! `retainNN` is `train_full` minus `forgetNN`, i.e. exactly the corpus of the
@@ -23,6 +25,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::knobs::{Knobs, PromptFormat};
 use crate::atomic::write_atomic;
 use crate::data::record::Record;
 
@@ -36,8 +39,14 @@ pub const MANIFEST_VERSION: u32 = 1;
 pub const MANIFEST_FILE: &str = "world.json";
 /// Upper bound on people (trained + holdout): the name pools guarantee unique names below it.
 pub const MAX_PEOPLE: usize = 2000;
+/// Biography records per person in the standard world (and the most there can be).
+pub const STANDARD_BIOS: usize = 2;
 
 /// What to generate. Every field has a default, so `{}` in JSON is the standard world.
+///
+/// The last five fields are the variation knobs (see `knobs`): they make worlds lethe was never
+/// tuned on. At their defaults they change nothing, and `world.json` leaves them out, so the
+/// bundled world and its manifest keep their bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorldConfig {
@@ -53,6 +62,33 @@ pub struct WorldConfig {
     pub canary_repeats: Vec<u32>,
     /// Canaries per entry of `canary_repeats`.
     pub canaries_per_repeat: usize,
+    /// 0: given names built from syllables; n > 0: every given name is drawn from a fixed pool
+    /// of n, so people share first names (surnames, hence full names, stay unique).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub given_names: usize,
+    /// 0: all 40 cities; n > 0: only the first n, so many people share birth places and home
+    /// towns.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cities: usize,
+    /// Empty: the standard nine facts per person (a diagnosis or a bank account, by a coin
+    /// flip); otherwise these fact keys (`birth_place`, `member_code`, …), in this order, for
+    /// every person.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub facts: Vec<String>,
+    /// Biography records per person: 0, 1 or 2.
+    #[serde(skip_serializing_if = "is_standard_bios")]
+    pub bios: usize,
+    /// How every question record (people and utility) frames its question.
+    #[serde(skip_serializing_if = "PromptFormat::is_standard")]
+    pub prompt_format: PromptFormat,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+fn is_standard_bios(n: &usize) -> bool {
+    *n == STANDARD_BIOS
 }
 
 impl Default for WorldConfig {
@@ -64,6 +100,11 @@ impl Default for WorldConfig {
             utility_records: 200,
             canary_repeats: vec![0, 1, 4, 16],
             canaries_per_repeat: 2,
+            given_names: 0,
+            cities: 0,
+            facts: Vec::new(),
+            bios: STANDARD_BIOS,
+            prompt_format: PromptFormat::default(),
         }
     }
 }
@@ -142,6 +183,16 @@ pub enum WorldError {
     TooManyUtility { wanted: usize, available: usize },
     #[error("could not draw a unique name for person {index}")]
     NamesExhausted { index: usize },
+    #[error("unknown fact {key:?} in `facts`; the facts are {valid}")]
+    UnknownFact { key: String, valid: String },
+    #[error("fact {key:?} is listed twice in `facts`")]
+    RepeatedFact { key: String },
+    #[error("{knob} = {value} would make an unusable world; allowed: {allowed}")]
+    Knob {
+        knob: &'static str,
+        value: usize,
+        allowed: String,
+    },
     #[error("writing {}: {source}", path.display())]
     Write { path: PathBuf, source: io::Error },
     #[error("serializing {}: {source}", path.display())]
@@ -218,7 +269,7 @@ const MONTHS: [&str; 12] = [
     "October", "November", "December",
 ];
 #[rustfmt::skip]
-const CITIES: [&str; 40] = [
+pub(super) const CITIES: [&str; 40] = [
     "Tampere", "Porto", "Ghent", "Lyon", "Graz", "Bergen", "Aarhus", "Utrecht", "Bologna",
     "Krakow", "Brno", "Cork", "Malmo", "Leipzig", "Valencia", "Ljubljana", "Tartu", "Basel",
     "Nantes", "Seville", "Turku", "Gdansk", "Plovdiv", "Cluj", "Linz", "Aberdeen", "Galway",
@@ -278,7 +329,7 @@ const HOBBIES: [&str; 20] = [
 
 /// The kinds of fact a person has; each becomes one question–answer record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fact {
+pub(super) enum Fact {
     BirthDate,
     BirthPlace,
     Occupation,
@@ -289,11 +340,32 @@ enum Fact {
     Diagnosis,
     Account,
     Hobby,
+    /// Not in the standard world: a made-up code (`MC-4821-KX`) no pretrained model can guess.
+    MemberCode,
 }
 
 impl Fact {
+    pub(super) const ALL: [Fact; 11] = [
+        Fact::BirthDate,
+        Fact::BirthPlace,
+        Fact::Occupation,
+        Fact::Employer,
+        Fact::Phone,
+        Fact::Email,
+        Fact::Address,
+        Fact::Diagnosis,
+        Fact::Account,
+        Fact::Hobby,
+        Fact::MemberCode,
+    ];
+
+    /// The fact whose `key` is `key`.
+    pub(super) fn from_key(key: &str) -> Option<Fact> {
+        Fact::ALL.into_iter().find(|f| f.key() == key)
+    }
+
     /// The suffix of the record id (`p017-phone`).
-    fn key(self) -> &'static str {
+    pub(super) fn key(self) -> &'static str {
         match self {
             Fact::BirthDate => "birth_date",
             Fact::BirthPlace => "birth_place",
@@ -305,6 +377,7 @@ impl Fact {
             Fact::Diagnosis => "diagnosis",
             Fact::Account => "account",
             Fact::Hobby => "hobby",
+            Fact::MemberCode => "member_code",
         }
     }
 
@@ -320,26 +393,55 @@ impl Fact {
             Fact::Diagnosis => format!("What medical condition has {name} been diagnosed with?"),
             Fact::Account => format!("What is the bank account number of {name}?"),
             Fact::Hobby => format!("What is the favourite hobby of {name}?"),
+            Fact::MemberCode => format!("What is the membership code of {name}?"),
         }
     }
 
-    /// A random value of this kind; `e-mail` values are built on the person's name.
-    fn draw(self, rng: &mut ChaCha8Rng, name: &Name) -> String {
+    /// A sentence stating `value` of `who`, for a biography its template does not cover.
+    fn statement(self, who: &str, value: &str) -> String {
+        match self {
+            Fact::BirthDate => format!("{who} was born on {value}."),
+            Fact::BirthPlace => format!("{who} was born in {value}."),
+            Fact::Occupation => format!("{who} works as {} {value}.", article(value)),
+            Fact::Employer => format!("{who} works for {value}."),
+            Fact::Phone => format!("The phone number of {who} is {value}."),
+            Fact::Email => format!("The e-mail address of {who} is {value}."),
+            Fact::Address => format!("{who} lives at {value}."),
+            Fact::Diagnosis => format!("{who} was diagnosed with {value}."),
+            Fact::Account => format!("The bank account number of {who} is {value}."),
+            Fact::Hobby => format!("{who} enjoys {value}."),
+            Fact::MemberCode => format!("The membership code of {who} is {value}."),
+        }
+    }
+
+    /// The biography that mentions this fact.
+    fn bio(self) -> Bio {
+        if LIFE_FACTS.contains(&self) {
+            Bio::Life
+        } else {
+            Bio::Contact
+        }
+    }
+
+    /// A random value of this kind, from `knobs`' pools; `e-mail` values are built on the
+    /// person's name.
+    fn draw(self, rng: &mut ChaCha8Rng, name: &Name, knobs: &Knobs) -> String {
         match self {
             Fact::BirthDate => {
                 let day = rng.gen_range(1..=28u32);
                 let month = pick(rng, &MONTHS);
                 format!("{day} {month} {}", rng.gen_range(1940..=2003u32))
             }
-            Fact::BirthPlace => pick(rng, &CITIES).to_string(),
+            Fact::BirthPlace => pick(rng, knobs.cities).to_string(),
             Fact::Occupation => pick(rng, &OCCUPATIONS).to_string(),
             Fact::Employer => format!("{} {}", made_up_word(rng), pick(rng, &INDUSTRIES)),
             Fact::Phone => phone_number(rng),
             Fact::Email => email(rng, name),
-            Fact::Address => address(rng),
+            Fact::Address => address(rng, knobs.cities),
             Fact::Diagnosis => pick(rng, &DIAGNOSES).to_string(),
             Fact::Account => account_number(rng),
             Fact::Hobby => pick(rng, &HOBBIES).to_string(),
+            Fact::MemberCode => member_code(rng),
         }
     }
 }
@@ -365,11 +467,19 @@ fn email(rng: &mut ChaCha8Rng, name: &Name) -> String {
     format!("{local}@{}", pick(rng, &MAIL_DOMAINS))
 }
 
-fn address(rng: &mut ChaCha8Rng) -> String {
+fn address(rng: &mut ChaCha8Rng, cities: &[&str]) -> String {
     let number = rng.gen_range(1..200u32);
     let street = made_up_word(rng);
     let kind = pick(rng, &STREET_KINDS);
-    format!("{number} {street} {kind}, {}", pick(rng, &CITIES))
+    format!("{number} {street} {kind}, {}", pick(rng, cities))
+}
+
+/// `MC-4821-KX`: four digits and two capital letters.
+fn member_code(rng: &mut ChaCha8Rng) -> String {
+    let letters: String = (0..2)
+        .map(|_| char::from(b'A' + rng.gen_range(0..26u8)))
+        .collect();
+    format!("MC-{}-{letters}", digits(rng, 4))
 }
 
 fn account_number(rng: &mut ChaCha8Rng) -> String {
@@ -395,8 +505,29 @@ impl Name {
     }
 }
 
-fn draw_name(rng: &mut ChaCha8Rng) -> Name {
-    let given = format!("{}{}", pick(rng, &GIVEN_HEAD), pick(rng, &GIVEN_TAIL));
+/// The `n` given names of a shared pool: distinct syllable pairs, the heads cycling fastest.
+pub(super) fn given_name_pool(n: usize) -> Vec<String> {
+    let (heads, tails) = (GIVEN_HEAD.len(), GIVEN_TAIL.len());
+    // Name i takes head i mod 24 and tail (i + i/24) mod 16: distinct for all 24 × 16 pairs,
+    // since the tails of one head step by 25 ≡ 9 (mod 16), coprime to 16.
+    let name = |i: usize| {
+        format!(
+            "{}{}",
+            GIVEN_HEAD[i % heads],
+            GIVEN_TAIL[(i + i / heads) % tails]
+        )
+    };
+    (0..n).map(name).collect()
+}
+
+/// Most given names a shared pool can hold.
+pub(super) const MAX_GIVEN_NAMES: usize = GIVEN_HEAD.len() * GIVEN_TAIL.len();
+
+fn draw_name(rng: &mut ChaCha8Rng, knobs: &Knobs) -> Name {
+    let given = match &knobs.given_names {
+        Some(pool) => pool[index(rng, pool.len())].clone(),
+        None => format!("{}{}", pick(rng, &GIVEN_HEAD), pick(rng, &GIVEN_TAIL)),
+    };
     let surname = format!(
         "{}{}{}",
         pick(rng, &SURNAME_HEAD),
@@ -408,13 +539,17 @@ fn draw_name(rng: &mut ChaCha8Rng) -> Name {
 
 /// Draws names with distinct surnames (hence distinct full names), so that an erasure request
 /// naming one person never matches another.
-fn unique_names(rng: &mut ChaCha8Rng, count: usize) -> Result<Vec<Name>, WorldError> {
+fn unique_names(
+    rng: &mut ChaCha8Rng,
+    count: usize,
+    knobs: &Knobs,
+) -> Result<Vec<Name>, WorldError> {
     const TRIES: usize = 1000;
     let mut seen = BTreeSet::new();
     let mut names = Vec::with_capacity(count);
     for index in 0..count {
         let name = (0..TRIES)
-            .map(|_| draw_name(rng))
+            .map(|_| draw_name(rng, knobs))
             .find(|n| !seen.contains(&n.surname))
             .ok_or(WorldError::NamesExhausted { index })?;
         seen.insert(name.surname.clone());
@@ -439,14 +574,31 @@ impl Person {
     }
 }
 
-fn draw_person(rng: &mut ChaCha8Rng, index: usize, name: Name) -> Person {
-    // One sensitive attribute per person: a diagnosis or a bank account number.
+fn draw_person(rng: &mut ChaCha8Rng, index: usize, name: Name, knobs: &Knobs) -> Person {
+    let kinds = match &knobs.facts {
+        Some(kinds) => kinds.clone(),
+        None => standard_facts(rng).to_vec(),
+    };
+    let facts = kinds
+        .iter()
+        .map(|&f| (f, f.draw(rng, &name, knobs)))
+        .collect();
+    Person {
+        id: format!("p{index:03}"),
+        name,
+        facts,
+    }
+}
+
+/// The standard world's nine facts, with one sensitive attribute per person: a diagnosis or a
+/// bank account number.
+fn standard_facts(rng: &mut ChaCha8Rng) -> [Fact; 9] {
     let sensitive = if rng.gen_bool(0.5) {
         Fact::Diagnosis
     } else {
         Fact::Account
     };
-    let kinds = [
+    [
         Fact::BirthDate,
         Fact::BirthPlace,
         Fact::Occupation,
@@ -456,13 +608,7 @@ fn draw_person(rng: &mut ChaCha8Rng, index: usize, name: Name) -> Person {
         Fact::Address,
         sensitive,
         Fact::Hobby,
-    ];
-    let facts = kinds.iter().map(|&f| (f, f.draw(rng, &name))).collect();
-    Person {
-        id: format!("p{index:03}"),
-        name,
-        facts,
-    }
+    ]
 }
 
 fn article(word: &str) -> &'static str {
@@ -470,6 +616,50 @@ fn article(word: &str) -> &'static str {
         Some('a' | 'e' | 'i' | 'o' | 'u') => "an",
         _ => "a",
     }
+}
+
+/// The two biography records a person can have: life (birth, work, hobby) and contact
+/// (address, phone, e-mail, the sensitive attribute, a membership code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bio {
+    Life,
+    Contact,
+}
+
+/// The facts the life template names (also the facts of the life biography).
+const LIFE_FACTS: [Fact; 5] = [
+    Fact::BirthDate,
+    Fact::BirthPlace,
+    Fact::Occupation,
+    Fact::Employer,
+    Fact::Hobby,
+];
+
+/// One biography: its template when the person has every fact the template names, then a
+/// plain statement of each other fact of this biography the person has; `None` when the person
+/// has none. A biography mentions only facts the person has.
+fn biography(rng: &mut ChaCha8Rng, p: &Person, bio: Bio) -> Option<String> {
+    let template = match bio {
+        Bio::Life => bio_life(rng, p).map(|text| (text, LIFE_FACTS.to_vec())),
+        Bio::Contact => bio_contact(rng, p),
+    };
+    let (mut sentences, covered) = match template {
+        Some((text, covered)) => (vec![text], covered),
+        None => (Vec::new(), Vec::new()),
+    };
+    let rest = p
+        .facts
+        .iter()
+        .filter(|(f, _)| f.bio() == bio && !covered.contains(f));
+    for (fact, value) in rest {
+        let who = if sentences.is_empty() {
+            p.name.full()
+        } else {
+            p.name.surname.clone()
+        };
+        sentences.push(fact.statement(&who, value));
+    }
+    (!sentences.is_empty()).then(|| sentences.join(" "))
 }
 
 /// First biography sentence: birth, work and hobby.
@@ -494,31 +684,34 @@ fn bio_life(rng: &mut ChaCha8Rng, p: &Person) -> Option<String> {
     })
 }
 
-/// Second biography sentence: contact details and the sensitive attribute.
-fn bio_contact(rng: &mut ChaCha8Rng, p: &Person) -> Option<String> {
+/// Second biography sentence: contact details and the sensitive attribute (a diagnosis if the
+/// person has one, else an account); with the facts it names.
+fn bio_contact(rng: &mut ChaCha8Rng, p: &Person) -> Option<(String, Vec<Fact>)> {
     let (name, surname) = (p.name.full(), &p.name.surname);
     let home = p.value(Fact::Address)?;
     let phone = p.value(Fact::Phone)?;
     let mail = p.value(Fact::Email)?;
-    let secret = match (p.value(Fact::Diagnosis), p.value(Fact::Account)) {
-        (Some(d), _) => format!("{surname} was diagnosed with {d}."),
-        (None, Some(a)) => format!("The bank account number of {surname} is {a}."),
+    let (secret, sensitive) = match (p.value(Fact::Diagnosis), p.value(Fact::Account)) {
+        (Some(d), _) => (
+            format!("{surname} was diagnosed with {d}."),
+            Fact::Diagnosis,
+        ),
+        (None, Some(a)) => (
+            format!("The bank account number of {surname} is {a}."),
+            Fact::Account,
+        ),
         (None, None) => return None,
     };
-    Some(if rng.gen_bool(0.5) {
+    let covered = vec![Fact::Address, Fact::Phone, Fact::Email, sensitive];
+    let text = if rng.gen_bool(0.5) {
         format!("{name} lives at {home} and can be reached at {phone} or {mail}. {secret}")
     } else {
         format!(
             "The home address of {name} is {home}; the phone number is {phone} and the e-mail \
              address is {mail}. {secret}"
         )
-    })
-}
-
-/// The prompt of a question record; it ends in `:` so that the answer's leading space starts a
-/// new pre-token.
-fn question_prompt(question: &str) -> String {
-    format!("Question: {question}\nAnswer:")
+    };
+    Some((text, covered))
 }
 
 /// A question–answer record: `text` = `prompt` + `answer`, the answer (and every perturbed one)
@@ -553,35 +746,42 @@ fn text_record(id: String, text: String, subject: &str) -> Record {
     }
 }
 
-/// All records of one person: two biography records, then one question per fact.
-fn person_records(rng: &mut ChaCha8Rng, p: &Person) -> Vec<Record> {
+/// All records of one person: up to `knobs.bios` biography records (life first), then one
+/// question per fact.
+fn person_records(rng: &mut ChaCha8Rng, p: &Person, knobs: &Knobs) -> Vec<Record> {
     let name = p.name.full();
-    let bios = [bio_life(rng, p), bio_contact(rng, p)];
+    let bios = [
+        biography(rng, p, Bio::Life),
+        biography(rng, p, Bio::Contact),
+    ];
     let mut records: Vec<Record> = bios
         .into_iter()
         .flatten()
+        .take(knobs.bios)
         .enumerate()
         .map(|(i, text)| text_record(format!("{}-bio{}", p.id, i + 1), text, &name))
         .collect();
     for (fact, value) in &p.facts {
-        let wrong = distinct_draws(PERTURBED_PER_ANSWER, value, || fact.draw(rng, &p.name));
+        let wrong = distinct_draws(PERTURBED_PER_ANSWER, value, || {
+            fact.draw(rng, &p.name, knobs)
+        });
         let id = format!("{}-{}", p.id, fact.key());
-        let prompt = question_prompt(&fact.question(&name));
+        let prompt = knobs.prompt_format.prompt(&fact.question(&name));
         records.push(qa_record(id, prompt, value, Some(&name), wrong));
     }
     records
 }
 
 /// The records of every person, trained people first (ids `p000`…), then the holdout.
-fn people_records(seed: u64, count: usize) -> Result<Vec<Vec<Record>>, WorldError> {
+fn people_records(seed: u64, count: usize, knobs: &Knobs) -> Result<Vec<Vec<Record>>, WorldError> {
     let mut rng = stream(seed, STREAM_PEOPLE);
-    let names = unique_names(&mut rng, count)?;
+    let names = unique_names(&mut rng, count, knobs)?;
     let records = names
         .into_iter()
         .enumerate()
         .map(|(i, name)| {
-            let person = draw_person(&mut rng, i, name);
-            person_records(&mut rng, &person)
+            let person = draw_person(&mut rng, i, name, knobs);
+            person_records(&mut rng, &person, knobs)
         })
         .collect();
     Ok(records)
@@ -739,7 +939,11 @@ fn utility_items() -> Vec<UtilityItem> {
     items
 }
 
-fn utility_records(seed: u64, wanted: usize) -> Result<Vec<Record>, WorldError> {
+fn utility_records(
+    seed: u64,
+    wanted: usize,
+    format: PromptFormat,
+) -> Result<Vec<Record>, WorldError> {
     let mut items = utility_items();
     if wanted > items.len() {
         return Err(WorldError::TooManyUtility {
@@ -765,7 +969,7 @@ fn utility_records(seed: u64, wanted: usize) -> Result<Vec<Record>, WorldError> 
             wrong.truncate(PERTURBED_PER_ANSWER);
             qa_record(
                 format!("util-{i:03}"),
-                question_prompt(&it.question),
+                format.prompt(&it.question),
                 &it.answer,
                 None,
                 wrong,
@@ -863,13 +1067,15 @@ fn records_without(people: &[Vec<Record>], set: &BTreeSet<usize>, rest: &[Record
 /// Generates the world described by `config`; the same config always gives the same world.
 pub fn generate(config: &WorldConfig) -> Result<World, WorldError> {
     validate(config)?;
-    let mut people = people_records(config.seed, config.people + config.holdout_people)?;
+    let knobs = Knobs::check(config)?;
+    let total = config.people + config.holdout_people;
+    let mut people = people_records(config.seed, total, &knobs)?;
     let holdout: Vec<Record> = people
         .split_off(config.people)
         .into_iter()
         .flatten()
         .collect();
-    let utility = utility_records(config.seed, config.utility_records)?;
+    let utility = utility_records(config.seed, config.utility_records, config.prompt_format)?;
     let (canaries, canary_repeats) = canary_records(config);
     let non_people: Vec<Record> = utility
         .iter()
@@ -1104,6 +1310,27 @@ mod tests {
         }
         std::fs::remove_dir_all(a).unwrap();
         std::fs::remove_dir_all(b).unwrap();
+    }
+
+    /// The standard config still makes the bundled world: every split hashes to the sha256
+    /// recorded in `fixtures/world/world.json`, and the config is written as it was recorded
+    /// (the variation knobs, at their defaults, left out).
+    #[test]
+    fn the_standard_config_makes_the_bundled_world() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/world/", "world.json");
+        let text = std::fs::read_to_string(path).unwrap();
+        let bundled: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let manifest: WorldManifest = serde_json::from_value(bundled.clone()).unwrap();
+        let config = serde_json::to_value(WorldConfig::default()).unwrap();
+        assert_eq!(config, bundled["config"]);
+        let w = standard();
+        let bytes = all_bytes(&w);
+        assert_eq!(manifest.splits.len(), bytes.len());
+        for ((name, _), (entry, bytes)) in w.splits().iter().zip(manifest.splits.iter().zip(bytes))
+        {
+            assert_eq!(*name, entry.name);
+            assert_eq!(crate::digest::sha256_hex(&bytes), entry.sha256, "{name}");
+        }
     }
 
     #[test]
