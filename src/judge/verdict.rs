@@ -602,10 +602,38 @@ pub fn judge_spec<'r>(
             property: p.id.clone(),
             split: p.split.clone(),
         })?;
-        let outcome = crate::judge::property::run(p, spec.seed, records, oracle)?;
-        verdicts.push(property_verdict(&outcome));
+        let verdict = match crate::judge::property::run(p, spec.seed, records, oracle) {
+            Ok(outcome) => property_verdict(&outcome),
+            Err(e @ crate::judge::property::PropertyError::NoRecords { .. }) => {
+                nothing_to_check(p, &e)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        verdicts.push(verdict);
     }
     Ok(verdicts)
+}
+
+/// A property whose split holds no record it applies to (a user's data need not name its
+/// records as the bundled world does): nothing was checked, so nothing can pass — inconclusive,
+/// saying what the spec looked for.
+fn nothing_to_check(p: &crate::judge::property::Property, why: &dyn std::fmt::Display) -> Verdict {
+    Verdict {
+        requirement: p.id.clone(),
+        metric: "property".into(),
+        status: Status::Inconclusive,
+        compare: "property".into(),
+        value: None,
+        bound: None,
+        confidence: None,
+        threshold: None,
+        baseline: None,
+        samples: 0,
+        reason: format!("nothing to check: {why}"),
+        needed_samples: None,
+        counterexample: None,
+        coverage: None,
+    }
 }
 
 /// A property outcome as a verdict: a counterexample is a failure and its reason shows it.
