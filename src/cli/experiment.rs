@@ -19,7 +19,7 @@ use crate::judge::metric::Side;
 use crate::judge::spec::Spec;
 use crate::judge::verdict::{evaluate, farthest_from_chance, overall, Status, Verdict};
 use crate::model::{load_model, Gpt2};
-use crate::train::{Ledger, TrainConfig};
+use crate::train::{Ledger, OptimizerConfig, TrainConfig};
 use crate::unlearn::objective::mean_loss;
 use anyhow::{Context, Result};
 use candle_core::DType;
@@ -322,6 +322,9 @@ fn finetune_with_every_epoch(fixtures: &Path, out: &Path) -> Result<(PathBuf, Pa
         ("--seed", cfg.seed.to_string()),
     ] {
         cmd.args([flag, &value]);
+    }
+    if let OptimizerConfig::Sgd { momentum } = cfg.optimizer {
+        cmd.args(["--optimizer", "sgd", "--momentum", &momentum.to_string()]);
     }
     eprintln!("running: fine-tune with a ledger of every epoch");
     let status = cmd.status().context("running lethe train")?;

@@ -1,13 +1,15 @@
 //! `lethe train`: trains a GPT-2 on a JSONL corpus — from scratch, or fine-tuning a model in
-//! Hugging Face layout (`--init`), the seed paper's setting — with AdamW, warm-up and cosine
-//! schedule and a fixed seed, checkpointing in Hugging Face layout after every epoch and
+//! Hugging Face layout (`--init`), the seed paper's setting — with AdamW (or SGD with momentum,
+//! `--optimizer sgd`), warm-up and cosine schedule and a fixed seed, checkpointing in Hugging Face layout after every epoch and
 //! recording the first-epoch gradient ledger on the way.
 
 use super::progress::{Progress, ProgressMode};
 use crate::data::{read_records, Encoded, TextTokenizer};
 use crate::model::{init::random_gpt2, load_model, Gpt2, Gpt2Config, ParamGroups};
 use crate::output::check_output;
-use crate::train::{ledger::LedgerEpochs, train, trainer::EpochLog, LedgerRecorder, TrainConfig};
+use crate::train::{
+    ledger::LedgerEpochs, train, trainer::EpochLog, LedgerRecorder, OptimizerConfig, TrainConfig,
+};
 use anyhow::{Context, Result};
 use candle_core::DType;
 use std::path::{Path, PathBuf};
@@ -52,6 +54,12 @@ pub struct TrainArgs {
     warmup: usize,
     #[arg(long, default_value_t = TrainConfig::default().weight_decay)]
     weight_decay: f64,
+    /// The optimiser: AdamW, or SGD with heavy-ball momentum.
+    #[arg(long, value_enum, default_value_t = Optimizer::Adamw)]
+    optimizer: Optimizer,
+    /// SGD's momentum, in [0, 1) (0 = plain SGD) [default: 0.9]. Only with --optimizer sgd.
+    #[arg(long)]
+    momentum: Option<f64>,
     /// Seed of the initial weights and of the shuffle.
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
@@ -69,7 +77,46 @@ pub struct TrainArgs {
     ledger_records: Option<PathBuf>,
 }
 
+/// The `--optimizer` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Optimizer {
+    Adamw,
+    Sgd,
+}
+
+/// SGD's momentum when `--momentum` is not given.
+const DEFAULT_MOMENTUM: f64 = 0.9;
+
 impl TrainArgs {
+    /// The training settings the flags give.
+    fn train_config(&self) -> Result<TrainConfig> {
+        Ok(TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            warmup_steps: self.warmup,
+            weight_decay: self.weight_decay,
+            seed: self.seed,
+            optimizer: self.optimizer()?,
+            ..Default::default()
+        })
+    }
+
+    /// `--optimizer` with its `--momentum`, which AdamW does not take.
+    fn optimizer(&self) -> Result<OptimizerConfig> {
+        let chosen = match (self.optimizer, self.momentum) {
+            (Optimizer::Adamw, None) => OptimizerConfig::Adamw,
+            (Optimizer::Adamw, Some(_)) => {
+                anyhow::bail!("--momentum applies to --optimizer sgd only")
+            }
+            (Optimizer::Sgd, momentum) => OptimizerConfig::Sgd {
+                momentum: momentum.unwrap_or(DEFAULT_MOMENTUM),
+            },
+        };
+        chosen.check()?;
+        Ok(chosen)
+    }
+
     /// Every file or folder the command reads.
     fn inputs(&self) -> Vec<&Path> {
         let required = [&self.data, &self.tokenizer];
@@ -80,6 +127,7 @@ impl TrainArgs {
 }
 
 pub fn run(args: TrainArgs, progress: ProgressMode) -> Result<ExitCode> {
+    let tcfg = args.train_config()?;
     let inputs = args.inputs();
     for out in std::iter::once(&args.out).chain(&args.ledger) {
         check_output(out, &inputs, args.force)?;
@@ -94,15 +142,6 @@ pub fn run(args: TrainArgs, progress: ProgressMode) -> Result<ExitCode> {
         .iter()
         .map(|r| tok.encode(r, false, ctx))
         .collect::<Result<_, _>>()?;
-    let tcfg = TrainConfig {
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        lr: args.lr,
-        warmup_steps: args.warmup,
-        weight_decay: args.weight_decay,
-        seed: args.seed,
-        ..Default::default()
-    };
     let only = match &args.ledger_records {
         Some(p) => Some(read_records(p)?.into_iter().map(|r| r.id).collect()),
         None => None,

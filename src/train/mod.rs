@@ -4,7 +4,8 @@
 
 pub mod ledger;
 pub mod schedule;
+pub mod sgd;
 pub mod trainer;
 
 pub use ledger::{Ledger, LedgerEpochs, LedgerRecorder};
-pub use trainer::{train, TrainConfig};
+pub use trainer::{train, OptimizerConfig, TrainConfig};

@@ -1,4 +1,5 @@
-//! The training loop: AdamW with warm-up and cosine decay, a seeded shuffle per epoch, padded
+//! The training loop: AdamW (or SGD with heavy-ball momentum, `sgd`) with warm-up and cosine
+//! decay, a seeded shuffle per epoch, padded
 //! batches, a checkpoint in Hugging Face layout after every epoch (each file written to a
 //! temporary name and renamed, so an interrupted run leaves the last checkpoint intact), and
 //! the gradient ledger recorded on the way. Used to build the bundled fixture models and the
@@ -6,9 +7,11 @@
 
 use super::ledger::{LedgerError, LedgerRecorder};
 use super::schedule::WarmupCosine;
+use super::sgd::{MomentumSgd, ParamsSgd};
 use crate::data::{Batch, Encoded};
 use crate::model::{save_model, Gpt2, ParamGroups};
-use candle_core::DType;
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Var};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -28,6 +31,35 @@ pub struct TrainConfig {
     pub warmup_steps: usize,
     pub weight_decay: f64,
     pub seed: u64,
+    /// Absent from `train.json` files written before SGD was offered: those runs used AdamW.
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+}
+
+/// The optimiser of a run. Both follow the same warm-up and cosine schedule and use
+/// `weight_decay`: AdamW decoupled from the gradient, SGD added to it (PyTorch's conventions).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OptimizerConfig {
+    /// candle_nn's AdamW with its default betas and epsilon.
+    #[default]
+    Adamw,
+    /// SGD with heavy-ball momentum `momentum` in [0, 1) (`sgd::MomentumSgd`).
+    Sgd { momentum: f64 },
+}
+
+impl OptimizerConfig {
+    /// Refuses a momentum outside [0, 1) (at 1 or above the steps never die out).
+    pub fn check(&self) -> Result<(), TrainError> {
+        match *self {
+            OptimizerConfig::Sgd { momentum } if !(0.0..1.0).contains(&momentum) => {
+                Err(TrainError::Config(format!(
+                    "the momentum is {momentum}; SGD needs one in [0, 1)"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -40,6 +72,7 @@ impl Default for TrainConfig {
             warmup_steps: 100,
             weight_decay: 0.0,
             seed: 17,
+            optimizer: OptimizerConfig::Adamw,
         }
     }
 }
@@ -95,36 +128,87 @@ fn epoch_batches(
     batches
 }
 
-/// AdamW over all of `model`'s parameters, made trainable, at `cfg`'s rate and decay.
-fn optimiser(model: &mut Gpt2, cfg: &TrainConfig) -> Result<AdamW, TrainError> {
+/// The optimiser a run steps with.
+enum Stepper {
+    AdamW(AdamW),
+    Sgd(MomentumSgd),
+}
+
+impl Stepper {
+    /// One update from `grads` at learning rate `lr`.
+    fn step(&mut self, grads: &GradStore, lr: f64) -> candle_core::Result<()> {
+        match self {
+            Stepper::AdamW(opt) => {
+                opt.set_learning_rate(lr);
+                opt.step(grads)
+            }
+            Stepper::Sgd(opt) => {
+                opt.set_learning_rate(lr);
+                opt.step(grads)
+            }
+        }
+    }
+}
+
+/// `cfg`'s optimiser over all of `model`'s parameters, made trainable, at `cfg`'s rate and
+/// decay.
+fn optimiser(model: &mut Gpt2, cfg: &TrainConfig) -> Result<Stepper, TrainError> {
     model
         .set_trainable(&ParamGroups::all())
         .map_err(TrainError::Config)?;
-    let vars = model
+    let vars: Vec<Var> = model
         .trainable_vars()
         .into_iter()
         .map(|(_, v)| v.clone())
         .collect();
-    let params = ParamsAdamW {
-        lr: cfg.lr,
-        weight_decay: cfg.weight_decay,
-        ..Default::default()
-    };
-    Ok(AdamW::new(vars, params)?)
+    Ok(match cfg.optimizer {
+        OptimizerConfig::Adamw => {
+            let params = ParamsAdamW {
+                lr: cfg.lr,
+                weight_decay: cfg.weight_decay,
+                ..Default::default()
+            };
+            Stepper::AdamW(AdamW::new(vars, params)?)
+        }
+        OptimizerConfig::Sgd { momentum } => {
+            let params = ParamsSgd {
+                lr: cfg.lr,
+                momentum,
+                weight_decay: cfg.weight_decay,
+            };
+            Stepper::Sgd(MomentumSgd::new(vars, params)?)
+        }
+    })
 }
 
-/// One optimiser step (number `step`) on `batch`: the batch's loss before it, which must be
-/// finite.
-fn descend(model: &Gpt2, opt: &mut AdamW, batch: &Batch, step: usize) -> Result<f64, TrainError> {
+/// One optimiser step (number `step`, at rate `lr`) on `batch`: the batch's loss before it,
+/// which must be finite.
+fn descend(
+    model: &Gpt2,
+    opt: &mut Stepper,
+    batch: &Batch,
+    step: usize,
+    lr: f64,
+) -> Result<f64, TrainError> {
     let loss = model.loss(batch)?;
     let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     if !value.is_finite() {
         return Err(TrainError::NotFinite(value, step));
     }
     let grads = loss.backward()?;
-    opt.step(&grads)?;
+    opt.step(&grads, lr)?;
     drop(grads);
     Ok(value)
+}
+
+/// What makes `cfg` untrainable on `records` records, if anything.
+fn check(cfg: &TrainConfig, records: usize) -> Result<(), TrainError> {
+    if records == 0 || cfg.batch_size == 0 || cfg.epochs == 0 {
+        return Err(TrainError::Config(
+            "need records, a batch size and epochs above zero".into(),
+        ));
+    }
+    cfg.optimizer.check()
 }
 
 /// Trains `model` (all parameters) on `data`, checkpointing into `out` after every epoch.
@@ -139,11 +223,7 @@ pub fn train(
     mut ledger: Option<&mut LedgerRecorder>,
     mut on_step: impl FnMut(&StepInfo),
 ) -> Result<Vec<EpochLog>, TrainError> {
-    if data.is_empty() || cfg.batch_size == 0 || cfg.epochs == 0 {
-        return Err(TrainError::Config(
-            "need records, a batch size and epochs above zero".into(),
-        ));
-    }
+    check(cfg, data.len())?;
     let mut opt = optimiser(model, cfg)?;
     let per_epoch = data.len().div_ceil(cfg.batch_size);
     let total = per_epoch * cfg.epochs;
@@ -170,8 +250,7 @@ pub fn train(
                 }
             }
             let batch = Batch::new(&recs, pad);
-            opt.set_learning_rate(sched.lr(step));
-            let value = descend(model, &mut opt, &batch, step)?;
+            let value = descend(model, &mut opt, &batch, step, sched.lr(step))?;
             step += 1;
             loss_sum += value * recs.len() as f64;
             tokens += batch.real_tokens();
@@ -194,4 +273,71 @@ pub fn train(
         });
     }
     Ok(logs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{init::random_gpt2, Gpt2Config};
+
+    #[test]
+    fn train_json_written_before_sgd_reads_as_adamw() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/models/full/train.json"
+        );
+        let log: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let cfg: TrainConfig = serde_json::from_value(log["config"].clone()).unwrap();
+        assert_eq!(cfg.optimizer, OptimizerConfig::Adamw);
+        let sgd = TrainConfig {
+            optimizer: OptimizerConfig::Sgd { momentum: 0.5 },
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&sgd).unwrap();
+        assert_eq!(
+            json["optimizer"],
+            serde_json::json!({"kind": "sgd", "momentum": 0.5})
+        );
+        assert_eq!(serde_json::from_value::<TrainConfig>(json).unwrap(), sgd);
+    }
+
+    #[test]
+    fn training_with_sgd_and_momentum_lowers_the_loss() {
+        let cfg = Gpt2Config::new(13, 16, 8, 1, 2);
+        let mut model = random_gpt2(&cfg, 4, DType::F32).unwrap();
+        let data: Vec<Encoded> = (0..8)
+            .map(|r| Encoded {
+                id: r.to_string(),
+                ids: (0..10).map(|i| ((i + r) % 12) as u32).collect(),
+                score_from: 0,
+            })
+            .collect();
+        let cfg = TrainConfig {
+            epochs: 12,
+            batch_size: 4,
+            lr: 0.2,
+            warmup_steps: 3,
+            optimizer: OptimizerConfig::Sgd { momentum: 0.9 },
+            ..Default::default()
+        };
+        let out = std::env::temp_dir().join(format!("lethe-sgd-{}", std::process::id()));
+        let mut steps = 0;
+        let logs = train(&mut model, &data, &cfg, 12, &out, b"{}", None, |s| {
+            steps = s.step
+        })
+        .unwrap();
+        let (first, last) = (logs[0].mean_loss, logs[logs.len() - 1].mean_loss);
+        assert!(last < 0.7 * first, "mean loss {first} → {last}");
+        assert_eq!(steps, 24, "two batches an epoch");
+        std::fs::remove_dir_all(out).unwrap();
+    }
+
+    #[test]
+    fn a_momentum_outside_zero_to_one_is_refused() {
+        for momentum in [-0.1, 1.0, f64::NAN] {
+            let err = OptimizerConfig::Sgd { momentum }.check().unwrap_err();
+            assert!(err.to_string().contains("[0, 1)"), "{err}");
+        }
+        assert!(OptimizerConfig::Sgd { momentum: 0.0 }.check().is_ok());
+    }
 }
