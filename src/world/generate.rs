@@ -75,7 +75,8 @@ pub struct WorldConfig {
     /// every person.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub facts: Vec<String>,
-    /// Biography records per person: 0, 1 or 2.
+    /// Biography records per person: 0, 1 or 2 (life first, then contact; fewer when `facts`
+    /// leaves a biography nothing to say).
     #[serde(skip_serializing_if = "is_standard_bios")]
     pub bios: usize,
     /// How every question record (people and utility) frames its question.
