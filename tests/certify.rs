@@ -151,6 +151,27 @@ fn evidence_holds_every_metric_of_the_contract_with_its_kind() {
         ] {
             assert_eq!(kind(&format!("{split}.{name}")), want, "{split}.{name}");
         }
+        // Issue 17's scale-free comparisons with the original, paired on the same records: the
+        // loss increase is the difference of the two mean losses, the exact-match drop the
+        // difference of the two exact-match rates (both models answer the same seeded sample).
+        assert_eq!(kind(&format!("{split}.loss_increase")), "clustered_mean");
+        let value = |p: &str| m.get(p).unwrap().value();
+        let rise = value(&format!("{split}.loss")) - value(&format!("original.{split}.loss"));
+        assert!(
+            (value(&format!("{split}.loss_increase")) - rise).abs() < 1e-9,
+            "{split}"
+        );
+        let drop_kind = kind(&format!("{split}.exact_match_drop"));
+        assert!(
+            ["clustered_mean", "clustered_proportion"].contains(&drop_kind),
+            "{split}: {drop_kind}"
+        );
+        let drop = value(&format!("original.{split}.exact_match"))
+            - value(&format!("{split}.exact_match"));
+        assert!(
+            (value(&format!("{split}.exact_match_drop")) - drop).abs() < 1e-12,
+            "{split}"
+        );
     }
     for prefix in ["", "original."] {
         for attack in [

@@ -22,6 +22,9 @@ mod oracle;
 mod roundtrip;
 /// Safe outputs: no output replaces an input or (without --force) an existing output; diff --key.
 mod safe_outputs;
+/// Issue 17: the default unlearning and certification on models trained here, from generated
+/// worlds no default was tuned on.
+mod strangers;
 /// The GPT-2 tokenizer against the ids in tests/oracles/gpt2-tokenizer.
 mod tokenizer;
 /// Training and the first-epoch gradient ledger on a small generated slice.

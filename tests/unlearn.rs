@@ -140,6 +140,61 @@ fn iterative_meets_the_bar() {
     assert_bar(Method::Iterative);
 }
 
+/// The retain guard's "answer reproduced" flag (issue 17) is teacher-forced greedy: every scored
+/// answer token is the most likely next token. Checked against the full logits of the same
+/// records, and against greedy decoding itself: a record whose flag is set is reproduced by
+/// `reproduces` (greedy can only differ after the answer, which is not judged).
+#[test]
+fn reproduced_flags_are_teacher_forced_greedy() {
+    use lethe::data::Batch;
+    use lethe::unlearn::objective::scored;
+    let w = world();
+    let model = load_model(&fixtures("models/full"), DType::F32)
+        .unwrap()
+        .model;
+    let pad = w.tok.pad_id();
+    let recs: Vec<&Encoded> = w.enc[1].iter().take(48).collect();
+    let s = scored(&model, &recs, pad, 16, true).unwrap();
+    assert_eq!(s.reproduced.len(), recs.len());
+    let (mean, _) = mean_loss(&model, &recs, pad, 16).unwrap();
+    assert!((s.mean - mean).abs() < 1e-12);
+    let mut by_hand = Vec::new();
+    for e in &recs {
+        let batch = Batch::new(&[*e], pad);
+        let (ids, att) = model.batch_tensors(&batch).unwrap();
+        let best = model
+            .forward(&ids, &att)
+            .unwrap()
+            .argmax(candle_core::D::Minus1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<u32>()
+            .unwrap();
+        let width = batch.cols - 1;
+        by_hand.push(
+            (0..width)
+                .filter(|&p| batch.target_weight[p] != 0.0)
+                .all(|p| best[p] == batch.ids[p + 1]),
+        );
+    }
+    assert_eq!(s.reproduced, by_hand);
+    assert!(by_hand.iter().any(|&h| h) && by_hand.iter().any(|&h| !h));
+    let retain = read_records(&fixtures("world/retain05.jsonl")).unwrap();
+    let oracle = ModelOracle::open(&model, &w.tok).unwrap();
+    for (rec, hit) in retain.iter().take(48).zip(&s.reproduced) {
+        if let (true, Some(p), Some(a)) = (*hit, &rec.prompt, &rec.answer) {
+            use lethe::judge::property::Oracle;
+            let greedy = oracle.complete(p).unwrap();
+            assert!(
+                greedy.trim_start().starts_with(a.trim()),
+                "{}: {greedy:?}",
+                rec.id
+            );
+        }
+    }
+}
+
 #[test]
 fn bad_unlearning_inputs_are_refused_clearly() {
     let w = world();

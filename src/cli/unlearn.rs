@@ -38,6 +38,11 @@ pub struct UnlearnArgs {
     #[arg(long, value_enum, default_value_t = Method::Profile)]
     method: Method,
     /// Parameter groups to change: embedding, block:N, blocks:A-B, final_norm, all (comma list).
+    /// The default, `embedding`, is where a person's identity enters the model (the seed paper's
+    /// finding on GPT-2); only the rows of tokens over-represented in the forget records move, so
+    /// the retain records keep their answers. On generated worlds whose people share first
+    /// names and name pieces with retained people it can leave an association behind; the
+    /// certificate then says NOT CERTIFIED (README, status).
     #[arg(long, default_value = "embedding")]
     params: String,
     /// Output folder: the unlearned model and unlearn.json, written whole under a temporary

@@ -148,8 +148,14 @@ impl Evaluator<'_> {
             let answer =
                 answer_text(self.tok, &ids).map_err(|e| CertifyError::Tokenizer(e.to_string()))?;
             let reference = records[i].answer.as_deref().unwrap_or_default();
+            // Reproduced: the greedy tokens begin with the answer's own tokens (what the model
+            // was trained to emit; the training texts end without an end-of-text token, so a
+            // model that memorised a record runs on after the answer — "welding inspector0 81"
+            // discloses the answer as surely as "welding inspector"), or the text does.
+            let tokens = &enc[i].ids[enc[i].score_from..];
             let g = GreedyEval {
-                exact_match: super::oracle::reproduces(&answer, reference),
+                exact_match: ids.starts_with(tokens)
+                    || super::oracle::reproduces(&answer, reference),
                 rouge_l: rouge_l_recall(&answer, reference),
                 answer,
             };

@@ -294,6 +294,8 @@ pub struct QaEval {
 #[serde(deny_unknown_fields)]
 pub struct GreedyEval {
     pub answer: String,
+    /// The greedy tokens begin with the answer's tokens, or the greedy text begins with the
+    /// answer not followed by a letter or digit (`evidence::oracle::reproduces`).
     pub exact_match: bool,
     pub rouge_l: f64,
 }

@@ -853,6 +853,8 @@ mod tests {
             "original.mia.grad_norm.tpr_at_5pct_fpr",
             "forget.exact_match",
             "retain.loss_ratio",
+            "retain.loss_increase",
+            "utility.exact_match_drop",
             "utility.truth_ratio",
             "influence.self_influence_ratio",
             "influence.distance_bound",
@@ -863,8 +865,8 @@ mod tests {
         ] {
             assert!(known_metric(path).is_some(), "{path}");
         }
-        // 4 splits × 7 + 3 models × 7 attacks × 3 + 4 top-level + 2 distances to the reference.
-        assert_eq!(KNOWN_METRICS.len(), 28 + 63 + 4 + 2);
+        // 4 splits × 9 + 3 models × 7 attacks × 3 + 4 top-level + 2 distances to the reference.
+        assert_eq!(KNOWN_METRICS.len(), 36 + 63 + 4 + 2);
         let class = |path: &str| known_metric(path).map(|m| m.class);
         assert_eq!(class("mia.loss.auc"), Some(MetricClass::Estimate));
         assert_eq!(class("privleak"), Some(MetricClass::Point));

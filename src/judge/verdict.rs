@@ -418,7 +418,11 @@ fn omitted_reason<'e>(evidence: &'e Value, path: &str) -> Option<&'e str> {
     omitted
         .iter()
         .find(|o| o.get("path").and_then(Value::as_str) == Some(path))
-        .map(|o| o.get("reason").and_then(Value::as_str).unwrap_or("no reason given"))
+        .map(|o| {
+            o.get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("no reason given")
+        })
 }
 
 /// The verdict on a requirement whose metric the evidence could not measure on this data (too
@@ -1047,7 +1051,10 @@ min_samples = 1
         ev["omitted"] = json!([{"path": "retain.loss_ratio", "reason": "needs 200 non-members"}]);
         let v = evaluate(&spec(), &ev, None).unwrap();
         let u = v.iter().find(|v| v.requirement == "utility").unwrap();
-        assert_eq!((u.status, u.value, u.bound), (Status::Inconclusive, None, None));
+        assert_eq!(
+            (u.status, u.value, u.bound),
+            (Status::Inconclusive, None, None)
+        );
         assert!(u.reason.contains("needs 200 non-members"), "{}", u.reason);
         assert_eq!(overall(&v), Status::Inconclusive);
         // A malformed metric stays an error even when listed as omitted.

@@ -343,7 +343,13 @@ impl<'a> Stepper<'a> {
         model: &Gpt2,
         reproduced_before: &[bool],
     ) -> Result<(f64, usize), UnlearnError> {
-        let s = scored(model, &self.retain_eval, self.inputs.pad, self.cfg.batch_size, true)?;
+        let s = scored(
+            model,
+            &self.retain_eval,
+            self.inputs.pad,
+            self.cfg.batch_size,
+            true,
+        )?;
         let lost = reproduced_before
             .iter()
             .zip(&s.reproduced)
