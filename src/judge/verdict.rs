@@ -369,7 +369,12 @@ fn evaluate_one(
         Ok(m) => m,
         Err(source) => {
             return match (&source, omitted_reason(evidence, &req.metric)) {
-                (MetricError::Missing { .. }, Some(why)) => Ok(not_measured(req, why)),
+                (MetricError::Missing { .. }, Some(why)) => Ok(unjudged(
+                    &req.id,
+                    &req.metric,
+                    "not measured",
+                    format!("not measured on this data: {why}"),
+                )),
                 _ => Err(evidence_error(spec, req, "evidence", source)),
             }
         }
@@ -425,23 +430,23 @@ fn omitted_reason<'e>(evidence: &'e Value, path: &str) -> Option<&'e str> {
         })
 }
 
-/// The verdict on a requirement whose metric the evidence could not measure on this data (too
-/// few non-members for a 1% FPR, say): inconclusive, with the evidence's reason. Nothing was
-/// measured, so nothing can pass; an unmeasured requirement is not a reason to refuse the rest
-/// of a user's certificate either.
-fn not_measured(req: &Requirement, why: &str) -> Verdict {
+/// An inconclusive verdict on something that could not be judged at all — a requirement whose
+/// metric the evidence could not measure on this data (too few non-members for a 1% FPR, say),
+/// a property with no record to check: nothing was measured, so nothing can pass, and the reason
+/// says why; it is not a reason to refuse the rest of a user's certificate either.
+fn unjudged(requirement: &str, metric: &str, compare: &str, reason: String) -> Verdict {
     Verdict {
-        requirement: req.id.clone(),
-        metric: req.metric.clone(),
+        requirement: requirement.to_string(),
+        metric: metric.to_string(),
         status: Status::Inconclusive,
-        compare: "not measured".into(),
+        compare: compare.to_string(),
         value: None,
         bound: None,
         confidence: None,
         threshold: None,
         baseline: None,
         samples: 0,
-        reason: format!("not measured on this data: {why}"),
+        reason,
         needed_samples: None,
         counterexample: None,
         coverage: None,
@@ -608,36 +613,18 @@ pub fn judge_spec<'r>(
         })?;
         let verdict = match crate::judge::property::run(p, spec.seed, records, oracle) {
             Ok(outcome) => property_verdict(&outcome),
-            Err(e @ crate::judge::property::PropertyError::NoRecords { .. }) => {
-                nothing_to_check(p, &e)
-            }
+            // A user's data need not name its records as the bundled world does.
+            Err(e @ crate::judge::property::PropertyError::NoRecords { .. }) => unjudged(
+                &p.id,
+                "property",
+                "property",
+                format!("nothing to check: {e}"),
+            ),
             Err(e) => return Err(e.into()),
         };
         verdicts.push(verdict);
     }
     Ok(verdicts)
-}
-
-/// A property whose split holds no record it applies to (a user's data need not name its
-/// records as the bundled world does): nothing was checked, so nothing can pass — inconclusive,
-/// saying what the spec looked for.
-fn nothing_to_check(p: &crate::judge::property::Property, why: &dyn std::fmt::Display) -> Verdict {
-    Verdict {
-        requirement: p.id.clone(),
-        metric: "property".into(),
-        status: Status::Inconclusive,
-        compare: "property".into(),
-        value: None,
-        bound: None,
-        confidence: None,
-        threshold: None,
-        baseline: None,
-        samples: 0,
-        reason: format!("nothing to check: {why}"),
-        needed_samples: None,
-        counterexample: None,
-        coverage: None,
-    }
 }
 
 /// A property outcome as a verdict: a counterexample is a failure and its reason shows it.

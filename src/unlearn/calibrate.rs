@@ -92,12 +92,6 @@ pub struct RetainGuard {
 }
 
 impl RetainGuard {
-    /// No limit at all (a deliberately destroyed model, in tests).
-    pub const OFF: RetainGuard = RetainGuard {
-        loss_margin: f64::INFINITY,
-        answers: 1.0,
-    };
-
     /// How many of `reproduced` answers a step may lose.
     pub fn answers_allowed(&self, reproduced: usize) -> usize {
         (self.answers * reproduced as f64 + 1e-9).floor() as usize
@@ -200,7 +194,11 @@ mod tests {
         assert_eq!(l.judge(1.0, 1.0, 3, g, 1.5), Verdict::UndoRetain);
         assert_eq!(l.judge(4.6, 1.0, 0, g, 1.5), Verdict::UndoOvershoot);
         assert_eq!(l.judge(f64::NAN, 1.0, 0, g, 1.5), Verdict::UndoNonFinite);
-        assert_eq!(l.judge(1.0, 1e6, 100, RetainGuard::OFF, 1.5), Verdict::Keep);
+        let off = RetainGuard {
+            loss_margin: f64::INFINITY,
+            answers: 1.0,
+        };
+        assert_eq!(l.judge(1.0, 1e6, 100, off, 1.5), Verdict::Keep);
         // One of twenty below the threshold is the holdout's own 5%; two is too many.
         let mut per = vec![2.5; 20];
         per[0] = 1.0;
