@@ -14,17 +14,16 @@
 //! - retain exact match stays within 0.05 of the original's;
 //! - the certificate is CERTIFIED.
 //!
-//! Tuning and testing are kept apart: the defaults (profile matching on the embedding, the
-//! absolute retain guard of 0.005 nats per token and 2% of the retain answers, 80 steps) were
-//! chosen on the bundled world: the method and group in issue 16, the guard's 0.005 by the
-//! bundled ledger test's retain bar (it replaced a first 0.05 after some generated worlds had
-//! run; all six were re-run with 0.005). No generated world chose anything. Six were run once
-//! with the final defaults (seeds 101 and 201–205; the issue 17 closing
-//! note has the table). The defaults certify the two below; the other four end NOT CERTIFIED,
-//! which is the honest outcome there (README, status): people sharing first names, surname
-//! pieces and answer formats keep an association the embedding-only update cannot remove
-//! without moving the retain records. These two stay as regression tests of the defaults on
-//! models lethe did not make.
+//! Tuning and testing are kept apart. The defaults (profile matching on the embedding, the
+//! absolute retain guard of 0.005 nats per token and 2% of the retain answers, the retain
+//! repair of three steps, 80 steps) were chosen on the bundled world and one generated tuning
+//! world: the method and group in issue 16; the guard's 0.005 by the bundled ledger
+//! test's retain bar; the repair on w5 (seed 205), whose run the guard had stopped short of the
+//! never-seen level; w2, w3 and w4 (seeds 202–204) were looked at and chose nothing (they stay
+//! NOT CERTIFIED, README, status). The worlds below chose nothing: t1 and w1 (seeds 101
+//! and 201) certified under the defaults before the repair existed and were re-run once after
+//! it was fixed; w6 and w7 (seeds 306 and 307) were generated and trained after the defaults
+//! were fixed and run once. The issue 17 closing notes have the table.
 
 use crate::common::scratch;
 use lethe::judge::verdict::{overall, Status};
@@ -208,5 +207,19 @@ fn chat_world_with_shared_names_3x96_adamw() {
             "cities": 8, "facts": ["birth_place", "occupation", "phone", "member_code"],
             "bios": 1, "prompt_format": "chat"}"#,
         train: "--layers 3 --width 96 --heads 4 --epochs 60 --batch-size 16 --lr 3e-3",
+    });
+}
+
+/// People sharing ten first names and ten cities (birth place, occupation, hobby, phone), one
+/// biography each, `Question:`/`Answer:` prompts; a 4-layer, 64-wide model trained with AdamW
+/// at 2e-3 for 80 epochs in batches of 16.
+#[test]
+fn question_answer_world_with_hobbies_4x64_adamw() {
+    run(&Stranger {
+        name: "w6-question-answer-4x64",
+        world: r#"{"seed": 306, "people": 110, "holdout_people": 70, "given_names": 10,
+            "cities": 10, "facts": ["birth_place", "occupation", "hobby", "phone"],
+            "bios": 1, "prompt_format": "question_answer"}"#,
+        train: "--layers 4 --width 64 --heads 4 --epochs 80 --batch-size 16 --lr 2e-3",
     });
 }

@@ -195,6 +195,99 @@ fn reproduced_flags_are_teacher_forced_greedy() {
     }
 }
 
+/// Profile matching's repair (issue 17): after a step that raised the watched retain loss past
+/// the guard, descent steps on *other* retain records bring it back under the guard. The damage
+/// here is made by hand: the embedding rows the run may change (the forget people's own tokens)
+/// lengthened threefold, which through the tied output layer raises their logits at every retain
+/// position. With `repair_steps: 0` nothing is tried and the damage stays.
+#[test]
+fn a_step_that_costs_the_retain_records_is_repaired_on_other_retain_records() {
+    use lethe::model::ParamGroups;
+    use lethe::unlearn::calibrate::{Levels, Verdict};
+    use lethe::unlearn::Stepper;
+    let w = world();
+    let inputs = UnlearnInputs {
+        forget: &w.enc[0],
+        retain: &w.enc[1],
+        holdout: &w.enc[2],
+        pad: w.tok.pad_id(),
+        ledger: None,
+    };
+    for repair_steps in [0, 3] {
+        let mut model = load_model(&fixtures("models/full"), DType::F32)
+            .unwrap()
+            .model;
+        model
+            .set_trainable(&ParamGroups::parse("embedding").unwrap())
+            .unwrap();
+        let cfg = UnlearnConfig {
+            repair_steps,
+            ..Default::default()
+        };
+        let mut stepper = Stepper::new(&model, &inputs, &cfg).unwrap();
+        let sample: Vec<&Encoded> = stepper.retain_eval().to_vec();
+        let start =
+            lethe::unlearn::objective::scored(&model, &sample, inputs.pad, 32, true).unwrap();
+        let levels = Levels {
+            forget_start: 0.0,
+            retain_start: start.mean,
+            retain_reproduced: start.reproduced.iter().filter(|&&h| h).count(),
+            holdout: 5.0,
+            target: 5.0,
+            recognition: 1.0,
+        };
+        // Lengthen the rows of tokens found in forget05 and in no retain record.
+        let wte = model.get("transformer.wte.weight").unwrap();
+        let mut rows = wte.to_vec2::<f32>().unwrap();
+        let in_retain: std::collections::BTreeSet<u32> = w.enc[1]
+            .iter()
+            .flat_map(|e| e.ids.iter().copied())
+            .collect();
+        let own: std::collections::BTreeSet<u32> = w.enc[0]
+            .iter()
+            .flat_map(|e| e.ids.iter().copied())
+            .filter(|t| !in_retain.contains(t))
+            .collect();
+        assert!(own.len() >= 10, "{} forget-only tokens", own.len());
+        for &t in &own {
+            rows[t as usize].iter_mut().for_each(|x| *x *= 3.0);
+        }
+        let (v, d) = (rows.len(), rows[0].len());
+        let flat: Vec<f32> = rows.into_iter().flatten().collect();
+        model
+            .set_param(
+                "transformer.wte.weight",
+                &candle_core::Tensor::from_vec(flat, (v, d), model.device()).unwrap(),
+            )
+            .unwrap();
+        let (damaged, lost) = stepper.retain_check(&model, &start.reproduced).unwrap();
+        let guard = cfg.retain_guard();
+        assert_eq!(
+            levels.judge(0.0, damaged, lost, guard, f64::INFINITY),
+            Verdict::UndoRetain,
+            "the damage must trip the guard: retain loss {} -> {damaged}",
+            start.mean
+        );
+        let (after, lost_after, kept) = stepper
+            .repair(&model, &start.reproduced, &levels, &[], 1.0)
+            .unwrap();
+        eprintln!(
+            "repair_steps {repair_steps}: retain loss {:.4} -> damaged {damaged:.4} ({lost} answers lost) -> {after:.4} ({lost_after} lost), {kept} kept",
+            start.mean
+        );
+        if repair_steps == 0 {
+            assert_eq!((after, kept), (damaged, 0));
+        } else {
+            assert!(kept >= 1, "no repair step was kept");
+            assert!(
+                after < damaged - 0.5 * (damaged - start.mean),
+                "repair recovered less than half the damage: {} -> {damaged} -> {after}",
+                start.mean
+            );
+        }
+    }
+}
+
 #[test]
 fn bad_unlearning_inputs_are_refused_clearly() {
     let w = world();

@@ -33,8 +33,10 @@ pub struct UnlearnArgs {
     /// The unlearning method. The default, `profile`, needs no target tuning: it moves each
     /// forget record's token losses to those of a never-seen (holdout) record of similar length,
     /// up or down, so the records end up neither remembered nor conspicuously forgotten — the
-    /// place a model retrained without them would put them. The ascent methods stop at the
-    /// holdout's mean level and tend to overshoot single tokens.
+    /// place a model retrained without them would put them. A step that costs the retain
+    /// records more than the guards allow is first repaired by descent on other retain records
+    /// (`--repair-steps`), then kept or undone. The ascent methods stop at the holdout's mean
+    /// level and tend to overshoot single tokens.
     #[arg(long, value_enum, default_value_t = Method::Profile)]
     method: Method,
     /// Parameter groups to change: embedding, block:N, blocks:A-B, final_norm, all (comma list).
@@ -81,6 +83,11 @@ pub struct UnlearnArgs {
     /// watched sample, teacher-forced greedy) from being reproduced.
     #[arg(long, default_value_t = UnlearnConfig::default().retain_answers)]
     retain_answers: f64,
+    /// Profile matching: after a step that would cost the retain records more than the guards
+    /// allow, up to this many descent steps on other retain records before the step is judged
+    /// (0 turns the repair off).
+    #[arg(long, default_value_t = UnlearnConfig::default().repair_steps)]
+    repair_steps: usize,
     #[arg(long, default_value_t = UnlearnConfig::default().target_ratio)]
     target_ratio: f64,
     #[arg(long, default_value_t = UnlearnConfig::default().npo_beta)]
@@ -205,6 +212,7 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
         retain_eval: args.retain_eval,
         retain_tolerance: args.retain_tolerance,
         retain_answers: args.retain_answers,
+        repair_steps: args.repair_steps,
         target_ratio: args.target_ratio,
         npo_beta: args.npo_beta,
         ledger_epochs: args.ledger_epochs,

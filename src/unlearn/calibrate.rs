@@ -18,6 +18,12 @@
 //!   alone is not enough: on the bundled world the mean forget loss reached 4.9 (holdout 5.5)
 //!   while 11% of the answers were still reproduced verbatim.
 //!
+//! Profile matching first tries to repair a step that costs the retain records too much: a
+//! few descent steps on retain records the guard does not watch (`Stepper::repair`), after
+//! which the step and its repair are judged together. On the tuning world w5 (issue 17), where
+//! the guard had stopped the run at forget loss 5.5 against a holdout level of 7.0 (loss-attack
+//! AUC 0.595, inconclusive), the repaired run went on to 5.8 (AUC 0.574, certified).
+//!
 //! For every method, a step that costs the retain records too much ([`RetainGuard`]), or drives
 //! the mean forget loss past the target by the overshoot factor, or produces a non-finite value,
 //! is undone and the step length halved. The retain guard is absolute, not relative: a model

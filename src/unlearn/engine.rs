@@ -57,6 +57,9 @@ pub struct StepLog {
     /// their never-seen partners' after the step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile_gap: Option<f64>,
+    /// Profile matching: retain repair steps kept after this step (see [`Stepper::repair`]).
+    #[serde(default)]
+    pub repairs: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,8 +170,15 @@ pub fn unlearn(
         };
         apply_step(model, &direction, length)?;
         hold_lengths(model, &reset)?;
+        let (mut retain, mut lost) = run.retain_check(model, &retain_start.reproduced)?;
+        let mut repairs = 0;
+        if cfg.method == Method::Profile
+            && levels.judge(0.0, retain, lost, guard, f64::INFINITY) != Verdict::Keep
+        {
+            (retain, lost, repairs) =
+                run.repair(model, &retain_start.reproduced, &levels, &reset, length)?;
+        }
         let (forget, per, tokens) = forget_losses(model, &forget_all, inputs.pad, cfg.batch_size)?;
-        let (retain, lost) = run.retain_check(model, &retain_start.reproduced)?;
         let new_gap = run.gap(&tokens);
         let mut action = levels.judge(forget, retain, lost, guard, cfg.overshoot);
         if let (Verdict::Keep, Some(before), Some(after)) = (action, gap, new_gap) {
@@ -187,6 +197,7 @@ pub fn unlearn(
             recognised: levels.recognised(&per),
             active: active.len(),
             profile_gap: new_gap,
+            repairs,
         };
         on_step(&log);
         steps.push(log);
@@ -356,6 +367,66 @@ impl<'a> Stepper<'a> {
             .filter(|(&before, &now)| before && !now)
             .count();
         Ok((s.mean, lost))
+    }
+
+    /// Profile matching's repair of a step that cost the retain records too much: up to
+    /// `repair_steps` descent steps on the retain loss, each on a seeded batch of retain
+    /// records *outside* the watched sample (so the guard still judges records the repair did
+    /// not fit), kept only when they lower the watched retain loss, and halved when they do
+    /// not. The forget step and its repair are then judged together. This is the alternation
+    /// of SCRUB (Kurmanji et al., 2023): a step away from the forget records, a step back
+    /// towards the retain records. On a memorised retain set the retain loss sits at a minimum,
+    /// where its gradient is zero and a first-order projection of the forget step (A-GEM)
+    /// removes nothing; only a step taken after the damage sees it. Returns the watched retain
+    /// loss, the answers lost, and the repair steps kept.
+    pub fn repair(
+        &mut self,
+        model: &Gpt2,
+        reproduced_before: &[bool],
+        levels: &Levels,
+        reset: &[(usize, f32)],
+        length: f64,
+    ) -> Result<(f64, usize, usize), UnlearnError> {
+        let guard = self.cfg.retain_guard();
+        let (mut retain, mut lost) = self.retain_check(model, reproduced_before)?;
+        let (mut len, mut kept) = (length, 0);
+        for _ in 0..self.cfg.repair_steps {
+            if levels.judge(0.0, retain, lost, guard, f64::INFINITY) == Verdict::Keep {
+                break;
+            }
+            let before = trainable_copy(model)?;
+            let direction = self.repair_direction(model)?;
+            apply_step(model, &direction, len)?;
+            hold_lengths(model, reset)?;
+            let (r, l) = self.retain_check(model, reproduced_before)?;
+            if r < retain {
+                (retain, lost, kept) = (r, l, kept + 1);
+            } else {
+                restore(model, &before)?;
+                len /= 2.0;
+            }
+        }
+        Ok((retain, lost, kept))
+    }
+
+    /// The descent direction of the retain loss on a seeded batch of retain records outside the
+    /// watched sample (from all retain records when the sample holds every one).
+    fn repair_direction(&mut self, model: &Gpt2) -> Result<BTreeMap<String, Tensor>, UnlearnError> {
+        let watched: std::collections::BTreeSet<&str> =
+            self.retain_eval.iter().map(|e| e.id.as_str()).collect();
+        let mut pool: Vec<&Encoded> = self
+            .inputs
+            .retain
+            .iter()
+            .filter(|e| !watched.contains(e.id.as_str()))
+            .collect();
+        if pool.is_empty() {
+            pool = self.inputs.retain.iter().collect();
+        }
+        pool.shuffle(&mut self.rng);
+        pool.truncate(self.cfg.batch_size.max(1) * 4);
+        let g = gradient(model, &model.loss(&Batch::new(&pool, self.inputs.pad))?)?;
+        self.restrict(g)
     }
 
     /// The descent direction of step `step` over the `active` forget records, restricted to
