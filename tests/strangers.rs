@@ -22,8 +22,13 @@
 //! never-seen level; w2, w3 and w4 (seeds 202–204) were looked at and chose nothing (they stay
 //! NOT CERTIFIED, README, status). The worlds below chose nothing: t1 and w1 (seeds 101
 //! and 201) certified under the defaults before the repair existed and were re-run once after
-//! it was fixed; w6 and w7 (seeds 306 and 307) were generated and trained after the defaults
-//! were fixed and run once. The issue 17 closing notes have the table.
+//! it was fixed; w6–w9 (seeds 306–309) were generated and trained after the defaults were fixed
+//! and run once. Two of those are not here: w7 unlearned to chance but its 10 forget people
+//! leave forget exact match's 95% bound at 0.152, just over the spec's 0.15 (INCONCLUSIVE, "about
+//! 11 clusters needed": the later worlds were given 120 people or more); w9, fine-tuned from
+//! the bundled model with the bundled tokenizer, stops at forget exact match 0.167 against
+//! chance 0.012 (NOT CERTIFIED, as the fine-tuned w4). The issue 17 closing notes have the
+//! table.
 
 use crate::common::scratch;
 use lethe::judge::verdict::{overall, Status};
@@ -221,5 +226,20 @@ fn question_answer_world_with_hobbies_4x64_adamw() {
             "cities": 10, "facts": ["birth_place", "occupation", "hobby", "phone"],
             "bios": 1, "prompt_format": "question_answer"}"#,
         train: "--layers 4 --width 64 --heads 4 --epochs 80 --batch-size 16 --lr 2e-3",
+    });
+}
+
+/// Plain prompts (`In which city was … born?`), the format of the tuning world w2 that stays
+/// NOT CERTIFIED: people sharing nine first names and twelve cities (birth place, occupation,
+/// phone, e-mail), one biography each; a 3-layer, 80-wide model trained with AdamW at 4e-3 for
+/// 50 epochs in batches of 24. 130 people, so that forget10 holds 13.
+#[test]
+fn plain_world_with_emails_3x80_adamw() {
+    run(&Stranger {
+        name: "w8-plain-3x80",
+        world: r#"{"seed": 308, "people": 130, "holdout_people": 70, "given_names": 9,
+            "cities": 12, "facts": ["birth_place", "occupation", "phone", "email"],
+            "bios": 1, "prompt_format": "plain"}"#,
+        train: "--layers 3 --width 80 --heads 4 --epochs 50 --batch-size 24 --lr 4e-3",
     });
 }
