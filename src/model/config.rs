@@ -50,7 +50,7 @@ pub enum ConfigError {
     /// A field serde refused (missing, or of the wrong type): serde's sentence.
     #[error("{0}")]
     Field(String),
-    #[error("model_type is {0:?}; lethe reads GPT-2 models only")]
+    #[error("model_type is {0:?}; lethe reads these model types: {supported}", supported = SUPPORTED_MODEL_TYPES.join(", "))]
     ModelType(String),
     #[error("{0} must be positive")]
     NotPositive(&'static str),
@@ -63,6 +63,9 @@ pub enum ConfigError {
     #[error("only GPT-2's standard 1/sqrt(head_dim) attention scaling is supported")]
     AttentionScaling,
 }
+
+/// The `model_type` values lethe reads.
+pub const SUPPORTED_MODEL_TYPES: [&str; 1] = ["gpt2"];
 
 fn default_eps() -> f64 {
     1e-5
@@ -86,6 +89,14 @@ impl Gpt2Config {
         let serde_json::Value::Object(raw) = json.value else {
             return Err(ConfigError::NotAnObject);
         };
+        // Before the fields: another family's file lacks GPT-2's fields, and "missing field
+        // `n_positions`" would hide the reason.
+        if let Some(t) = raw.get("model_type") {
+            let t = t.as_str().map_or_else(|| t.to_string(), str::to_string);
+            if !SUPPORTED_MODEL_TYPES.contains(&t.as_str()) {
+                return Err(ConfigError::ModelType(t));
+            }
+        }
         let mut cfg: Gpt2Config = serde_json::from_value(serde_json::Value::Object(raw.clone()))
             .map_err(|e| ConfigError::Field(e.to_string()))?;
         cfg.raw = raw;
@@ -94,11 +105,6 @@ impl Gpt2Config {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        if let Some(t) = self.raw.get("model_type").and_then(|v| v.as_str()) {
-            if t != "gpt2" {
-                return Err(ConfigError::ModelType(t.to_string()));
-            }
-        }
         for (name, v) in [
             ("vocab_size", self.vocab_size),
             ("n_positions", self.n_positions),
@@ -177,5 +183,45 @@ impl Gpt2Config {
         out.entry("architectures")
             .or_insert(serde_json::json!(["GPT2LMHeadModel"]));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The GPT-2 oracle's file, as transformers 5.24 wrote it (tests/oracles/tiny-gpt2).
+    const GPT2: &str = include_str!("../../tests/oracles/tiny-gpt2/config.json");
+
+    #[test]
+    fn another_familys_config_is_refused_by_its_type_not_by_a_missing_field() {
+        // The head of a Llama config as transformers writes it: none of GPT-2's fields.
+        let llama = r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+            "model_type": "llama", "num_hidden_layers": 2, "vocab_size": 320}"#;
+        let err = Gpt2Config::from_json(llama).unwrap_err();
+        assert_eq!(err, ConfigError::ModelType("llama".into()));
+        assert_eq!(
+            err.to_string(),
+            r#"model_type is "llama"; lethe reads these model types: gpt2"#
+        );
+        let odd = Gpt2Config::from_json(&GPT2.replace(r#""gpt2""#, "7")).unwrap_err();
+        assert_eq!(odd, ConfigError::ModelType("7".into()));
+    }
+
+    #[test]
+    fn the_oracles_gpt2_config_reads_with_and_without_its_type() {
+        let cfg = Gpt2Config::from_json(GPT2).unwrap();
+        assert_eq!((cfg.n_layer, cfg.n_embd, cfg.vocab_size), (2, 64, 512));
+        let untyped = GPT2.replace(r#""model_type": "gpt2","#, "");
+        assert!(!untyped.contains("model_type"));
+        assert_eq!(Gpt2Config::from_json(&untyped).unwrap().n_head, 4);
+        let untied = GPT2.replace(
+            r#""tie_word_embeddings": true"#,
+            r#""tie_word_embeddings": false"#,
+        );
+        assert_eq!(
+            Gpt2Config::from_json(&untied).unwrap_err(),
+            ConfigError::Untied
+        );
     }
 }
