@@ -117,7 +117,7 @@ fn input(path: &Path, msg: impl Into<String>) -> IssueError {
 struct Prepared {
     spec: Spec,
     spec_text: Vec<u8>,
-    baseline: Option<serde_json::Value>,
+    baseline: Option<(serde_json::Value, Artifact)>,
     log: Option<(UnlearnLog, Artifact)>,
     key: Option<SigningKey>,
     warnings: Vec<String>,
@@ -144,7 +144,7 @@ pub fn issue(
     let verdicts = judge_spec(
         &prepared.spec,
         &evidence_value,
-        prepared.baseline.as_ref(),
+        prepared.baseline.as_ref().map(|(b, _)| b),
         &|s| inputs.splits.get(s).map(|(_, r)| r.as_slice()),
         &oracle,
     )?;
@@ -223,19 +223,33 @@ fn read_signing_key(path: &Path) -> Result<SigningKey, IssueError> {
     Ok(load_signing_key(path)?)
 }
 
-/// A baseline: an evidence file, or a report (its `evidence`), read strictly.
-fn read_baseline(path: &Path) -> Result<serde_json::Value, IssueError> {
+/// A baseline: an evidence file, or a report (its `evidence`), read strictly, and its digest
+/// (recorded among the report's artifacts, role `baseline`, so that `lethe verify
+/// --recompute` can re-judge against the same bytes).
+fn read_baseline(path: &Path) -> Result<(serde_json::Value, Artifact), IssueError> {
     let bytes = std::fs::read(path).map_err(io(path))?;
-    let evidence = match Report::from_json(&bytes) {
-        Ok(report) => report.evidence,
-        Err(_) => serde_json::from_slice::<Evidence>(&bytes).map_err(|e| {
-            input(
-                path,
-                format!("neither a lethe report nor lethe evidence: {e}"),
-            )
-        })?,
+    let evidence = baseline_evidence(&bytes).map_err(|e| input(path, e))?;
+    let artifact = Artifact {
+        role: BASELINE_ROLE.into(),
+        path: path.display().to_string(),
+        sha256: sha256_hex(&bytes),
+        bytes: bytes.len() as u64,
     };
-    serde_json::to_value(&evidence).map_err(|e| input(path, e.to_string()))
+    Ok((evidence, artifact))
+}
+
+/// The report artifact role of a baseline file.
+pub const BASELINE_ROLE: &str = "baseline";
+
+/// A baseline's evidence, from the bytes of an evidence file or of a report (its `evidence`),
+/// read strictly: what certification and `lethe verify --recompute` both judge against.
+pub fn baseline_evidence(bytes: &[u8]) -> Result<serde_json::Value, String> {
+    let evidence = match Report::from_json(bytes) {
+        Ok(report) => report.evidence,
+        Err(_) => serde_json::from_slice::<Evidence>(bytes)
+            .map_err(|e| format!("neither a lethe report nor lethe evidence: {e}"))?,
+    };
+    serde_json::to_value(&evidence).map_err(|e| e.to_string())
 }
 
 fn read_log(path: &Path) -> Result<(UnlearnLog, Artifact), IssueError> {
@@ -342,6 +356,9 @@ fn build_report(
 ) -> Result<Report, IssueError> {
     let mut artifacts = Artifact::from_evidence(&evidence);
     artifacts.push(Artifact::of_file("spec", &req.spec)?);
+    if let Some((_, artifact)) = &prepared.baseline {
+        artifacts.push(artifact.clone());
+    }
     let mut seeds = BTreeMap::from([
         ("evidence".to_string(), req.certify.seed),
         ("spec".to_string(), prepared.spec.seed),

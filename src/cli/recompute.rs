@@ -21,6 +21,9 @@ use std::path::{Component, Path, PathBuf};
 
 /// A spec file is a few kB; anything past this is not one.
 const MAX_SPEC_BYTES: u64 = 1 << 20;
+/// The largest baseline (an evidence file or a report) a recomputation reads: the demo's
+/// evidence, on about 3 000 records, is 3.9 MB.
+const MAX_BASELINE_BYTES: u64 = 256 << 20;
 
 /// Relative difference two recomputed figures may have: the same bytes and seeds give the same
 /// figures on one machine, but `gemm` picks its kernels by the CPU's features at run time, so
@@ -81,10 +84,11 @@ fn rerun(report: &Report, root: &Path) -> Result<Vec<Check>, String> {
     checks.extend(same_distances(signed));
     let oracle =
         ModelOracle::open(&inputs.unlearned.model, &inputs.tokenizer).map_err(|e| e.to_string())?;
+    let baseline = signed_baseline(report, root)?;
     let verdicts = judge_spec(
         &spec,
         &fresh_value,
-        None,
+        baseline.as_ref(),
         &|s| inputs.splits.get(s).map(|(_, r)| r.as_slice()),
         &oracle,
     )
@@ -135,6 +139,31 @@ fn same_verdicts(signed: &[Verdict], fresh: &[Verdict]) -> Vec<Check> {
         }
     }
     checks
+}
+
+/// The baseline the report was judged against (its artifact of role `baseline`), read from
+/// under `root` and checked by the sha256 of its bytes; `None` when the run had none.
+fn signed_baseline(report: &Report, root: &Path) -> Result<Option<Value>, String> {
+    let Some(artifact) = report
+        .artifacts
+        .iter()
+        .find(|a| a.role == crate::issue::BASELINE_ROLE)
+    else {
+        return Ok(None);
+    };
+    let path = confine(root, &artifact.path)?;
+    let bytes = crate::untrusted::read_regular_file_capped(&path, MAX_BASELINE_BYTES, "baseline")
+        .map_err(|e| e.to_string())?;
+    let digest = crate::digest::sha256_hex(&bytes);
+    if digest != artifact.sha256 {
+        return Err(format!(
+            "baseline {} has sha256 {digest}, the report was judged against {}",
+            artifact.path, artifact.sha256
+        ));
+    }
+    crate::issue::baseline_evidence(&bytes)
+        .map(Some)
+        .map_err(|e| format!("baseline {}: {e}", artifact.path))
 }
 
 /// The spec the report was judged against — a bundled one by name or a file under `root` —
