@@ -18,7 +18,6 @@ use crate::evidence::{certify, load_inputs, CertifyError, Inputs, Request, RunSu
 use crate::judge::evidence::Evidence;
 use crate::judge::spec::{Spec, SpecError};
 use crate::judge::verdict::{judge_spec, JudgeError};
-use crate::model::LoadedModel;
 use crate::report::certificate::{write_certificate, CertificateError, CERTIFICATE_FILE};
 use crate::report::keys::{load_signing_key, KeyError};
 use crate::report::schema::{
@@ -273,35 +272,41 @@ fn read_log(path: &Path) -> Result<(UnlearnLog, Artifact), IssueError> {
 /// original's weights and wrote the unlearned model's (the digests of the files loaded, which
 /// are the ones the evidence records).
 fn check_log(log: &UnlearnLog, path: &Path, inputs: &Inputs) -> Result<(), IssueError> {
-    const WEIGHTS: &str = "model.safetensors";
-    let weights = |m: &LoadedModel| {
-        m.files
+    // Every file that holds weights or says where they are: `model.safetensors`, or a sharded
+    // checkpoint's index and every shard.
+    let weights = |files: &[crate::digest::FileDigest]| -> Vec<(String, String)> {
+        files
             .iter()
-            .find(|f| f.name == WEIGHTS)
-            .map(|f| f.sha256.clone())
+            .filter(|f| crate::model::load::is_weights_file(&f.name))
+            .map(|f| (f.name.clone(), f.sha256.clone()))
+            .collect()
+    };
+    let show = |w: &[(String, String)]| {
+        if w.is_empty() {
+            return "none".to_string();
+        }
+        w.iter()
+            .map(|(name, sha)| format!("{name} sha256 {sha}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     for (role, model, recorded, what) in [
         (
             "original",
             &inputs.original,
-            log.model.sha256_of(WEIGHTS),
+            &log.model.files,
             "started from",
         ),
-        (
-            "unlearned",
-            &inputs.unlearned,
-            log.output.sha256_of(WEIGHTS),
-            "wrote",
-        ),
+        ("unlearned", &inputs.unlearned, &log.output.files, "wrote"),
     ] {
-        let want = weights(model);
-        if recorded.map(str::to_owned) != want {
+        let (recorded, given) = (weights(recorded), weights(&model.files));
+        if recorded.is_empty() || recorded != given {
             return Err(input(
                 path,
                 format!(
-                    "the unlearning record {what} a model whose {WEIGHTS} has sha256 {}, but the {role} model given has {}: it is the record of another run",
-                    recorded.unwrap_or("(none recorded)"),
-                    want.as_deref().unwrap_or("(none)")
+                    "the unlearning record {what} a model with weights [{}], but the {role} model given has [{}]: it is the record of another run",
+                    show(&recorded),
+                    show(&given)
                 ),
             ));
         }

@@ -22,6 +22,9 @@ mod oracle;
 mod roundtrip;
 /// Safe outputs: no output replaces an input or (without --force) an existing output; diff --key.
 mod safe_outputs;
+/// Sharded checkpoints (`model.safetensors.index.json`): the oracle split in three, and hostile
+/// indexes.
+mod sharded;
 /// Issue 17: the default unlearning and certification on models trained here, from generated
 /// worlds no default was tuned on.
 mod strangers;

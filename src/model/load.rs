@@ -1,4 +1,5 @@
-//! Safe loading of a Hugging Face GPT-2 directory: `config.json` plus `model.safetensors`.
+//! Safe loading of a Hugging Face GPT-2 directory: `config.json` plus `model.safetensors`, or
+//! the shards a `model.safetensors.index.json` names.
 //! Pickle checkpoints are refused (unpickling runs code). Every file is treated as hostile
 //! (`crate::untrusted`): regular files only, each size capped. The safetensors header is read
 //! alone first and checked before any tensor data is read or any config-sized buffer allocated:
@@ -95,6 +96,8 @@ pub enum LoadError {
     },
     #[error("{path}: {msg}")]
     Tensor { path: PathBuf, msg: String },
+    #[error("{path}: sharded checkpoint index {msg}")]
+    Index { path: PathBuf, msg: String },
 }
 
 /// What was loaded: the model, the dtype the weights were stored in, and the digests.
@@ -122,8 +125,26 @@ fn is_pickle(path: &Path) -> bool {
         .is_some_and(|e| PICKLE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// The weights file of a model directory; refuses pickles before looking any further.
-fn weights_path(dir: &Path) -> Result<PathBuf, LoadError> {
+/// The name of a sharded checkpoint's index (transformers' `save_pretrained` above its shard
+/// size): `{"metadata": …, "weight_map": {tensor: shard file}}`.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// An index names a few shards per gigabyte of weights; more than this is not an index.
+const MAX_SHARDS: usize = 4096;
+
+/// An index is a few hundred bytes per tensor (a 70B Llama's is about 60 kB).
+const MAX_INDEX_BYTES: u64 = 16 << 20;
+
+/// Where a model directory keeps its weights.
+enum WeightFiles {
+    /// `model.safetensors`.
+    Single(PathBuf),
+    /// `model.safetensors.index.json` and the shards it names.
+    Sharded(PathBuf),
+}
+
+/// The weights of a model directory; refuses pickles before looking any further.
+fn weights_path(dir: &Path) -> Result<WeightFiles, LoadError> {
     if is_pickle(dir) {
         return Err(LoadError::Pickle(dir.to_path_buf()));
     }
@@ -135,9 +156,18 @@ fn weights_path(dir: &Path) -> Result<PathBuf, LoadError> {
     }
     let st = dir.join("model.safetensors");
     if st.exists() {
-        return Ok(st); // whether it is a regular file is checked when it is opened
+        return Ok(WeightFiles::Single(st)); // whether it is a regular file is checked when opened
     }
-    for name in ["pytorch_model.bin", "model.pt", "model.pth", "model.ckpt"] {
+    if dir.join(INDEX_FILE).exists() {
+        return Ok(WeightFiles::Sharded(dir.join(INDEX_FILE)));
+    }
+    for name in [
+        "pytorch_model.bin",
+        "pytorch_model.bin.index.json",
+        "model.pt",
+        "model.pth",
+        "model.ckpt",
+    ] {
         if dir.join(name).exists() {
             return Err(LoadError::Pickle(dir.join(name)));
         }
@@ -146,6 +176,12 @@ fn weights_path(dir: &Path) -> Result<PathBuf, LoadError> {
         path: st,
         what: "safetensors weights",
     })
+}
+
+/// True for the name of a file that holds weights or says where they are (`model.safetensors`,
+/// a shard, the index): the files an unlearning record binds a model by.
+pub fn is_weights_file(name: &str) -> bool {
+    name.ends_with(".safetensors") || name == INDEX_FILE
 }
 
 /// Reads and checks `config.json` of a model directory.
@@ -166,14 +202,28 @@ pub fn read_config(dir: &Path) -> Result<(Gpt2Config, FileDigest), LoadError> {
     Ok((cfg, digest("config.json", &bytes)))
 }
 
-/// Loads a GPT-2 from a Hugging Face directory into `dtype` (F32 or F64).
+/// Loads a GPT-2 from a Hugging Face directory into `dtype` (F32 or F64): `model.safetensors`,
+/// or the shards a `model.safetensors.index.json` names.
 pub fn load_model(dir: &Path, dtype: DType) -> Result<LoadedModel, LoadError> {
-    let wpath = weights_path(dir)?;
+    let weights = weights_path(dir)?;
     let (cfg, cfg_digest) = read_config(dir)?;
-    let bytes = read_weights(&wpath, &dir.join("config.json"), &cfg)?;
-    let (tensors, storage_dtype) = parse_weights(&wpath, &bytes, &cfg)?;
-    let mut files = vec![cfg_digest, digest("model.safetensors", &bytes)];
-    drop(bytes);
+    let mut files = vec![cfg_digest];
+    let cfg_path = dir.join("config.json");
+    let (wpath, tensors, storage_dtype) = match weights {
+        WeightFiles::Single(wpath) => {
+            let header = read_header(&wpath)?;
+            check_header(&wpath, &cfg_path, &cfg, stored_of(&header.meta))?;
+            let bytes = read_data(header)?;
+            let (tensors, storage_dtype) = parse_weights(&wpath, &bytes, &cfg)?;
+            files.push(digest("model.safetensors", &bytes));
+            (wpath, tensors, storage_dtype)
+        }
+        WeightFiles::Sharded(index) => {
+            let (tensors, storage_dtype, digests) = load_shards(dir, &index, &cfg_path, &cfg)?;
+            files.extend(digests);
+            (index, tensors, storage_dtype)
+        }
+    };
     let tok = dir.join("tokenizer.json");
     let tokenizer_json = if tok.exists() {
         let tb = read_regular_file_capped(&tok, MAX_TOKENIZER_BYTES, "tokenizer.json")?;
@@ -195,16 +245,132 @@ pub fn load_model(dir: &Path, dtype: DType) -> Result<LoadedModel, LoadError> {
     })
 }
 
-/// Reads a safetensors file in two steps: the header alone, checked against the file's length
-/// and against `cfg` (names, shapes, dtypes: [`check_header`]); then exactly the tensor bytes the
-/// header declares. Returns the whole file, header included, as read once.
-fn read_weights(path: &Path, cfg_path: &Path, cfg: &Gpt2Config) -> Result<Vec<u8>, LoadError> {
-    let (file, len) = open_regular(path, "safetensors weights")?;
-    let mut file = file.take(len); // never more than the length checked below
-    let trunc = |msg: String| LoadError::Truncated {
-        path: path.to_path_buf(),
+/// The tensors of a sharded checkpoint, their storage dtype, and the digests of the index and
+/// of each shard (in the index's order of first mention). The index is hostile data like the
+/// rest: each shard it names must be a plain `.safetensors` file name in `dir` (no path), and
+/// index and shards must agree exactly — every tensor a shard holds is mapped to that shard,
+/// every mapped tensor is in its shard, no tensor is in two. Every shard's header is read and
+/// checked, and the union checked against the config, before any tensor data is read.
+#[allow(clippy::type_complexity)]
+fn load_shards(
+    dir: &Path,
+    index: &Path,
+    cfg_path: &Path,
+    cfg: &Gpt2Config,
+) -> Result<(BTreeMap<String, Tensor>, DType, Vec<FileDigest>), LoadError> {
+    let bad = |msg: String| LoadError::Index {
+        path: index.to_path_buf(),
         msg,
     };
+    let bytes = read_regular_file_capped(index, MAX_INDEX_BYTES, "safetensors index")?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8".into()))?;
+    let json = crate::untrusted::StrictJson::parse(text).map_err(|e| bad(e.to_string()))?;
+    if let Some(key) = json.duplicate_key {
+        return Err(bad(format!("key {key:?} appears more than once")));
+    }
+    let Some(map) = json.value.get("weight_map").and_then(|m| m.as_object()) else {
+        return Err(bad("no \"weight_map\" object".into()));
+    };
+    let mut shards: Vec<String> = Vec::new();
+    let mut wanted: BTreeMap<String, &str> = BTreeMap::new();
+    for (tensor, file) in map {
+        let Some(file) = file.as_str() else {
+            return Err(bad(format!("weight_map[{tensor:?}] is not a file name")));
+        };
+        if !plain_shard_name(file) {
+            return Err(bad(format!(
+                "weight_map[{tensor:?}] names {file:?}: a shard must be a plain file name ending \
+                 in .safetensors, in the model's directory"
+            )));
+        }
+        if !shards.iter().any(|s| s == file) {
+            shards.push(file.to_string());
+        }
+        wanted.insert(tensor.clone(), file);
+    }
+    if shards.is_empty() || shards.len() > MAX_SHARDS {
+        return Err(bad(format!(
+            "names {} shards (1 to {MAX_SHARDS} expected)",
+            shards.len()
+        )));
+    }
+    let mut headers = Vec::with_capacity(shards.len());
+    for name in &shards {
+        let path = dir.join(name);
+        if !path.exists() {
+            return Err(LoadError::Missing {
+                path,
+                what: "safetensors shard named by the index",
+            });
+        }
+        let header = read_header(&path)?;
+        for raw in header.meta.tensors().keys() {
+            match wanted.get(raw.as_str()) {
+                Some(&f) if f == name => {}
+                Some(&f) => {
+                    return Err(bad(format!("maps {raw} to {f}, but {name} holds it")));
+                }
+                None => return Err(bad(format!("does not map {raw}, which {name} holds"))),
+            }
+        }
+        headers.push(header);
+    }
+    let held: BTreeSet<(&str, String)> = shards
+        .iter()
+        .zip(&headers)
+        .flat_map(|(s, h)| h.meta.tensors().into_keys().map(move |t| (s.as_str(), t)))
+        .collect();
+    for (raw, file) in &wanted {
+        if !held.contains(&(*file, raw.clone())) {
+            return Err(bad(format!("maps {raw} to {file}, which does not hold it")));
+        }
+    }
+    let mut stored = BTreeMap::new();
+    for h in &headers {
+        stored.extend(stored_of(&h.meta));
+    }
+    check_header(index, cfg_path, cfg, stored)?;
+    let mut digests = vec![digest(INDEX_FILE, &bytes)];
+    let (mut tensors, mut storage_dtype) = (BTreeMap::new(), None);
+    for (name, header) in shards.iter().zip(headers) {
+        let path = header.path.clone();
+        let data = read_data(header)?;
+        let (part, dtype) = parse_weights(&path, &data, cfg)?;
+        storage_dtype.get_or_insert(dtype);
+        tensors.extend(part);
+        digests.push(digest(name, &data));
+    }
+    Ok((tensors, storage_dtype.unwrap_or(DType::F32), digests))
+}
+
+/// A shard name an index may use: a plain file name (no directory part, no `..`), ending in
+/// `.safetensors`.
+fn plain_shard_name(name: &str) -> bool {
+    let mut parts = Path::new(name).components();
+    matches!(
+        (parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(_)), None)
+    ) && name.ends_with(".safetensors")
+        && name.len() > ".safetensors".len()
+        && !name.contains(['/', '\\', '\0'])
+}
+
+/// A safetensors file opened and its header read and parsed, its data not yet read.
+struct Header {
+    path: PathBuf,
+    file: std::io::Take<std::fs::File>,
+    len: u64,
+    /// The 8-byte length and the header, as read.
+    bytes: Vec<u8>,
+    meta: Metadata,
+}
+
+/// Reads a safetensors file's header alone, checked against the file's length. Its tensors are
+/// checked against the config by the caller ([`check_header`]) before [`read_data`] reads
+/// exactly the tensor bytes the header declares.
+fn read_header(path: &Path) -> Result<Header, LoadError> {
+    let (file, len) = open_regular(path, "safetensors weights")?;
+    let mut file = file.take(len); // never more than the length checked below
     let mut bytes = vec![0u8; 8.min(len as usize)];
     file.read_exact(&mut bytes).map_err(io(path))?;
     let n = check_header_len(path, &bytes, len)?;
@@ -214,7 +380,30 @@ fn read_weights(path: &Path, cfg_path: &Path, cfg: &Gpt2Config) -> Result<Vec<u8
         path: path.to_path_buf(),
         msg: e.to_string(),
     })?;
-    check_header(path, cfg_path, cfg, &meta)?;
+    Ok(Header {
+        path: path.to_path_buf(),
+        file,
+        len,
+        bytes,
+        meta,
+    })
+}
+
+/// The whole file, header included, as read once: exactly the tensor bytes the header
+/// declares after it, no more and no fewer.
+fn read_data(header: Header) -> Result<Vec<u8>, LoadError> {
+    let Header {
+        path,
+        mut file,
+        len,
+        mut bytes,
+        meta,
+    } = header;
+    let trunc = |msg: String| LoadError::Truncated {
+        path: path.clone(),
+        msg,
+    };
+    let n = bytes.len() as u64 - 8;
     let data = meta.data_len() as u64;
     let declared = (8 + n).saturating_add(data);
     if declared > len {
@@ -225,7 +414,7 @@ fn read_weights(path: &Path, cfg_path: &Path, cfg: &Gpt2Config) -> Result<Vec<u8
     }
     if declared < len {
         return Err(LoadError::Malformed {
-            path: path.to_path_buf(),
+            path: path.clone(),
             msg: format!(
                 "{} bytes follow the {data} bytes of tensor data the header declares",
                 len - declared
@@ -233,7 +422,7 @@ fn read_weights(path: &Path, cfg_path: &Path, cfg: &Gpt2Config) -> Result<Vec<u8
         });
     }
     bytes.reserve_exact(data as usize);
-    file.read_to_end(&mut bytes).map_err(io(path))?;
+    file.read_to_end(&mut bytes).map_err(io(&path))?;
     if bytes.len() as u64 != declared {
         return Err(trunc(format!(
             "the file shrank to {} bytes while it was read",
@@ -303,14 +492,8 @@ fn check_header(
     path: &Path,
     cfg_path: &Path,
     cfg: &Gpt2Config,
-    meta: &Metadata,
+    stored: BTreeMap<String, (String, &TensorInfo)>,
 ) -> Result<(), LoadError> {
-    let stored: BTreeMap<String, (String, &TensorInfo)> = meta
-        .tensors()
-        .into_iter()
-        .map(|(raw, info)| (canonical(&raw), (raw, info)))
-        .filter(|(name, _)| !is_buffer(name) && name != "lm_head.weight")
-        .collect();
     check_config_bounds(path, cfg_path, cfg, &stored)?;
     let expected: BTreeMap<String, Vec<usize>> = param_shapes(cfg).into_iter().collect();
     let want_dtype = cfg
@@ -333,6 +516,16 @@ fn check_header(
         });
     }
     Ok(())
+}
+
+/// A header's parameters by canonical name (with the stored name): buffers and the tied
+/// output layer left out.
+fn stored_of(meta: &Metadata) -> BTreeMap<String, (String, &TensorInfo)> {
+    meta.tensors()
+        .into_iter()
+        .map(|(raw, info)| (canonical(&raw), (raw, info)))
+        .filter(|(name, _)| !is_buffer(name) && name != "lm_head.weight")
+        .collect()
 }
 
 /// The sizes `config.json` names, each bounded by the tensors the header holds.
