@@ -76,3 +76,72 @@ fn inspect_prints_groups_and_file_digests() {
         .sum();
     assert_eq!(groups.last().unwrap()["count"], all);
 }
+
+/// A model shipped in bfloat16 is unlearned in float32 and saved in bfloat16 again, and
+/// `unlearn.json` says how much of the update the rounding removed (issue 19, "weights as
+/// shipped"). The bundled full model, stored here in bfloat16, unlearned for three steps with
+/// the defaults: its saved weights are bfloat16, and the recorded rounding error is the
+/// distance between the saved weights and the run's float32 result.
+#[test]
+fn a_bfloat16_model_is_saved_in_bfloat16_with_its_rounding_recorded() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = scratch("bf16-unlearn");
+    let full = load_model(&root.join("fixtures/models/full"), DType::F32).unwrap();
+    save_model(
+        &full.model,
+        DType::BF16,
+        &dir.join("bf16"),
+        full.tokenizer_json.as_deref(),
+    )
+    .unwrap();
+    let world = |s: &str| root.join(format!("fixtures/world/{s}.jsonl"));
+    let out = lethe(&[
+        "unlearn",
+        dir.join("bf16").to_str().unwrap(),
+        "--forget",
+        world("forget05").to_str().unwrap(),
+        "--retain",
+        world("retain05").to_str().unwrap(),
+        "--holdout",
+        world("holdout_calibration").to_str().unwrap(),
+        "--max-steps",
+        "3",
+        "--out",
+        dir.join("unlearned").to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{out:?}");
+    assert!(
+        text.contains("saved       as bfloat16: rounding removed"),
+        "{text}"
+    );
+    let saved = load_model(&dir.join("unlearned"), DType::F32).unwrap();
+    assert_eq!(saved.storage_dtype, DType::BF16);
+    let log: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("unlearned/unlearn.json")).unwrap())
+            .unwrap();
+    let r = &log["rounding"];
+    assert_eq!(r["storage_dtype"], "bfloat16");
+    let (update, rounding, lost) = (
+        r["update_norm"].as_f64().unwrap(),
+        r["rounding_norm"].as_f64().unwrap(),
+        r["lost"].as_f64().unwrap(),
+    );
+    assert!(update > 0.0 && rounding > 0.0, "{r}");
+    assert!((lost - rounding / update).abs() < 1e-12, "{r}");
+    // A bfloat16 rounding error is at most half a spacing, 2^-9 of each weight: the error
+    // cannot exceed 2^-9 of the saved embedding's length.
+    let wte = saved.model.get("transformer.wte.weight").unwrap();
+    let length = wte
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .sqrt() as f64;
+    assert!(
+        rounding <= length / 512.0 * 1.01,
+        "{rounding} against {length}"
+    );
+}

@@ -75,7 +75,11 @@ fn unlearn_step(args: &DemoArgs, world: &Path, model_out: &Path) -> Result<PathB
         ..Default::default()
     };
     let mut model = loaded.model;
+    let start =
+        crate::unlearn::rounding::snapshot(&mut model, &cfg.params).map_err(anyhow::Error::msg)?;
     let outcome = unlearn(&mut model, &inputs, &cfg, |_| {})?;
+    let rounding = crate::unlearn::rounding::measure(&model, &start, loaded.storage_dtype)?;
+    drop(start);
     save_model(
         &model,
         loaded.storage_dtype,
@@ -102,6 +106,7 @@ fn unlearn_step(args: &DemoArgs, world: &Path, model_out: &Path) -> Result<PathB
             .map(|_| args.fixtures.join("ledger").display().to_string()),
         ledger_alignment: None,
         outcome,
+        rounding: Some(rounding),
     };
     let path = model_out.join(UNLEARN_LOG_FILE);
     crate::atomic::write_atomic(&path, &log.to_bytes()?)

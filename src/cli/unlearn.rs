@@ -282,6 +282,8 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
         ledger: ledger.as_ref(),
     };
     let mut model = loaded.model;
+    let start = crate::unlearn::rounding::snapshot(&mut model, &cfg.params)
+        .map_err(|e| anyhow::anyhow!("--params {}: {e}", cfg.params))?;
     let mut bar = Progress::new(progress, "unlearn", cfg.max_steps as u64);
     let outcome = unlearn(&mut model, &inputs, &cfg, |s| {
         bar.inc(
@@ -293,6 +295,8 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
         )
     })?;
     bar.finish();
+    let rounding = crate::unlearn::rounding::measure(&model, &start, loaded.storage_dtype)?;
+    drop(start);
     let tok_json = std::fs::read(&tok_path)?;
     let staged = StagedDir::new(&args.out).with_context(|| args.out.display().to_string())?;
     write_model_files(&model, loaded.storage_dtype, staged.path(), Some(&tok_json))?;
@@ -309,6 +313,7 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
         ledger: args.ledger.as_ref().map(|p| p.display().to_string()),
         ledger_alignment: alignment,
         outcome,
+        rounding: Some(rounding),
     };
     write_atomic(&staged.path().join(UNLEARN_LOG_FILE), &log.to_bytes()?)?;
     staged
@@ -321,6 +326,21 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
         outcome.levels.forget_start, outcome.final_forget_loss, outcome.levels.holdout,
         outcome.levels.retain_start, outcome.final_retain_loss, outcome.stop_reason.describe()
     );
+    if let Some(r) = log.rounding.as_ref().filter(|r| r.rounding_norm > 0.0) {
+        println!(
+            "saved       as {}: rounding removed {:.1}% of the update's length (‖update‖ {:.3e}, rounding {:.3e})",
+            r.storage_dtype,
+            100.0 * r.lost,
+            r.update_norm,
+            r.rounding_norm
+        );
+        if r.lost > 0.5 {
+            eprintln!(
+                "warning: storing the weights as {} removed most of the update; the saved model is what `lethe certify` measures",
+                r.storage_dtype
+            );
+        }
+    }
     println!("model       {}", args.out.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -85,7 +85,8 @@ pub fn safetensors_bytes(model: &Gpt2, storage_dtype: DType) -> Result<Vec<u8>, 
     safetensors::serialize(tensors, Some(meta)).map_err(|e| e.to_string())
 }
 
-fn dtype_name(d: DType) -> &'static str {
+/// The name `config.json` gives a storage dtype.
+pub fn dtype_name(d: DType) -> &'static str {
     match d {
         DType::F64 => "float64",
         DType::F16 => "float16",

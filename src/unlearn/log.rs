@@ -7,6 +7,7 @@
 //! module owns the format; it computes nothing.
 
 use super::engine::UnlearnOutcome;
+use super::rounding::Rounding;
 use crate::data::fuzzy::Match;
 use crate::data::Record;
 use crate::digest::FileDigest;
@@ -105,6 +106,10 @@ pub struct UnlearnLog {
     pub ledger: Option<String>,
     pub ledger_alignment: Option<Alignment>,
     pub outcome: UnlearnOutcome,
+    /// How much of the update storing the weights in the model's dtype removed (absent in
+    /// records written before it was measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounding: Option<Rounding>,
 }
 
 impl UnlearnLog {

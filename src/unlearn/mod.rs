@@ -10,6 +10,7 @@ pub mod engine;
 pub mod log;
 pub mod method;
 pub mod objective;
+pub mod rounding;
 
 pub use engine::{unlearn, Stepper, UnlearnInputs, UnlearnOutcome};
 pub use log::{UnlearnLog, UNLEARN_LOG_FILE};
