@@ -168,6 +168,31 @@ fn a_hostile_index_is_refused_naming_the_file() {
         msg.contains("does not map") && msg.contains(INDEX_FILE),
         "{msg}"
     );
+    // One parameter stored twice, under GPT-2's two spellings, in two shards.
+    let dir = sharded("sharded-twice");
+    let bytes = std::fs::read(oracle("tiny-gpt2").join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let name = st
+        .names()
+        .into_iter()
+        .find(|n| n.ends_with("wte.weight"))
+        .unwrap()
+        .to_string();
+    let other = match name.strip_prefix("transformer.") {
+        Some(bare) => bare.to_string(),
+        None => format!("transformer.{name}"),
+    };
+    let extra = "model-extra.safetensors";
+    let out = safetensors::serialize([(other.as_str(), st.tensor(&name).unwrap())], None).unwrap();
+    std::fs::write(dir.join(extra), out).unwrap();
+    edit_index(&dir, |m| {
+        m.insert(other.clone(), extra.into());
+    });
+    let msg = load_err(&dir);
+    assert!(
+        msg.contains("transformer.wte.weight is stored twice"),
+        "{msg}"
+    );
     // A shard the index names that is not there.
     let dir = sharded("sharded-missing");
     std::fs::remove_file(dir.join(shard_name(2))).unwrap();

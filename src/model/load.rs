@@ -212,7 +212,9 @@ pub fn load_model(dir: &Path, dtype: DType) -> Result<LoadedModel, LoadError> {
     let (wpath, tensors, storage_dtype) = match weights {
         WeightFiles::Single(wpath) => {
             let header = read_header(&wpath)?;
-            check_header(&wpath, &cfg_path, &cfg, stored_of(&header.meta))?;
+            let mut stored = BTreeMap::new();
+            stored_of(&wpath, &header.meta, &mut stored)?;
+            check_header(&wpath, &cfg_path, &cfg, stored)?;
             let bytes = read_data(header)?;
             let (tensors, storage_dtype) = parse_weights(&wpath, &bytes, &cfg)?;
             files.push(digest("model.safetensors", &bytes));
@@ -327,7 +329,7 @@ fn load_shards(
     }
     let mut stored = BTreeMap::new();
     for h in &headers {
-        stored.extend(stored_of(&h.meta));
+        stored_of(&h.path, &h.meta, &mut stored)?;
     }
     check_header(index, cfg_path, cfg, stored)?;
     let mut digests = vec![digest(INDEX_FILE, &bytes)];
@@ -518,14 +520,28 @@ fn check_header(
     Ok(())
 }
 
-/// A header's parameters by canonical name (with the stored name): buffers and the tied
-/// output layer left out.
-fn stored_of(meta: &Metadata) -> BTreeMap<String, (String, &TensorInfo)> {
-    meta.tensors()
-        .into_iter()
-        .map(|(raw, info)| (canonical(&raw), (raw, info)))
-        .filter(|(name, _)| !is_buffer(name) && name != "lm_head.weight")
-        .collect()
+/// Adds a header's parameters to `stored` by canonical name (with the stored name), buffers and
+/// the tied output layer left out; a parameter stored twice (`h.0.…` beside
+/// `transformer.h.0.…`, or in two shards) is refused rather than one copy silently chosen.
+fn stored_of<'a>(
+    path: &Path,
+    meta: &'a Metadata,
+    stored: &mut BTreeMap<String, (String, &'a TensorInfo)>,
+) -> Result<(), LoadError> {
+    for (raw, info) in meta.tensors() {
+        let name = canonical(&raw);
+        if is_buffer(&name) || name == "lm_head.weight" {
+            continue;
+        }
+        if let Some((first, _)) = stored.get(&name) {
+            return Err(LoadError::Malformed {
+                path: path.to_path_buf(),
+                msg: format!("{name} is stored twice (as {first} and as {raw})"),
+            });
+        }
+        stored.insert(name, (raw, info));
+    }
+    Ok(())
 }
 
 /// The sizes `config.json` names, each bounded by the tensors the header holds.
