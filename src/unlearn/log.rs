@@ -53,14 +53,6 @@ impl ModelFiles {
         }
         Ok(ModelFiles::new(dir, files))
     }
-
-    /// The sha256 of the file called `name`, if recorded.
-    pub fn sha256_of(&self, name: &str) -> Option<&str> {
-        self.files
-            .iter()
-            .find(|f| f.name == name)
-            .map(|f| f.sha256.as_str())
-    }
 }
 
 /// A JSONL file the run read: path, digest, and the ids of its records.
