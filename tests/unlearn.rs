@@ -269,7 +269,14 @@ fn a_step_that_costs_the_retain_records_is_repaired_on_other_retain_records() {
             start.mean
         );
         let (after, lost_after, kept) = stepper
-            .repair(&model, &start.reproduced, &levels, &[], 1.0)
+            .repair(
+                &model,
+                &start.reproduced,
+                &levels,
+                &[],
+                1.0,
+                (damaged, lost),
+            )
             .unwrap();
         eprintln!(
             "repair_steps {repair_steps}: retain loss {:.4} -> damaged {damaged:.4} ({lost} answers lost) -> {after:.4} ({lost_after} lost), {kept} kept",

@@ -151,19 +151,12 @@ fn signed_baseline(report: &Report, root: &Path) -> Result<Option<Value>, String
     else {
         return Ok(None);
     };
-    let path = confine(root, &artifact.path)?;
-    let bytes = crate::untrusted::read_regular_file_capped(&path, MAX_BASELINE_BYTES, "baseline")
-        .map_err(|e| e.to_string())?;
-    let digest = crate::digest::sha256_hex(&bytes);
-    if digest != artifact.sha256 {
-        return Err(format!(
-            "baseline {} has sha256 {digest}, the report was judged against {}",
-            artifact.path, artifact.sha256
-        ));
-    }
+    let named = format!("baseline {}", artifact.path);
+    let bytes = read_under(root, &artifact.path, MAX_BASELINE_BYTES, "baseline")?;
+    same_digest(&named, &bytes, &artifact.sha256)?;
     crate::issue::baseline_evidence(&bytes)
         .map(Some)
-        .map_err(|e| format!("baseline {}: {e}", artifact.path))
+        .map_err(|e| format!("{named}: {e}"))
 }
 
 /// The spec the report was judged against — a bundled one by name or a file under `root` —
@@ -176,20 +169,27 @@ fn signed_spec(report: &Report, root: &Path) -> Result<Spec, String> {
             .find(|(n, _)| *n == name)
             .map(|(_, t)| t.as_bytes().to_vec())
             .ok_or_else(|| format!("no bundled spec {name}"))?,
-        None => {
-            let path = confine(root, file)?;
-            crate::untrusted::read_regular_file_capped(&path, MAX_SPEC_BYTES, "spec")
-                .map_err(|e| e.to_string())?
-        }
+        None => read_under(root, file, MAX_SPEC_BYTES, "spec")?,
     };
-    let digest = crate::digest::sha256_hex(&text);
-    if digest != report.spec.sha256 {
+    same_digest(file, &text, &report.spec.sha256)?;
+    Spec::parse(&String::from_utf8_lossy(&text), file).map_err(|e| e.to_string())
+}
+
+/// A file a signed report names, read from under `root` ([`confine`]), at most `cap` bytes.
+fn read_under(root: &Path, named: &str, cap: u64, what: &'static str) -> Result<Vec<u8>, String> {
+    let path = confine(root, named)?;
+    crate::untrusted::read_regular_file_capped(&path, cap, what).map_err(|e| e.to_string())
+}
+
+/// The bytes read for `named` hash to the sha256 the signed report recorded.
+fn same_digest(named: &str, bytes: &[u8], signed: &str) -> Result<(), String> {
+    let digest = crate::digest::sha256_hex(bytes);
+    if digest != signed {
         return Err(format!(
-            "{file} has sha256 {digest}, the report was judged against {}",
-            report.spec.sha256
+            "{named} has sha256 {digest}, the report was judged against {signed}"
         ));
     }
-    Spec::parse(&String::from_utf8_lossy(&text), file).map_err(|e| e.to_string())
+    Ok(())
 }
 
 /// Every model file and data split was read with the digest the signed evidence records.

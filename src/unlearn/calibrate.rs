@@ -138,15 +138,19 @@ impl Levels {
     ) -> Verdict {
         if !(forget.is_finite() && retain.is_finite()) {
             Verdict::UndoNonFinite
-        } else if retain > self.retain_start + guard.loss_margin
-            || answers_lost > guard.answers_allowed(self.retain_reproduced)
-        {
+        } else if !self.retain_kept(retain, answers_lost, guard) {
             Verdict::UndoRetain
         } else if forget > self.target * overshoot {
             Verdict::UndoOvershoot
         } else {
             Verdict::Keep
         }
+    }
+
+    /// Whether a retain loss and a count of retain answers lost are within `guard`.
+    pub fn retain_kept(&self, retain: f64, answers_lost: usize, guard: RetainGuard) -> bool {
+        retain <= self.retain_start + guard.loss_margin
+            && answers_lost <= guard.answers_allowed(self.retain_reproduced)
     }
 
     /// Forget records (by per-record loss) that are still recognised.

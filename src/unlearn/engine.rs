@@ -141,9 +141,7 @@ pub fn unlearn(
         let snapshot = trainable_copy(model)?;
         reset = reset_exclusive_rows(model, inputs, cfg.seed)?;
         let (retain, lost) = run.retain_check(model, &retain_start.reproduced)?;
-        if !reset.is_empty()
-            && levels.judge(0.0, retain, lost, guard, f64::INFINITY) != Verdict::Keep
-        {
+        if !reset.is_empty() && !levels.retain_kept(retain, lost, guard) {
             restore(model, &snapshot)?;
             reset.clear();
         }
@@ -172,11 +170,15 @@ pub fn unlearn(
         hold_lengths(model, &reset)?;
         let (mut retain, mut lost) = run.retain_check(model, &retain_start.reproduced)?;
         let mut repairs = 0;
-        if cfg.method == Method::Profile
-            && levels.judge(0.0, retain, lost, guard, f64::INFINITY) != Verdict::Keep
-        {
-            (retain, lost, repairs) =
-                run.repair(model, &retain_start.reproduced, &levels, &reset, length)?;
+        if cfg.method == Method::Profile {
+            (retain, lost, repairs) = run.repair(
+                model,
+                &retain_start.reproduced,
+                &levels,
+                &reset,
+                length,
+                (retain, lost),
+            )?;
         }
         let (forget, per, tokens) = forget_losses(model, &forget_all, inputs.pad, cfg.batch_size)?;
         let new_gap = run.gap(&tokens);
@@ -378,7 +380,8 @@ impl<'a> Stepper<'a> {
     /// towards the retain records. On a memorised retain set the retain loss sits at a minimum,
     /// where its gradient is zero and a first-order projection of the forget step (A-GEM)
     /// removes nothing; only a step taken after the damage sees it. Returns the watched retain
-    /// loss, the answers lost, and the repair steps kept.
+    /// loss, the answers lost, and the repair steps kept; `now` is the watched retain loss and
+    /// the answers lost as the step left them (nothing is tried when they are within the guard).
     pub fn repair(
         &mut self,
         model: &Gpt2,
@@ -386,12 +389,12 @@ impl<'a> Stepper<'a> {
         levels: &Levels,
         reset: &[(usize, f32)],
         length: f64,
+        now: (f64, usize),
     ) -> Result<(f64, usize, usize), UnlearnError> {
         let guard = self.cfg.retain_guard();
-        let (mut retain, mut lost) = self.retain_check(model, reproduced_before)?;
-        let (mut len, mut kept) = (length, 0);
+        let ((mut retain, mut lost), mut len, mut kept) = (now, length, 0);
         for _ in 0..self.cfg.repair_steps {
-            if levels.judge(0.0, retain, lost, guard, f64::INFINITY) == Verdict::Keep {
+            if levels.retain_kept(retain, lost, guard) {
                 break;
             }
             let before = trainable_copy(model)?;
