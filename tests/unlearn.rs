@@ -44,6 +44,19 @@ pub fn world() -> World {
     }
 }
 
+impl World {
+    /// The unlearning inputs of this world: forget05, retain05, the calibration holdout.
+    pub fn inputs<'a>(&'a self, ledger: Option<&'a Ledger>) -> UnlearnInputs<'a> {
+        UnlearnInputs {
+            forget: &self.enc[0],
+            retain: &self.enc[1],
+            holdout: &self.enc[2],
+            pad: self.tok.pad_id(),
+            ledger,
+        }
+    }
+}
+
 /// Fraction of question–answer records whose greedy continuation reproduces the answer.
 pub fn exact_match(model: &Gpt2, tok: &TextTokenizer, records: &[Record]) -> f64 {
     exact_match_rate(&ModelOracle::open(model, tok).unwrap(), records).unwrap()
@@ -64,13 +77,7 @@ fn run(method: Method, params: &str, dir: &str, ledger: &str) -> (f64, f64, f64,
     let em0 = exact_match(&full.model, &w.tok, &w.forget);
     let r0 = retain_loss(&full.model, &w);
     let mut model = full.model;
-    let inputs = UnlearnInputs {
-        forget: &w.enc[0],
-        retain: &w.enc[1],
-        holdout: &w.enc[2],
-        pad: w.tok.pad_id(),
-        ledger: Some(&ledger),
-    };
+    let inputs = w.inputs(Some(&ledger));
     let cfg = UnlearnConfig {
         method,
         params: params.into(),
@@ -206,13 +213,7 @@ fn a_step_that_costs_the_retain_records_is_repaired_on_other_retain_records() {
     use lethe::unlearn::calibrate::{Levels, Verdict};
     use lethe::unlearn::Stepper;
     let w = world();
-    let inputs = UnlearnInputs {
-        forget: &w.enc[0],
-        retain: &w.enc[1],
-        holdout: &w.enc[2],
-        pad: w.tok.pad_id(),
-        ledger: None,
-    };
+    let inputs = w.inputs(None);
     for repair_steps in [0, 3] {
         let mut model = load_model(&fixtures("models/full"), DType::F32)
             .unwrap()

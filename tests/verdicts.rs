@@ -18,7 +18,7 @@ use lethe::evidence::{certify, load_inputs, Request};
 use lethe::judge::spec::Spec;
 use lethe::judge::verdict::{judge_spec, Status, Verdict};
 use lethe::model::{load_model, save_model};
-use lethe::unlearn::{unlearn, Method, UnlearnConfig, UnlearnInputs};
+use lethe::unlearn::{unlearn, Method, UnlearnConfig};
 use std::path::Path;
 
 /// `specs/<name>.toml`.
@@ -185,13 +185,7 @@ fn unlearned_with(cfg: &UnlearnConfig, name: &str) -> Vec<Verdict> {
     let w = world();
     let full = load_model(&fixtures("models/full"), DType::F32).unwrap();
     let mut model = full.model;
-    let inputs = UnlearnInputs {
-        forget: &w.enc[0],
-        retain: &w.enc[1],
-        holdout: &w.enc[2],
-        pad: w.tok.pad_id(),
-        ledger: None,
-    };
+    let inputs = w.inputs(None);
     let out = unlearn(&mut model, &inputs, cfg, |_| {}).unwrap();
     eprintln!(
         "{name}: forget loss {:.3} -> {:.3} (holdout {:.3}), {} steps, {:?}",
