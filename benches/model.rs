@@ -51,6 +51,17 @@ fn ascent_step(model: &Gpt2, batch: &Batch, lr: f64) {
     }
 }
 
+/// [`ascent_step`] with the gradient from candle's autograd over `Gpt2::loss` (the path the
+/// hand-written pass replaced), for comparison.
+fn ascent_step_autograd(model: &Gpt2, batch: &Batch, lr: f64) {
+    let grads = model.loss(batch).unwrap().backward().unwrap();
+    for (_, var) in model.trainable_vars() {
+        let g = grads.get(var.as_tensor()).unwrap();
+        var.set(&(var.as_tensor() + (g * lr).unwrap()).unwrap())
+            .unwrap();
+    }
+}
+
 struct Shape {
     name: &'static str,
     cfg: Gpt2Config,
@@ -92,6 +103,9 @@ fn eval_and_step(c: &mut Criterion) {
                 .unwrap();
             group.bench_function(BenchmarkId::new("ga-step", params), |b| {
                 b.iter(|| ascent_step(&model, &batch, 1e-4))
+            });
+            group.bench_function(BenchmarkId::new("ga-step-autograd", params), |b| {
+                b.iter(|| ascent_step_autograd(&model, &batch, 1e-4))
             });
         }
         group.finish();

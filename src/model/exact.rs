@@ -1,12 +1,11 @@
 //! Float64 operations of the forward pass as single graph nodes with hand-written first
 //! derivatives: the attention softmax (scale and additive mask inside), the target
-//! log-probability (log-softmax and pick), and `gelu_new`; and the kernels `dual` builds the
-//! float64 gradient and Hessian-vector product from (the softmax's Jacobian product, the target
-//! log-probability's vector-Jacobian product, `gelu_new`'s first two derivatives). The values
-//! are the same functions as composed from candle's primitives, to rounding (the oracle tests
-//! hold the model to 1e-8 and 1e-9). Second derivatives are `dual`'s: differentiating these
-//! operations' backward passes is refused with an error rather than computed wrong.
-//! This module owns these float64 formulas; `ops` and `dual` decide when they are used.
+//! log-probability (log-softmax and pick), and `gelu_new`, for the candle float64 forward
+//! (`Gpt2::forward`, generation, the autograd reference of the tests). The values are the same
+//! functions as composed from candle's primitives, to rounding (the oracle tests hold the model
+//! to 1e-8 and 1e-9). Second derivatives are the hand-written pass's (`pass`, in dual numbers):
+//! differentiating these operations' backward passes is refused with an error rather than
+//! computed wrong. This module owns these float64 formulas; `ops` decides when they are used.
 
 use super::kernels::softmax_vjp_rows;
 use candle_core::backend::BackendStorage;
@@ -14,7 +13,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape,
 use rayon::prelude::*;
 
 /// Why a derivative of a backward pass is refused here.
-const SECOND_ORDER: &str = "second derivatives of the float64 model are computed by model::dual, \
+const SECOND_ORDER: &str = "second derivatives of the float64 model are computed by model::pass, \
 not by differentiating candle's backward pass";
 
 /// Rows handed to one rayon task at least.
@@ -74,50 +73,6 @@ pub fn target_logprobs(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
 /// GPT-2's `gelu_new`: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
 pub fn gelu_new(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Gelu(0))
-}
-
-/// `scale · s ⊙ (x − Σ x⊙s)` row-wise for a softmax output `s`: the softmax's
-/// vector-Jacobian product and, the Jacobian being symmetric, its Jacobian-vector product.
-pub(super) fn softmax_vjp(s: &Tensor, x: &Tensor, scale: f64) -> Result<Tensor> {
-    s.contiguous()?
-        .apply_op2(&x.contiguous()?, SoftmaxVjp { scale })
-}
-
-/// Softmax over the last dimension of a float64 tensor, outside any graph.
-pub(super) fn softmax_values(x: &Tensor) -> Result<Tensor> {
-    let n = *x.dims().last().unwrap_or(&0);
-    if n == 0 {
-        bail!("softmax over an empty last dimension");
-    }
-    let mut y: Vec<f64> = x.flatten_all()?.to_vec1()?;
-    y.par_chunks_mut(n)
-        .with_min_len(MIN_ROWS)
-        .for_each(softmax_in_place);
-    Tensor::from_vec(y, x.shape(), x.device())
-}
-
-/// `g_i·([j = t_i] − softmax(logits_i)_j)`, `[N, V]`: the target log-probability's
-/// vector-Jacobian product for the incoming `g` `[N]`.
-pub(super) fn target_logprob_vjp(logits: &Tensor, targets: &[u32], g: &Tensor) -> Result<Tensor> {
-    let pick = PickVjp {
-        targets: targets.to_vec(),
-    };
-    logits.contiguous()?.apply_op2(&g.contiguous()?, pick)
-}
-
-/// `gelu_new` of a float64 tensor and its first derivative, and with `second` its second,
-/// element-wise, outside any graph (one `tanh` per element for all of them).
-pub(super) fn gelu_new_and_derivatives(x: &Tensor, second: bool) -> Result<Vec<Tensor>> {
-    let xs: Vec<f64> = x.flatten_all()?.to_vec1()?;
-    let all: Vec<[f64; 3]> = xs
-        .par_iter()
-        .with_min_len(4096)
-        .map(|&x| gelu_all(x))
-        .collect();
-    let parts = if second { 3 } else { 2 };
-    (0..parts)
-        .map(|i| Tensor::from_vec(all.iter().map(|a| a[i]).collect(), x.shape(), x.device()))
-        .collect()
 }
 
 /// Softmax of `scale·x + bias` over the last dimension (see [`masked_softmax`]).
@@ -459,48 +414,6 @@ mod tests {
         };
         let x = randn(&[5, 9], 3);
         agree(&x, &|x| gelu_new(x).unwrap(), &composed);
-        // First derivative: the composed function's gradient; second: the gradient of the
-        // composed first derivative's sum (element-wise functions, so these are the diagonals).
-        let grad_sum = |x: &Tensor| {
-            let var = Var::from_tensor(x).unwrap();
-            let y = composed(var.as_tensor()).sum_all().unwrap();
-            y.backward().unwrap().get(var.as_tensor()).unwrap().detach()
-        };
-        let all = gelu_new_and_derivatives(&x, true).unwrap();
-        assert!(max_rel(&all[0], &gelu_new(&x).unwrap()) < 1e-15);
-        assert!(max_rel(&all[1], &grad_sum(&x)) < 1e-12);
-        let h = 1e-5;
-        let d2_fd = ((grad_sum(&(&x + h).unwrap()) - grad_sum(&(&x - h).unwrap())).unwrap()
-            / (2.0 * h))
-            .unwrap();
-        assert!(max_rel(&all[2], &d2_fd) < 1e-8);
-    }
-
-    #[test]
-    fn softmax_jacobian_and_target_vjp_match_candles_backward() {
-        // softmax_vjp(s, u, c) is the gradient of Σ u⊙softmax(c·x + bias) with respect to x.
-        let (bias, x, u) = (bias(), randn(&[2, 3, 4, 4], 4), randn(&[2, 3, 4, 4], 5));
-        let var = Var::from_tensor(&x).unwrap();
-        let s = composed_softmax(
-            &(var.as_tensor() * 0.37)
-                .unwrap()
-                .broadcast_add(&bias)
-                .unwrap(),
-        );
-        let want = (&s * &u).unwrap().sum_all().unwrap().backward().unwrap();
-        let want = want.get(var.as_tensor()).unwrap();
-        let got = softmax_vjp(&s.detach(), &u, 0.37).unwrap();
-        assert!(max_rel(&got, want) < 1e-12);
-        // target_logprob_vjp(x, t, g) is the gradient of Σ g⊙target_logprobs(x, t).
-        let targets = [1u32, 6, 0, 3];
-        let (x, g) = (randn(&[4, 7], 6), randn(&[4], 8));
-        let var = Var::from_tensor(&x).unwrap();
-        let lp = target_logprobs(var.as_tensor(), &targets).unwrap();
-        let want = (&lp * &g).unwrap().sum_all().unwrap().backward().unwrap();
-        let got = target_logprob_vjp(&x, &targets, &g).unwrap();
-        assert!(max_rel(&got, want.get(var.as_tensor()).unwrap()) < 1e-12);
-        let probs = softmax_values(&x).unwrap();
-        assert!(max_rel(&probs, &composed_softmax(&x)) < 1e-14);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use super::config::Gpt2Config;
 use super::params::{param_shapes, ParamGroups};
-use super::{constant, ops};
+use super::{constant, ops, pass};
 use crate::data::batch::Batch;
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 use std::collections::BTreeMap;
@@ -150,6 +150,16 @@ impl Gpt2 {
             .filter(|(n, _)| pred(n))
             .map(|(_, v)| v.elem_count())
             .sum()
+    }
+
+    /// The parameters in state-dict order (the hand-written pass reads them in place).
+    pub(super) fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
+    /// Which parameters are trainable, in state-dict order.
+    pub(super) fn trainable_flags(&self) -> &[bool] {
+        &self.trainable
     }
 
     /// Parameter `i` as it enters the graph: tracked when trainable, detached otherwise.
@@ -342,6 +352,38 @@ impl Gpt2 {
     }
 
     fn scored_positions(&self, batch: &Batch, hits: bool) -> Result<(Tensor, Option<Vec<bool>>)> {
+        match self.dtype {
+            DType::F32 => self.pass_positions::<f32>(batch, hits),
+            DType::F64 => self.pass_positions::<f64>(batch, hits),
+            _ => self.graph_positions(batch, hits),
+        }
+    }
+
+    /// [`Gpt2::scored_positions`] by the hand-written pass (`pass`): no autograd graph.
+    fn pass_positions<T: pass::Real>(
+        &self,
+        batch: &Batch,
+        hits: bool,
+    ) -> Result<(Tensor, Option<Vec<bool>>)> {
+        let (b, width) = (batch.rows, batch.cols.saturating_sub(1));
+        let fwd = pass::Forward::<T>::score(self, batch)?;
+        let mut table = vec![T::ZERO; b * width];
+        for (slot, &lp) in fwd.slots().zip(fwd.logprobs()) {
+            table[slot] = lp;
+        }
+        let row_hits = hits.then(|| {
+            let mut per = vec![true; b];
+            for ((r, _), hit) in fwd.target_rows().zip(fwd.hits()) {
+                per[r] &= hit;
+            }
+            per
+        });
+        Ok((Tensor::from_vec(table, (b, width), &self.device)?, row_hits))
+    }
+
+    /// [`Gpt2::scored_positions`] on candle's operations, recording the autograd graph of the
+    /// trainable parameters ([`Gpt2::loss`]).
+    fn graph_positions(&self, batch: &Batch, hits: bool) -> Result<(Tensor, Option<Vec<bool>>)> {
         let (ids, att) = self.batch_tensors(batch)?;
         let (b, t) = (batch.rows, batch.cols);
         let width = t.saturating_sub(1);
@@ -379,9 +421,12 @@ impl Gpt2 {
     }
 
     /// Mean negative log-likelihood over the batch's weighted target positions (all real
-    /// tokens of a text record, the answer tokens of a question–answer record).
+    /// tokens of a text record, the answer tokens of a question–answer record), on candle's
+    /// operations with the autograd graph of the trainable parameters: the reference the
+    /// hand-written pass is tested against. Training and unlearning take their gradients from
+    /// `grad::loss_and_grad` (the pass) instead.
     pub fn loss(&self, batch: &Batch) -> Result<Tensor> {
-        let lp = self.token_logprobs(batch)?;
+        let lp = self.graph_positions(batch, false)?.0;
         weighted_mean_nll(&lp, batch)
     }
 

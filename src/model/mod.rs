@@ -7,7 +7,6 @@
 pub mod cache;
 pub mod config;
 pub mod constant;
-pub mod dual;
 pub mod exact;
 pub mod generate;
 pub mod gpt2;
@@ -17,6 +16,7 @@ pub mod kernels;
 pub mod load;
 pub mod ops;
 pub mod params;
+pub mod pass;
 pub mod per_example;
 pub mod save;
 

@@ -1,7 +1,7 @@
 //! The numerical kernels of the GPT-2 forward pass: linear (Conv1D) layers, layer norm,
 //! `gelu_new`, the attention head split and merge, masked softmax and target log-probs. In
 //! float64 softmax, target log-probs and `gelu_new` are the single-node operations of `exact`
-//! and the rest is composed from candle's primitives (float64 derivatives are `dual`'s); in
+//! and the rest is composed from candle's primitives (the candle path's derivatives are first-order; training, unlearning and exact derivatives use the hand-written `pass`); in
 //! float32 each goes to a fused first-order kernel of `kernels`, for speed. Frozen weights and
 //! masks enter through `constant`. This module owns that choice; it knows nothing of parameter
 //! names.

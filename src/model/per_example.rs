@@ -3,9 +3,9 @@
 //! interact (causal attention, padding masked), so the gradient of the sum of the per-record
 //! losses with respect to the embedding output `h₀` `[B, T, C]` holds each record's own
 //! `∂loss_r/∂h₀` in its row; the backward runs through frozen blocks only (input gradients,
-//! no weight-gradient work). From it, with `dl_i = ∂loss_r/∂logits_i` (kept by running the
-//! output layer as a graph of its own) and `hn_i` the final layer norm's output at scored
-//! position i of record r:
+//! no weight-gradient work; the hand-written pass's `embedding_backward`). From it, with
+//! `dl_i = ∂loss_r/∂logits_i` and `hn_i` the final layer norm's output at scored position i of
+//! record r:
 //!
 //! - `wpe`: the rows `de_t` at distinct positions, so ‖∇‖² = Σ_t ‖de_t‖²;
 //! - `wte`, input side B = Σ_t e_{id_t} de_tᵀ: ‖B‖² = Σ_{t,s: id_t = id_s} de_t·de_s;
@@ -18,9 +18,9 @@
 //! are scored and what the norms mean is the caller's.
 
 use super::gpt2::Gpt2;
-use super::{constant, ops};
+use super::pass;
 use crate::data::Batch;
-use candle_core::{DType, Result, Tensor, Var};
+use candle_core::{DType, Result, Tensor};
 
 /// Which embedding parameters a model's trainable set holds, or `None` when it holds anything
 /// else (or nothing).
@@ -69,37 +69,17 @@ pub fn grad_norms(model: &Gpt2, batch: &Batch) -> Result<Vec<f64>> {
         }
     }
     let dev = model.device();
-    let (ids, att) = model.batch_tensors(batch)?;
-    let h0 = Var::from_tensor(&model.embed(&ids)?.detach())?;
-    let (h, _) = model.trunk_from(h0.as_tensor().clone(), &att, false)?;
     let n = rows.len();
-    let picked = h
-        .reshape((b * t, c))?
-        .index_select(&Tensor::from_slice(&rows, n, dev)?, 0)?;
-    let hn = model
-        .final_norm(&picked.reshape((1, n, c))?)?
-        .reshape((n, c))?;
-    // The output layer as a graph of its own, so that ∂/∂logits is kept: the same float32
-    // kernel backward as a per-record pass (a well-remembered target's p − 1 is computed the
-    // same way, cancellation included).
-    let wte = model.p(0).detach();
-    let logits = Var::from_tensor(&constant::matmul(&hn.detach(), &wte.t()?)?)?;
-    let lp = ops::target_logprobs(logits.as_tensor(), &Tensor::from_slice(&targets, n, dev)?)?;
-    let coef_t = Tensor::from_slice(&coef, n, dev)?.to_dtype(model.dtype())?;
-    let dl = (lp * coef_t)?.sum_all()?.backward()?;
-    let dl = match dl.get(logits.as_tensor()) {
-        Some(g) => g.detach(), // a variable's gradient keeps the graph that made it
-        None => logits.as_tensor().zeros_like()?,
+    let [de, hn, dl] = match model.dtype() {
+        DType::F32 => pieces::<f32>(model, batch, &coef)?,
+        DType::F64 => pieces::<f64>(model, batch, &coef)?,
+        other => candle_core::bail!("gradient norms in float32 or float64, not {other:?}"),
     };
-    // Then back through the trunk from ∂/∂hn = dl · wte.
-    let dhn = constant::matmul(&dl, &wte)?;
-    let grads = (&hn * dhn)?.sum_all()?.backward()?;
-    let de = match grads.get(h0.as_tensor()) {
-        Some(g) => g.to_dtype(DType::F64)?,
-        None => h0.as_tensor().zeros_like()?.to_dtype(DType::F64)?,
-    };
-    let hn = hn.detach().to_dtype(DType::F64)?;
-    let dl = dl.to_dtype(DType::F64)?;
+    let de = Tensor::from_vec(de, (b, t, c), dev)?;
+    let (hn, dl) = (
+        Tensor::from_vec(hn, (n, c), dev)?,
+        Tensor::from_vec(dl, (n, model.config().vocab_size), dev)?,
+    );
     let mut out = Vec::with_capacity(b);
     let mut off = 0;
     for (r, &n_r) in count.iter().enumerate() {
@@ -129,6 +109,14 @@ pub fn grad_norms(model: &Gpt2, batch: &Batch) -> Result<Vec<f64>> {
         off += n_r;
     }
     Ok(out)
+}
+
+/// The hand-written pass's backward as far as the embedding output (`pass`), its three
+/// pieces in float64: `de` `[B·T, C]`, `hn` `[S, C]`, `dl` `[S, V]`.
+fn pieces<T: pass::Real>(model: &Gpt2, batch: &Batch, coef: &[f64]) -> Result<[Vec<f64>; 3]> {
+    let fwd = pass::Forward::<T>::run(model, batch)?;
+    let parts = fwd.embedding_backward(model, coef)?;
+    Ok(parts.map(|v| v.iter().map(|x| x.f64()).collect()))
 }
 
 /// `Σ_{t,s: ids_t = ids_s} de_t·de_s`: the squared norm of the input embedding's row gradient

@@ -9,6 +9,7 @@ use super::ledger::{LedgerError, LedgerRecorder};
 use super::schedule::WarmupCosine;
 use super::sgd::{MomentumSgd, ParamsSgd};
 use crate::data::{Batch, Encoded};
+use crate::model::grad::loss_and_grad;
 use crate::model::{save_model, Gpt2, ParamGroups};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Var};
@@ -190,14 +191,15 @@ fn descend(
     step: usize,
     lr: f64,
 ) -> Result<f64, TrainError> {
-    let loss = model.loss(batch)?;
-    let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let (value, grads) = loss_and_grad(model, batch)?;
     if !value.is_finite() {
         return Err(TrainError::NotFinite(value, step));
     }
-    let grads = loss.backward()?;
-    opt.step(&grads, lr)?;
-    drop(grads);
+    let mut store = GradStore::default();
+    for ((_, var), (_, g)) in model.trainable_vars().into_iter().zip(grads) {
+        store.insert(var.as_tensor(), g);
+    }
+    opt.step(&store, lr)?;
     Ok(value)
 }
 

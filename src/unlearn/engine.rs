@@ -6,8 +6,8 @@
 use super::calibrate::{recognition_threshold, Levels, StopReason, Verdict};
 use super::method::{Method, UnlearnConfig};
 use super::objective::{
-    apply_step, direction_norm, gradient, mean_loss, objective, profile_gap, profile_objective,
-    scored, sequence_logprob, token_losses,
+    apply_step, direction_norm, loss_gradient, mean_loss, objective_gradient, profile_gap,
+    profile_gradient, scored, sequence_logprob, token_losses,
 };
 use crate::data::{Batch, Encoded};
 use crate::model::{Gpt2, ParamGroups};
@@ -428,7 +428,7 @@ impl<'a> Stepper<'a> {
         }
         pool.shuffle(&mut self.rng);
         pool.truncate(self.cfg.batch_size.max(1) * 4);
-        let g = gradient(model, &model.loss(&Batch::new(&pool, self.inputs.pad))?)?;
+        let g = loss_gradient(model, &Batch::new(&pool, self.inputs.pad))?;
         self.restrict(g)
     }
 
@@ -451,7 +451,7 @@ impl<'a> Stepper<'a> {
         let mut pool: Vec<&Encoded> = self.inputs.retain.iter().collect();
         pool.shuffle(&mut self.rng);
         pool.truncate(self.cfg.batch_size.max(1) * 2);
-        let g = gradient(model, &model.loss(&Batch::new(&pool, self.inputs.pad))?)?;
+        let g = loss_gradient(model, &Batch::new(&pool, self.inputs.pad))?;
         let g = self.restrict(g)?;
         project_out_rise(d, &g)
     }
@@ -519,7 +519,7 @@ impl<'a> Stepper<'a> {
             .iter()
             .map(|e| self.reference.get(&e.id).copied().unwrap_or(0.0))
             .collect();
-        let loss = objective(
+        Ok(objective_gradient(
             model,
             self.cfg.method,
             &forget,
@@ -527,8 +527,7 @@ impl<'a> Stepper<'a> {
             &reference,
             self.cfg.npo_beta,
             self.target,
-        )?;
-        Ok(gradient(model, &loss)?)
+        )?)
     }
 }
 
@@ -546,13 +545,8 @@ impl Stepper<'_> {
             let chunk: Vec<&Encoded> = group.iter().map(|&i| &forget[i]).collect();
             let profiles: Vec<&[f64]> =
                 group.iter().map(|&i| self.profiles[i].as_slice()).collect();
-            let loss = profile_objective(
-                model,
-                &Batch::new(&chunk, self.inputs.pad),
-                &profiles,
-                total,
-            )?;
-            for (name, g) in gradient(model, &loss)? {
+            let batch = Batch::new(&chunk, self.inputs.pad);
+            for (name, g) in profile_gradient(model, &batch, &profiles, total)? {
                 add_into(&mut sum, &name, &g)?;
             }
         }

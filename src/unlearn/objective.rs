@@ -3,6 +3,8 @@
 
 use super::method::Method;
 use crate::data::{Batch, Encoded};
+use crate::model::grad::{loss_and_grad, ParamTensors};
+use crate::model::pass::{gradient_of, ScoredTarget};
 use crate::model::Gpt2;
 use candle_core::{Result, Tensor, D};
 use std::collections::BTreeMap;
@@ -14,24 +16,72 @@ pub fn sequence_logprob(model: &Gpt2, batch: &Batch) -> Result<Tensor> {
     (lp * w)?.sum(D::Minus1)
 }
 
-/// Minus the mean of the per-record losses of the forget records still below `ceiling` (the
-/// holdout level): a record already as unlikely as never-seen data contributes nothing, so
-/// ascent is not spent pushing it further past the point of looking unseen ("overexposure").
-/// Zero (no direction) when every record of the batch is above the ceiling.
-pub fn capped_ascent(model: &Gpt2, forget: &Batch, ceiling: f64) -> Result<Tensor> {
-    let per = model.record_losses(forget)?;
-    let below = per.detach().lt(ceiling)?.to_dtype(per.dtype())?;
-    let n = below
-        .sum_all()?
-        .to_dtype(candle_core::DType::F64)?
-        .to_scalar::<f64>()?;
-    (per * below)?.sum_all()? * (-1.0 / n.max(1.0))
+/// Each row's mean loss `−Σ w·log p / Σ w` over its scored targets, and `Σ w`.
+fn row_losses(scored: &[ScoredTarget], rows: usize) -> (Vec<f64>, Vec<f64>) {
+    let (mut nll, mut weight) = (vec![0.0; rows], vec![0.0; rows]);
+    for s in scored {
+        nll[s.row] -= s.weight * s.logprob;
+        weight[s.row] += s.weight;
+    }
+    let mean = nll.iter().zip(&weight).map(|(n, w)| n / w).collect();
+    (mean, weight)
 }
 
-/// The objective whose gradient is the descent direction, for the loss-based methods.
-/// `reference` holds NPO's per-record sequence log-likelihoods under the original model;
-/// `ceiling` is the per-record loss above which a forget record is no longer ascended.
-pub fn objective(
+/// The derivative, by target log-prob, of minus the mean of the per-record losses of the
+/// forget records still below `ceiling` (the holdout level): a record already as unlikely as
+/// never-seen data contributes nothing, so ascent is not spent pushing it further past the
+/// point of looking unseen ("overexposure"). Zero when every record is above the ceiling.
+fn capped_ascent(scored: &[ScoredTarget], rows: usize, ceiling: f64) -> Vec<f64> {
+    let (loss, weight) = row_losses(scored, rows);
+    let below: Vec<bool> = loss.iter().map(|&l| l < ceiling).collect();
+    let n = below.iter().filter(|&&b| b).count().max(1) as f64;
+    scored
+        .iter()
+        .map(|s| {
+            if below[s.row] {
+                s.weight / (weight[s.row] * n)
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// The derivative, by target log-prob, of NPO's loss `(2/β)·mean_r softplus(β·(s_r − ref_r))`
+/// with `s_r` row r's sequence log-likelihood: `(2/B)·σ(β·(s_r − ref_r))·w`.
+fn npo(scored: &[ScoredTarget], rows: usize, reference: &[f64], beta: f64) -> Vec<f64> {
+    let mut seq = vec![0.0; rows];
+    for s in scored {
+        seq[s.row] += s.weight * s.logprob;
+    }
+    let sigma: Vec<f64> = seq
+        .iter()
+        .zip(reference)
+        .map(|(s, r)| 1.0 / (1.0 + (-beta * (s - r)).exp()))
+        .collect();
+    scored
+        .iter()
+        .map(|s| 2.0 / rows as f64 * sigma[s.row] * s.weight)
+        .collect()
+}
+
+/// Adds `g` into the direction `sum` by name.
+fn add_all(sum: &mut BTreeMap<String, Tensor>, g: ParamTensors) -> Result<()> {
+    for (name, g) in g {
+        let next = match sum.remove(&name) {
+            Some(a) => (a + g)?,
+            None => g,
+        };
+        sum.insert(name, next);
+    }
+    Ok(())
+}
+
+/// The descent direction of a loss-based method on one forget batch (and, for gradient
+/// difference, one retain batch). `reference` holds NPO's per-record sequence log-likelihoods
+/// under the original model; `ceiling` is the per-record loss above which a forget record is
+/// no longer ascended.
+pub fn objective_gradient(
     model: &Gpt2,
     method: Method,
     forget: &Batch,
@@ -39,42 +89,28 @@ pub fn objective(
     reference: &[f64],
     beta: f64,
     ceiling: f64,
-) -> Result<Tensor> {
-    match method {
-        Method::Ga | Method::Iterative => capped_ascent(model, forget, ceiling),
-        Method::Graddiff => {
-            let up = capped_ascent(model, forget, ceiling)?;
-            match retain {
-                Some(r) => up + model.loss(r)?,
-                None => Ok(up),
-            }
+) -> Result<BTreeMap<String, Tensor>> {
+    let rows = forget.rows;
+    let up = match method {
+        Method::Ga | Method::Iterative | Method::Graddiff => {
+            gradient_of(model, forget, |s| capped_ascent(s, rows, ceiling))?
         }
-        Method::Npo => {
-            let s = sequence_logprob(model, forget)?;
-            let r = Tensor::from_slice(reference, s.dims(), s.device())?.to_dtype(s.dtype())?;
-            let x = ((s - r)? * beta)?;
-            // softplus(x) = max(x, 0) + log(1 + exp(−|x|)), stable for large |x|.
-            let sp = (x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
-            sp.mean_all()? * (2.0 / beta)
-        }
+        Method::Npo => gradient_of(model, forget, |s| npo(s, rows, reference, beta))?,
         Method::Ledger | Method::Profile => {
             candle_core::bail!("method {method:?} has its own direction, not this objective")
         }
+    };
+    let mut sum = BTreeMap::new();
+    add_all(&mut sum, up)?;
+    if let (Method::Graddiff, Some(r)) = (method, retain) {
+        add_all(&mut sum, loss_and_grad(model, r)?.1)?;
     }
+    Ok(sum)
 }
 
-/// The gradient of `loss` on the trainable parameters, by name (zeros where it does not reach).
-pub fn gradient(model: &Gpt2, loss: &Tensor) -> Result<BTreeMap<String, Tensor>> {
-    let grads = loss.backward()?;
-    let mut out = BTreeMap::new();
-    for (name, var) in model.trainable_vars() {
-        let g = match grads.get(var.as_tensor()) {
-            Some(g) => g.detach(),
-            None => var.as_tensor().zeros_like()?,
-        };
-        out.insert(name.to_string(), g);
-    }
-    Ok(out)
+/// The gradient of the mean loss of `batch` on the trainable parameters, by name.
+pub fn loss_gradient(model: &Gpt2, batch: &Batch) -> Result<BTreeMap<String, Tensor>> {
+    Ok(loss_and_grad(model, batch)?.1.into_iter().collect())
 }
 
 /// ‖D‖, over every parameter of a direction.
@@ -245,38 +281,37 @@ pub fn profile_gap(current: &[Vec<f64>], profiles: &[&[f64]]) -> f64 {
     sum / n.max(1) as f64
 }
 
-/// The profile-matching objective on one batch of forget records (`profiles[r]` paired with row
-/// `r`): the squared gap between each scored token's loss and its target, summed over the
-/// batch's tokens and divided by `total` (the token count of the whole forget set, so that the
-/// gradients of several batches add up to the gradient of [`profile_gap`]). Two-sided: a token
-/// below its target is pushed up, a token above it is pulled back down.
-pub fn profile_objective(
+/// The gradient of the profile-matching objective on one batch of forget records
+/// (`profiles[r]` paired with row `r`): the squared gap between each scored token's loss and
+/// its target, summed over the batch's tokens and divided by `total` (the token count of the
+/// whole forget set, so that the gradients of several batches add up to the gradient of
+/// [`profile_gap`]). Two-sided: a token below its target is pushed up, a token above it is
+/// pulled back down. The targets are taken at the current losses and held fixed.
+pub fn profile_gradient(
     model: &Gpt2,
     forget: &Batch,
     profiles: &[&[f64]],
     total: usize,
-) -> Result<Tensor> {
-    let lp = model.token_logprobs(forget)?;
-    let nll = lp.neg()?;
-    let values = nll
-        .to_dtype(candle_core::DType::F64)?
-        .flatten_all()?
-        .to_vec1::<f64>()?;
-    let width = forget.cols - 1;
-    let mut target = vec![0f32; forget.rows * width];
-    for (r, profile) in profiles.iter().enumerate().take(forget.rows) {
-        let slots: Vec<usize> = (0..width)
-            .filter(|&p| forget.target_weight[r * width + p] != 0.0)
-            .map(|p| r * width + p)
-            .collect();
-        let current: Vec<f64> = slots.iter().map(|&s| values[s]).collect();
-        for (s, t) in slots.iter().zip(profile_targets(&current, profile)) {
-            target[*s] = t as f32;
+) -> Result<ParamTensors> {
+    gradient_of(model, forget, |scored| {
+        let mut targets = vec![0.0; scored.len()];
+        let mut start = 0;
+        while start < scored.len() {
+            let row = scored[start].row;
+            let end = start + scored[start..].iter().take_while(|s| s.row == row).count();
+            let current: Vec<f64> = scored[start..end].iter().map(|s| -s.logprob).collect();
+            if let Some(profile) = profiles.get(row) {
+                targets[start..end].copy_from_slice(&profile_targets(&current, profile));
+            }
+            start = end;
         }
-    }
-    let t = Tensor::from_vec(target, (forget.rows, width), nll.device())?.to_dtype(nll.dtype())?;
-    let w = forget.weight_tensor(nll.dtype(), nll.device())?;
-    ((nll - t)?.sqr()? * w)?.sum_all()? / total.max(1) as f64
+        // d/d log p of w·(−log p − t)² / total.
+        scored
+            .iter()
+            .zip(&targets)
+            .map(|(s, t)| -2.0 * s.weight * (-s.logprob - t) / total.max(1) as f64)
+            .collect()
+    })
 }
 
 #[cfg(test)]

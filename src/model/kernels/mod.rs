@@ -4,7 +4,7 @@
 //! contiguous slices, splits rows across rayon's threads and keeps its inner loops simple
 //! enough to vectorise; its backward is another custom op. They are first-order only: a second
 //! backward through them fails with candle's `BackwardNotSupported`, and exact second
-//! derivatives are float64's (`dual`).
+//! derivatives are the hand-written pass's (`pass`, in dual numbers).
 //! This module owns the arithmetic of these kernels; `ops` decides when they are used.
 
 mod gelu;
@@ -17,6 +17,7 @@ mod xent;
 pub use gelu::gelu_new;
 pub use heads::swap_middle;
 pub use layer_norm::layer_norm;
+pub(in crate::model) use math::exp as fast_exp;
 pub use softmax::masked_causal_softmax;
 pub(in crate::model) use softmax::softmax_vjp_rows;
 pub use xent::target_logprobs;

@@ -1,0 +1,445 @@
+//! The hand-written pass: GPT-2's forward and backward over plain buffers, one description for
+//! float32 (training, unlearning) and float64 (exact gradients), without candle's autograd
+//! graph. The model's parameters are read in place from their candle storage; gradients come
+//! back as candle tensors by name. A caller runs [`Forward::run`], reads the target log-probs,
+//! and asks for the gradient of any weighted sum of them ([`Forward::gradient`]), so that a
+//! mean loss, per-record losses, a capped ascent or NPO's weights are all one backward.
+//! This module owns that interface; the layers are `decoder`'s, the arithmetic `rows`' and
+//! `float`'s. The float64 Hessian-vector products are still `dual`'s.
+
+mod decoder;
+mod float;
+mod rows;
+mod tangent;
+
+pub use float::{Float, Real};
+use tangent::Dual;
+
+use super::params::ParamTensors;
+use super::Gpt2;
+use crate::data::Batch;
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, DType, Result, Storage, Tensor};
+use decoder::{Net, Tape, Target};
+
+/// A forward pass over a batch, kept for a backward.
+pub struct Forward<T> {
+    tape: Tape<T>,
+    keep: bool,
+}
+
+impl<T: Real> Forward<T> {
+    /// Runs the model over `batch`, scoring the targets the batch weights (non-zero weight),
+    /// and keeps what a backward needs.
+    pub fn run(model: &Gpt2, batch: &Batch) -> Result<Forward<T>> {
+        Self::pass(model, batch, true)
+    }
+
+    /// [`Forward::run`] for scoring alone: each block's activations are dropped as soon as
+    /// the next block has them, and [`Forward::gradient`] is refused.
+    pub fn score(model: &Gpt2, batch: &Batch) -> Result<Forward<T>> {
+        Self::pass(model, batch, false)
+    }
+
+    fn pass(model: &Gpt2, batch: &Batch, keep: bool) -> Result<Forward<T>> {
+        check_batch(model, batch)?;
+        let targets = targets(batch);
+        with_net(model, |net| {
+            net.forward(
+                &batch.ids,
+                &batch.attention,
+                (batch.rows, batch.cols),
+                targets,
+                keep,
+            )
+        })
+        .map(|tape| Forward { tape, keep })
+    }
+
+    /// The scored targets' log-probs, in batch order (row by row, position by position).
+    pub fn logprobs(&self) -> &[T] {
+        &self.tape.logprobs
+    }
+
+    /// Whether each scored target is its position's most likely next token.
+    pub fn hits(&self) -> Vec<bool> {
+        self.tape.hits()
+    }
+
+    /// Each scored target's slot `r·(T−1) + t` in a `[B, T−1]` log-prob table.
+    pub fn slots(&self) -> impl Iterator<Item = usize> + '_ {
+        let cols = self.tape.cols;
+        self.tape
+            .targets
+            .iter()
+            .map(move |t| t.pos / cols * (cols - 1) + t.pos % cols)
+    }
+
+    /// The row each scored target belongs to, and its weight in the batch.
+    pub fn target_rows(&self) -> impl Iterator<Item = (usize, f64)> + '_ {
+        let cols = self.tape.cols;
+        self.tape
+            .targets
+            .iter()
+            .map(move |t| (t.pos / cols, t.weight))
+    }
+
+    /// The gradient of `Σ_s coef[s]·logprob[s]` on the model's trainable parameters, by name in
+    /// state-dict order (zeros where nothing reaches).
+    pub fn gradient(self, model: &Gpt2, coef: &[f64]) -> Result<ParamTensors> {
+        if !self.keep {
+            bail!("a scoring pass keeps no activations to differentiate");
+        }
+        if coef.len() != self.tape.logprobs.len() {
+            bail!(
+                "{} coefficients for {} scored targets",
+                coef.len(),
+                self.tape.logprobs.len()
+            );
+        }
+        let coef: Vec<T> = coef.iter().map(|&c| T::of(c)).collect();
+        let grads = with_net(model, |net| net.backward(self.tape, &coef))?;
+        let mut out = Vec::new();
+        for ((name, var), g) in model.names().iter().zip(model.vars()).zip(grads) {
+            if let Some(g) = g {
+                out.push((
+                    name.clone(),
+                    Tensor::from_vec(g, var.shape(), var.device())?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One scored target as an objective sees it: the batch row it belongs to, its weight in the
+/// batch and its log-probability under the model.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoredTarget {
+    pub row: usize,
+    pub weight: f64,
+    pub logprob: f64,
+}
+
+/// The gradient, on the model's trainable parameters, of an objective of the batch's target
+/// log-probs: `derivative` receives the scored targets (row by row, position by position) and
+/// returns the objective's derivative with respect to each log-prob. Float32 and float64
+/// models alike.
+pub fn gradient_of(
+    model: &Gpt2,
+    batch: &Batch,
+    derivative: impl FnOnce(&[ScoredTarget]) -> Vec<f64>,
+) -> Result<ParamTensors> {
+    fn run<T: Real>(
+        model: &Gpt2,
+        batch: &Batch,
+        derivative: impl FnOnce(&[ScoredTarget]) -> Vec<f64>,
+    ) -> Result<ParamTensors> {
+        let fwd = Forward::<T>::run(model, batch)?;
+        let scored: Vec<ScoredTarget> = fwd
+            .target_rows()
+            .zip(fwd.logprobs())
+            .map(|((row, weight), lp)| ScoredTarget {
+                row,
+                weight,
+                logprob: lp.f64(),
+            })
+            .collect();
+        let coef = derivative(&scored);
+        fwd.gradient(model, &coef)
+    }
+    match model.dtype() {
+        DType::F32 => run::<f32>(model, batch, derivative),
+        DType::F64 => run::<f64>(model, batch, derivative),
+        other => bail!("gradients are computed in float32 or float64, not {other:?}"),
+    }
+}
+
+impl<T: Real> Forward<T> {
+    /// The backward of `Σ_s coef[s]·logprob[s]` as far as the embedding output, for
+    /// per-record gradients: the gradient at the embedding output `[B·T, C]`, the final norm's
+    /// output at the scored positions `[S, C]` and the logits' gradient there `[S, V]`.
+    pub fn embedding_backward(self, model: &Gpt2, coef: &[f64]) -> Result<[Vec<T>; 3]> {
+        if !self.keep || coef.len() != self.tape.logprobs.len() {
+            bail!("a backward needs a kept forward pass and one coefficient per scored target");
+        }
+        let coef: Vec<T> = coef.iter().map(|&c| T::of(c)).collect();
+        with_net(model, |net| net.embedding_backward(self.tape, &coef))
+    }
+}
+
+/// The weighted mean loss `−Σ w·log p / Σ w` over the batch's scored targets and its gradient
+/// on the trainable parameters, computed in `T`.
+pub fn loss_and_grad<T: Real>(model: &Gpt2, batch: &Batch) -> Result<(f64, ParamTensors)> {
+    let fwd = Forward::<T>::run(model, batch)?;
+    let total: f64 = fwd.target_rows().map(|(_, w)| w).sum();
+    if total <= 0.0 {
+        bail!("batch has no target tokens to score");
+    }
+    let loss = -fwd
+        .logprobs()
+        .iter()
+        .zip(fwd.target_rows())
+        .map(|(lp, (_, w))| lp.f64() * w)
+        .sum::<f64>()
+        / total;
+    let coef: Vec<f64> = fwd.target_rows().map(|(_, w)| -w / total).collect();
+    Ok((loss, fwd.gradient(model, &coef)?))
+}
+
+/// Refuses a batch longer than the model's context or with a token outside its vocabulary.
+fn check_batch(model: &Gpt2, batch: &Batch) -> Result<()> {
+    let cfg = model.config();
+    if batch.cols > cfg.n_positions {
+        bail!(
+            "sequence of {} tokens is longer than the model's context ({})",
+            batch.cols,
+            cfg.n_positions
+        );
+    }
+    if let Some(&id) = batch.ids.iter().find(|&&i| i as usize >= cfg.vocab_size) {
+        bail!(
+            "token id {id} is outside the vocabulary ({})",
+            cfg.vocab_size
+        );
+    }
+    Ok(())
+}
+
+/// The targets a batch scores: position `r·T + t` predicts `ids[r, t+1]` with weight
+/// `target_weight[r, t]`, where that weight is non-zero.
+fn targets(batch: &Batch) -> Vec<Target> {
+    let (t, width) = (batch.cols, batch.cols.saturating_sub(1));
+    let mut out = Vec::new();
+    for r in 0..batch.rows {
+        for p in 0..width {
+            let w = batch.target_weight[r * width + p];
+            if w != 0.0 {
+                out.push(Target {
+                    pos: r * t + p,
+                    token: batch.ids[r * t + p + 1] as usize,
+                    weight: w as f64,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Calls `f` with the model's parameters read in place from their storage (read-locked for
+/// the call).
+fn with_net<T: Real, R>(model: &Gpt2, f: impl FnOnce(&Net<'_, T>) -> R) -> Result<R> {
+    let vars = model.vars();
+    let guards: Vec<_> = vars
+        .iter()
+        .map(|v| v.as_tensor().storage_and_layout())
+        .collect();
+    let mut p = Vec::with_capacity(vars.len());
+    for ((storage, layout), name) in guards.iter().zip(model.names()) {
+        let Storage::Cpu(cpu) = &**storage else {
+            bail!("the hand-written pass runs on the CPU; {name} is elsewhere");
+        };
+        let Some(all) = T::of_storage(cpu) else {
+            bail!(
+                "{name} is {:?}, the pass runs in {:?}",
+                cpu.dtype(),
+                T::DTYPE
+            );
+        };
+        let Some((a, b)) = layout.contiguous_offsets() else {
+            bail!("{name} is not contiguous");
+        };
+        p.push(&all[a..b]);
+    }
+    let net = Net {
+        cfg: model.config(),
+        head: p[0],
+        p,
+        trainable: model.trainable_flags(),
+        output_grad: model.output_grad(),
+    };
+    Ok(f(&net))
+}
+
+/// The mean loss, its gradient and the exact Hessian-vector product `H v` on the trainable
+/// parameters of a float64 model, by one pass in dual numbers (`tangent`): `v` holds one
+/// tensor per trainable parameter, in state-dict order.
+pub fn loss_grad_hvp(
+    model: &Gpt2,
+    batch: &Batch,
+    v: &[(String, Tensor)],
+) -> Result<(f64, ParamTensors, ParamTensors)> {
+    if model.dtype() != DType::F64 {
+        bail!(
+            "exact Hessian-vector products need the model in float64, not {:?}",
+            model.dtype()
+        );
+    }
+    let trainable = model.trainable_vars();
+    if v.len() != trainable.len() {
+        bail!(
+            "vector has {} parts, the model {} trainable parameters",
+            v.len(),
+            trainable.len()
+        );
+    }
+    let mut tangents = std::collections::BTreeMap::new();
+    for ((_, t), (name, var)) in v.iter().zip(&trainable) {
+        if t.dims() != var.dims() {
+            bail!(
+                "vector part for {name} has shape {:?}, the parameter {:?}",
+                t.dims(),
+                var.dims()
+            );
+        }
+        let t = t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+        tangents.insert(name.to_string(), t);
+    }
+    drop(trainable);
+    let mut params = Vec::new();
+    for (name, var) in model.names().iter().zip(model.vars()) {
+        let x = var.as_tensor().flatten_all()?.to_vec1::<f64>()?;
+        let duals: Vec<Dual> = match tangents.get(name) {
+            Some(t) => x.iter().zip(t).map(|(&x, &t)| Dual::new(x, t)).collect(),
+            None => x.iter().map(|&x| Dual::new(x, 0.0)).collect(),
+        };
+        params.push(duals);
+    }
+    // With `output_grad` off the output layer reads `wte` as a constant: no tangent there.
+    let head: Vec<Dual> = if model.output_grad() {
+        Vec::new()
+    } else {
+        params[0].iter().map(|d| Dual::new(d.x, 0.0)).collect()
+    };
+    let net = Net {
+        cfg: model.config(),
+        p: params.iter().map(Vec::as_slice).collect(),
+        head: if model.output_grad() {
+            &params[0]
+        } else {
+            &head
+        },
+        trainable: model.trainable_flags(),
+        output_grad: model.output_grad(),
+    };
+    check_batch(model, batch)?;
+    let targets = targets(batch);
+    let total: f64 = targets.iter().map(|t| t.weight).sum();
+    if total <= 0.0 {
+        bail!("batch has no target tokens to score");
+    }
+    let coef: Vec<Dual> = targets
+        .iter()
+        .map(|t| Dual::of(-t.weight / total))
+        .collect();
+    let tape = net.forward(
+        &batch.ids,
+        &batch.attention,
+        (batch.rows, batch.cols),
+        targets,
+        true,
+    );
+    let loss: f64 = tape
+        .logprobs
+        .iter()
+        .zip(&coef)
+        .map(|(lp, c)| lp.x * c.x)
+        .sum();
+    let grads = net.backward(tape, &coef);
+    let (mut grad, mut hv) = (Vec::new(), Vec::new());
+    for ((name, var), g) in model.names().iter().zip(model.vars()).zip(grads) {
+        if let Some(g) = g {
+            let (x, t): (Vec<f64>, Vec<f64>) = g.iter().map(|d| (d.x, d.t)).unzip();
+            grad.push((
+                name.clone(),
+                Tensor::from_vec(x, var.shape(), var.device())?,
+            ));
+            hv.push((
+                name.clone(),
+                Tensor::from_vec(t, var.shape(), var.device())?,
+            ));
+        }
+    }
+    Ok((loss, grad, hv))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::init::random_gpt2;
+    use crate::model::{Gpt2Config, ParamGroups};
+    use candle_core::DType;
+
+    /// Two rows, the second right-padded, the first scored from its fourth token only (an
+    /// answer-only record), weights not all one.
+    fn batch() -> Batch {
+        let (rows, cols) = (2, 9);
+        let ids: Vec<u32> = (0..rows * cols).map(|i| (i * 7 % 50) as u32).collect();
+        let mut attention = vec![1u32; rows * cols];
+        attention[cols + 6..].fill(0);
+        let mut target_weight = vec![0f32; rows * (cols - 1)];
+        target_weight[3..cols - 1].fill(1.0);
+        for t in 0..5 {
+            target_weight[cols - 1 + t] = 0.5 + t as f32;
+        }
+        Batch {
+            ids,
+            attention,
+            target_weight,
+            rows,
+            cols,
+            record_ids: vec!["a".into(), "b".into()],
+        }
+    }
+
+    /// The reference: candle's autograd over `Gpt2::loss` (the composed float64 forward).
+    fn autograd(m: &Gpt2, b: &Batch) -> ParamTensors {
+        let grads = m.loss(b).unwrap().backward().unwrap();
+        m.trainable_vars()
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), grads.get(v.as_tensor()).unwrap().clone()))
+            .collect()
+    }
+
+    /// Every group (and `wte` without its output-layer part) gives candle's autograd gradient,
+    /// to float64 rounding, and only the trainable parameters get one.
+    #[test]
+    fn gradients_of_every_group_match_autograd() {
+        let cfg = Gpt2Config::new(50, 16, 16, 3, 2);
+        let mut m = random_gpt2(&cfg, 7, DType::F64).unwrap();
+        let b = batch();
+        for (group, output_grad) in [
+            ("all", true),
+            ("embedding", true),
+            ("embedding", false),
+            ("block:1", true),
+            ("blocks:1-2,final_norm", true),
+            ("final_norm", true),
+        ] {
+            m.set_trainable(&ParamGroups::parse(group).unwrap())
+                .unwrap();
+            m.set_output_grad(output_grad);
+            let (loss, got) = loss_and_grad::<f64>(&m, &b).unwrap();
+            let want_loss = m.loss(&b).unwrap().to_scalar::<f64>().unwrap();
+            assert!(
+                (loss - want_loss).abs() < 1e-12,
+                "{group}: loss {loss} vs {want_loss}"
+            );
+            let want = autograd(&m, &b);
+            assert_eq!(got.len(), want.len(), "{group}");
+            for ((n, g), (n2, w)) in got.iter().zip(&want) {
+                assert_eq!(n, n2);
+                let err = (g - w).unwrap().abs().unwrap().max_all().unwrap();
+                let scale = w
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap();
+                let err = err.to_scalar::<f64>().unwrap() / scale.max(1e-300);
+                assert!(err < 1e-10, "{group}, {n}: {err:e} relative");
+            }
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The row-wise layers of the hand-written pass, forward and backward, generic over the float:
+//! layer norm, `gelu_new`, the masked causal softmax of attention and the target log-prob of a
+//! logits row. Each works on one row (or one element) so that the caller chooses how rows are
+//! split across threads. The formulas are those of `kernels` (float32 on candle), which they
+//! replace on the hand-written path; this module owns no buffers.
+
+use super::float::Float;
+
+/// Mean and 1/σ of one row (biased variance, as `torch.nn.LayerNorm`; the centred sum of
+/// squares keeps precision).
+pub fn moments<T: Float>(x: &[T], eps: T) -> (T, T) {
+    let n = T::of(x.len() as f64);
+    let mean = x.iter().copied().sum::<T>() / n;
+    let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>() / n;
+    (mean, T::ONE / (var + eps).sqrt())
+}
+
+/// `y = (x − mean)·rstd·w + b`; returns `(mean, rstd)` for the backward.
+pub fn norm_row<T: Float>(x: &[T], w: &[T], b: &[T], eps: T, y: &mut [T]) -> (T, T) {
+    let (mean, rstd) = moments(x, eps);
+    for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
+        *y = (x - mean) * rstd * w + b;
+    }
+    (mean, rstd)
+}
+
+/// The input gradient of a layer norm row: with x̂ = (x − mean)·rstd,
+/// dx = (w·g − mean(w·g) − x̂·mean(w·g·x̂))·rstd; `dx` is overwritten, or added to with `add`.
+#[allow(clippy::too_many_arguments)] // the row, its statistics, the weight, the gradients
+pub fn norm_row_back<T: Float>(
+    x: &[T],
+    mean: T,
+    rstd: T,
+    w: &[T],
+    g: &[T],
+    dx: &mut [T],
+    add: bool,
+) {
+    let n = T::of(x.len() as f64);
+    let (mut sum_gw, mut sum_gwx) = (T::ZERO, T::ZERO);
+    for ((&x, &w), &g) in x.iter().zip(w).zip(g) {
+        let xhat = (x - mean) * rstd;
+        sum_gw += g * w;
+        sum_gwx += g * w * xhat;
+    }
+    let (mean_gw, mean_gwx) = (sum_gw / n, sum_gwx / n);
+    for (((dx, &x), &w), &g) in dx.iter_mut().zip(x).zip(w).zip(g) {
+        let d = (g * w - mean_gw - (x - mean) * rstd * mean_gwx) * rstd;
+        *dx = if add { *dx + d } else { d };
+    }
+}
+
+/// The weight and bias gradients of a layer norm row added to `dw`, `db`.
+pub fn norm_row_params<T: Float>(x: &[T], mean: T, rstd: T, g: &[T], dw: &mut [T], db: &mut [T]) {
+    for (((dw, db), &x), &g) in dw.iter_mut().zip(db.iter_mut()).zip(x).zip(g) {
+        *dw += g * (x - mean) * rstd;
+        *db += g;
+    }
+}
+
+const GELU_A: f64 = 0.044715;
+/// √(2/π).
+const GELU_K: f64 = 0.797_884_560_802_865_4;
+
+/// GPT-2's `gelu_new`, 0.5·x·(1 + tanh(u)) with u = √(2/π)·(x + 0.044715·x³), computed as
+/// x·σ(2u) (the same function: 1 + tanh(u) = 2σ(2u)).
+#[inline(always)]
+pub fn gelu<T: Float>(x: T) -> T {
+    let z = T::of(2.0 * GELU_K) * (x + T::of(GELU_A) * x * x * x);
+    x / (T::ONE + (-z).exp())
+}
+
+/// The derivative of [`gelu`]: σ + 2x·σ(1−σ)·√(2/π)·(1 + 3·0.044715·x²), σ = σ(2u), with σ
+/// and 1 − σ from one exponential (1 − σ by subtraction would lose digits).
+#[inline(always)]
+pub fn gelu_slope<T: Float>(x: T) -> T {
+    let e = (-(T::of(2.0 * GELU_K) * (x + T::of(GELU_A) * x * x * x))).exp();
+    let (s, one_minus_s) = (T::ONE / (T::ONE + e), e / (T::ONE + e));
+    s + T::of(2.0 * GELU_K) * x * s * one_minus_s * (T::ONE + T::of(3.0 * GELU_A) * x * x)
+}
+
+/// One attention row in place: scores `s` become `softmax_j(scale·s[j])` over the keys
+/// `j ≤ last` whose `keep[j]` is non-zero, 0 elsewhere; a query with no allowed key gets the
+/// uniform distribution over every key (as the candle kernels and an additive `f32::MIN` bias
+/// do).
+pub fn softmax_row<T: Float>(s: &mut [T], keep: &[u32], last: usize, scale: T) {
+    let mut max = T::NEG_INFINITY;
+    for j in 0..=last {
+        if keep[j] != 0 {
+            max = max.maximum(scale * s[j]);
+        }
+    }
+    if max == T::NEG_INFINITY {
+        let u = T::ONE / T::of(s.len() as f64);
+        s.fill(u);
+        return;
+    }
+    let mut sum = T::ZERO;
+    for (s, &k) in s[..=last].iter_mut().zip(keep) {
+        let e = (scale * *s - max).exp();
+        *s = if k != 0 { e } else { T::ZERO };
+        sum += *s;
+    }
+    let inv = T::ONE / sum;
+    s[..=last].iter_mut().for_each(|p| *p *= inv);
+    s[last + 1..].fill(T::ZERO);
+}
+
+/// The score gradient of one softmax row, in place over `dp`: ds = scale·p ⊙ (dp − Σ p·dp).
+pub fn softmax_row_back<T: Float>(p: &[T], dp: &mut [T], scale: T) {
+    let dot: T = p.iter().zip(dp.iter()).map(|(&p, &d)| p * d).sum();
+    for (d, &p) in dp.iter_mut().zip(p) {
+        *d = scale * p * (*d - dot);
+    }
+}
+
+/// `log softmax(logits)[target]` of one row, and the row's log-sum-exp.
+pub fn logprob_row<T: Float>(logits: &[T], target: usize) -> (T, T) {
+    let max = logits.iter().fold(T::NEG_INFINITY, |m, &x| m.maximum(x));
+    let sum: T = logits.iter().map(|&x| (x - max).exp()).sum();
+    let lse = max + sum.ln();
+    (logits[target] - lse, lse)
+}
+
+/// The logits gradient of `c · log softmax(logits)[target]`, in place: c·(δ_target − p). The
+/// target's 1 − p is summed from the other probabilities rather than subtracted from 1, so a
+/// well-remembered target (p near 1) keeps its digits in float32.
+pub fn logprob_row_back<T: Float>(logits: &mut [T], target: usize, lse: T, c: T) {
+    let mut rest = T::ZERO;
+    for (j, x) in logits.iter_mut().enumerate() {
+        let p = (*x - lse).exp();
+        if j != target {
+            rest += p;
+        }
+        *x = -c * p;
+    }
+    logits[target] = c * rest;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Central differences in f64 check each backward against its forward.
+    fn numeric(f: impl Fn(&[f64]) -> f64, x: &[f64]) -> Vec<f64> {
+        let h = 1e-6;
+        (0..x.len())
+            .map(|i| {
+                let (mut a, mut b) = (x.to_vec(), x.to_vec());
+                a[i] += h;
+                b[i] -= h;
+                (f(&a) - f(&b)) / (2.0 * h)
+            })
+            .collect()
+    }
+
+    fn close(a: &[f64], b: &[f64], tol: f64) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn layer_norm_backward_is_the_derivative() {
+        let x = [0.3, -1.2, 2.0, 0.7, -0.1];
+        let w = [1.1, 0.9, -0.4, 2.0, 0.5];
+        let b = [0.1; 5];
+        let g = [0.2, -0.3, 0.5, 1.0, -0.7];
+        let f = |x: &[f64]| {
+            let mut y = [0.0; 5];
+            norm_row(x, &w, &b, 1e-5, &mut y);
+            y.iter().zip(&g).map(|(y, g)| y * g).sum()
+        };
+        let (mean, rstd) = moments(&x, 1e-5);
+        let mut dx = [0.0; 5];
+        norm_row_back(&x, mean, rstd, &w, &g, &mut dx, false);
+        close(&dx, &numeric(f, &x), 1e-7);
+    }
+
+    #[test]
+    fn gelu_slope_is_the_derivative_and_gelu_is_tanh_form() {
+        for x in [-3.0, -0.5, 0.0, 0.2, 1.7] {
+            let tanh_form = 0.5 * x * (1.0 + (GELU_K * (x + GELU_A * x * x * x)).tanh());
+            assert!((gelu(x) - tanh_form).abs() < 1e-15);
+            let d = numeric(|v| gelu(v[0]), &[x])[0];
+            assert!((gelu_slope(x) - d).abs() < 1e-8);
+        }
+    }
+
+    #[test]
+    fn softmax_and_logprob_backwards_are_derivatives() {
+        let s = [0.3, -1.2, 2.0, 0.7];
+        let keep = [1, 0, 1, 1];
+        let dp = [0.2, -0.3, 0.5, 1.0];
+        let f = |s: &[f64]| {
+            let mut p = [0.0; 4];
+            p.copy_from_slice(s);
+            softmax_row(&mut p, &keep, 2, 0.5);
+            p.iter().zip(&dp).map(|(p, d)| p * d).sum()
+        };
+        let mut p = s;
+        softmax_row(&mut p, &keep, 2, 0.5);
+        assert_eq!((p[1], p[3]), (0.0, 0.0));
+        let mut ds = dp;
+        softmax_row_back(&p, &mut ds, 0.5);
+        close(&ds, &numeric(f, &s), 1e-7);
+
+        let (lp, lse) = logprob_row(&s, 2);
+        let mut g = s;
+        logprob_row_back(&mut g, 2, lse, 1.5);
+        close(&g, &numeric(|s| 1.5 * logprob_row(s, 2).0, &s), 1e-7);
+        assert!(lp < 0.0);
+    }
+}
