@@ -70,9 +70,10 @@ pub struct Tape<T> {
     /// Final-norm output at the scored positions `[S, C]`, and its row statistics.
     hs: Vec<T>,
     hs_stats: Vec<(T, T)>,
-    /// Logits at the scored positions `[S, V]`, their log-sum-exp and the target log-probs.
-    logits: Vec<T>,
-    lse: Vec<T>,
+    /// The output distribution at the scored positions `[S, V]` (the backward turns it into
+    /// the logits' gradient), each position's most likely token, and the target log-probs.
+    probs: Vec<T>,
+    best: Vec<usize>,
     pub logprobs: Vec<T>,
 }
 
@@ -90,19 +91,10 @@ impl<T: Float> Tape<T> {
     /// Whether each scored target is its position's most likely next token (the first of
     /// equal maxima).
     pub fn hits(&self) -> Vec<bool> {
-        let v = self.logits.len() / self.targets.len().max(1);
-        self.logits
-            .par_chunks(v.max(1))
-            .zip(self.targets.par_iter())
-            .map(|(row, t)| {
-                let mut best = 0;
-                for (j, &x) in row.iter().enumerate() {
-                    if x > row[best] {
-                        best = j;
-                    }
-                }
-                best == t.token
-            })
+        self.best
+            .iter()
+            .zip(&self.targets)
+            .map(|(&b, t)| b == t.token)
             .collect()
     }
 }
@@ -245,8 +237,8 @@ impl<'a, T: Float> Net<'a, T> {
             targets,
             hs: Vec::new(),
             hs_stats: Vec::new(),
-            logits: Vec::new(),
-            lse: Vec::new(),
+            probs: Vec::new(),
+            best: Vec::new(),
             logprobs: Vec::new(),
         };
         self.head(&mut tape);
@@ -345,15 +337,15 @@ impl<'a, T: Float> Net<'a, T> {
             View::new(self.head, v, c).tr(),
             false,
         );
-        let (lp, lse): (Vec<T>, Vec<T>) = logits
-            .par_chunks(v)
+        let (lp, best): (Vec<T>, Vec<usize>) = logits
+            .par_chunks_mut(v)
             .zip(tape.targets.par_iter())
             .map(|(row, t)| logprob_row(row, t.token))
             .unzip();
         tape.hs = hs;
         tape.hs_stats = stats;
-        tape.logits = logits;
-        tape.lse = lse;
+        tape.probs = logits;
+        tape.best = best;
         tape.logprobs = lp;
         tape.hs.shrink_to_fit();
     }
@@ -373,7 +365,7 @@ impl<'a, T: Float> Net<'a, T> {
                 mm(
                     g,
                     c,
-                    View::new(&tape.logits, s, v).tr(),
+                    View::new(&tape.probs, s, v).tr(),
                     View::new(&tape.hs, s, c),
                     true,
                 );
@@ -412,18 +404,21 @@ impl<'a, T: Float> Net<'a, T> {
     pub fn embedding_backward(&self, mut tape: Tape<T>, coef: &[T]) -> [Vec<T>; 3] {
         self.logits_back(&mut tape, coef);
         let mut none: Vec<Option<Vec<T>>> = vec![None; self.p.len()];
-        let logits = tape.logits.clone();
         let de = self.trunk_back(&mut tape, &mut none);
-        [de, std::mem::take(&mut tape.hs), logits]
+        [
+            de,
+            std::mem::take(&mut tape.hs),
+            std::mem::take(&mut tape.probs),
+        ]
     }
 
-    /// The logits' gradient of `Σ_s coef[s]·logprob[s]`, in place of the logits.
+    /// The logits' gradient of `Σ_s coef[s]·logprob[s]`, in place of the probabilities.
     fn logits_back(&self, tape: &mut Tape<T>, coef: &[T]) {
         let v = self.cfg.vocab_size;
-        tape.logits
+        tape.probs
             .par_chunks_mut(v)
-            .zip(tape.targets.par_iter().zip(tape.lse.par_iter().zip(coef)))
-            .for_each(|(row, (t, (&lse, &c)))| logprob_row_back(row, t.token, lse, c));
+            .zip(tape.targets.par_iter().zip(coef))
+            .for_each(|(row, (t, &c))| logprob_row_back(row, t.token, c));
     }
 
     /// From the logits' gradient down through the final norm and the blocks (as far as the
@@ -437,11 +432,10 @@ impl<'a, T: Float> Net<'a, T> {
         mm(
             &mut dhs,
             c,
-            View::new(&tape.logits, s, v),
+            View::new(&tape.probs, s, v),
             View::new(self.head, v, c),
             false,
         );
-        tape.logits = Vec::new();
         // The final norm, at the scored positions: into dx of the trunk's output.
         let mut dx = vec![T::ZERO; n * c];
         let picked: Vec<T> = tape

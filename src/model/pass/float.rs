@@ -38,14 +38,16 @@ pub trait Float:
     fn ln(self) -> Self;
     fn sqrt(self) -> Self;
     fn maximum(self, other: Self) -> Self;
-    /// `dst (+)= a·b` on faer views, on the calling thread.
-    fn gemm(dst: MatMut<'_, Self>, add: bool, a: MatRef<'_, Self>, b: MatRef<'_, Self>);
+    /// `dst (+)= a·b`, `dst` row-major at row stride `ds` (see [`mm`]).
+    fn mm(dst: &mut [Self], ds: usize, a: View<'_, Self>, b: View<'_, Self>, add: bool);
 }
 
 /// A float that model parameters are stored in (f32, f64): read in place from candle's storage.
 pub trait Real: Float + WithDType {
     /// The values of a CPU storage of this type.
     fn of_storage(s: &CpuStorage) -> Option<&[Self]>;
+    /// `dst (+)= a·b` on faer views, on the calling thread.
+    fn gemm(dst: MatMut<'_, Self>, add: bool, a: MatRef<'_, Self>, b: MatRef<'_, Self>);
 }
 
 macro_rules! float {
@@ -78,9 +80,8 @@ macro_rules! float {
             fn maximum(self, other: Self) -> Self {
                 <$t>::max(self, other)
             }
-            fn gemm(dst: MatMut<'_, Self>, add: bool, a: MatRef<'_, Self>, b: MatRef<'_, Self>) {
-                let accum = if add { Accum::Add } else { Accum::Replace };
-                matmul(dst, accum, a, b, 1.0, Par::Seq);
+            fn mm(dst: &mut [Self], ds: usize, a: View<'_, Self>, b: View<'_, Self>, add: bool) {
+                real_mm(dst, ds, a, b, add)
             }
         }
 
@@ -90,6 +91,10 @@ macro_rules! float {
                     CpuStorage::$variant(v) => Some(v),
                     _ => None,
                 }
+            }
+            fn gemm(dst: MatMut<'_, Self>, add: bool, a: MatRef<'_, Self>, b: MatRef<'_, Self>) {
+                let accum = if add { Accum::Add } else { Accum::Replace };
+                matmul(dst, accum, a, b, 1.0, Par::Seq);
             }
         }
     };
@@ -109,7 +114,7 @@ pub struct View<'a, T> {
     pub t: bool,
 }
 
-impl<'a, T: Float> View<'a, T> {
+impl<'a, T: Copy> View<'a, T> {
     /// A contiguous `[rows, cols]` matrix.
     pub fn new(data: &'a [T], rows: usize, cols: usize) -> Self {
         View {
@@ -127,12 +132,25 @@ impl<'a, T: Float> View<'a, T> {
     }
 
     /// Logical `(rows, cols)`.
-    fn shape(&self) -> (usize, usize) {
+    pub fn shape(&self) -> (usize, usize) {
         if self.t {
             (self.cols, self.rows)
         } else {
             (self.rows, self.cols)
         }
+    }
+
+    /// The stored matrix mapped element-wise into a contiguous one (row stride `cols`).
+    pub fn map<U>(&self, f: impl Fn(T) -> U) -> Vec<U> {
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        for r in 0..self.rows {
+            out.extend(
+                self.data[r * self.stride..][..self.cols]
+                    .iter()
+                    .map(|&x| f(x)),
+            );
+        }
+        out
     }
 
     fn faer(&self) -> MatRef<'a, T> {
@@ -150,9 +168,13 @@ impl<'a, T: Float> View<'a, T> {
 const PARALLEL_WORK: usize = 1 << 18;
 
 /// `dst (+)= a·b`, with `dst` row-major `[m, n]` at row stride `ds` (`m`, `n` from `a`, `b`).
-/// A big product is cut once into as many slabs as there are threads, along the longer side of
-/// `dst`; each slab is one call to faer's kernels.
 pub fn mm<T: Float>(dst: &mut [T], ds: usize, a: View<'_, T>, b: View<'_, T>, add: bool) {
+    T::mm(dst, ds, a, b, add)
+}
+
+/// [`mm`] for a float: a big product is cut once into as many slabs as there are threads,
+/// along the longer side of `dst`; each slab is one call to faer's kernels.
+pub fn real_mm<T: Real>(dst: &mut [T], ds: usize, a: View<'_, T>, b: View<'_, T>, add: bool) {
     let ((m, k), (k2, n)) = (a.shape(), b.shape());
     assert_eq!(k, k2, "matrix product of {m}×{k} and {k2}×{n}");
     if m == 0 || n == 0 {
@@ -171,7 +193,7 @@ pub fn mm<T: Float>(dst: &mut [T], ds: usize, a: View<'_, T>, b: View<'_, T>, ad
 }
 
 /// `d (+)= a·b` cut into `parts` slabs along the longer side of `d`, run on rayon's threads.
-fn slabs<T: Float>(d: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, add: bool, parts: usize) {
+fn slabs<T: Real>(d: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, add: bool, parts: usize) {
     if parts < 2 {
         return T::gemm(d, add, a, b);
     }

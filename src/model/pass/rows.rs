@@ -114,27 +114,40 @@ pub fn softmax_row_back<T: Float>(p: &[T], dp: &mut [T], scale: T) {
     }
 }
 
-/// `log softmax(logits)[target]` of one row, and the row's log-sum-exp.
-pub fn logprob_row<T: Float>(logits: &[T], target: usize) -> (T, T) {
-    let max = logits.iter().fold(T::NEG_INFINITY, |m, &x| m.maximum(x));
-    let sum: T = logits.iter().map(|&x| (x - max).exp()).sum();
-    let lse = max + sum.ln();
-    (logits[target] - lse, lse)
+/// `log softmax(logits)[target]` of one row, and the position of its largest logit (the first
+/// of equal ones); the row is replaced by its probabilities (what the backward needs: no
+/// second exponential there).
+pub fn logprob_row<T: Float>(row: &mut [T], target: usize) -> (T, usize) {
+    let mut best = 0;
+    for (j, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = j;
+        }
+    }
+    let max = row[best];
+    let shifted = row[target] - max;
+    let mut sum = T::ZERO;
+    for x in row.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    let inv = T::ONE / sum;
+    row.iter_mut().for_each(|p| *p *= inv);
+    (shifted - sum.ln(), best)
 }
 
-/// The logits gradient of `c · log softmax(logits)[target]`, in place: c·(δ_target − p). The
-/// target's 1 − p is summed from the other probabilities rather than subtracted from 1, so a
-/// well-remembered target (p near 1) keeps its digits in float32.
-pub fn logprob_row_back<T: Float>(logits: &mut [T], target: usize, lse: T, c: T) {
+/// The logits gradient of `c · log softmax(logits)[target]` from the row's probabilities, in
+/// place: c·(δ_target − p). The target's 1 − p is summed from the other probabilities rather
+/// than subtracted from 1, so a well-remembered target (p near 1) keeps its digits in float32.
+pub fn logprob_row_back<T: Float>(probs: &mut [T], target: usize, c: T) {
     let mut rest = T::ZERO;
-    for (j, x) in logits.iter_mut().enumerate() {
-        let p = (*x - lse).exp();
+    for (j, p) in probs.iter_mut().enumerate() {
         if j != target {
-            rest += p;
+            rest += *p;
         }
-        *x = -c * p;
+        *p = -c * *p;
     }
-    logits[target] = c * rest;
+    probs[target] = c * rest;
 }
 
 #[cfg(test)]
@@ -205,10 +218,15 @@ mod tests {
         softmax_row_back(&p, &mut ds, 0.5);
         close(&ds, &numeric(f, &s), 1e-7);
 
-        let (lp, lse) = logprob_row(&s, 2);
         let mut g = s;
-        logprob_row_back(&mut g, 2, lse, 1.5);
-        close(&g, &numeric(|s| 1.5 * logprob_row(s, 2).0, &s), 1e-7);
+        let (lp, best) = logprob_row(&mut g, 2);
+        assert_eq!(best, 2);
+        logprob_row_back(&mut g, 2, 1.5);
+        close(
+            &g,
+            &numeric(|s| 1.5 * logprob_row(&mut s.to_vec(), 2).0, &s),
+            1e-7,
+        );
         assert!(lp < 0.0);
     }
 }

@@ -8,9 +8,7 @@
 //! so a product with a frozen weight costs two. This module owns the dual arithmetic; it knows
 //! nothing of layers.
 
-use super::float::Float;
-use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatMut, MatRef, Par};
+use super::float::{real_mm, Float, View};
 use std::cmp::Ordering;
 use std::iter::Sum;
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
@@ -109,11 +107,37 @@ impl Sum for Dual {
     }
 }
 
-/// One plane of a matrix of duals (values or tangents), and whether it is all zero.
-fn plane(m: MatRef<'_, Dual>, f: impl Fn(&Dual) -> f64) -> (Mat<f64>, bool) {
-    let p = Mat::from_fn(m.nrows(), m.ncols(), |i, j| f(&m[(i, j)]));
-    let zero = (0..p.ncols()).all(|j| (0..p.nrows()).all(|i| p[(i, j)] == 0.0));
-    (p, zero)
+/// One plane (values or tangents) of a matrix of duals, stored as the matrix was.
+struct Plane {
+    data: Vec<f64>,
+    rows: usize,
+    cols: usize,
+    t: bool,
+}
+
+impl Plane {
+    fn of(v: View<'_, Dual>, f: fn(Dual) -> f64) -> Plane {
+        Plane {
+            data: v.map(f),
+            rows: v.rows,
+            cols: v.cols,
+            t: v.t,
+        }
+    }
+
+    fn view(&self) -> View<'_, f64> {
+        View {
+            data: &self.data,
+            rows: self.rows,
+            cols: self.cols,
+            stride: self.cols,
+            t: self.t,
+        }
+    }
+
+    fn zero(&self) -> bool {
+        self.data.iter().all(|&x| x == 0.0)
+    }
 }
 
 impl Float for Dual {
@@ -152,27 +176,25 @@ impl Float for Dual {
         }
     }
 
-    /// `dst (+)= a·b` as `x = aₓ·bₓ`, `t = aₜ·bₓ + aₓ·bₜ`, skipping an all-zero tangent plane.
-    fn gemm(mut dst: MatMut<'_, Self>, add: bool, a: MatRef<'_, Self>, b: MatRef<'_, Self>) {
-        let (ax, _) = plane(a, |d| d.x);
-        let (at, a_zero) = plane(a, |d| d.t);
-        let (bx, _) = plane(b, |d| d.x);
-        let (bt, b_zero) = plane(b, |d| d.t);
-        let (m, n) = (dst.nrows(), dst.ncols());
-        let mut x = Mat::<f64>::zeros(m, n);
-        let mut t = Mat::<f64>::zeros(m, n);
-        matmul(&mut x, Accum::Replace, &ax, &bx, 1.0, Par::Seq);
-        if !a_zero {
-            matmul(&mut t, Accum::Add, &at, &bx, 1.0, Par::Seq);
+    /// `dst (+)= a·b` as `x = aₓ·bₓ`, `t = aₜ·bₓ + aₓ·bₜ`: float64 products on the value and
+    /// tangent planes (each as parallel as [`real_mm`]), an all-zero tangent plane skipped.
+    fn mm(dst: &mut [Self], ds: usize, a: View<'_, Self>, b: View<'_, Self>, add: bool) {
+        let ((m, _), (_, n)) = (a.shape(), b.shape());
+        let (ax, at) = (Plane::of(a, |d| d.x), Plane::of(a, |d| d.t));
+        let (bx, bt) = (Plane::of(b, |d| d.x), Plane::of(b, |d| d.t));
+        let (mut x, mut t) = (vec![0.0; m * n], vec![0.0; m * n]);
+        real_mm(&mut x, n, ax.view(), bx.view(), false);
+        if !at.zero() {
+            real_mm(&mut t, n, at.view(), bx.view(), true);
         }
-        if !b_zero {
-            matmul(&mut t, Accum::Add, &ax, &bt, 1.0, Par::Seq);
+        if !bt.zero() {
+            real_mm(&mut t, n, ax.view(), bt.view(), true);
         }
-        for j in 0..n {
-            for i in 0..m {
-                let d = Dual::new(x[(i, j)], t[(i, j)]);
-                let out = &mut dst[(i, j)];
-                *out = if add { *out + d } else { d };
+        for (r, (x, t)) in x.chunks(n).zip(t.chunks(n)).enumerate() {
+            let row = &mut dst[r * ds..][..n];
+            for ((d, &x), &t) in row.iter_mut().zip(x).zip(t) {
+                let v = Dual::new(x, t);
+                *d = if add { *d + v } else { v };
             }
         }
     }
@@ -190,12 +212,7 @@ mod tests {
             .collect();
         let b: Vec<Dual> = (0..6).map(|i| Dual::new(2.0 - i as f64, 0.0)).collect();
         let mut d = vec![Dual::default(); 4];
-        let dm = MatMut::from_column_major_slice_mut(&mut d, 2, 2).transpose_mut();
-        let (am, bm) = (
-            MatRef::from_column_major_slice(&a, 3, 2).transpose(),
-            MatRef::from_column_major_slice(&b, 2, 3).transpose(),
-        );
-        Dual::gemm(dm, false, am, bm);
+        Dual::mm(&mut d, 2, View::new(&a, 2, 3), View::new(&b, 3, 2), false);
         for i in 0..2 {
             for j in 0..2 {
                 let want: Dual = (0..3).map(|k| a[i * 3 + k] * b[k * 2 + j]).sum();
