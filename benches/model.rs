@@ -1,15 +1,15 @@
 //! Speed of lethe's GPT-2 on CPU (f32, 2 threads, random weights): log-prob evaluation in
 //! tokens/s and one gradient-ascent step (forward, backward, SGD update of the trainable
 //! parameters) for a small model (4 × 128, vocab 2048) at batch 8×128 and GPT-2 small's shape
-//! (12 × 768, vocab 50257) at batch 1×128, training `all` parameters or `embedding` only; and
-//! one f64 gradient and one exact Hessian-vector product w.r.t. `embedding` on the small model
-//! (forward-over-reverse, `model::dual`), and the same gradient by candle's autograd. Then the
-//! certifier's repeated work, each with the computation it replaced beside it: greedy decoding
-//! with the key/value cache and without it, and the grad_norm attack's per-record gradient
-//! norms a batch per backward pass and one record per pass (benches/README.md).
-//! PyTorch 2.15 on this machine, same shapes (DESIGN.md): 64 / 62 ms per step and 52.7k
-//! tokens/s (small); 745 / 554 ms and 817 tokens/s (GPT-2 small); 66 ms gradient and 168 ms
-//! HVP (f64 small model).
+//! (12 × 768, vocab 50257) at batch 1×128, training `all` parameters or `embedding` only — by
+//! the hand-written pass (`model::pass`, what lethe uses) and, beside it, by candle's autograd
+//! (`ga-step-autograd`, the path the pass replaced); one f64 gradient and one exact
+//! Hessian-vector product w.r.t. `embedding` on the small model (the pass in float64 and in
+//! dual numbers), and the same gradient by candle's autograd. Then the certifier's repeated
+//! work, each with the computation it replaced beside it: greedy decoding with the key/value
+//! cache and without it, and the grad_norm attack's per-record gradient norms a batch per
+//! backward pass and one record per pass. `benches/pytorch.py` times the first rows in PyTorch
+//! at the same shapes (benches/README.md has both sides' figures).
 
 use candle_core::{DType, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput};
