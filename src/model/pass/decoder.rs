@@ -482,105 +482,59 @@ impl<'a, T: Float> Net<'a, T> {
     ) -> Vec<T> {
         let i = |k| self.block_param(l, k);
         let w = |k| self.p[i(k)];
-        let (c, n, f) = (self.cfg.n_embd, tape.rows * tape.cols, self.cfg.inner_dim());
-        // MLP: out = act·W10 + b11.
-        if let Some(g) = grads[i(11)].as_mut() {
-            add_colsum(g, &dy);
-        }
-        if let Some(g) = grads[i(10)].as_mut() {
-            mm(
-                g,
-                c,
-                View::new(&bt.act, n, f).tr(),
-                View::new(&dy, n, c),
-                true,
-            );
-        }
-        let mut dpre = vec![T::ZERO; n * f];
-        mm(
-            &mut dpre,
-            f,
-            View::new(&dy, n, c),
-            View::new(w(10), f, c).tr(),
-            false,
-        );
+        let n = tape.rows * tape.cols;
+        // MLP: out = gelu(ln2·W8 + b9)·W10 + b11.
+        let mut dpre = self.linear_back(&bt.act, &dy, n, i(10), grads, true);
         dpre.par_chunks_mut(ELEMS)
             .zip(bt.pre.par_chunks(ELEMS))
             .for_each(|(d, p)| d.iter_mut().zip(p).for_each(|(d, &x)| *d *= gelu_slope(x)));
-        if let Some(g) = grads[i(9)].as_mut() {
-            add_colsum(g, &dpre);
-        }
-        if let Some(g) = grads[i(8)].as_mut() {
-            mm(
-                g,
-                f,
-                View::new(&bt.ln2, n, c).tr(),
-                View::new(&dpre, n, f),
-                true,
-            );
-        }
-        let mut dln2 = vec![T::ZERO; n * c];
-        mm(
-            &mut dln2,
-            c,
-            View::new(&dpre, n, f),
-            View::new(w(8), c, f).tr(),
-            false,
-        );
+        let dln2 = self.linear_back(&bt.ln2, &dpre, n, i(8), grads, true);
         drop(dpre);
         let mut dmid = dy;
         let (g6, g7) = two(grads, i(6), i(7));
         norm_back(&bt.mid, &bt.ln2_stats, w(6), &dln2, &mut dmid, (g6, g7));
-        // Attention: mid = x + ctx·W4 + b5.
-        if let Some(g) = grads[i(5)].as_mut() {
-            add_colsum(g, &dmid);
-        }
-        if let Some(g) = grads[i(4)].as_mut() {
-            mm(
-                g,
-                c,
-                View::new(&bt.ctx, n, c).tr(),
-                View::new(&dmid, n, c),
-                true,
-            );
-        }
-        let mut dctx = vec![T::ZERO; n * c];
-        mm(
-            &mut dctx,
-            c,
-            View::new(&dmid, n, c),
-            View::new(w(4), c, c).tr(),
-            false,
-        );
+        // Attention: mid = x + attend(ln1·W2 + b3)·W4 + b5.
+        let dctx = self.linear_back(&bt.ctx, &dmid, n, i(4), grads, true);
         let dqkv = self.attend_back(&bt.qkv, &bt.probs, &dctx, tape.rows, tape.cols);
         drop(dctx);
-        if let Some(g) = grads[i(3)].as_mut() {
-            add_colsum(g, &dqkv);
-        }
-        if let Some(g) = grads[i(2)].as_mut() {
-            mm(
-                g,
-                3 * c,
-                View::new(&bt.ln1, n, c).tr(),
-                View::new(&dqkv, n, 3 * c),
-                true,
-            );
-        }
         let ln1_trains = self.trains(i(0)) || self.trains(i(1));
+        let dln1 = self.linear_back(&bt.ln1, &dqkv, n, i(2), grads, below || ln1_trains);
         if !below && !ln1_trains {
             return dmid;
         }
-        let mut dln1 = vec![T::ZERO; n * c];
-        mm(
-            &mut dln1,
-            c,
-            View::new(&dqkv, n, 3 * c),
-            View::new(w(2), c, 3 * c).tr(),
-            false,
-        );
         let (g0, g1) = two(grads, i(0), i(1));
         norm_back(&bt.x, &bt.ln1_stats, w(0), &dln1, &mut dmid, (g0, g1));
         dmid
+    }
+
+    /// The backward of [`linear`] with weight `p[wi]` `[in, out]` and bias `p[wi + 1]`, input
+    /// `x` `[rows, in]` and output gradient `dy` `[rows, out]`: the weight's and bias's
+    /// gradients added where they train, and (with `input`) the input's gradient `dy·Wᵀ`.
+    fn linear_back(
+        &self,
+        x: &[T],
+        dy: &[T],
+        rows: usize,
+        wi: usize,
+        grads: &mut [Option<Vec<T>>],
+        input: bool,
+    ) -> Vec<T> {
+        let (w, out) = (self.p[wi], self.p[wi + 1].len());
+        let inp = w.len() / out;
+        if let Some(g) = grads[wi + 1].as_mut() {
+            add_colsum(g, dy);
+        }
+        if let Some(g) = grads[wi].as_mut() {
+            let (x, dy) = (View::new(x, rows, inp), View::new(dy, rows, out));
+            mm(g, out, x.tr(), dy, true);
+        }
+        if !input {
+            return Vec::new();
+        }
+        let mut dx = vec![T::ZERO; rows * inp];
+        let (dy, w) = (View::new(dy, rows, out), View::new(w, inp, out));
+        mm(&mut dx, inp, dy, w.tr(), false);
+        dx
     }
 
     /// The backward of [`Net::attend`]: the gradient of `qkv` `[N, 3C]` from that of the
