@@ -53,23 +53,22 @@ pub fn grad_norms(model: &Gpt2, batch: &Batch) -> Result<Vec<f64>> {
     let with_out = with_wte && model.output_grad();
     let (b, t, c) = (batch.rows, batch.cols, model.config().n_embd);
     let width = t.saturating_sub(1);
-    // Scored positions, record by record: flat index r·T + p predicts ids[r·T + p + 1].
-    let (mut rows, mut targets, mut coef, mut count) = (vec![], vec![], vec![], vec![0; b]);
+    // Each scored target's coefficient in its record's mean loss, record by record (the
+    // pass's target order), and each record's count of scored targets.
+    let (mut coef, mut count) = (vec![], vec![0; b]);
     for (r, n) in count.iter_mut().enumerate() {
         let w = &batch.target_weight[r * width..(r + 1) * width];
         let total: f64 = w.iter().map(|&x| f64::from(x)).sum();
         if total <= 0.0 {
             candle_core::bail!("record {r} of the batch has no target tokens to score");
         }
-        for (p, &wp) in w.iter().enumerate().filter(|(_, &wp)| wp != 0.0) {
-            rows.push((r * t + p) as u32);
-            targets.push(batch.ids[r * t + p + 1]);
+        for &wp in w.iter().filter(|&&wp| wp != 0.0) {
             coef.push(-f64::from(wp) / total);
             *n += 1;
         }
     }
     let dev = model.device();
-    let n = rows.len();
+    let n = coef.len();
     let [de, hn, dl] = match model.dtype() {
         DType::F32 => pieces::<f32>(model, batch, &coef)?,
         DType::F64 => pieces::<f64>(model, batch, &coef)?,

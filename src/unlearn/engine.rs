@@ -6,8 +6,8 @@
 use super::calibrate::{recognition_threshold, Levels, StopReason, Verdict};
 use super::method::{Method, UnlearnConfig};
 use super::objective::{
-    apply_step, direction_norm, loss_gradient, mean_loss, objective_gradient, profile_gap,
-    profile_gradient, scored, sequence_logprob, token_losses,
+    add_into, apply_step, direction_norm, loss_gradient, mean_loss, objective_gradient,
+    profile_gap, profile_gradient, scored, sequence_logprob, token_losses,
 };
 use crate::data::{Batch, Encoded};
 use crate::model::{Gpt2, ParamGroups};
@@ -832,16 +832,6 @@ fn ledger_directions(
         )));
     }
     Ok(out)
-}
-
-/// `sum[name] += g` (inserted when absent).
-fn add_into(sum: &mut BTreeMap<String, Tensor>, name: &str, g: &Tensor) -> candle_core::Result<()> {
-    let acc = match sum.remove(name) {
-        Some(a) => (a + g)?,
-        None => g.clone(),
-    };
-    sum.insert(name.to_string(), acc);
-    Ok(())
 }
 
 /// `d` without its component along `−g` when a step `θ − lr·d` would raise the loss whose

@@ -65,14 +65,20 @@ fn npo(scored: &[ScoredTarget], rows: usize, reference: &[f64], beta: f64) -> Ve
         .collect()
 }
 
-/// Adds `g` into the direction `sum` by name.
+/// Adds `g` into the direction `sum` under `name`.
+pub fn add_into(sum: &mut BTreeMap<String, Tensor>, name: &str, g: &Tensor) -> Result<()> {
+    let acc = match sum.remove(name) {
+        Some(a) => (a + g)?,
+        None => g.clone(),
+    };
+    sum.insert(name.to_string(), acc);
+    Ok(())
+}
+
+/// Adds every part of `g` into the direction `sum` by name.
 fn add_all(sum: &mut BTreeMap<String, Tensor>, g: ParamTensors) -> Result<()> {
-    for (name, g) in g {
-        let next = match sum.remove(&name) {
-            Some(a) => (a + g)?,
-            None => g,
-        };
-        sum.insert(name, next);
+    for (name, g) in &g {
+        add_into(sum, name, g)?;
     }
     Ok(())
 }
