@@ -1,11 +1,12 @@
 //! The hand-written pass: GPT-2's forward and backward over plain buffers, one description for
-//! float32 (training, unlearning) and float64 (exact gradients), without candle's autograd
-//! graph. The model's parameters are read in place from their candle storage; gradients come
-//! back as candle tensors by name. A caller runs [`Forward::run`], reads the target log-probs,
-//! and asks for the gradient of any weighted sum of them ([`Forward::gradient`]), so that a
+//! float32 (training, unlearning, scoring), float64 (exact gradients) and dual numbers (exact
+//! Hessian-vector products, [`loss_grad_hvp`]), without candle's autograd graph. The model's
+//! parameters are read in place from their candle storage; gradients come back as candle
+//! tensors by name. A caller runs [`Forward::run`], reads the target log-probs, and asks for
+//! the gradient of any weighted sum of them ([`Forward::gradient`], [`gradient_of`]), so that a
 //! mean loss, per-record losses, a capped ascent or NPO's weights are all one backward.
-//! This module owns that interface; the layers are `decoder`'s, the arithmetic `rows`' and
-//! `float`'s. The float64 Hessian-vector products are still `dual`'s.
+//! This module owns that interface; the layers are `decoder`'s, the arithmetic `rows`',
+//! `float`'s and `tangent`'s. It knows nothing of what the derivatives are for.
 
 mod decoder;
 mod float;
