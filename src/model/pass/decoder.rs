@@ -88,6 +88,14 @@ fn add_into<T: Float>(dst: &mut [T], src: &[T]) {
 }
 
 impl<T: Float> Tape<T> {
+    /// The trunk's output at the scored positions, `[S, C]` (the final norm's input).
+    fn picked(&self, c: usize) -> Vec<T> {
+        self.targets
+            .iter()
+            .flat_map(|t| self.top[t.pos * c..(t.pos + 1) * c].iter().copied())
+            .collect()
+    }
+
     /// Whether each scored target is its position's most likely next token (the first of
     /// equal maxima).
     pub fn hits(&self) -> Vec<bool> {
@@ -300,13 +308,7 @@ impl<'a, T: Float> Net<'a, T> {
             .enumerate()
             .for_each(|(bh, (p, out))| {
                 let (b, hh) = (bh / h, bh % h);
-                let part = |k: usize| View {
-                    data: &qkv[b * cols * 3 * c + k * c + hh * d..],
-                    rows: cols,
-                    cols: d,
-                    stride: 3 * c,
-                    t: false,
-                };
+                let part = |k: usize| head_view(qkv, 3 * c, k * c, (b, hh), cols, d);
                 let keep = &attention[b * cols..(b + 1) * cols];
                 mm(p, cols, part(0), part(1).tr(), false);
                 for (i, row) in p.chunks_mut(cols).enumerate() {
@@ -323,11 +325,7 @@ impl<'a, T: Float> Net<'a, T> {
         let last = self.p.len();
         let (w, b) = (self.p[last - 2], self.p[last - 1]);
         let s = tape.targets.len();
-        let picked: Vec<T> = tape
-            .targets
-            .iter()
-            .flat_map(|t| tape.top[t.pos * c..(t.pos + 1) * c].iter().copied())
-            .collect();
+        let picked = tape.picked(c);
         let (hs, stats) = norm(&picked, w, b, T::of(self.cfg.layer_norm_epsilon));
         let mut logits = vec![T::ZERO; s * v];
         mm(
@@ -438,11 +436,7 @@ impl<'a, T: Float> Net<'a, T> {
         );
         // The final norm, at the scored positions: into dx of the trunk's output.
         let mut dx = vec![T::ZERO; n * c];
-        let picked: Vec<T> = tape
-            .targets
-            .iter()
-            .flat_map(|t| tape.top[t.pos * c..(t.pos + 1) * c].iter().copied())
-            .collect();
+        let picked = tape.picked(c);
         let mut dpicked = vec![T::ZERO; s * c];
         let (gw, gb) = two(grads, np - 2, np - 1);
         norm_back(
@@ -550,20 +544,8 @@ impl<'a, T: Float> Net<'a, T> {
             .enumerate()
             .for_each(|(bh, out)| {
                 let (b, hh) = (bh / h, bh % h);
-                let part = |k: usize| View {
-                    data: &qkv[b * cols * 3 * c + k * c + hh * d..],
-                    rows: cols,
-                    cols: d,
-                    stride: 3 * c,
-                    t: false,
-                };
-                let dout = View {
-                    data: &dctx[b * cols * c + hh * d..],
-                    rows: cols,
-                    cols: d,
-                    stride: c,
-                    t: false,
-                };
+                let part = |k: usize| head_view(qkv, 3 * c, k * c, (b, hh), cols, d);
+                let dout = head_view(dctx, c, 0, (b, hh), cols, d);
                 let p = &probs[bh * cols * cols..(bh + 1) * cols * cols];
                 let (dq, rest) = out.split_at_mut(tt);
                 let (dk, dv) = rest.split_at_mut(tt);
@@ -591,6 +573,25 @@ impl<'a, T: Float> Net<'a, T> {
                 }
             });
         dqkv
+    }
+}
+
+/// Head `hh` of batch row `b` in a `[B·T, width]` matrix whose heads start at column `offset`,
+/// `d` columns each: a `[T, d]` view.
+fn head_view<T: Float>(
+    m: &[T],
+    width: usize,
+    offset: usize,
+    (b, hh): (usize, usize),
+    cols: usize,
+    d: usize,
+) -> View<'_, T> {
+    View {
+        data: &m[b * cols * width + offset + hh * d..],
+        rows: cols,
+        cols: d,
+        stride: width,
+        t: false,
     }
 }
 

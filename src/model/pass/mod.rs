@@ -85,9 +85,9 @@ impl<T: Real> Forward<T> {
             .map(move |t| (t.pos / cols, t.weight))
     }
 
-    /// The gradient of `Σ_s coef[s]·logprob[s]` on the model's trainable parameters, by name in
-    /// state-dict order (zeros where nothing reaches).
-    pub fn gradient(self, model: &Gpt2, coef: &[f64]) -> Result<ParamTensors> {
+    /// `coef` in `T`, refused unless this pass kept its activations and `coef` holds one
+    /// coefficient per scored target.
+    fn coefficients(&self, coef: &[f64]) -> Result<Vec<T>> {
         if !self.keep {
             bail!("a scoring pass keeps no activations to differentiate");
         }
@@ -98,7 +98,13 @@ impl<T: Real> Forward<T> {
                 self.tape.logprobs.len()
             );
         }
-        let coef: Vec<T> = coef.iter().map(|&c| T::of(c)).collect();
+        Ok(coef.iter().map(|&c| T::of(c)).collect())
+    }
+
+    /// The gradient of `Σ_s coef[s]·logprob[s]` on the model's trainable parameters, by name in
+    /// state-dict order (zeros where nothing reaches).
+    pub fn gradient(self, model: &Gpt2, coef: &[f64]) -> Result<ParamTensors> {
+        let coef = self.coefficients(coef)?;
         let grads = with_net(model, |net| net.backward(self.tape, &coef))?;
         let mut out = Vec::new();
         for ((name, var), g) in model.names().iter().zip(model.vars()).zip(grads) {
@@ -161,10 +167,7 @@ impl<T: Real> Forward<T> {
     /// per-record gradients: the gradient at the embedding output `[B·T, C]`, the final norm's
     /// output at the scored positions `[S, C]` and the logits' gradient there `[S, V]`.
     pub fn embedding_backward(self, model: &Gpt2, coef: &[f64]) -> Result<[Vec<T>; 3]> {
-        if !self.keep || coef.len() != self.tape.logprobs.len() {
-            bail!("a backward needs a kept forward pass and one coefficient per scored target");
-        }
-        let coef: Vec<T> = coef.iter().map(|&c| T::of(c)).collect();
+        let coef = self.coefficients(coef)?;
         with_net(model, |net| net.embedding_backward(self.tape, &coef))
     }
 }
