@@ -8,6 +8,9 @@ mod batched;
 /// The certifier end to end: evidence contract, reproducibility, run-time HVP checks, bad input.
 mod certify;
 mod common;
+/// The Llama family (llama, qwen2, bf16 shards) against the Hugging Face oracles in
+/// tests/oracles/tiny-llama, tiny-qwen2 and tiny-llama-bf16-sharded.
+mod families;
 /// The bundled world and fixture models: determinism and the memorisation bars.
 mod fixtures;
 /// The committed golden certificate verifies in CI.

@@ -348,13 +348,11 @@ pub fn certify(
 ) -> Result<(Evidence, RunSummary), CertifyError> {
     let stop = answer_stops(&inputs.tokenizer)?;
     let ctx = inputs.unlearned.model.config().n_positions;
-    // Gradient passes need the models mutable (trainable flags); take them out for that stage.
-    let mut unlearned_grad = inputs.unlearned.model.duplicate()?;
-    let mut original_grad = inputs.original.model.duplicate()?;
-    let reference_grad = match &inputs.reference {
-        Some(r) => Some(r.model.duplicate()?),
-        None => None,
-    };
+    // Gradient passes set trainable flags: they get handles of their own on the same weights
+    // (shared, not copied: they only read them).
+    let mut unlearned_grad = inputs.unlearned.model.sharing();
+    let mut original_grad = inputs.original.model.sharing();
+    let reference_grad = inputs.reference.as_ref().map(|r| r.model.sharing());
     let inputs: &Inputs = inputs;
     let mut run = Run {
         req,

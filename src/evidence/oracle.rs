@@ -97,8 +97,7 @@ impl Oracle for ModelOracle<'_> {
             let att = Tensor::ones((1, t), DType::U32, self.model.device())?;
             let logits = self
                 .model
-                .forward(&input, &att)?
-                .narrow(1, t - 1, 1)?
+                .next_logits(&input, &att, &[t - 1])?
                 .flatten_all()?;
             let v = logits.to_dtype(DType::F32)?.to_vec1::<f32>()?;
             let target = v[first as usize];

@@ -5,8 +5,9 @@
 //! is the order of the input). This module reads the model; it never changes it.
 
 use crate::data::{Batch, Encoded};
+use crate::model::pass::score_targets;
 use crate::model::Gpt2;
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::Result;
 
 /// Largest `rows × cols × vocab` of one batch's logits (≈ 64 MiB in f32 per temporary).
 const MAX_BATCH_ELEMENTS: usize = 16 << 20;
@@ -62,41 +63,28 @@ pub fn score(
 }
 
 fn score_batch(model: &Gpt2, batch: &Batch, records: &[&Encoded]) -> Result<Vec<TokenScores>> {
-    let (ids, att) = model.batch_tensors(batch)?;
-    let t = batch.cols;
-    // Only the scored positions go through the output layer and the vocabulary-wide softmax
-    // statistics: target x[tt] is predicted at position tt-1.
-    let mut rows = Vec::new();
-    let mut targets = Vec::new();
-    for (r, rec) in records.iter().enumerate() {
-        for tt in rec.score_from.max(1)..rec.ids.len() {
-            rows.push((r * t + tt - 1) as u32);
-            targets.push(rec.ids[tt]);
-        }
+    // One scoring pass: the output layer and the vocabulary-wide statistics run only at the
+    // scored positions (target x[tt] is predicted at position tt-1, tt from the record's
+    // `score_from`), in the batch's order, record by record.
+    let scored = score_targets(model, batch)?;
+    let want: usize = records
+        .iter()
+        .map(|r| r.ids.len() - r.score_from.max(1))
+        .sum();
+    if scored.len() != want {
+        candle_core::bail!("{} scored targets for {want} record tokens", scored.len());
     }
-    let dev = model.device();
-    let n = rows.len();
-    let picked = model.logits_at(&ids, &att, &rows)?;
-    let lsm = candle_nn::ops::log_softmax(&picked, D::Minus1)?;
-    let p = lsm.exp()?;
-    let mu = (&p * &lsm)?.sum_keepdim(D::Minus1)?;
-    let var = (&p * lsm.broadcast_sub(&mu)?.sqr()?)?.sum(D::Minus1)?;
-    let target_ids = Tensor::from_vec(targets.clone(), (n, 1), dev)?;
-    let target_lp = lsm.gather(&target_ids, 1)?.squeeze(1)?;
-    let argmax = lsm.argmax(D::Minus1)?.to_vec1::<u32>()?;
-    let f64s = |x: Tensor| x.to_dtype(DType::F64)?.to_vec1::<f64>();
-    let (lp, mu, var) = (f64s(target_lp)?, f64s(mu.squeeze(1)?)?, f64s(var)?);
+    let mut rest = scored.as_slice();
     let mut out = Vec::with_capacity(records.len());
-    let mut k = 0;
     for rec in records {
-        let m = rec.ids.len() - rec.score_from.max(1);
-        let range = k..k + m;
-        k += m;
+        let (mine, after) = rest.split_at(rec.ids.len() - rec.score_from.max(1));
+        rest = after;
         out.push(TokenScores {
-            logprobs: lp[range.clone()].to_vec(),
-            hits: range.clone().map(|i| argmax[i] == targets[i]).collect(),
-            z: range
-                .map(|i| (lp[i] - mu[i]) / var[i].max(SIGMA2_FLOOR).sqrt())
+            logprobs: mine.iter().map(|s| s.logprob).collect(),
+            hits: mine.iter().map(|s| s.hit).collect(),
+            z: mine
+                .iter()
+                .map(|s| (s.logprob - s.mean) / s.var.max(SIGMA2_FLOOR).sqrt())
                 .collect(),
         });
     }

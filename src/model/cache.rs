@@ -1,63 +1,43 @@
-//! Incremental decoding with a key/value cache: a prefill pass over a right-padded batch of
-//! prompts that keeps every block's keys and values, then one token per row per step attending
-//! to the cached keys and values instead of re-running the prefix. Row r's prompt fills slots
-//! `0..L_r` of its cache, the padding slots up to the longest prompt are masked, and the tokens
-//! fed afterwards fill the slots after it, each at its own position `L_r, L_r + 1, …` (so a row
-//! sees exactly the keys and values an uncached forward pass over its own tokens would, in the
-//! same order, with masked slots between). Inference only: nothing here enters the autograd
-//! graph. This module owns the cache and the cached forward; the decoding loop is `generate`.
+//! Incremental decoding with a key/value cache, as the rest of lethe calls it: a prefill pass
+//! over a right-padded batch of prompts that keeps every block's keys and values, then one
+//! token per row per step attending to the cached keys and values instead of re-running the
+//! prefix (the arithmetic is the hand-written pass's, `pass::cache`). This module owns the
+//! interface in candle tensors and its checks: the context, the cache's slots, row indices.
+//! Inference only: nothing here enters an autograd graph. The decoding loop is `generate`.
 
 use super::gpt2::Gpt2;
-use super::ops;
-use candle_core::{Result, Tensor};
+use super::pass::{token_rows, with_net, Cache};
+use candle_core::{bail, DType, Result, Tensor};
 
-/// Every block's keys and values `[B, H, capacity, D]` for the tokens seen so far, and which
-/// slots hold a real token.
-pub struct KvCache {
-    /// Keys and values per block, preallocated to the capacity and filled in place.
-    layers: Vec<(Tensor, Tensor)>,
-    /// `keep[r][s]` is 1 where slot `s` of row `r` holds a real token.
-    keep: Vec<Vec<u32>>,
-    /// Slots used (the same for every row).
-    used: usize,
-    /// Position id of each row's next token.
-    next_pos: Vec<usize>,
+/// Every block's keys and values for the tokens seen so far, in the model's float.
+pub enum KvCache {
+    F32(Cache<f32>),
+    F64(Cache<f64>),
+}
+
+macro_rules! each {
+    ($cache:expr, $c:ident => $e:expr) => {
+        match $cache {
+            KvCache::F32($c) => $e,
+            KvCache::F64($c) => $e,
+        }
+    };
 }
 
 impl KvCache {
     /// Rows in the cache.
     pub fn rows(&self) -> usize {
-        self.keep.len()
+        each!(self, c => c.rows())
     }
 
     /// Keeps only rows `rows` (indices into the current rows, in the order given), so finished
     /// rows cost nothing in later steps.
     pub fn retain_rows(&mut self, rows: &[usize]) -> Result<()> {
         if rows.iter().any(|&r| r >= self.rows()) {
-            candle_core::bail!("retain_rows: row outside a cache of {} rows", self.rows());
+            bail!("retain_rows: row outside a cache of {} rows", self.rows());
         }
-        let dev = self.layers.first().map(|(k, _)| k.device().clone());
-        if let Some(dev) = dev {
-            let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
-            let idx = Tensor::from_vec(idx, rows.len(), &dev)?;
-            for (k, v) in &mut self.layers {
-                *k = k.index_select(&idx, 0)?;
-                *v = v.index_select(&idx, 0)?;
-            }
-        }
-        self.keep = rows.iter().map(|&r| self.keep[r].clone()).collect();
-        self.next_pos = rows.iter().map(|&r| self.next_pos[r]).collect();
+        each!(self, c => c.retain_rows(rows));
         Ok(())
-    }
-
-    /// The mask of the slots used so far, `[B, used]` (u32).
-    fn mask(&self, dev: &candle_core::Device) -> Result<Tensor> {
-        let flat: Vec<u32> = self
-            .keep
-            .iter()
-            .flat_map(|k| k[..self.used].iter().copied())
-            .collect();
-        Tensor::from_vec(flat, (self.rows(), self.used), dev)
     }
 }
 
@@ -73,49 +53,35 @@ impl Gpt2 {
         last: &[usize],
         extra: usize,
     ) -> Result<(Tensor, KvCache)> {
-        let (b, t) = ids.dims2()?;
-        let cfg = self.config();
-        if t > cfg.n_positions || last.len() != b || last.iter().any(|&p| p >= t) {
-            candle_core::bail!(
-                "prefill: {} positions for {b} rows of {t} tokens (context {})",
-                last.len(),
-                cfg.n_positions
+        let (flat, att, (b, t)) = token_rows(self, ids, attention)?;
+        if last.len() != b || last.iter().any(|&p| p >= t) {
+            bail!(
+                "prefill: {} last positions for {b} rows of {t} tokens",
+                last.len()
             );
         }
-        let (heads, hd) = (cfg.n_head, cfg.head_dim());
-        let capacity = t + extra;
-        let mask = ops::attention_mask(attention, self.dtype())?;
-        let mut h = self.embed(ids)?;
-        let mut layers = Vec::with_capacity(cfg.n_layer);
-        for layer in 0..cfg.n_layer {
-            let kc = Tensor::zeros((b, heads, capacity, hd), self.dtype(), self.device())?;
-            let vc = kc.zeros_like()?;
-            h = self.block_with(layer, &h, |q, k, v| {
-                kc.slice_set(&k, 2, 0)?;
-                vc.slice_set(&v, 2, 0)?;
-                self.attend(&q, &k, &v, &mask)
-            })?;
-            layers.push((kc, vc));
+        let cfg = self.config();
+        let shape = (b, t);
+        let dev = self.device();
+        match self.dtype() {
+            DType::F32 => {
+                let (logits, c) =
+                    with_net::<f32, _>(self, |n| n.prefill(&flat, &att, shape, last, extra))?;
+                Ok((
+                    Tensor::from_vec(logits, (b, cfg.vocab_size), dev)?,
+                    KvCache::F32(c),
+                ))
+            }
+            DType::F64 => {
+                let (logits, c) =
+                    with_net::<f64, _>(self, |n| n.prefill(&flat, &att, shape, last, extra))?;
+                Ok((
+                    Tensor::from_vec(logits, (b, cfg.vocab_size), dev)?,
+                    KvCache::F64(c),
+                ))
+            }
+            other => bail!("decoding runs in float32 or float64, not {other:?}"),
         }
-        let rows: Vec<u32> = last
-            .iter()
-            .enumerate()
-            .map(|(r, &p)| (r * t + p) as u32)
-            .collect();
-        let idx = Tensor::from_vec(rows, b, self.device())?;
-        let picked = h.reshape((b * t, cfg.n_embd))?.index_select(&idx, 0)?;
-        let logits = self.head(&picked.reshape((1, b, cfg.n_embd))?)?;
-        let mut keep = vec![vec![0u32; capacity]; b];
-        for (r, row) in attention.to_vec2::<u32>()?.into_iter().enumerate() {
-            keep[r][..t].copy_from_slice(&row);
-        }
-        let cache = KvCache {
-            layers,
-            keep,
-            used: t,
-            next_pos: last.iter().map(|&p| p + 1).collect(),
-        };
-        Ok((logits.reshape((b, cfg.vocab_size))?, cache))
     }
 
     /// Feeds one token per cached row (`tokens[r]` at row r's next position) and returns the
@@ -123,44 +89,36 @@ impl Gpt2 {
     pub fn step(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Tensor> {
         let cfg = self.config();
         let b = cache.rows();
-        let slot = cache.used;
-        let capacity = cache.keep.first().map_or(0, Vec::len);
+        let ((slot, capacity), next) =
+            each!(&*cache, c => (c.slots(), c.next_positions().to_vec()));
         if tokens.len() != b || slot >= capacity {
-            candle_core::bail!(
+            bail!(
                 "step: {} tokens for {b} cached rows, slot {slot} of {capacity}",
                 tokens.len()
             );
         }
-        if let Some(&p) = cache.next_pos.iter().find(|&&p| p >= cfg.n_positions) {
-            candle_core::bail!(
+        if let Some(&p) = next.iter().find(|&&p| p >= cfg.n_positions) {
+            bail!(
                 "step: position {p} is past the model's context ({})",
                 cfg.n_positions
             );
         }
+        if let Some(&id) = tokens.iter().find(|&&i| i as usize >= cfg.vocab_size) {
+            bail!(
+                "step: token id {id} is outside the vocabulary ({})",
+                cfg.vocab_size
+            );
+        }
         let dev = self.device();
-        let ids = Tensor::from_slice(tokens, b, dev)?;
-        let pos: Vec<u32> = cache.next_pos.iter().map(|&p| p as u32).collect();
-        let pos = Tensor::from_vec(pos, b, dev)?;
-        let tok = self.p(0).index_select(&ids, 0)?;
-        let mut h = (tok + self.p(1).index_select(&pos, 0)?)?.reshape((b, 1, cfg.n_embd))?;
-        for keep in &mut cache.keep {
-            keep[slot] = 1;
+        let shape = (b, cfg.vocab_size);
+        match cache {
+            KvCache::F32(c) => {
+                Tensor::from_vec(with_net::<f32, _>(self, |n| n.step(c, tokens))?, shape, dev)
+            }
+            KvCache::F64(c) => {
+                Tensor::from_vec(with_net::<f64, _>(self, |n| n.step(c, tokens))?, shape, dev)
+            }
         }
-        cache.used = slot + 1;
-        let mask = ops::cache_mask(&cache.mask(dev)?, 1, self.dtype())?;
-        for (layer, (kc, vc)) in cache.layers.iter().enumerate() {
-            h = self.block_with(layer, &h, |q, k, v| {
-                kc.slice_set(&k, 2, slot)?;
-                vc.slice_set(&v, 2, slot)?;
-                let keys = kc.narrow(2, 0, slot + 1)?;
-                let values = vc.narrow(2, 0, slot + 1)?;
-                self.attend(&q, &keys, &values, &mask)
-            })?;
-        }
-        for p in &mut cache.next_pos {
-            *p += 1;
-        }
-        self.head(&h)?.reshape((b, cfg.vocab_size))
     }
 }
 

@@ -1,5 +1,9 @@
-//! The GPT-2 hyper-parameters read from a Hugging Face `config.json`. This module owns parsing
-//! and checking that file; it does not read weights (`load`) or build tensors (`gpt2`).
+//! A decoder's hyper-parameters read from a Hugging Face `config.json`: GPT-2 (`gpt2`), and the
+//! Llama family (`llama`, `mistral`, `qwen2`: RMSNorm, rotary positions, grouped-query
+//! attention, SwiGLU), each file read by its own field names into one description whose shared
+//! fields carry GPT-2's names (`n_embd`, `n_layer`, `n_head`, `n_positions`) and whose
+//! [`Arch`] says which parts the decoder is assembled from. This module owns parsing and
+//! checking that file; it does not read weights (`load`) or compute anything (`pass`).
 
 use serde::{Deserialize, Serialize};
 
@@ -32,8 +36,62 @@ pub struct Gpt2Config {
     /// Storage dtype named by the file (`dtype` in transformers 5, `torch_dtype` before).
     #[serde(default, alias = "torch_dtype")]
     pub dtype: Option<String>,
+    /// The parts the decoder is assembled from (GPT-2's unless the file names another family).
+    #[serde(skip)]
+    pub arch: Arch,
     #[serde(skip)]
     pub raw: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The decoder families lethe assembles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Family {
+    /// Layer norms with biases, learned positions, one fused `[C, 3C]` Conv1D for q, k, v,
+    /// `gelu_new`, output layer tied to the token embedding.
+    #[default]
+    Gpt2,
+    /// `llama`, `mistral`, `qwen2`: RMSNorm, rotary positions, grouped-query attention with
+    /// separate `[out, in]` projections (optional biases), SwiGLU, tied or untied head.
+    Llama,
+}
+
+/// Rotary position embedding: `θ_i = position · inv_freq_i` for each of the `head_dim / 2`
+/// frequency pairs, as transformers' `rope_type` `default`, `linear` and `llama3` define them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rope {
+    pub theta: f64,
+    pub scaling: RopeScaling,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// Positions divided by `factor` (every frequency divided by it).
+    Linear {
+        factor: f64,
+    },
+    /// Llama 3.1's frequency-dependent scaling.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
+}
+
+/// What differs between families, beyond the shared sizes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Arch {
+    pub family: Family,
+    /// Key/value heads (grouped-query attention); `n_head` for GPT-2.
+    pub n_kv_head: usize,
+    /// Width of one attention head; `n_embd / n_head` for GPT-2.
+    pub head_dim: usize,
+    pub rope: Option<Rope>,
+    /// Biases on the q, k, v projections; on the attention output; on the MLP's projections.
+    pub qkv_bias: bool,
+    pub out_bias: bool,
+    pub mlp_bias: bool,
 }
 
 /// Why a `config.json` is refused: each names the offending field or value.
@@ -62,10 +120,63 @@ pub enum ConfigError {
     Untied,
     #[error("only GPT-2's standard 1/sqrt(head_dim) attention scaling is supported")]
     AttentionScaling,
+    #[error("hidden_act is {0:?}; lethe implements the Llama family's \"silu\" only")]
+    LlamaActivation(String),
+    #[error("num_attention_heads ({heads}) is not a multiple of num_key_value_heads ({kv})")]
+    KvHeads { heads: usize, kv: usize },
+    #[error("head_dim ({0}) must be even for rotary position embeddings")]
+    OddHeadDim(usize),
+    #[error("{field}: {reason}")]
+    Rope { field: &'static str, reason: String },
 }
 
 /// The `model_type` values lethe reads.
-pub const SUPPORTED_MODEL_TYPES: [&str; 1] = ["gpt2"];
+pub const SUPPORTED_MODEL_TYPES: [&str; 4] = ["gpt2", "llama", "mistral", "qwen2"];
+
+/// The fields of a Llama-family `config.json` (`llama`, `mistral`, `qwen2`) that decide its
+/// shapes and numerics; the rest is kept verbatim in [`Gpt2Config::raw`].
+#[derive(Deserialize)]
+struct LlamaFile {
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    #[serde(default)]
+    num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    head_dim: Option<usize>,
+    max_position_embeddings: usize,
+    #[serde(default = "default_rms_eps")]
+    rms_norm_eps: f64,
+    #[serde(default = "default_silu")]
+    hidden_act: String,
+    #[serde(default)]
+    tie_word_embeddings: bool,
+    #[serde(default)]
+    attention_bias: bool,
+    #[serde(default)]
+    mlp_bias: bool,
+    #[serde(default)]
+    rope_theta: Option<f64>,
+    #[serde(default)]
+    rope_scaling: Option<serde_json::Value>,
+    #[serde(default)]
+    rope_parameters: Option<serde_json::Value>,
+    #[serde(default)]
+    sliding_window: Option<usize>,
+    #[serde(default)]
+    use_sliding_window: Option<bool>,
+    #[serde(default, alias = "torch_dtype")]
+    dtype: Option<String>,
+}
+
+fn default_rms_eps() -> f64 {
+    1e-6
+}
+fn default_silu() -> String {
+    "silu".to_string()
+}
 
 fn default_eps() -> f64 {
     1e-5
@@ -97,11 +208,121 @@ impl Gpt2Config {
                 return Err(ConfigError::ModelType(t));
             }
         }
+        let model_type = raw.get("model_type").and_then(|t| t.as_str());
+        if matches!(model_type, Some("llama" | "mistral" | "qwen2")) {
+            return Self::llama_family(raw);
+        }
         let mut cfg: Gpt2Config = serde_json::from_value(serde_json::Value::Object(raw.clone()))
             .map_err(|e| ConfigError::Field(e.to_string()))?;
         cfg.raw = raw;
         cfg.check()?;
+        cfg.arch = cfg.gpt2_arch();
         Ok(cfg)
+    }
+
+    /// GPT-2's parts for its sizes.
+    fn gpt2_arch(&self) -> Arch {
+        Arch {
+            family: Family::Gpt2,
+            n_kv_head: self.n_head,
+            head_dim: self.n_embd / self.n_head.max(1),
+            rope: None,
+            qkv_bias: true,
+            out_bias: true,
+            mlp_bias: true,
+        }
+    }
+
+    /// A `llama`, `mistral` or `qwen2` file (`model_type` already read).
+    fn llama_family(raw: serde_json::Map<String, serde_json::Value>) -> Result<Self, ConfigError> {
+        let model_type = raw
+            .get("model_type")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let f: LlamaFile = serde_json::from_value(serde_json::Value::Object(raw.clone()))
+            .map_err(|e| ConfigError::Field(e.to_string()))?;
+        for (name, v) in [
+            ("vocab_size", f.vocab_size),
+            ("hidden_size", f.hidden_size),
+            ("intermediate_size", f.intermediate_size),
+            ("num_hidden_layers", f.num_hidden_layers),
+            ("num_attention_heads", f.num_attention_heads),
+            ("max_position_embeddings", f.max_position_embeddings),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::NotPositive(name));
+            }
+        }
+        if f.hidden_act != "silu" {
+            return Err(ConfigError::LlamaActivation(f.hidden_act));
+        }
+        if f.rms_norm_eps.is_nan() || f.rms_norm_eps <= 0.0 {
+            return Err(ConfigError::NotPositive("rms_norm_eps"));
+        }
+        let kv = f.num_key_value_heads.unwrap_or(f.num_attention_heads);
+        if kv == 0 || f.num_attention_heads % kv != 0 {
+            return Err(ConfigError::KvHeads {
+                heads: f.num_attention_heads,
+                kv,
+            });
+        }
+        let head_dim = match f.head_dim {
+            Some(d) => d,
+            None if f.hidden_size % f.num_attention_heads == 0 => {
+                f.hidden_size / f.num_attention_heads
+            }
+            None => {
+                return Err(ConfigError::HeadSplit {
+                    n_embd: f.hidden_size,
+                    n_head: f.num_attention_heads,
+                })
+            }
+        };
+        if head_dim == 0 || head_dim % 2 != 0 {
+            return Err(ConfigError::OddHeadDim(head_dim));
+        }
+        let rope = rope_of(
+            f.rope_parameters.as_ref(),
+            f.rope_scaling.as_ref(),
+            f.rope_theta,
+        )?;
+        // A sliding window only changes attention beyond it: lethe's context stops there, so
+        // every sequence it accepts is computed exactly.
+        let window = match (model_type.as_str(), f.use_sliding_window) {
+            ("qwen2", Some(false) | None) => None,
+            _ => f.sliding_window,
+        };
+        let n_positions = window.map_or(f.max_position_embeddings, |w| {
+            w.min(f.max_position_embeddings)
+        });
+        let qwen2 = model_type == "qwen2";
+        Ok(Gpt2Config {
+            vocab_size: f.vocab_size,
+            n_positions,
+            n_embd: f.hidden_size,
+            n_layer: f.num_hidden_layers,
+            n_head: f.num_attention_heads,
+            n_inner: Some(f.intermediate_size),
+            layer_norm_epsilon: f.rms_norm_eps,
+            activation_function: f.hidden_act,
+            eos_token_id: raw.get("eos_token_id").and_then(first_id),
+            tie_word_embeddings: f.tie_word_embeddings,
+            scale_attn_weights: true,
+            scale_attn_by_inverse_layer_idx: false,
+            reorder_and_upcast_attn: false,
+            dtype: f.dtype,
+            arch: Arch {
+                family: Family::Llama,
+                n_kv_head: kv,
+                head_dim,
+                rope: Some(rope),
+                qkv_bias: qwen2 || f.attention_bias,
+                out_bias: !qwen2 && f.attention_bias,
+                mlp_bias: !qwen2 && f.mlp_bias,
+            },
+            raw,
+        })
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -138,7 +359,13 @@ impl Gpt2Config {
     }
 
     pub fn head_dim(&self) -> usize {
-        self.n_embd / self.n_head
+        self.arch.head_dim
+    }
+
+    /// Whether the output layer is the token embedding (GPT-2 always; the Llama family when
+    /// `tie_word_embeddings` says so).
+    pub fn tied(&self) -> bool {
+        self.arch.family == Family::Gpt2 || self.tie_word_embeddings
     }
 
     pub fn inner_dim(&self) -> usize {
@@ -162,8 +389,10 @@ impl Gpt2Config {
             scale_attn_by_inverse_layer_idx: false,
             reorder_and_upcast_attn: false,
             dtype: Some("float32".into()),
+            arch: Arch::default(),
             raw: serde_json::Map::new(),
         };
+        cfg.arch = cfg.gpt2_arch();
         cfg.raw = cfg.to_raw();
         cfg
     }
@@ -172,6 +401,10 @@ impl Gpt2Config {
     /// the fields it knows.
     pub fn to_raw(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut out = self.raw.clone();
+        if self.arch.family != Family::Gpt2 {
+            // Read by the family's own names; lethe changes none of them.
+            return out;
+        }
         if let Ok(serde_json::Value::Object(known)) = serde_json::to_value(self) {
             for (k, v) in known {
                 if !v.is_null() || !out.contains_key(&k) {
@@ -186,6 +419,78 @@ impl Gpt2Config {
     }
 }
 
+/// The first id of an `eos_token_id` that may be one id or a list of them.
+fn first_id(v: &serde_json::Value) -> Option<u32> {
+    match v {
+        serde_json::Value::Array(ids) => ids.first().and_then(first_id),
+        v => v.as_u64().and_then(|id| u32::try_from(id).ok()),
+    }
+}
+
+/// The rotary embedding a Llama-family file describes: transformers 5's `rope_parameters`, or
+/// the older `rope_theta` with `rope_scaling`. Types other than `default`, `linear` and
+/// `llama3` are refused by name.
+fn rope_of(
+    params: Option<&serde_json::Value>,
+    scaling: Option<&serde_json::Value>,
+    theta: Option<f64>,
+) -> Result<Rope, ConfigError> {
+    let (field, p) = match (params, scaling) {
+        (Some(p), _) if !p.is_null() => ("rope_parameters", Some(p)),
+        (_, Some(s)) if !s.is_null() => ("rope_scaling", Some(s)),
+        _ => ("rope_theta", None),
+    };
+    let bad = |reason: String| ConfigError::Rope { field, reason };
+    let num = |key: &str| -> Result<f64, ConfigError> {
+        let v = p
+            .and_then(|p| p.get(key))
+            .ok_or_else(|| bad(format!("no {key:?}")))?;
+        let x = v
+            .as_f64()
+            .ok_or_else(|| bad(format!("{key:?} is not a number")))?;
+        if x.is_finite() && x > 0.0 {
+            Ok(x)
+        } else {
+            Err(bad(format!("{key:?} must be positive")))
+        }
+    };
+    let theta = match p.and_then(|p| p.get("rope_theta")) {
+        Some(_) => num("rope_theta")?,
+        None => theta.unwrap_or(10_000.0),
+    };
+    if !(theta.is_finite() && theta > 1.0) {
+        return Err(bad(format!("rope_theta {theta} must be above 1")));
+    }
+    let kind = p
+        .and_then(|p| p.get("rope_type").or_else(|| p.get("type")))
+        .map(|t| t.as_str().map_or_else(|| t.to_string(), str::to_string))
+        .unwrap_or_else(|| "default".into());
+    let scaling = match kind.as_str() {
+        "default" => RopeScaling::None,
+        "linear" => RopeScaling::Linear {
+            factor: num("factor")?,
+        },
+        "llama3" => {
+            let (low, high) = (num("low_freq_factor")?, num("high_freq_factor")?);
+            if high <= low {
+                return Err(bad("high_freq_factor must exceed low_freq_factor".into()));
+            }
+            RopeScaling::Llama3 {
+                factor: num("factor")?,
+                low_freq_factor: low,
+                high_freq_factor: high,
+                original_max_position_embeddings: num("original_max_position_embeddings")?,
+            }
+        }
+        other => {
+            return Err(bad(format!(
+                "rope type {other:?}; lethe computes \"default\", \"linear\" and \"llama3\""
+            )))
+        }
+    };
+    Ok(Rope { theta, scaling })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,17 +500,62 @@ mod tests {
 
     #[test]
     fn another_familys_config_is_refused_by_its_type_not_by_a_missing_field() {
-        // The head of a Llama config as transformers writes it: none of GPT-2's fields.
-        let llama = r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
-            "model_type": "llama", "num_hidden_layers": 2, "vocab_size": 320}"#;
-        let err = Gpt2Config::from_json(llama).unwrap_err();
-        assert_eq!(err, ConfigError::ModelType("llama".into()));
+        // The head of a GPT-NeoX config as transformers writes it: none of GPT-2's fields.
+        let neox = r#"{"architectures": ["GPTNeoXForCausalLM"], "hidden_size": 64,
+            "model_type": "gpt_neox", "num_hidden_layers": 2, "vocab_size": 320}"#;
+        let err = Gpt2Config::from_json(neox).unwrap_err();
+        assert_eq!(err, ConfigError::ModelType("gpt_neox".into()));
         assert_eq!(
             err.to_string(),
-            r#"model_type is "llama"; lethe reads these model types: gpt2"#
+            r#"model_type is "gpt_neox"; lethe reads these model types: gpt2, llama, mistral, qwen2"#
         );
         let odd = Gpt2Config::from_json(&GPT2.replace(r#""gpt2""#, "7")).unwrap_err();
         assert_eq!(odd, ConfigError::ModelType("7".into()));
+    }
+
+    /// The Llama-family oracles' files (tests/oracles/tiny-llama, tiny-qwen2), as transformers
+    /// 5.24 wrote them.
+    const LLAMA: &str = include_str!("../../tests/oracles/tiny-llama/config.json");
+    const QWEN2: &str = include_str!("../../tests/oracles/tiny-qwen2/config.json");
+
+    #[test]
+    fn llama_family_configs_read_by_their_own_names() {
+        let cfg = Gpt2Config::from_json(LLAMA).unwrap();
+        assert_eq!(cfg.arch.family, Family::Llama);
+        assert_eq!((cfg.n_embd, cfg.n_layer, cfg.n_head), (64, 2, 4));
+        assert_eq!(
+            (cfg.arch.n_kv_head, cfg.arch.head_dim, cfg.inner_dim()),
+            (2, 16, 176)
+        );
+        assert_eq!((cfg.n_positions, cfg.vocab_size), (128, 320));
+        assert!(!cfg.tied() && !cfg.arch.qkv_bias);
+        let rope = cfg.arch.rope.clone().unwrap();
+        assert_eq!(rope.theta, 500000.0);
+        assert!(matches!(rope.scaling, RopeScaling::Llama3 { factor, .. } if factor == 8.0));
+        // Saved back as it came: lethe writes none of GPT-2's names into it.
+        assert_eq!(cfg.to_raw(), cfg.raw);
+
+        let q = Gpt2Config::from_json(QWEN2).unwrap();
+        assert!(q.tied() && q.arch.qkv_bias && !q.arch.out_bias);
+        assert_eq!((q.arch.n_kv_head, q.arch.head_dim), (1, 16));
+        assert_eq!(q.arch.rope.unwrap().scaling, RopeScaling::None);
+
+        let yarn = LLAMA.replace(r#""rope_type": "llama3""#, r#""rope_type": "yarn""#);
+        let err = Gpt2Config::from_json(&yarn).unwrap_err().to_string();
+        assert!(
+            err.starts_with("rope_parameters: rope type \"yarn\""),
+            "{err}"
+        );
+        let gelu = LLAMA.replace(r#""silu""#, r#""gelu""#);
+        assert_eq!(
+            Gpt2Config::from_json(&gelu).unwrap_err(),
+            ConfigError::LlamaActivation("gelu".into())
+        );
+        let kv = LLAMA.replace(r#""num_key_value_heads": 2"#, r#""num_key_value_heads": 3"#);
+        assert_eq!(
+            Gpt2Config::from_json(&kv).unwrap_err(),
+            ConfigError::KvHeads { heads: 4, kv: 3 }
+        );
     }
 
     #[test]

@@ -176,35 +176,18 @@ impl Gpt2 {
         self.p(2 + layer * PER_BLOCK + k)
     }
 
-    /// Hidden states before the final layer norm, `[B, T, C]`, and optionally every layer's.
-    fn trunk(&self, ids: &Tensor, attention: &Tensor, keep: bool) -> Result<(Tensor, Hidden)> {
-        self.trunk_from(self.embed(ids)?, attention, keep)
-    }
-
-    /// [`Gpt2::trunk`] from the embedding output `h` `[B, T, C]` (which may be a `Var` of its
-    /// own, for gradients with respect to it).
-    pub(super) fn trunk_from(
-        &self,
-        mut h: Tensor,
-        attention: &Tensor,
-        keep: bool,
-    ) -> Result<(Tensor, Hidden)> {
+    /// Hidden states before the final layer norm, `[B, T, C]`, on candle's operations.
+    fn trunk(&self, ids: &Tensor, attention: &Tensor) -> Result<Tensor> {
         let mask = ops::attention_mask(attention, self.dtype)?;
-        let mut hidden = Hidden { layers: Vec::new() };
-        if keep {
-            hidden.layers.push(h.clone());
-        }
+        let mut h = self.embed(ids)?;
         for layer in 0..self.cfg.n_layer {
             h = self.block(layer, &h, &mask)?;
-            if keep {
-                hidden.layers.push(h.clone());
-            }
         }
-        Ok((h, hidden))
+        Ok(h)
     }
 
     /// Token plus position embeddings `[B, T, C]` of ids `[B, T]` at positions `0..T`.
-    pub(super) fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         if t > self.cfg.n_positions {
             candle_core::bail!(
@@ -219,24 +202,13 @@ impl Gpt2 {
         tok.broadcast_add(&self.p(1).narrow(0, 0, t)?)
     }
 
+    /// Block `layer` on `x` `[B, T, C]`.
     fn block(&self, layer: usize, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        self.block_with(layer, x, |q, k, v| self.attend(&q, &k, &v, mask))
-    }
-
-    /// Block `layer` on `x` `[B, T, C]`, its attention computed by `attend(q, k, v)` from the
-    /// heads `[B, H, T, D]` of `x` (the full forward attends to `k`, `v`; the cached decoder
-    /// stores them and attends to its cache).
-    pub(super) fn block_with(
-        &self,
-        layer: usize,
-        x: &Tensor,
-        attend: impl FnOnce(Tensor, Tensor, Tensor) -> Result<Tensor>,
-    ) -> Result<Tensor> {
         let w = |k| self.block_param(layer, k);
         let eps = self.cfg.layer_norm_epsilon;
         let a = ops::layer_norm(x, &w(0), &w(1), eps)?;
         let [q, k, v] = ops::qkv_heads(&a, &w(2), &w(3), self.cfg.n_head)?;
-        let a = ops::merge_heads(&attend(q, k, v)?)?; // [B, H, T, D] → [B, T, C]
+        let a = ops::merge_heads(&self.attend(&q, &k, &v, mask)?)?; // [B, H, T, D] → [B, T, C]
         let a = ops::linear(&a, &w(4), &w(5))?;
         let x = (x + a)?;
         let m = ops::layer_norm(&x, &w(6), &w(7), eps)?;
@@ -245,26 +217,20 @@ impl Gpt2 {
         x + m
     }
 
-    /// `softmax(q·kᵀ/√D, masked)·v`, `[B, H, Q, D]`, for queries `[B, H, Q, D]` and keys and
-    /// values `[B, H, K, D]` (Q ≤ K; query i at key position i + K − Q), `mask` from
-    /// [`ops::cache_mask`].
-    pub(super) fn attend(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        mask: &Tensor,
-    ) -> Result<Tensor> {
+    /// `softmax(q·kᵀ/√D, masked)·v`, `[B, H, T, D]`, for queries, keys and values
+    /// `[B, H, T, D]` and `mask` from [`ops::attention_mask`].
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let scale = 1.0 / (self.cfg.head_dim() as f64).sqrt();
         let probs = ops::masked_softmax(&q.matmul(&k.t()?)?, mask, scale)?;
         probs.matmul(v)
     }
 
     /// Logits `[B, T, V]` for token ids `[B, T]` (u32) and an attention mask `[B, T]` (1 for
-    /// real tokens, 0 for padding).
+    /// real tokens, 0 for padding), by the hand-written pass.
     pub fn forward(&self, ids: &Tensor, attention: &Tensor) -> Result<Tensor> {
-        let (h, _) = self.trunk(ids, attention, false)?;
-        self.head(&h)
+        let (b, t) = ids.dims2()?;
+        let every: Vec<usize> = (0..b * t).collect();
+        pass::logits_at(self, ids, attention, &every)?.reshape((b, t, self.cfg.vocab_size))
     }
 
     /// Logits `[B, V]` of the next token after position `last[r]` of row `r` (what greedy
@@ -277,20 +243,30 @@ impl Gpt2 {
                 last.len()
             );
         }
-        let rows: Vec<u32> = last
-            .iter()
-            .enumerate()
-            .map(|(r, &p)| (r * t + p) as u32)
-            .collect();
-        self.logits_at(ids, attention, &rows)
+        let at: Vec<usize> = last.iter().enumerate().map(|(r, &p)| r * t + p).collect();
+        pass::logits_at(self, ids, attention, &at)
     }
 
     /// Logits `[n, V]` at chosen positions, given as flat indices `r·T + p` into the `[B, T]`
-    /// batch: the trunk runs over the whole batch, the vocabulary-sized output layer only at
-    /// those positions (on the bundled model it is a quarter of the forward pass's
-    /// multiply-adds, and the log-softmax after it grows with the vocabulary too).
+    /// batch, by the hand-written pass: the trunk runs over the whole batch, the
+    /// vocabulary-sized output layer only at those positions.
     pub fn logits_at(&self, ids: &Tensor, attention: &Tensor, rows: &[u32]) -> Result<Tensor> {
-        let (h, _) = self.trunk(ids, attention, false)?;
+        let at: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
+        pass::logits_at(self, ids, attention, &at)
+    }
+
+    /// Hidden states of every layer (embedding output, then each block's output) for the
+    /// seed paper's activation score, by the hand-written pass.
+    pub fn hidden_states(&self, ids: &Tensor, attention: &Tensor) -> Result<Hidden> {
+        Ok(Hidden {
+            layers: pass::hidden_states(self, ids, attention)?,
+        })
+    }
+
+    /// [`Gpt2::logits_at`] on candle's operations, recording the autograd graph of the
+    /// trainable parameters (the reference [`Gpt2::loss`] is built on).
+    fn graph_logits_at(&self, ids: &Tensor, attention: &Tensor, rows: &[u32]) -> Result<Tensor> {
+        let h = self.trunk(ids, attention)?;
         let (b, t, c) = h.dims3()?;
         if let Some(&r) = rows.iter().find(|&&r| r as usize >= b * t) {
             candle_core::bail!("logits_at: position {r} outside a batch of {b}×{t} tokens");
@@ -298,31 +274,17 @@ impl Gpt2 {
         let n = rows.len();
         let idx = Tensor::from_slice(rows, n, &self.device)?;
         let picked = h.reshape((b * t, c))?.index_select(&idx, 0)?;
-        self.head(&picked.reshape((1, n, c))?)?
-            .reshape((n, self.cfg.vocab_size))
-    }
-
-    /// Hidden states of every layer (embedding output, then each block's output) for the
-    /// seed paper's activation score.
-    pub fn hidden_states(&self, ids: &Tensor, attention: &Tensor) -> Result<Hidden> {
-        Ok(self.trunk(ids, attention, true)?.1)
-    }
-
-    /// Logits `[B, T, V]` of the hidden states `[B, T, C]` before the final layer norm.
-    pub(super) fn head(&self, h: &Tensor) -> Result<Tensor> {
-        let (b, t, c) = h.dims3()?;
-        let h = self.final_norm(h)?;
+        let picked = self.final_norm(&picked)?;
         let wte = if self.output_grad {
             self.p(0)
         } else {
             self.p(0).detach()
         };
-        let logits = constant::matmul(&h.reshape((b * t, c))?, &wte.t()?)?;
-        logits.reshape((b, t, self.cfg.vocab_size))
+        constant::matmul(&picked, &wte.t()?)
     }
 
     /// The final layer norm `ln_f` of hidden states `[.., C]`.
-    pub(super) fn final_norm(&self, h: &Tensor) -> Result<Tensor> {
+    fn final_norm(&self, h: &Tensor) -> Result<Tensor> {
         let n = self.vars.len();
         let eps = self.cfg.layer_norm_epsilon;
         ops::layer_norm(h, &self.p(n - 2), &self.p(n - 1), eps)
@@ -402,7 +364,7 @@ impl Gpt2 {
             return Ok((zeros.reshape((b, width))?, hits.then(|| vec![true; b])));
         }
         let n = rows.len();
-        let logits = self.logits_at(&ids, &att, &rows)?;
+        let logits = self.graph_logits_at(&ids, &att, &rows)?;
         let row_hits = if hits {
             let best = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
             let mut per = vec![true; b];
@@ -446,6 +408,22 @@ impl Gpt2 {
             .position(|n| n == name)
             .ok_or_else(|| candle_core::Error::Msg(format!("no parameter {name}")))?;
         self.vars[i].set(&value.to_dtype(self.dtype)?)
+    }
+
+    /// Another handle on the same parameters (their storage is shared, not copied) with trainable
+    /// flags of its own, for gradient passes that read the weights under other flags while
+    /// `self` is borrowed elsewhere. Nothing may write parameters through it ([`Gpt2::set_param`]
+    /// would change both); use [`Gpt2::duplicate`] for a copy to modify.
+    pub fn sharing(&self) -> Gpt2 {
+        Gpt2 {
+            cfg: self.cfg.clone(),
+            names: self.names.clone(),
+            vars: self.vars.clone(),
+            trainable: self.trainable.clone(),
+            output_grad: self.output_grad,
+            dtype: self.dtype,
+            device: self.device.clone(),
+        }
     }
 
     /// A deep copy whose parameters do not share storage with `self`.

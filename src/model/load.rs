@@ -8,9 +8,9 @@
 //! bytes read and each tensor checked for finiteness. This module owns reading model files and
 //! their digests; it never writes.
 
-use super::config::{ConfigError, Gpt2Config};
+use super::config::{ConfigError, Family, Gpt2Config};
 use super::gpt2::Gpt2;
-use super::params::param_shapes;
+use super::params::{block_of, param_shapes};
 pub use crate::digest::{digest, FileDigest};
 use crate::untrusted::{open_regular, read_regular_file_capped, ReadError};
 use candle_core::{DType, Device, Tensor};
@@ -202,7 +202,7 @@ pub fn read_config(dir: &Path) -> Result<(Gpt2Config, FileDigest), LoadError> {
     Ok((cfg, digest("config.json", &bytes)))
 }
 
-/// Loads a GPT-2 from a Hugging Face directory into `dtype` (F32 or F64): `model.safetensors`,
+/// Loads a decoder (any family [`Gpt2Config`] reads) from a Hugging Face directory into `dtype` (F32 or F64): `model.safetensors`,
 /// or the shards a `model.safetensors.index.json` names.
 pub fn load_model(dir: &Path, dtype: DType) -> Result<LoadedModel, LoadError> {
     let weights = weights_path(dir)?;
@@ -213,7 +213,7 @@ pub fn load_model(dir: &Path, dtype: DType) -> Result<LoadedModel, LoadError> {
         WeightFiles::Single(wpath) => {
             let header = read_header(&wpath)?;
             let mut stored = BTreeMap::new();
-            stored_of(&wpath, &header.meta, &mut stored)?;
+            stored_of(&wpath, &header.meta, &cfg, &mut stored)?;
             check_header(&wpath, &cfg_path, &cfg, stored)?;
             let bytes = read_data(header)?;
             let (tensors, storage_dtype) = parse_weights(&wpath, &bytes, &cfg)?;
@@ -329,7 +329,7 @@ fn load_shards(
     }
     let mut stored = BTreeMap::new();
     for h in &headers {
-        stored_of(&h.path, &h.meta, &mut stored)?;
+        stored_of(&h.path, &h.meta, cfg, &mut stored)?;
     }
     check_header(index, cfg_path, cfg, stored)?;
     let mut digests = vec![digest(INDEX_FILE, &bytes)];
@@ -463,9 +463,13 @@ fn check_header_len(path: &Path, prefix: &[u8], file_len: u64) -> Result<u64, Lo
     Ok(n)
 }
 
-/// Canonical name of a stored tensor: files saved without the `transformer.` prefix load too.
-fn canonical(name: &str) -> String {
-    if name.starts_with("transformer.") || name.starts_with("lm_head.") {
+/// Canonical name of a stored tensor: GPT-2 files saved without the `transformer.` prefix load
+/// too; other families' names are their own.
+fn canonical(name: &str, cfg: &Gpt2Config) -> String {
+    if cfg.arch.family != Family::Gpt2
+        || name.starts_with("transformer.")
+        || name.starts_with("lm_head.")
+    {
         name.to_string()
     } else {
         format!("transformer.{name}")
@@ -474,16 +478,9 @@ fn canonical(name: &str) -> String {
 
 /// Buffers older transformers versions stored beside the weights; they are not parameters.
 fn is_buffer(name: &str) -> bool {
-    name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")
-}
-
-/// The block index of a canonical parameter name `transformer.h.{i}.…`.
-fn block_of(name: &str) -> Option<usize> {
-    name.strip_prefix("transformer.h.")?
-        .split('.')
-        .next()?
-        .parse()
-        .ok()
+    name.ends_with(".attn.bias")
+        || name.ends_with(".attn.masked_bias")
+        || name.ends_with(".rotary_emb.inv_freq")
 }
 
 /// Checks a safetensors header against the config before anything the config sizes is
@@ -526,11 +523,14 @@ fn check_header(
 fn stored_of<'a>(
     path: &Path,
     meta: &'a Metadata,
+    cfg: &Gpt2Config,
     stored: &mut BTreeMap<String, (String, &'a TensorInfo)>,
 ) -> Result<(), LoadError> {
     for (raw, info) in meta.tensors() {
-        let name = canonical(&raw);
-        if is_buffer(&name) || name == "lm_head.weight" {
+        let name = canonical(&raw, cfg);
+        if (cfg.arch.family == Family::Gpt2 && is_buffer(&name))
+            || (cfg.tied() && name == "lm_head.weight")
+        {
             continue;
         }
         if let Some((first, _)) = stored.get(&name) {
@@ -559,10 +559,14 @@ fn check_config_bounds(
         holds,
         what,
     };
-    for (name, rows_field, rows) in [
-        ("transformer.wte.weight", "vocab_size", cfg.vocab_size),
-        ("transformer.wpe.weight", "n_positions", cfg.n_positions),
-    ] {
+    let bounded: &[(&str, &'static str, usize)] = match cfg.arch.family {
+        Family::Gpt2 => &[
+            ("transformer.wte.weight", "vocab_size", cfg.vocab_size),
+            ("transformer.wpe.weight", "n_positions", cfg.n_positions),
+        ],
+        Family::Llama => &[("model.embed_tokens.weight", "vocab_size", cfg.vocab_size)],
+    };
+    for &(name, rows_field, rows) in bounded {
         let Some((_, info)) = stored.get(name) else {
             return Err(LoadError::MissingTensor {
                 path: path.to_path_buf(),
@@ -600,7 +604,10 @@ fn check_config_bounds(
             "n_layer",
             cfg.n_layer,
             blocks.len(),
-            "blocks transformer.h.N".into(),
+            match cfg.arch.family {
+                Family::Gpt2 => "blocks transformer.h.N".into(),
+                Family::Llama => "blocks model.layers.N".into(),
+            },
         ));
     }
     Ok(())
@@ -621,7 +628,7 @@ fn check_tensor(
         found: format!("{:?}", info.dtype),
     };
     let Some(dtype) = float_dtype(info.dtype) else {
-        return Err(err_dtype("GPT-2 weights must be floating point".into()));
+        return Err(err_dtype("weights must be floating point".into()));
     };
     if let Some((w, named)) = want {
         if w != dtype {
@@ -665,7 +672,7 @@ fn parse_weights(
     let mut out = BTreeMap::new();
     let mut seen_dtype = None;
     for (raw_name, view) in st.tensors() {
-        let name = canonical(&raw_name);
+        let name = canonical(&raw_name, cfg);
         if !expected.contains_key(&name) {
             continue; // tied to wte (checked by config), or a non-parameter buffer
         }

@@ -1,9 +1,10 @@
-//! GPT-2's parameters by their Hugging Face names, and parameter groups: the named subsets
-//! (`embedding`, `block:N`, `blocks:A-B`, `final_norm`, `all`) that training, unlearning and
-//! influence analysis restrict themselves to. This module owns names, shapes and group
-//! selection; it holds no tensors.
+//! Each family's parameters by their Hugging Face names, and parameter groups: the named subsets
+//! (`embedding`, `head`, `block:N`, `blocks:A-B`, `final_norm`, `all`) that training,
+//! unlearning and influence analysis restrict themselves to. This module owns names, shapes,
+//! their order (the order the hand-written pass reads them in) and group selection; it holds no
+//! tensors.
 
-use super::config::Gpt2Config;
+use super::config::{Family, Gpt2Config};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
@@ -11,9 +12,71 @@ use std::str::FromStr;
 /// One tensor per trainable parameter, in state-dict order, paired with its name.
 pub type ParamTensors = Vec<(String, candle_core::Tensor)>;
 
-/// Name and shape of every parameter, in Hugging Face's state-dict order, with the
-/// `transformer.` prefix. Conv1D weights are `[in, out]`.
+/// Name and shape of every parameter, in the order the hand-written pass reads them: the
+/// embeddings, each block's parameters, the final norm, then an untied output layer.
 pub fn param_shapes(cfg: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
+    match cfg.arch.family {
+        Family::Gpt2 => gpt2_shapes(cfg),
+        Family::Llama => llama_shapes(cfg),
+    }
+}
+
+/// The parameters of one Llama-family block, in the pass's order (after `model.layers.N.`),
+/// with their shapes: `[out, in]` linear weights, each followed by its bias where the family
+/// has one.
+pub fn llama_block(cfg: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
+    let a = &cfg.arch;
+    let (c, i) = (cfg.n_embd, cfg.inner_dim());
+    let (q, kv) = (cfg.n_head * a.head_dim, a.n_kv_head * a.head_dim);
+    let norm = |n: &str| (format!("{n}.weight"), vec![c]);
+    let mut out = vec![norm("input_layernorm")];
+    let mut linear = |name: &str, rows: usize, cols: usize, bias: bool| {
+        out.push((format!("{name}.weight"), vec![rows, cols]));
+        if bias {
+            out.push((format!("{name}.bias"), vec![rows]));
+        }
+    };
+    linear("self_attn.q_proj", q, c, a.qkv_bias);
+    linear("self_attn.k_proj", kv, c, a.qkv_bias);
+    linear("self_attn.v_proj", kv, c, a.qkv_bias);
+    linear("self_attn.o_proj", c, q, a.out_bias);
+    out.push(norm("post_attention_layernorm"));
+    let mut linear = |name: &str, rows: usize, cols: usize| {
+        out.push((format!("{name}.weight"), vec![rows, cols]));
+        if a.mlp_bias {
+            out.push((format!("{name}.bias"), vec![rows]));
+        }
+    };
+    linear("mlp.gate_proj", i, c);
+    linear("mlp.up_proj", i, c);
+    linear("mlp.down_proj", c, i);
+    out
+}
+
+fn llama_shapes(cfg: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
+    let c = cfg.n_embd;
+    let mut out = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![cfg.vocab_size, c],
+    )];
+    let block = llama_block(cfg);
+    for l in 0..cfg.n_layer {
+        out.extend(
+            block
+                .iter()
+                .map(|(n, s)| (format!("model.layers.{l}.{n}"), s.clone())),
+        );
+    }
+    out.push(("model.norm.weight".to_string(), vec![c]));
+    if !cfg.tied() {
+        out.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, c]));
+    }
+    out
+}
+
+/// GPT-2's parameters with the `transformer.` prefix, in Hugging Face's state-dict order.
+/// Conv1D weights are `[in, out]`.
+fn gpt2_shapes(cfg: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
     let (c, i) = (cfg.n_embd, cfg.inner_dim());
     let mut out = vec![
         (
@@ -50,8 +113,11 @@ pub fn param_shapes(cfg: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
 /// One named part of the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Group {
-    /// Token and position embeddings (`wte`, `wpe`); `wte` is also the tied output layer.
+    /// Token and position embeddings (`wte`, `wpe`; `embed_tokens`); a tied output layer is
+    /// the token embedding itself.
     Embedding,
+    /// An untied output layer (`lm_head`); nothing on a tied model.
+    Head,
     /// Transformer blocks `A..=B`.
     Blocks(usize, usize),
     /// The final layer norm `ln_f`.
@@ -63,6 +129,7 @@ impl fmt::Display for Group {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Group::Embedding => write!(f, "embedding"),
+            Group::Head => write!(f, "head"),
             Group::Blocks(a, b) if a == b => write!(f, "block:{a}"),
             Group::Blocks(a, b) => write!(f, "blocks:{a}-{b}"),
             Group::FinalNorm => write!(f, "final_norm"),
@@ -117,6 +184,7 @@ impl FromStr for ParamGroups {
         for part in spec.split(',').map(str::trim) {
             let g = match part {
                 "embedding" => Group::Embedding,
+                "head" => Group::Head,
                 "final_norm" => Group::FinalNorm,
                 "all" => Group::All,
                 _ => parse_blocks(part)?,
@@ -131,7 +199,7 @@ impl FromStr for ParamGroups {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GroupError {
     #[error(
-        "unknown parameter group {0:?}; expected embedding, block:N, blocks:A-B, final_norm or all"
+        "unknown parameter group {0:?}; expected embedding, head, block:N, blocks:A-B, final_norm or all"
     )]
     Unknown(String),
     #[error("parameter group {0:?}: range start is after its end")]
@@ -162,9 +230,10 @@ fn parse_blocks(part: &str) -> Result<Group, GroupError> {
     Err(bad())
 }
 
-/// The block index of a `transformer.h.N.` name.
+/// The block index of a block parameter's name (`transformer.h.N.…`, `model.layers.N.…`).
 pub fn block_of(name: &str) -> Option<usize> {
-    name.strip_prefix("transformer.h.")?
+    name.strip_prefix("transformer.h.")
+        .or_else(|| name.strip_prefix("model.layers."))?
         .split('.')
         .next()?
         .parse()
@@ -174,8 +243,12 @@ pub fn block_of(name: &str) -> Option<usize> {
 fn group_contains(g: Group, name: &str) -> bool {
     match g {
         Group::All => true,
-        Group::Embedding => name == "transformer.wte.weight" || name == "transformer.wpe.weight",
-        Group::FinalNorm => name.starts_with("transformer.ln_f."),
+        Group::Embedding => matches!(
+            name,
+            "transformer.wte.weight" | "transformer.wpe.weight" | "model.embed_tokens.weight"
+        ),
+        Group::Head => name == "lm_head.weight",
+        Group::FinalNorm => name.starts_with("transformer.ln_f.") || name == "model.norm.weight",
         Group::Blocks(a, b) => block_of(name).is_some_and(|n| a <= n && n <= b),
     }
 }

@@ -1,29 +1,231 @@
-//! GPT-2's forward and backward passes written out by hand over plain buffers, generic over
-//! the float: the forward keeps what the backward needs (a tape), the backward takes one
-//! coefficient per scored target and returns the gradient of `Σ c·log p(target)` on the
-//! trainable parameters only. Frozen weights get no gradient work, and the backward stops at
-//! the lowest block anything trainable sits in. Matrix products go through `float::mm`; row
-//! work through `rows`, split across rayon's threads. This module owns the order of GPT-2's
-//! layers on this path; it knows nothing of candle tensors or of what the gradient is for.
+//! A decoder's forward and backward passes written out by hand over plain buffers, generic over
+//! the float, assembled from parts: the norm (layer norm with bias, or RMS norm), the position
+//! encoding (learned positions, or rotary), the attention's input projections (GPT-2's fused
+//! Conv1D, or separate q, k, v projections with grouped-query heads), the MLP (`gelu_new`, or
+//! SwiGLU's gate and up), and the output layer (tied to the token embedding, or its own). Each
+//! family is a [`Layout`] of those parts over its parameters; the order of the layers is
+//! written once, here, for every family and every float. The forward keeps what the backward
+//! needs (a tape); the backward takes one coefficient per scored target and returns the
+//! gradient of `Σ c·log p(target)` on the trainable parameters only. Frozen weights get no
+//! gradient work, and the backward stops at the lowest block anything trainable sits in.
+//! Matrix products go through `float::mm`; row work through `rows`, split across rayon's
+//! threads. This module owns the order of the layers on this path; it knows nothing of candle
+//! tensors or of what the gradient is for.
 
 use super::float::{mm, Float, View};
 use super::rows::{
     gelu, gelu_slope, logprob_row, logprob_row_back, norm_row, norm_row_back, norm_row_params,
-    softmax_row, softmax_row_back,
+    score_row, silu, silu_slope, softmax_row, softmax_row_back,
 };
-use crate::model::config::Gpt2Config;
+use crate::model::config::{Family, Gpt2Config, RopeScaling};
+use crate::model::params::param_shapes;
 use rayon::prelude::*;
+use std::collections::HashMap;
 
-/// Parameters per block, in state-dict order (`params::param_shapes`).
-const PER_BLOCK: usize = 12;
 /// Rows handed to one rayon task at least.
 const MIN_ROWS: usize = 8;
+/// Elements handed to one rayon task in element-wise work.
+const ELEMS: usize = 1 << 14;
 
-/// The network's parameters as slices in state-dict order, the output layer's weight (`wte`
-/// itself, or for a tangent pass with `output_grad` off a copy of it with no tangent), which
-/// parameters are trainable, and whether the tied output layer passes gradient to `wte`.
+/// One linear layer `y = x·W (+ b)`: its parameters' indices, its sizes, and whether `W` is
+/// stored `[out, in]` (`torch.nn.Linear`) rather than `[in, out]` (GPT-2's Conv1D).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Lin {
+    w: usize,
+    b: Option<usize>,
+    inp: usize,
+    out: usize,
+    out_in: bool,
+}
+
+/// A norm's weight and (for a layer norm) bias.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Norm {
+    w: usize,
+    b: Option<usize>,
+}
+
+/// One block's parameters, by index.
+struct BlockParams {
+    /// Every parameter of the block (they are contiguous in the pass's order).
+    range: std::ops::Range<usize>,
+    norm1: Norm,
+    /// The attention's input projections, written side by side into `[N, (Hq + 2·Hkv)·d]`:
+    /// queries, then keys, then values.
+    qkv: Vec<Lin>,
+    proj: Lin,
+    norm2: Norm,
+    /// The MLP's input projections side by side: `[N, F]`, or SwiGLU's gate and up `[N, 2F]`.
+    up: Vec<Lin>,
+    down: Lin,
+}
+
+/// Which parameter plays which part in a family's decoder, and the constants of its parts.
+pub struct Layout {
+    embed: usize,
+    /// Learned position embeddings (GPT-2).
+    pos: Option<usize>,
+    blocks: Vec<BlockParams>,
+    final_norm: Norm,
+    /// An untied output layer; the token embedding serves when there is none.
+    head: Option<usize>,
+    /// The rotary embedding's frequency per pair of a head's dimensions (empty without one).
+    inv_freq: Vec<f64>,
+    /// Layer norm (centred) or RMS norm.
+    centered: bool,
+    swiglu: bool,
+    eps: f64,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Layout {
+    /// The parts of `cfg`'s family over its parameters in the pass's order (`param_shapes`).
+    pub fn new(cfg: &Gpt2Config) -> Layout {
+        let names: HashMap<String, usize> = param_shapes(cfg)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (n, _))| (n, i))
+            .collect();
+        let at = |n: &str| names[n];
+        let (c, f) = (cfg.n_embd, cfg.inner_dim());
+        let (hq, hkv, d) = (cfg.n_head, cfg.arch.n_kv_head, cfg.arch.head_dim);
+        let lin = |name: &str, inp: usize, out: usize, out_in: bool| Lin {
+            w: at(&format!("{name}.weight")),
+            b: names.get(&format!("{name}.bias")).copied(),
+            inp,
+            out,
+            out_in,
+        };
+        let norm = |name: &str| Norm {
+            w: at(&format!("{name}.weight")),
+            b: names.get(&format!("{name}.bias")).copied(),
+        };
+        let range = |prefix: &str| {
+            let mut idx: Vec<usize> = names
+                .iter()
+                .filter(|(n, _)| n.starts_with(prefix))
+                .map(|(_, &i)| i)
+                .collect();
+            idx.sort_unstable();
+            idx[0]..idx[idx.len() - 1] + 1
+        };
+        let gpt2 = cfg.arch.family == Family::Gpt2;
+        let blocks = (0..cfg.n_layer)
+            .map(|l| {
+                if gpt2 {
+                    let p = format!("transformer.h.{l}.");
+                    BlockParams {
+                        range: range(&p),
+                        norm1: norm(&format!("{p}ln_1")),
+                        qkv: vec![lin(&format!("{p}attn.c_attn"), c, 3 * c, false)],
+                        proj: lin(&format!("{p}attn.c_proj"), c, c, false),
+                        norm2: norm(&format!("{p}ln_2")),
+                        up: vec![lin(&format!("{p}mlp.c_fc"), c, f, false)],
+                        down: lin(&format!("{p}mlp.c_proj"), f, c, false),
+                    }
+                } else {
+                    let p = format!("model.layers.{l}.");
+                    let a = |n: &str| format!("{p}self_attn.{n}");
+                    let m = |n: &str| format!("{p}mlp.{n}");
+                    BlockParams {
+                        range: range(&p),
+                        norm1: norm(&format!("{p}input_layernorm")),
+                        qkv: vec![
+                            lin(&a("q_proj"), c, hq * d, true),
+                            lin(&a("k_proj"), c, hkv * d, true),
+                            lin(&a("v_proj"), c, hkv * d, true),
+                        ],
+                        proj: lin(&a("o_proj"), hq * d, c, true),
+                        norm2: norm(&format!("{p}post_attention_layernorm")),
+                        up: vec![
+                            lin(&m("gate_proj"), c, f, true),
+                            lin(&m("up_proj"), c, f, true),
+                        ],
+                        down: lin(&m("down_proj"), f, c, true),
+                    }
+                }
+            })
+            .collect();
+        let (embed, pos, final_norm) = if gpt2 {
+            (
+                at("transformer.wte.weight"),
+                Some(at("transformer.wpe.weight")),
+                norm("transformer.ln_f"),
+            )
+        } else {
+            (at("model.embed_tokens.weight"), None, norm("model.norm"))
+        };
+        Layout {
+            embed,
+            pos,
+            blocks,
+            final_norm,
+            head: names.get("lm_head.weight").copied(),
+            inv_freq: cfg
+                .arch
+                .rope
+                .as_ref()
+                .map_or_else(Vec::new, |r| inverse_frequencies(r.theta, &r.scaling, d)),
+            centered: gpt2,
+            swiglu: !gpt2,
+            eps: cfg.layer_norm_epsilon,
+            heads: hq,
+            kv_heads: hkv,
+            head_dim: d,
+        }
+    }
+
+    /// The parameter the output layer reads: the untied head, or the token embedding.
+    pub fn head_param(&self) -> usize {
+        self.head.unwrap_or(self.embed)
+    }
+
+    /// Columns of the attention's `qkv` rows: `(Hq + 2·Hkv)·d`.
+    fn qkv_width(&self) -> usize {
+        (self.heads + 2 * self.kv_heads) * self.head_dim
+    }
+}
+
+/// The rotary embedding's inverse frequencies for heads of width `d`, as transformers computes
+/// them for `rope_type` `default`, `linear` and `llama3` (here in float64).
+fn inverse_frequencies(theta: f64, scaling: &RopeScaling, d: usize) -> Vec<f64> {
+    let base: Vec<f64> = (0..d / 2)
+        .map(|i| 1.0 / theta.powf((2 * i) as f64 / d as f64))
+        .collect();
+    match *scaling {
+        RopeScaling::None => base,
+        RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor: low,
+            high_freq_factor: high,
+            original_max_position_embeddings: old,
+        } => base
+            .iter()
+            .map(|&f| {
+                let wavelen = 2.0 * std::f64::consts::PI / f;
+                if wavelen < old / high {
+                    f
+                } else if wavelen > old / low {
+                    f / factor
+                } else {
+                    let smooth = (old / wavelen - low) / (high - low);
+                    (1.0 - smooth) * f / factor + smooth * f
+                }
+            })
+            .collect(),
+    }
+}
+
+/// The network's parameters as slices in the pass's order, the output layer's weight (the head
+/// parameter itself, or for a tangent pass with `output_grad` off a copy of the tied embedding
+/// with no tangent), which parameters are trainable, and whether a tied output layer passes
+/// gradient to the token embedding.
 pub struct Net<'a, T> {
     pub cfg: &'a Gpt2Config,
+    pub layout: Layout,
     pub p: Vec<&'a [T]>,
     pub head: &'a [T],
     pub trainable: &'a [bool],
@@ -38,22 +240,29 @@ pub struct Target {
     pub weight: f64,
 }
 
+/// Cosines and sines of the rotary angles, `[N, d/2]` each (empty without rotary positions).
+pub(super) struct Rotary<T> {
+    cos: Vec<T>,
+    sin: Vec<T>,
+}
+
 /// What one block's forward keeps for its backward.
-struct BlockTape<T> {
+pub(super) struct BlockTape<T> {
     /// The block's input `[N, C]`.
-    x: Vec<T>,
+    pub(super) x: Vec<T>,
     ln1: Vec<T>,
     ln1_stats: Vec<(T, T)>,
-    qkv: Vec<T>,
-    /// Attention probabilities `[B, H, T, T]`.
+    /// Queries, keys, values `[N, (Hq + 2·Hkv)·d]` as attention reads them (rotated).
+    pub(super) qkv: Vec<T>,
+    /// Attention probabilities `[B, Hq, T, T]`.
     probs: Vec<T>,
-    /// Attention output, heads merged `[N, C]`.
+    /// Attention output, heads merged `[N, Hq·d]`.
     ctx: Vec<T>,
     /// The residual stream after attention `[N, C]`.
     mid: Vec<T>,
     ln2: Vec<T>,
     ln2_stats: Vec<(T, T)>,
-    /// MLP pre-activation and activation `[N, F]`.
+    /// MLP pre-activation (`[N, F]`, or gate and up `[N, 2F]`) and activation `[N, F]`.
     pre: Vec<T>,
     act: Vec<T>,
 }
@@ -63,8 +272,9 @@ pub struct Tape<T> {
     rows: usize,
     pub(super) cols: usize,
     ids: Vec<usize>,
+    rotary: Rotary<T>,
     blocks: Vec<BlockTape<T>>,
-    /// The trunk's output `[N, C]` (before the final layer norm).
+    /// The trunk's output `[N, C]` (before the final norm).
     top: Vec<T>,
     pub(super) targets: Vec<Target>,
     /// Final-norm output at the scored positions `[S, C]`, and its row statistics.
@@ -75,10 +285,10 @@ pub struct Tape<T> {
     probs: Vec<T>,
     best: Vec<usize>,
     pub logprobs: Vec<T>,
+    /// A scoring pass's mean and variance of `log p(·)` at each scored position (empty when
+    /// the pass is kept for a backward).
+    pub moments: Vec<(f64, f64)>,
 }
-
-/// Elements handed to one rayon task in element-wise work.
-const ELEMS: usize = 1 << 14;
 
 /// `dst += src`, element-wise.
 fn add_into<T: Float>(dst: &mut [T], src: &[T]) {
@@ -90,10 +300,8 @@ fn add_into<T: Float>(dst: &mut [T], src: &[T]) {
 impl<T: Float> Tape<T> {
     /// The trunk's output at the scored positions, `[S, C]` (the final norm's input).
     fn picked(&self, c: usize) -> Vec<T> {
-        self.targets
-            .iter()
-            .flat_map(|t| self.top[t.pos * c..(t.pos + 1) * c].iter().copied())
-            .collect()
+        let at: Vec<usize> = self.targets.iter().map(|t| t.pos).collect();
+        pick_rows(&self.top, &at, c)
     }
 
     /// Whether each scored target is its position's most likely next token (the first of
@@ -107,99 +315,70 @@ impl<T: Float> Tape<T> {
     }
 }
 
-/// `dst[r] += b` for every row of `dst` (`[rows, b.len()]`).
-fn add_rows<T: Float>(dst: &mut [T], b: &[T]) {
-    dst.par_chunks_mut(b.len())
+/// `dst[r][off..off + b.len()] += b` for every `width`-wide row of `dst`.
+fn add_rows<T: Float>(dst: &mut [T], width: usize, off: usize, b: &[T]) {
+    dst.par_chunks_mut(width)
         .with_min_len(MIN_ROWS)
-        .for_each(|r| r.iter_mut().zip(b).for_each(|(x, &b)| *x += b));
+        .for_each(|r| {
+            r[off..off + b.len()]
+                .iter_mut()
+                .zip(b)
+                .for_each(|(x, &b)| *x += b)
+        });
 }
 
-/// `g += Σ_rows m` (a bias gradient).
-fn add_colsum<T: Float>(g: &mut [T], m: &[T]) {
-    for row in m.chunks(g.len()) {
-        g.iter_mut().zip(row).for_each(|(g, &x)| *g += x);
-    }
-}
-
-/// `x·w + b` for a Conv1D weight `w` `[in, out]`.
-fn linear<T: Float>(x: &[T], rows: usize, w: &[T], b: &[T]) -> Vec<T> {
-    let (out, inp) = (b.len(), w.len() / b.len());
-    let mut y = vec![T::ZERO; rows * out];
-    mm(
-        &mut y,
-        out,
-        View::new(x, rows, inp),
-        View::new(w, inp, out),
-        false,
-    );
-    add_rows(&mut y, b);
-    y
-}
-
-/// Layer norm of every `c`-wide row of `x`, with each row's statistics.
-fn norm<T: Float>(x: &[T], w: &[T], b: &[T], eps: T) -> (Vec<T>, Vec<(T, T)>) {
-    let c = w.len();
-    let mut y = vec![T::ZERO; x.len()];
-    let mut stats = vec![(T::ZERO, T::ZERO); x.len() / c];
-    y.par_chunks_mut(c)
-        .zip(x.par_chunks(c))
-        .zip(stats.par_iter_mut())
-        .with_min_len(MIN_ROWS)
-        .for_each(|((y, x), s)| *s = norm_row(x, w, b, eps, y));
-    (y, stats)
-}
-
-/// `dx += layer-norm backward of g` over every row, and the norm's weight and bias gradients
-/// added where they are wanted.
-fn norm_back<T: Float>(
-    x: &[T],
-    stats: &[(T, T)],
-    w: &[T],
-    g: &[T],
-    dx: &mut [T],
-    (dw, db): (Option<&mut [T]>, Option<&mut [T]>),
-) {
-    let c = w.len();
-    dx.par_chunks_mut(c)
-        .zip(x.par_chunks(c).zip(g.par_chunks(c)))
-        .zip(stats.par_iter())
-        .with_min_len(MIN_ROWS)
-        .for_each(|((dx, (x, g)), &(m, r))| norm_row_back(x, m, r, w, g, dx, true));
-    if dw.is_none() && db.is_none() {
-        return;
-    }
-    let (mut sw, mut sb) = (vec![T::ZERO; c], vec![T::ZERO; c]);
-    for ((x, g), &(m, r)) in x.chunks(c).zip(g.chunks(c)).zip(stats) {
-        norm_row_params(x, m, r, g, &mut sw, &mut sb);
-    }
-    for (dst, src) in [(dw, sw), (db, sb)] {
-        if let Some(dst) = dst {
-            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-        }
+/// `g += Σ_rows m[r][off..off + g.len()]` over the `width`-wide rows of `m` (a bias gradient).
+fn add_colsum<T: Float>(g: &mut [T], m: &[T], width: usize, off: usize) {
+    for row in m.chunks(width) {
+        g.iter_mut().zip(&row[off..]).for_each(|(g, &x)| *g += x);
     }
 }
 
 impl<'a, T: Float> Net<'a, T> {
-    fn block_param(&self, layer: usize, k: usize) -> usize {
-        2 + layer * PER_BLOCK + k
+    /// The network over parameters `p` (the pass's order), the output layer reading `head`
+    /// when given (else its own parameter).
+    pub fn new(
+        cfg: &'a Gpt2Config,
+        p: Vec<&'a [T]>,
+        head: Option<&'a [T]>,
+        trainable: &'a [bool],
+        output_grad: bool,
+    ) -> Self {
+        let layout = Layout::new(cfg);
+        let head = head.unwrap_or(p[layout.head_param()]);
+        Net {
+            cfg,
+            layout,
+            p,
+            head,
+            trainable,
+            output_grad,
+        }
     }
 
     fn trains(&self, i: usize) -> bool {
         self.trainable[i]
     }
 
+    fn norm_trains(&self, n: Norm) -> bool {
+        self.trains(n.w) || n.b.is_some_and(|b| self.trains(b))
+    }
+
     fn embedding_trains(&self) -> bool {
-        self.trains(0) || self.trains(1)
+        self.trains(self.layout.embed) || self.layout.pos.is_some_and(|p| self.trains(p))
     }
 
     /// The lowest block the backward must reach: 0 when the embedding trains, else the lowest
-    /// block with a trainable parameter, else `n_layer` (only the final norm or nothing).
+    /// block with a trainable parameter, else `n_layer` (only the final norm, the head or
+    /// nothing).
     fn lowest(&self) -> usize {
         if self.embedding_trains() {
             return 0;
         }
-        (0..self.cfg.n_layer)
-            .find(|&l| (0..PER_BLOCK).any(|k| self.trains(self.block_param(l, k))))
+        self.layout
+            .blocks
+            .iter()
+            .position(|b| b.range.clone().any(|i| self.trains(i)))
             .unwrap_or(self.cfg.n_layer)
     }
 
@@ -213,33 +392,13 @@ impl<'a, T: Float> Net<'a, T> {
         targets: Vec<Target>,
         keep: bool,
     ) -> Tape<T> {
-        let (c, n) = (self.cfg.n_embd, rows * cols);
         let ids: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
-        let mut x = vec![T::ZERO; n * c];
-        x.par_chunks_mut(c)
-            .enumerate()
-            .with_min_len(MIN_ROWS)
-            .for_each(|(r, x)| {
-                let (tok, pos) = (
-                    &self.p[0][ids[r] * c..][..c],
-                    &self.p[1][(r % cols) * c..][..c],
-                );
-                x.iter_mut()
-                    .zip(tok.iter().zip(pos))
-                    .for_each(|(x, (&a, &b))| *x = a + b);
-            });
-        let mut blocks = Vec::with_capacity(self.cfg.n_layer);
-        for l in 0..self.cfg.n_layer {
-            let (tape, next) = self.block(l, x, attention, rows, cols);
-            if keep {
-                blocks.push(tape);
-            }
-            x = next;
-        }
+        let (x, blocks, rotary) = self.trunk(&ids, attention, (rows, cols), keep, |_, _, _| {});
         let mut tape = Tape {
             rows,
             cols,
             ids,
+            rotary,
             blocks,
             top: x,
             targets,
@@ -248,35 +407,176 @@ impl<'a, T: Float> Net<'a, T> {
             probs: Vec::new(),
             best: Vec::new(),
             logprobs: Vec::new(),
+            moments: Vec::new(),
         };
-        self.head(&mut tape);
+        self.head(&mut tape, keep);
         tape
     }
 
-    /// Block `l` on `x`: its tape and its output.
-    fn block(
+    /// The embedding and every block over a batch of `rows × cols` token ids (right-padded;
+    /// `attention` 1 for real tokens): the trunk's output `[N, C]` (before the final norm),
+    /// with `keep` each block's tape, and the rotary angles used. `each(l, tape, out)` sees
+    /// block `l`'s tape (its input among it) and its output as they are made.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn trunk(
+        &self,
+        ids: &[usize],
+        attention: &[u32],
+        (rows, cols): (usize, usize),
+        keep: bool,
+        mut each: impl FnMut(usize, &BlockTape<T>, &[T]),
+    ) -> (Vec<T>, Vec<BlockTape<T>>, Rotary<T>) {
+        let mut x = self.embed(ids, |r| r % cols);
+        let rotary = self.rotary(ids.len(), |r| r % cols);
+        let mut blocks = Vec::with_capacity(if keep { self.cfg.n_layer } else { 0 });
+        for l in 0..self.cfg.n_layer {
+            let (tape, next) = self.block(l, x, &rotary, |qkv| {
+                let (probs, ctx) = self.attend(qkv, attention, rows, cols);
+                (if keep { probs } else { Vec::new() }, ctx)
+            });
+            each(l, &tape, &next);
+            if keep {
+                blocks.push(tape);
+            }
+            x = next;
+        }
+        (x, blocks, rotary)
+    }
+
+    /// The logits `[S, V]` at the flat positions `at` (`r·T + t`, checked by the caller) of a
+    /// batch of `rows × cols` token ids: the trunk runs over the whole batch, the output layer
+    /// only at those positions.
+    pub fn logits_at(
+        &self,
+        ids: &[u32],
+        attention: &[u32],
+        shape: (usize, usize),
+        at: &[usize],
+    ) -> Vec<T> {
+        let ids: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
+        let (x, _, _) = self.trunk(&ids, attention, shape, false, |_, _, _| {});
+        self.logits(&pick_rows(&x, at, self.cfg.n_embd)).2
+    }
+
+    /// Every layer's hidden states `[N, C]` (the embedding output, then each block's output)
+    /// over a batch of `rows × cols` token ids.
+    pub fn hidden_states(
+        &self,
+        ids: &[u32],
+        attention: &[u32],
+        shape: (usize, usize),
+    ) -> Vec<Vec<T>> {
+        let ids: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
+        let mut layers = Vec::with_capacity(self.cfg.n_layer + 1);
+        self.trunk(&ids, attention, shape, false, |l, tape, out| {
+            if l == 0 {
+                layers.push(tape.x.clone());
+            }
+            layers.push(out.to_vec());
+        });
+        layers
+    }
+
+    /// The input embedding of each token `tokens[r]` at position `pos(r)` (the position
+    /// embedding added where the family learns one), `[N, C]`.
+    pub(super) fn embed(&self, tokens: &[usize], pos: impl Fn(usize) -> usize + Sync) -> Vec<T> {
+        let c = self.cfg.n_embd;
+        let (wte, wpe) = (
+            self.p[self.layout.embed],
+            self.layout.pos.map(|i| self.p[i]),
+        );
+        let mut x = vec![T::ZERO; tokens.len() * c];
+        x.par_chunks_mut(c)
+            .enumerate()
+            .with_min_len(MIN_ROWS)
+            .for_each(|(r, x)| {
+                x.copy_from_slice(&wte[tokens[r] * c..][..c]);
+                if let Some(wpe) = wpe {
+                    let at = &wpe[pos(r) * c..][..c];
+                    x.iter_mut().zip(at).for_each(|(x, &b)| *x += b);
+                }
+            });
+        x
+    }
+
+    /// The rotary angles' cosines and sines for `n` rows at positions `pos(r)`: each angle
+    /// `position · inv_freq` is formed in `T` (float32 as transformers does, float64 exactly),
+    /// its cosine and sine rounded to `T`.
+    pub(super) fn rotary(&self, n: usize, pos: impl Fn(usize) -> usize) -> Rotary<T> {
+        let freqs = &self.layout.inv_freq;
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        if freqs.is_empty() {
+            return Rotary { cos, sin };
+        }
+        let inv: Vec<T> = freqs.iter().map(|&f| T::of(f)).collect();
+        cos.reserve(n * inv.len());
+        sin.reserve(n * inv.len());
+        for r in 0..n {
+            let p = T::of(pos(r) as f64);
+            for &f in &inv {
+                let angle = (p * f).f64();
+                cos.push(T::of(angle.cos()));
+                sin.push(T::of(angle.sin()));
+            }
+        }
+        Rotary { cos, sin }
+    }
+
+    /// Rotates the query and key heads of each `qkv` row by its angles (`back`: by their
+    /// negatives, the backward of the rotation); nothing without rotary positions.
+    fn rotate(&self, qkv: &mut [T], rotary: &Rotary<T>, back: bool) {
+        let half = self.layout.head_dim / 2;
+        if rotary.cos.is_empty() || half == 0 {
+            return;
+        }
+        let (d, heads) = (
+            self.layout.head_dim,
+            self.layout.heads + self.layout.kv_heads,
+        );
+        qkv.par_chunks_mut(self.layout.qkv_width())
+            .zip(rotary.cos.par_chunks(half))
+            .zip(rotary.sin.par_chunks(half))
+            .with_min_len(MIN_ROWS)
+            .for_each(|((row, cos), sin)| {
+                for head in row[..heads * d].chunks_mut(d) {
+                    let (a, b) = head.split_at_mut(half);
+                    for i in 0..half {
+                        let (x1, x2, c, s) = (a[i], b[i], cos[i], sin[i]);
+                        if back {
+                            a[i] = x1 * c + x2 * s;
+                            b[i] = x2 * c - x1 * s;
+                        } else {
+                            a[i] = x1 * c - x2 * s;
+                            b[i] = x2 * c + x1 * s;
+                        }
+                    }
+                }
+            });
+    }
+
+    /// Block `l` on the rows `x` `[N, C]` with rotary angles `rotary`, `attend` turning the
+    /// rows' `qkv` into the attention probabilities (kept for the backward; empty where none
+    /// is wanted) and the attention output with heads merged `[N, Hq·d]`: the block's tape
+    /// and its output.
+    pub(super) fn block(
         &self,
         l: usize,
         x: Vec<T>,
-        attention: &[u32],
-        rows: usize,
-        cols: usize,
+        rotary: &Rotary<T>,
+        attend: impl FnOnce(&[T]) -> (Vec<T>, Vec<T>),
     ) -> (BlockTape<T>, Vec<T>) {
-        let w = |k| self.p[self.block_param(l, k)];
-        let n = rows * cols;
-        let eps = T::of(self.cfg.layer_norm_epsilon);
-        let (ln1, ln1_stats) = norm(&x, w(0), w(1), eps);
-        let qkv = linear(&ln1, n, w(2), w(3));
-        let (probs, ctx) = self.attend(&qkv, attention, rows, cols);
-        let mut mid = linear(&ctx, n, w(4), w(5));
+        let bp = &self.layout.blocks[l];
+        let n = x.len() / self.cfg.n_embd;
+        let (ln1, ln1_stats) = self.norm(&x, bp.norm1);
+        let mut qkv = self.linear(&ln1, n, &bp.qkv);
+        self.rotate(&mut qkv, rotary, false);
+        let (probs, ctx) = attend(&qkv);
+        let mut mid = self.linear(&ctx, n, &[bp.proj]);
         add_into(&mut mid, &x);
-        let (ln2, ln2_stats) = norm(&mid, w(6), w(7), eps);
-        let pre = linear(&ln2, n, w(8), w(9));
-        let mut act = vec![T::ZERO; pre.len()];
-        act.par_chunks_mut(ELEMS)
-            .zip(pre.par_chunks(ELEMS))
-            .for_each(|(a, p)| a.iter_mut().zip(p).for_each(|(a, &p)| *a = gelu(p)));
-        let mut out = linear(&act, n, w(10), w(11));
+        let (ln2, ln2_stats) = self.norm(&mid, bp.norm2);
+        let pre = self.linear(&ln2, n, &bp.up);
+        let act = self.activate(&pre, n);
+        let mut out = self.linear(&act, n, &[bp.down]);
         add_into(&mut out, &mid);
         let tape = BlockTape {
             x,
@@ -294,39 +594,265 @@ impl<'a, T: Float> Net<'a, T> {
         (tape, out)
     }
 
-    /// Causal self-attention over `qkv` `[N, 3C]`: the probabilities `[B, H, T, T]` and the
-    /// output with heads merged `[N, C]`.
-    fn attend(&self, qkv: &[T], attention: &[u32], rows: usize, cols: usize) -> (Vec<T>, Vec<T>) {
-        let (c, h) = (self.cfg.n_embd, self.cfg.n_head);
-        let d = c / h;
+    /// A weight as the `[in, out]` matrix of `y = x·W`.
+    fn weight(&self, lin: &Lin) -> View<'_, T> {
+        let w = self.p[lin.w];
+        if lin.out_in {
+            View::new(w, lin.out, lin.inp).tr()
+        } else {
+            View::new(w, lin.inp, lin.out)
+        }
+    }
+
+    /// The linear layers `lins` (one input width) on `x` `[rows, in]`, their outputs side by
+    /// side `[rows, Σ out]`.
+    fn linear(&self, x: &[T], rows: usize, lins: &[Lin]) -> Vec<T> {
+        let width: usize = lins.iter().map(|l| l.out).sum();
+        let mut y = vec![T::ZERO; rows * width];
+        if rows == 0 {
+            return y;
+        }
+        let mut off = 0;
+        for lin in lins {
+            let x = View::new(x, rows, lin.inp);
+            mm(&mut y[off..], width, x, self.weight(lin), false);
+            if let Some(b) = lin.b {
+                add_rows(&mut y, width, off, self.p[b]);
+            }
+            off += lin.out;
+        }
+        y
+    }
+
+    /// The backward of [`Net::linear`] with input `x` `[rows, in]` and output gradient `dy`
+    /// `[rows, Σ out]`: the weights' and biases' gradients added where they train, and (with
+    /// `input`) the input's gradient `Σ dy_k·W_kᵀ`.
+    fn linear_back(
+        &self,
+        x: &[T],
+        dy: &[T],
+        rows: usize,
+        lins: &[Lin],
+        grads: &mut [Option<Vec<T>>],
+        input: bool,
+    ) -> Vec<T> {
+        let width: usize = lins.iter().map(|l| l.out).sum();
+        let inp = lins[0].inp;
+        let mut dx = if input {
+            vec![T::ZERO; rows * inp]
+        } else {
+            Vec::new()
+        };
+        let mut off = 0;
+        for (k, lin) in lins.iter().enumerate() {
+            let dyv = View {
+                data: &dy[off..],
+                rows,
+                cols: lin.out,
+                stride: width,
+                t: false,
+            };
+            if let Some(g) = lin.b.and_then(|b| grads[b].as_mut()) {
+                add_colsum(g, dy, width, off);
+            }
+            if let Some(g) = grads[lin.w].as_mut() {
+                let x = View::new(x, rows, inp);
+                if lin.out_in {
+                    mm(g, inp, dyv.tr(), x, true);
+                } else {
+                    mm(g, lin.out, x.tr(), dyv, true);
+                }
+            }
+            if input {
+                mm(&mut dx, inp, dyv, self.weight(lin).tr(), k > 0);
+            }
+            off += lin.out;
+        }
+        dx
+    }
+
+    /// The MLP's activation: `gelu_new(pre)`, or SwiGLU's `silu(gate)·up` from `[gate | up]`.
+    fn activate(&self, pre: &[T], rows: usize) -> Vec<T> {
+        if !self.layout.swiglu {
+            let mut act = vec![T::ZERO; pre.len()];
+            act.par_chunks_mut(ELEMS)
+                .zip(pre.par_chunks(ELEMS))
+                .for_each(|(a, p)| a.iter_mut().zip(p).for_each(|(a, &p)| *a = gelu(p)));
+            return act;
+        }
+        let f = pre.len() / rows.max(1) / 2;
+        let mut act = vec![T::ZERO; rows * f];
+        act.par_chunks_mut(f)
+            .zip(pre.par_chunks(2 * f))
+            .with_min_len(MIN_ROWS)
+            .for_each(|(a, p)| {
+                let (gate, up) = p.split_at(f);
+                for ((a, &g), &u) in a.iter_mut().zip(gate).zip(up) {
+                    *a = silu(g) * u;
+                }
+            });
+        act
+    }
+
+    /// The backward of [`Net::activate`]: the pre-activation's gradient from the activation's.
+    fn activate_back(&self, pre: &[T], dact: &[T]) -> Vec<T> {
+        if !self.layout.swiglu {
+            let mut dpre = dact.to_vec();
+            dpre.par_chunks_mut(ELEMS)
+                .zip(pre.par_chunks(ELEMS))
+                .for_each(|(d, p)| d.iter_mut().zip(p).for_each(|(d, &x)| *d *= gelu_slope(x)));
+            return dpre;
+        }
+        let f = self.cfg.inner_dim();
+        let mut dpre = vec![T::ZERO; pre.len()];
+        dpre.par_chunks_mut(2 * f)
+            .zip(pre.par_chunks(2 * f).zip(dact.par_chunks(f)))
+            .with_min_len(MIN_ROWS)
+            .for_each(|(d, (p, da))| {
+                let (dg, du) = d.split_at_mut(f);
+                let (gate, up) = p.split_at(f);
+                for i in 0..f {
+                    dg[i] = da[i] * up[i] * silu_slope(gate[i]);
+                    du[i] = da[i] * silu(gate[i]);
+                }
+            });
+        dpre
+    }
+
+    /// The norm `nm` of every `C`-wide row of `x`, with each row's statistics.
+    fn norm(&self, x: &[T], nm: Norm) -> (Vec<T>, Vec<(T, T)>) {
+        let (w, b) = (self.p[nm.w], nm.b.map(|b| self.p[b]));
+        let (c, eps, centered) = (w.len(), T::of(self.layout.eps), self.layout.centered);
+        let mut y = vec![T::ZERO; x.len()];
+        let mut stats = vec![(T::ZERO, T::ZERO); x.len() / c];
+        y.par_chunks_mut(c)
+            .zip(x.par_chunks(c))
+            .zip(stats.par_iter_mut())
+            .with_min_len(MIN_ROWS)
+            .for_each(|((y, x), s)| *s = norm_row(x, w, b, eps, centered, y));
+        (y, stats)
+    }
+
+    /// `dx += the norm's backward of g` over every row, and the norm's weight and bias
+    /// gradients added where they train.
+    fn norm_back(
+        &self,
+        x: &[T],
+        stats: &[(T, T)],
+        nm: Norm,
+        g: &[T],
+        dx: &mut [T],
+        grads: &mut [Option<Vec<T>>],
+    ) {
+        let (w, centered) = (self.p[nm.w], self.layout.centered);
+        let c = w.len();
+        dx.par_chunks_mut(c)
+            .zip(x.par_chunks(c).zip(g.par_chunks(c)))
+            .zip(stats.par_iter())
+            .with_min_len(MIN_ROWS)
+            .for_each(|((dx, (x, g)), &s)| norm_row_back(x, s, centered, w, g, dx, true));
+        let (gw, gb) = pair(grads, nm.w, nm.b);
+        if gw.is_none() && gb.is_none() {
+            return;
+        }
+        let (mut sw, mut sb) = (vec![T::ZERO; c], vec![T::ZERO; c]);
+        for ((x, g), &s) in x.chunks(c).zip(g.chunks(c)).zip(stats) {
+            norm_row_params(x, s, g, &mut sw, Some(&mut sb));
+        }
+        for (dst, src) in [(gw, sw), (gb, sb)] {
+            if let Some(dst) = dst {
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+            }
+        }
+    }
+
+    /// Causal self-attention over `qkv` `[N, (Hq + 2·Hkv)·d]`, query head `h` reading key and
+    /// value head `h / (Hq/Hkv)`: the probabilities `[B, Hq, T, T]` and the output with heads
+    /// merged `[N, Hq·d]`.
+    pub(super) fn attend(
+        &self,
+        qkv: &[T],
+        attention: &[u32],
+        rows: usize,
+        cols: usize,
+    ) -> (Vec<T>, Vec<T>) {
+        let (hq, d, width) = (
+            self.layout.heads,
+            self.layout.head_dim,
+            self.layout.qkv_width(),
+        );
         let scale = T::of(1.0 / (d as f64).sqrt());
-        let mut probs = vec![T::ZERO; rows * h * cols * cols];
-        let mut heads = vec![T::ZERO; rows * h * cols * d];
+        let mut probs = vec![T::ZERO; rows * hq * cols * cols];
+        let mut heads = vec![T::ZERO; rows * hq * cols * d];
         probs
             .par_chunks_mut(cols * cols)
             .zip(heads.par_chunks_mut(cols * d))
             .enumerate()
             .for_each(|(bh, (p, out))| {
-                let (b, hh) = (bh / h, bh % h);
-                let part = |k: usize| head_view(qkv, 3 * c, k * c, (b, hh), cols, d);
+                let (b, h) = (bh / hq, bh % hq);
+                let [q, k, v] = self.head_columns(h);
+                let part = |col: usize| head_view(qkv, width, col, b, cols, d);
                 let keep = &attention[b * cols..(b + 1) * cols];
-                mm(p, cols, part(0), part(1).tr(), false);
+                mm(p, cols, part(q), part(k).tr(), false);
                 for (i, row) in p.chunks_mut(cols).enumerate() {
                     softmax_row(row, keep, i, scale);
                 }
-                mm(out, d, View::new(p, cols, cols), part(2), false);
+                mm(out, d, View::new(p, cols, cols), part(v), false);
             });
-        (probs, merge_heads(&heads, rows, h, cols, d))
+        (probs, merge_heads(&heads, rows, hq, cols, d))
     }
 
-    /// The final norm and the output layer at the scored positions, and their log-probs.
-    fn head(&self, tape: &mut Tape<T>) {
+    /// The first columns of query head `h`'s query, key and value in a `qkv` row.
+    pub(super) fn head_columns(&self, h: usize) -> [usize; 3] {
+        let (hq, hkv, d) = (
+            self.layout.heads,
+            self.layout.kv_heads,
+            self.layout.head_dim,
+        );
+        let g = h / (hq / hkv);
+        [h * d, (hq + g) * d, (hq + hkv + g) * d]
+    }
+
+    /// Key/value heads and the width of one head.
+    pub(super) fn kv_shape(&self) -> (usize, usize) {
+        (self.layout.kv_heads, self.layout.head_dim)
+    }
+
+    /// The final norm and the output layer at the scored positions, and their log-probs. For a
+    /// backward (`keep`) the output distribution is kept; a scoring pass keeps the moments of
+    /// each position's log-probs instead.
+    fn head(&self, tape: &mut Tape<T>, keep: bool) {
+        let (hs, stats, mut logits) = self.logits(&tape.picked(self.cfg.n_embd));
+        let v = self.cfg.vocab_size;
+        if keep {
+            let (lp, best): (Vec<T>, Vec<usize>) = logits
+                .par_chunks_mut(v)
+                .zip(tape.targets.par_iter())
+                .map(|(row, t)| logprob_row(row, t.token))
+                .unzip();
+            tape.hs = hs;
+            tape.hs_stats = stats;
+            tape.probs = logits;
+            tape.best = best;
+            tape.logprobs = lp;
+            return;
+        }
+        let scores: Vec<(T, usize, f64, f64)> = logits
+            .par_chunks(v)
+            .zip(tape.targets.par_iter())
+            .map(|(row, t)| score_row(row, t.token))
+            .collect();
+        tape.logprobs = scores.iter().map(|s| s.0).collect();
+        tape.best = scores.iter().map(|s| s.1).collect();
+        tape.moments = scores.iter().map(|s| (s.2, s.3)).collect();
+    }
+
+    /// The final norm and the output layer on the trunk's output rows `h` `[S, C]`: the
+    /// norm's output, its row statistics, and the logits `[S, V]`.
+    pub(super) fn logits(&self, h: &[T]) -> (Vec<T>, Vec<(T, T)>, Vec<T>) {
         let (c, v) = (self.cfg.n_embd, self.cfg.vocab_size);
-        let last = self.p.len();
-        let (w, b) = (self.p[last - 2], self.p[last - 1]);
-        let s = tape.targets.len();
-        let picked = tape.picked(c);
-        let (hs, stats) = norm(&picked, w, b, T::of(self.cfg.layer_norm_epsilon));
+        let s = h.len() / c;
+        let (hs, stats) = self.norm(h, self.layout.final_norm);
         let mut logits = vec![T::ZERO; s * v];
         mm(
             &mut logits,
@@ -335,21 +861,11 @@ impl<'a, T: Float> Net<'a, T> {
             View::new(self.head, v, c).tr(),
             false,
         );
-        let (lp, best): (Vec<T>, Vec<usize>) = logits
-            .par_chunks_mut(v)
-            .zip(tape.targets.par_iter())
-            .map(|(row, t)| logprob_row(row, t.token))
-            .unzip();
-        tape.hs = hs;
-        tape.hs_stats = stats;
-        tape.probs = logits;
-        tape.best = best;
-        tape.logprobs = lp;
-        tape.hs.shrink_to_fit();
+        (hs, stats, logits)
     }
 
     /// The gradient of `Σ_s coef[s]·logprob[s]` with respect to every trainable parameter
-    /// (`None` for the frozen ones), in state-dict order.
+    /// (`None` for the frozen ones), in the pass's order.
     pub fn backward(&self, mut tape: Tape<T>, coef: &[T]) -> Vec<Option<Vec<T>>> {
         let (c, v) = (self.cfg.n_embd, self.cfg.vocab_size);
         let np = self.p.len();
@@ -358,8 +874,10 @@ impl<'a, T: Float> Net<'a, T> {
             .collect();
         let s = tape.targets.len();
         self.logits_back(&mut tape, coef);
-        if self.output_grad {
-            if let Some(g) = grads[0].as_mut() {
+        // The output layer's weight: an untied head's own gradient, or the tied embedding's
+        // output part (unless `output_grad` is off).
+        if self.layout.head.is_some() || self.output_grad {
+            if let Some(g) = grads[self.layout.head_param()].as_mut() {
                 mm(
                     g,
                     c,
@@ -370,21 +888,21 @@ impl<'a, T: Float> Net<'a, T> {
             }
         }
         let lowest = self.lowest();
-        let final_trains = self.trains(np - 2) || self.trains(np - 1);
-        if lowest == self.cfg.n_layer && !final_trains {
+        if lowest == self.cfg.n_layer && !self.norm_trains(self.layout.final_norm) {
             return grads;
         }
         let dx = self.trunk_back(&mut tape, &mut grads);
-        // The embedding: each token's row of wte and its position's row of wpe.
+        // The embedding: each token's row of the token embedding, each position's row of a
+        // learned position embedding.
         if self.embedding_trains() {
             let cols = tape.cols;
-            if let Some(g) = grads[0].as_mut() {
+            if let Some(g) = grads[self.layout.embed].as_mut() {
                 for (r, d) in dx.chunks(c).enumerate() {
                     let row = &mut g[tape.ids[r] * c..][..c];
                     row.iter_mut().zip(d).for_each(|(g, &d)| *g += d);
                 }
             }
-            if let Some(g) = grads[1].as_mut() {
+            if let Some(g) = self.layout.pos.and_then(|p| grads[p].as_mut()) {
                 for (r, d) in dx.chunks(c).enumerate() {
                     let row = &mut g[(r % cols) * c..][..c];
                     row.iter_mut().zip(d).for_each(|(g, &d)| *g += d);
@@ -425,7 +943,7 @@ impl<'a, T: Float> Net<'a, T> {
     /// gradients added to `grads`.
     fn trunk_back(&self, tape: &mut Tape<T>, grads: &mut [Option<Vec<T>>]) -> Vec<T> {
         let (c, v) = (self.cfg.n_embd, self.cfg.vocab_size);
-        let (n, s, np) = (tape.rows * tape.cols, tape.targets.len(), self.p.len());
+        let (n, s) = (tape.rows * tape.cols, tape.targets.len());
         let mut dhs = vec![T::ZERO; s * c];
         mm(
             &mut dhs,
@@ -438,15 +956,8 @@ impl<'a, T: Float> Net<'a, T> {
         let mut dx = vec![T::ZERO; n * c];
         let picked = tape.picked(c);
         let mut dpicked = vec![T::ZERO; s * c];
-        let (gw, gb) = two(grads, np - 2, np - 1);
-        norm_back(
-            &picked,
-            &tape.hs_stats,
-            self.p[np - 2],
-            &dhs,
-            &mut dpicked,
-            (gw, gb),
-        );
+        let fin = self.layout.final_norm;
+        self.norm_back(&picked, &tape.hs_stats, fin, &dhs, &mut dpicked, grads);
         for (t, d) in tape.targets.iter().zip(dpicked.chunks(c)) {
             dx[t.pos * c..(t.pos + 1) * c]
                 .iter_mut()
@@ -474,101 +985,80 @@ impl<'a, T: Float> Net<'a, T> {
         tape: &Tape<T>,
         below: bool,
     ) -> Vec<T> {
-        let i = |k| self.block_param(l, k);
-        let w = |k| self.p[i(k)];
+        let bp = &self.layout.blocks[l];
         let n = tape.rows * tape.cols;
-        // MLP: out = gelu(ln2·W8 + b9)·W10 + b11.
-        let mut dpre = self.linear_back(&bt.act, &dy, n, i(10), grads, true);
-        dpre.par_chunks_mut(ELEMS)
-            .zip(bt.pre.par_chunks(ELEMS))
-            .for_each(|(d, p)| d.iter_mut().zip(p).for_each(|(d, &x)| *d *= gelu_slope(x)));
-        let dln2 = self.linear_back(&bt.ln2, &dpre, n, i(8), grads, true);
+        // MLP: out = mid + act(ln2·Up)·Down.
+        let dact = self.linear_back(&bt.act, &dy, n, &[bp.down], grads, true);
+        let dpre = self.activate_back(&bt.pre, &dact);
+        drop(dact);
+        let dln2 = self.linear_back(&bt.ln2, &dpre, n, &bp.up, grads, true);
         drop(dpre);
         let mut dmid = dy;
-        let (g6, g7) = two(grads, i(6), i(7));
-        norm_back(&bt.mid, &bt.ln2_stats, w(6), &dln2, &mut dmid, (g6, g7));
-        // Attention: mid = x + attend(ln1·W2 + b3)·W4 + b5.
-        let dctx = self.linear_back(&bt.ctx, &dmid, n, i(4), grads, true);
-        let dqkv = self.attend_back(&bt.qkv, &bt.probs, &dctx, tape.rows, tape.cols);
+        self.norm_back(&bt.mid, &bt.ln2_stats, bp.norm2, &dln2, &mut dmid, grads);
+        // Attention: mid = x + attend(rotate(ln1·Wqkv))·Wo.
+        let dctx = self.linear_back(&bt.ctx, &dmid, n, &[bp.proj], grads, true);
+        let mut dqkv = self.attend_back(&bt.qkv, &bt.probs, &dctx, tape.rows, tape.cols);
         drop(dctx);
-        let ln1_trains = self.trains(i(0)) || self.trains(i(1));
-        let dln1 = self.linear_back(&bt.ln1, &dqkv, n, i(2), grads, below || ln1_trains);
+        self.rotate(&mut dqkv, &tape.rotary, true);
+        let ln1_trains = self.norm_trains(bp.norm1);
+        let dln1 = self.linear_back(&bt.ln1, &dqkv, n, &bp.qkv, grads, below || ln1_trains);
         if !below && !ln1_trains {
             return dmid;
         }
-        let (g0, g1) = two(grads, i(0), i(1));
-        norm_back(&bt.x, &bt.ln1_stats, w(0), &dln1, &mut dmid, (g0, g1));
+        self.norm_back(&bt.x, &bt.ln1_stats, bp.norm1, &dln1, &mut dmid, grads);
         dmid
     }
 
-    /// The backward of [`linear`] with weight `p[wi]` `[in, out]` and bias `p[wi + 1]`, input
-    /// `x` `[rows, in]` and output gradient `dy` `[rows, out]`: the weight's and bias's
-    /// gradients added where they train, and (with `input`) the input's gradient `dy·Wᵀ`.
-    fn linear_back(
-        &self,
-        x: &[T],
-        dy: &[T],
-        rows: usize,
-        wi: usize,
-        grads: &mut [Option<Vec<T>>],
-        input: bool,
-    ) -> Vec<T> {
-        let (w, out) = (self.p[wi], self.p[wi + 1].len());
-        let inp = w.len() / out;
-        if let Some(g) = grads[wi + 1].as_mut() {
-            add_colsum(g, dy);
-        }
-        if let Some(g) = grads[wi].as_mut() {
-            let (x, dy) = (View::new(x, rows, inp), View::new(dy, rows, out));
-            mm(g, out, x.tr(), dy, true);
-        }
-        if !input {
-            return Vec::new();
-        }
-        let mut dx = vec![T::ZERO; rows * inp];
-        let (dy, w) = (View::new(dy, rows, out), View::new(w, inp, out));
-        mm(&mut dx, inp, dy, w.tr(), false);
-        dx
-    }
-
-    /// The backward of [`Net::attend`]: the gradient of `qkv` `[N, 3C]` from that of the
-    /// merged output `dctx` `[N, C]`.
+    /// The backward of [`Net::attend`]: the gradient of `qkv` from that of the merged output
+    /// `dctx` `[N, Hq·d]`; a key/value head's gradient sums over the query heads reading it.
     fn attend_back(&self, qkv: &[T], probs: &[T], dctx: &[T], rows: usize, cols: usize) -> Vec<T> {
-        let (c, h) = (self.cfg.n_embd, self.cfg.n_head);
-        let d = c / h;
+        let (hq, hkv, d) = (
+            self.layout.heads,
+            self.layout.kv_heads,
+            self.layout.head_dim,
+        );
+        let width = self.layout.qkv_width();
         let scale = T::of(1.0 / (d as f64).sqrt());
         let tt = cols * d;
-        let mut parts = vec![T::ZERO; 3 * rows * h * tt];
+        let mut parts = vec![T::ZERO; 3 * rows * hq * tt];
         parts
             .par_chunks_mut(3 * tt)
             .enumerate()
             .for_each(|(bh, out)| {
-                let (b, hh) = (bh / h, bh % h);
-                let part = |k: usize| head_view(qkv, 3 * c, k * c, (b, hh), cols, d);
-                let dout = head_view(dctx, c, 0, (b, hh), cols, d);
+                let (b, h) = (bh / hq, bh % hq);
+                let [q, k, v] = self.head_columns(h);
+                let part = |col: usize| head_view(qkv, width, col, b, cols, d);
+                let dout = head_view(dctx, hq * d, h * d, b, cols, d);
                 let p = &probs[bh * cols * cols..(bh + 1) * cols * cols];
                 let (dq, rest) = out.split_at_mut(tt);
                 let (dk, dv) = rest.split_at_mut(tt);
                 let mut dp = vec![T::ZERO; cols * cols];
-                mm(&mut dp, cols, dout, part(2).tr(), false);
+                mm(&mut dp, cols, dout, part(v).tr(), false);
                 mm(dv, d, View::new(p, cols, cols).tr(), dout, false);
                 for (dp, p) in dp.chunks_mut(cols).zip(p.chunks(cols)) {
                     softmax_row_back(p, dp, scale);
                 }
-                mm(dq, d, View::new(&dp, cols, cols), part(1), false);
-                mm(dk, d, View::new(&dp, cols, cols).tr(), part(0), false);
+                mm(dq, d, View::new(&dp, cols, cols), part(k), false);
+                mm(dk, d, View::new(&dp, cols, cols).tr(), part(q), false);
             });
-        // [B, H, 3, T, D] → [N, 3C].
-        let mut dqkv = vec![T::ZERO; rows * cols * 3 * c];
-        dqkv.par_chunks_mut(3 * c)
+        // [B, Hq, 3, T, D] → [N, (Hq + 2·Hkv)·d], keys and values summed over their group.
+        let rep = hq / hkv;
+        let mut dqkv = vec![T::ZERO; rows * cols * width];
+        dqkv.par_chunks_mut(width)
             .enumerate()
             .with_min_len(MIN_ROWS)
             .for_each(|(r, row)| {
                 let (b, t) = (r / cols, r % cols);
-                for k in 0..3 {
-                    for hh in 0..h {
-                        let src = &parts[((b * h + hh) * 3 + k) * tt + t * d..][..d];
-                        row[k * c + hh * d..][..d].copy_from_slice(src);
+                for h in 0..hq {
+                    let cols_of = self.head_columns(h);
+                    for (k, &col) in cols_of.iter().enumerate() {
+                        let src = &parts[((b * hq + h) * 3 + k) * tt + t * d..][..d];
+                        let dst = &mut row[col..col + d];
+                        if k == 0 || rep == 1 {
+                            dst.copy_from_slice(src);
+                        } else {
+                            dst.iter_mut().zip(src).for_each(|(x, &s)| *x += s);
+                        }
                     }
                 }
             });
@@ -576,18 +1066,17 @@ impl<'a, T: Float> Net<'a, T> {
     }
 }
 
-/// Head `hh` of batch row `b` in a `[B·T, width]` matrix whose heads start at column `offset`,
-/// `d` columns each: a `[T, d]` view.
-fn head_view<T: Float>(
+/// Head columns `col..col + d` of batch row `b` in a `[B·T, width]` matrix: a `[T, d]` view.
+pub(super) fn head_view<T: Float>(
     m: &[T],
     width: usize,
-    offset: usize,
-    (b, hh): (usize, usize),
+    col: usize,
+    b: usize,
     cols: usize,
     d: usize,
 ) -> View<'_, T> {
     View {
-        data: &m[b * cols * width + offset + hh * d..],
+        data: &m[b * cols * width + col..],
         rows: cols,
         cols: d,
         stride: width,
@@ -610,9 +1099,27 @@ fn merge_heads<T: Float>(heads: &[T], rows: usize, h: usize, cols: usize, d: usi
     y
 }
 
-/// Mutable access to two different entries' gradients.
-fn two<T>(g: &mut [Option<Vec<T>>], a: usize, b: usize) -> (Option<&mut [T]>, Option<&mut [T]>) {
-    debug_assert!(a < b);
-    let (lo, hi) = g.split_at_mut(b);
-    (lo[a].as_deref_mut(), hi[0].as_deref_mut())
+/// Rows `at` of a matrix of `c`-wide rows, in that order.
+pub(super) fn pick_rows<T: Float>(m: &[T], at: &[usize], c: usize) -> Vec<T> {
+    at.iter()
+        .flat_map(|&r| m[r * c..(r + 1) * c].iter().copied())
+        .collect()
+}
+
+/// Mutable access to a weight's and an optional bias's gradients (different entries).
+fn pair<T>(
+    g: &mut [Option<Vec<T>>],
+    a: usize,
+    b: Option<usize>,
+) -> (Option<&mut [T]>, Option<&mut [T]>) {
+    let Some(b) = b else {
+        return (g[a].as_deref_mut(), None);
+    };
+    if a < b {
+        let (lo, hi) = g.split_at_mut(b);
+        (lo[a].as_deref_mut(), hi[0].as_deref_mut())
+    } else {
+        let (lo, hi) = g.split_at_mut(a);
+        (hi[0].as_deref_mut(), lo[b].as_deref_mut())
+    }
 }

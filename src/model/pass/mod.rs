@@ -8,11 +8,13 @@
 //! This module owns that interface; the layers are `decoder`'s, the arithmetic `rows`',
 //! `float`'s and `tangent`'s. It knows nothing of what the derivatives are for.
 
+mod cache;
 mod decoder;
 mod float;
 mod rows;
 mod tangent;
 
+pub use cache::Cache;
 pub use float::{Float, Real};
 use tangent::Dual;
 
@@ -22,6 +24,18 @@ use crate::data::Batch;
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, DType, Result, Storage, Tensor};
 use decoder::{Net, Tape, Target};
+
+/// Calls the generic function `$f::<T>($args)` with `T` the model's float (float32 or
+/// float64); `$what` names the work in the error for any other.
+macro_rules! in_model_float {
+    ($model:expr, $what:literal, $f:ident($($arg:expr),*)) => {
+        match $model.dtype() {
+            DType::F32 => $f::<f32>($($arg),*),
+            DType::F64 => $f::<f64>($($arg),*),
+            other => bail!(concat!($what, " runs in float32 or float64, not {:?}"), other),
+        }
+    };
+}
 
 /// A forward pass over a batch, kept for a backward.
 pub struct Forward<T> {
@@ -65,6 +79,12 @@ impl<T: Real> Forward<T> {
     /// Whether each scored target is its position's most likely next token.
     pub fn hits(&self) -> Vec<bool> {
         self.tape.hits()
+    }
+
+    /// A scoring pass's mean and variance of `log p(·)` under the model at each scored
+    /// position (empty for a pass kept for a backward).
+    pub fn moments(&self) -> &[(f64, f64)] {
+        &self.tape.moments
     }
 
     /// Each scored target's slot `r·(T−1) + t` in a `[B, T−1]` log-prob table.
@@ -128,6 +148,39 @@ pub struct ScoredTarget {
     pub logprob: f64,
 }
 
+/// One scored target under a model, as evaluation sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct TargetScore {
+    /// `log p(target)`.
+    pub logprob: f64,
+    /// Whether the target is its position's most likely next token.
+    pub hit: bool,
+    /// The mean and variance of `log p(·)` under the model's next-token distribution there.
+    pub mean: f64,
+    pub var: f64,
+}
+
+/// Every target `batch` scores (row by row, position by position), by one scoring pass in the
+/// model's float (float32 or float64); nothing is kept for a backward.
+pub fn score_targets(model: &Gpt2, batch: &Batch) -> Result<Vec<TargetScore>> {
+    fn run<T: Real>(model: &Gpt2, batch: &Batch) -> Result<Vec<TargetScore>> {
+        let fwd = Forward::<T>::score(model, batch)?;
+        Ok(fwd
+            .logprobs()
+            .iter()
+            .zip(fwd.hits())
+            .zip(fwd.moments())
+            .map(|((lp, hit), &(mean, var))| TargetScore {
+                logprob: lp.f64(),
+                hit,
+                mean,
+                var,
+            })
+            .collect())
+    }
+    in_model_float!(model, "scoring", run(model, batch))
+}
+
 /// The gradient, on the model's trainable parameters, of an objective of the batch's target
 /// log-probs: `derivative` receives the scored targets (row by row, position by position) and
 /// returns the objective's derivative with respect to each log-prob. Float32 and float64
@@ -155,11 +208,7 @@ pub fn gradient_of(
         let coef = derivative(&scored);
         fwd.gradient(model, &coef)
     }
-    match model.dtype() {
-        DType::F32 => run::<f32>(model, batch, derivative),
-        DType::F64 => run::<f64>(model, batch, derivative),
-        other => bail!("gradients are computed in float32 or float64, not {other:?}"),
-    }
+    in_model_float!(model, "a gradient", run(model, batch, derivative))
 }
 
 impl<T: Real> Forward<T> {
@@ -193,21 +242,78 @@ pub fn loss_and_grad<T: Real>(model: &Gpt2, batch: &Batch) -> Result<(f64, Param
 
 /// Refuses a batch longer than the model's context or with a token outside its vocabulary.
 fn check_batch(model: &Gpt2, batch: &Batch) -> Result<()> {
+    check_tokens(model, &batch.ids, batch.cols)
+}
+
+/// Refuses rows of `cols` tokens longer than the model's context, or a token outside its
+/// vocabulary.
+fn check_tokens(model: &Gpt2, ids: &[u32], cols: usize) -> Result<()> {
     let cfg = model.config();
-    if batch.cols > cfg.n_positions {
+    if cols > cfg.n_positions {
         bail!(
-            "sequence of {} tokens is longer than the model's context ({})",
-            batch.cols,
+            "sequence of {cols} tokens is longer than the model's context ({})",
             cfg.n_positions
         );
     }
-    if let Some(&id) = batch.ids.iter().find(|&&i| i as usize >= cfg.vocab_size) {
+    if let Some(&id) = ids.iter().find(|&&i| i as usize >= cfg.vocab_size) {
         bail!(
             "token id {id} is outside the vocabulary ({})",
             cfg.vocab_size
         );
     }
     Ok(())
+}
+
+/// Token ids and an attention mask as plain rows, with their shape `(B, T)`.
+type TokenRows = (Vec<u32>, Vec<u32>, (usize, usize));
+
+/// Token ids and an attention mask `[B, T]` (u32) as plain rows, checked against each other
+/// and against the model's context and vocabulary.
+pub(super) fn token_rows(model: &Gpt2, ids: &Tensor, attention: &Tensor) -> Result<TokenRows> {
+    let shape = ids.dims2()?;
+    if attention.dims() != ids.dims() {
+        bail!(
+            "attention mask {:?} for token ids {:?}",
+            attention.dims(),
+            ids.dims()
+        );
+    }
+    let flat = ids.flatten_all()?.to_vec1::<u32>()?;
+    check_tokens(model, &flat, shape.1)?;
+    Ok((flat, attention.flatten_all()?.to_vec1::<u32>()?, shape))
+}
+
+/// The logits `[S, V]` at the flat positions `at` (`r·T + t`) of the batch `ids`, `attention`
+/// `[B, T]`: the trunk runs over the batch, the output layer only at those positions.
+pub fn logits_at(model: &Gpt2, ids: &Tensor, attention: &Tensor, at: &[usize]) -> Result<Tensor> {
+    fn run<T: Real>(model: &Gpt2, ids: &Tensor, att: &Tensor, at: &[usize]) -> Result<Tensor> {
+        let (ids, att, (b, t)) = token_rows(model, ids, att)?;
+        if let Some(&p) = at.iter().find(|&&p| p >= b * t) {
+            bail!("position {p} is outside a batch of {b}×{t} tokens");
+        }
+        let logits = with_net::<T, _>(model, |n| n.logits_at(&ids, &att, (b, t), at))?;
+        Tensor::from_vec(
+            logits,
+            (at.len(), model.config().vocab_size),
+            model.device(),
+        )
+    }
+    in_model_float!(model, "a forward pass", run(model, ids, attention, at))
+}
+
+/// Every layer's hidden states `[B, T, C]` (the embedding output, then each block's output,
+/// the last before the final norm) over the batch `ids`, `attention` `[B, T]`.
+pub fn hidden_states(model: &Gpt2, ids: &Tensor, attention: &Tensor) -> Result<Vec<Tensor>> {
+    fn run<T: Real>(model: &Gpt2, ids: &Tensor, att: &Tensor) -> Result<Vec<Tensor>> {
+        let (ids, att, (b, t)) = token_rows(model, ids, att)?;
+        let layers = with_net::<T, _>(model, |n| n.hidden_states(&ids, &att, (b, t)))?;
+        let c = model.config().n_embd;
+        layers
+            .into_iter()
+            .map(|h| Tensor::from_vec(h, (b, t, c), model.device()))
+            .collect()
+    }
+    in_model_float!(model, "a forward pass", run(model, ids, attention))
 }
 
 /// The targets a batch scores: position `r·T + t` predicts `ids[r, t+1]` with weight
@@ -232,7 +338,7 @@ fn targets(batch: &Batch) -> Vec<Target> {
 
 /// Calls `f` with the model's parameters read in place from their storage (read-locked for
 /// the call).
-fn with_net<T: Real, R>(model: &Gpt2, f: impl FnOnce(&Net<'_, T>) -> R) -> Result<R> {
+pub(super) fn with_net<T: Real, R>(model: &Gpt2, f: impl FnOnce(&Net<'_, T>) -> R) -> Result<R> {
     let vars = model.vars();
     let guards: Vec<_> = vars
         .iter()
@@ -255,13 +361,13 @@ fn with_net<T: Real, R>(model: &Gpt2, f: impl FnOnce(&Net<'_, T>) -> R) -> Resul
         };
         p.push(&all[a..b]);
     }
-    let net = Net {
-        cfg: model.config(),
-        head: p[0],
+    let net = Net::new(
+        model.config(),
         p,
-        trainable: model.trainable_flags(),
-        output_grad: model.output_grad(),
-    };
+        None,
+        model.trainable_flags(),
+        model.output_grad(),
+    );
     Ok(f(&net))
 }
 
@@ -309,23 +415,22 @@ pub fn loss_grad_hvp(
         };
         params.push(duals);
     }
-    // With `output_grad` off the output layer reads `wte` as a constant: no tangent there.
-    let head: Vec<Dual> = if model.output_grad() {
-        Vec::new()
-    } else {
+    // With `output_grad` off a tied output layer reads the embedding as a constant: no
+    // tangent there.
+    let cfg = model.config();
+    let frozen_head = cfg.tied() && !model.output_grad();
+    let head: Vec<Dual> = if frozen_head {
         params[0].iter().map(|d| Dual::new(d.x, 0.0)).collect()
+    } else {
+        Vec::new()
     };
-    let net = Net {
-        cfg: model.config(),
-        p: params.iter().map(Vec::as_slice).collect(),
-        head: if model.output_grad() {
-            &params[0]
-        } else {
-            &head
-        },
-        trainable: model.trainable_flags(),
-        output_grad: model.output_grad(),
-    };
+    let net = Net::new(
+        cfg,
+        params.iter().map(Vec::as_slice).collect(),
+        frozen_head.then_some(head.as_slice()),
+        model.trainable_flags(),
+        model.output_grad(),
+    );
     check_batch(model, batch)?;
     let targets = targets(batch);
     let total: f64 = targets.iter().map(|t| t.weight).sum();

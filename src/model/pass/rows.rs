@@ -7,30 +7,46 @@
 use super::float::Float;
 
 /// Mean and 1/σ of one row (biased variance, as `torch.nn.LayerNorm`; the centred sum of
-/// squares keeps precision).
-pub fn moments<T: Float>(x: &[T], eps: T) -> (T, T) {
+/// squares keeps precision); for an RMS norm (`centered` false) 0 and 1/rms, as transformers'
+/// `LlamaRMSNorm`.
+pub fn moments<T: Float>(x: &[T], eps: T, centered: bool) -> (T, T) {
     let n = T::of(x.len() as f64);
-    let mean = x.iter().copied().sum::<T>() / n;
+    let mean = if centered {
+        x.iter().copied().sum::<T>() / n
+    } else {
+        T::ZERO
+    };
     let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>() / n;
     (mean, T::ONE / (var + eps).sqrt())
 }
 
-/// `y = (x − mean)·rstd·w + b`; returns `(mean, rstd)` for the backward.
-pub fn norm_row<T: Float>(x: &[T], w: &[T], b: &[T], eps: T, y: &mut [T]) -> (T, T) {
-    let (mean, rstd) = moments(x, eps);
-    for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
-        *y = (x - mean) * rstd * w + b;
+/// `y = (x − mean)·rstd·w (+ b)`; returns `(mean, rstd)` for the backward.
+pub fn norm_row<T: Float>(
+    x: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    eps: T,
+    centered: bool,
+    y: &mut [T],
+) -> (T, T) {
+    let (mean, rstd) = moments(x, eps, centered);
+    for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+        *y = (x - mean) * rstd * w;
+    }
+    if let Some(b) = b {
+        y.iter_mut().zip(b).for_each(|(y, &b)| *y += b);
     }
     (mean, rstd)
 }
 
-/// The input gradient of a layer norm row: with x̂ = (x − mean)·rstd,
-/// dx = (w·g − mean(w·g) − x̂·mean(w·g·x̂))·rstd; `dx` is overwritten, or added to with `add`.
+/// The input gradient of a norm row: with x̂ = (x − mean)·rstd,
+/// dx = (w·g − mean(w·g) − x̂·mean(w·g·x̂))·rstd for a layer norm, without the `mean(w·g)`
+/// term for an RMS norm (`centered` false); `dx` is overwritten, or added to with `add`.
 #[allow(clippy::too_many_arguments)] // the row, its statistics, the weight, the gradients
 pub fn norm_row_back<T: Float>(
     x: &[T],
-    mean: T,
-    rstd: T,
+    (mean, rstd): (T, T),
+    centered: bool,
     w: &[T],
     g: &[T],
     dx: &mut [T],
@@ -43,19 +59,42 @@ pub fn norm_row_back<T: Float>(
         sum_gw += g * w;
         sum_gwx += g * w * xhat;
     }
-    let (mean_gw, mean_gwx) = (sum_gw / n, sum_gwx / n);
+    let mean_gw = if centered { sum_gw / n } else { T::ZERO };
+    let mean_gwx = sum_gwx / n;
     for (((dx, &x), &w), &g) in dx.iter_mut().zip(x).zip(w).zip(g) {
         let d = (g * w - mean_gw - (x - mean) * rstd * mean_gwx) * rstd;
         *dx = if add { *dx + d } else { d };
     }
 }
 
-/// The weight and bias gradients of a layer norm row added to `dw`, `db`.
-pub fn norm_row_params<T: Float>(x: &[T], mean: T, rstd: T, g: &[T], dw: &mut [T], db: &mut [T]) {
-    for (((dw, db), &x), &g) in dw.iter_mut().zip(db.iter_mut()).zip(x).zip(g) {
+/// The weight (and, where there is one, bias) gradients of a norm row added to `dw`, `db`.
+pub fn norm_row_params<T: Float>(
+    x: &[T],
+    (mean, rstd): (T, T),
+    g: &[T],
+    dw: &mut [T],
+    db: Option<&mut [T]>,
+) {
+    for ((dw, &x), &g) in dw.iter_mut().zip(x).zip(g) {
         *dw += g * (x - mean) * rstd;
-        *db += g;
     }
+    if let Some(db) = db {
+        db.iter_mut().zip(g).for_each(|(db, &g)| *db += g);
+    }
+}
+
+/// `silu(x) = x·σ(x)`, the Llama family's gate activation.
+#[inline(always)]
+pub fn silu<T: Float>(x: T) -> T {
+    x / (T::ONE + (-x).exp())
+}
+
+/// The derivative of [`silu`]: σ(x)·(1 + x·(1 − σ(x))), with σ and 1 − σ from one exponential.
+#[inline(always)]
+pub fn silu_slope<T: Float>(x: T) -> T {
+    let e = (-x).exp();
+    let (s, one_minus_s) = (T::ONE / (T::ONE + e), e / (T::ONE + e));
+    s * (T::ONE + x * one_minus_s)
 }
 
 const GELU_A: f64 = 0.044715;
@@ -136,6 +175,34 @@ pub fn logprob_row<T: Float>(row: &mut [T], target: usize) -> (T, usize) {
     (shifted - sum.ln(), best)
 }
 
+/// What a scoring pass keeps of one logits row: the target's log-prob, the most likely token
+/// (the first of equal maxima), and the mean and variance of `log p(·)` under the row's own
+/// distribution (Min-K%++'s μ and σ²). The moments are accumulated in float64 from
+/// `y = x − max`: μ = E[y] − ln Σe^y and σ² = E[y²] − E[y]², which float64 keeps exact to well
+/// below float32's rounding. The row is left as it is.
+pub fn score_row<T: Float>(row: &[T], target: usize) -> (T, usize, f64, f64) {
+    let mut best = 0;
+    for (j, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = j;
+        }
+    }
+    let max = row[best];
+    let (mut sum, mut s1, mut s2) = (T::ZERO, 0f64, 0f64);
+    for &x in row {
+        let y = x - max;
+        let e = y.exp();
+        sum += e;
+        let (e, y) = (e.f64(), y.f64());
+        s1 += e * y;
+        s2 += e * y * y;
+    }
+    let s0 = sum.f64();
+    let (m1, m2) = (s1 / s0, s2 / s0);
+    let lp = row[target] - max - sum.ln();
+    (lp, best, m1 - s0.ln(), (m2 - m1 * m1).max(0.0))
+}
+
 /// The logits gradient of `c · log softmax(logits)[target]` from the row's probabilities, in
 /// place: c·(δ_target − p). The target's 1 − p is summed from the other probabilities rather
 /// than subtracted from 1, so a well-remembered target (p near 1) keeps its digits in float32.
@@ -174,20 +241,44 @@ mod tests {
     }
 
     #[test]
-    fn layer_norm_backward_is_the_derivative() {
+    fn layer_and_rms_norm_backwards_are_the_derivatives() {
         let x = [0.3, -1.2, 2.0, 0.7, -0.1];
         let w = [1.1, 0.9, -0.4, 2.0, 0.5];
         let b = [0.1; 5];
         let g = [0.2, -0.3, 0.5, 1.0, -0.7];
-        let f = |x: &[f64]| {
-            let mut y = [0.0; 5];
-            norm_row(x, &w, &b, 1e-5, &mut y);
-            y.iter().zip(&g).map(|(y, g)| y * g).sum()
-        };
-        let (mean, rstd) = moments(&x, 1e-5);
-        let mut dx = [0.0; 5];
-        norm_row_back(&x, mean, rstd, &w, &g, &mut dx, false);
-        close(&dx, &numeric(f, &x), 1e-7);
+        for centered in [true, false] {
+            let bias = centered.then_some(&b[..]);
+            let f = |x: &[f64]| {
+                let mut y = [0.0; 5];
+                norm_row(x, &w, bias, 1e-5, centered, &mut y);
+                y.iter().zip(&g).map(|(y, g)| y * g).sum()
+            };
+            let stats = moments(&x, 1e-5, centered);
+            let mut dx = [0.0; 5];
+            norm_row_back(&x, stats, centered, &w, &g, &mut dx, false);
+            close(&dx, &numeric(f, &x), 1e-7);
+        }
+        // RMS norm as transformers' LlamaRMSNorm: x / sqrt(mean(x²) + eps) · w.
+        let mut y = [0.0; 5];
+        norm_row(&x, &w, None, 1e-5, false, &mut y);
+        let rms = (x.iter().map(|v| v * v).sum::<f64>() / 5.0 + 1e-5).sqrt();
+        close(
+            &y,
+            &x.iter()
+                .zip(&w)
+                .map(|(x, w)| x / rms * w)
+                .collect::<Vec<_>>(),
+            1e-15,
+        );
+    }
+
+    #[test]
+    fn silu_slope_is_the_derivative() {
+        for x in [-6.0, -0.5, 0.0, 0.2, 3.7] {
+            assert!((silu(x) - x / (1.0 + f64::exp(-x))).abs() < 1e-15);
+            let d = numeric(|v| silu(v[0]), &[x])[0];
+            assert!((silu_slope(x) - d).abs() < 1e-8);
+        }
     }
 
     #[test]

@@ -1,0 +1,188 @@
+//! Incremental decoding on the hand-written pass: a prefill over a right-padded batch of
+//! prompts that keeps every block's keys and values, then one token per row per step attending
+//! to the cached keys and values instead of re-running the prefix. Row r's prompt fills slots
+//! `0..L_r` of its cache, the padding slots up to the longest prompt are masked, and the tokens
+//! fed afterwards fill the slots after it, each at its own position `L_r, L_r + 1, …` (so a row
+//! sees exactly the keys and values a full forward pass over its own tokens would, in the same
+//! order, with masked slots between). The blocks are `decoder`'s own, with the attention
+//! swapped for the cached one, so decoding cannot drift from the pass that scores and trains.
+//! This module owns the cache's buffers and the cached attention; the decoding loop is
+//! `model::generate`'s, and the candle-facing interface `model::cache`'s.
+
+use super::decoder::{pick_rows, Net};
+use super::float::Float;
+use super::rows::softmax_row;
+use rayon::prelude::*;
+
+/// Every block's keys and values `[B, H, capacity, D]` for the tokens seen so far, and which
+/// slots hold a real token.
+pub struct Cache<T> {
+    /// Keys and values per block, allocated to the capacity and filled in place.
+    layers: Vec<(Vec<T>, Vec<T>)>,
+    /// `keep[r·capacity + s]` is 1 where slot `s` of row `r` holds a real token.
+    keep: Vec<u32>,
+    capacity: usize,
+    /// Slots used (the same for every row).
+    used: usize,
+    /// Position id of each row's next token.
+    next_pos: Vec<usize>,
+}
+
+impl<T: Float> Cache<T> {
+    /// Rows in the cache.
+    pub fn rows(&self) -> usize {
+        self.next_pos.len()
+    }
+
+    /// Slots used so far, and the slots allocated.
+    pub fn slots(&self) -> (usize, usize) {
+        (self.used, self.capacity)
+    }
+
+    /// The position id each row's next token will get.
+    pub fn next_positions(&self) -> &[usize] {
+        &self.next_pos
+    }
+
+    /// Keeps only rows `rows` (indices into the current rows, in the order given; the caller
+    /// checks them), so finished rows cost nothing in later steps.
+    pub fn retain_rows(&mut self, rows: &[usize]) {
+        let cap = self.capacity;
+        let pick = |m: &[T], width: usize| -> Vec<T> {
+            rows.iter()
+                .flat_map(|&r| m[r * width..(r + 1) * width].iter().copied())
+                .collect()
+        };
+        for (k, v) in &mut self.layers {
+            let width = k.len() / self.next_pos.len().max(1);
+            *k = pick(k, width);
+            *v = pick(v, width);
+        }
+        self.keep = rows
+            .iter()
+            .flat_map(|&r| self.keep[r * cap..(r + 1) * cap].iter().copied())
+            .collect();
+        self.next_pos = rows.iter().map(|&r| self.next_pos[r]).collect();
+    }
+}
+
+impl<T: Float> Net<'_, T> {
+    /// Runs the prompts `ids` (`rows × cols`, right-padded; `attention` 1 on real tokens) once,
+    /// keeping every block's keys and values in a cache with room for `extra` more tokens per
+    /// row. Returns the logits `[B, V]` of the token after position `last[r]` of row `r` (its
+    /// last real token) and the cache. The caller checks the shapes against the context.
+    pub fn prefill(
+        &self,
+        ids: &[u32],
+        attention: &[u32],
+        (rows, cols): (usize, usize),
+        last: &[usize],
+        extra: usize,
+    ) -> (Vec<T>, Cache<T>) {
+        let c = self.cfg.n_embd;
+        let (hkv, d) = self.kv_shape();
+        let capacity = cols + extra;
+        let ids: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
+        let mut layers = Vec::with_capacity(self.cfg.n_layer);
+        let (x, _, _) = self.trunk(&ids, attention, (rows, cols), false, |_, tape, _| {
+            let mut kc = vec![T::ZERO; rows * hkv * capacity * d];
+            let mut vc = kc.clone();
+            let w = tape.qkv.len() / (rows * cols);
+            kc.par_chunks_mut(capacity * d)
+                .zip(vc.par_chunks_mut(capacity * d))
+                .enumerate()
+                .for_each(|(bg, (k, v))| {
+                    let (b, g) = (bg / hkv, bg % hkv);
+                    let [_, kcol, vcol] = self.kv_columns(g);
+                    for t in 0..cols {
+                        let row = &tape.qkv[(b * cols + t) * w..][..w];
+                        k[t * d..][..d].copy_from_slice(&row[kcol..kcol + d]);
+                        v[t * d..][..d].copy_from_slice(&row[vcol..vcol + d]);
+                    }
+                });
+            layers.push((kc, vc));
+        });
+        let at: Vec<usize> = last
+            .iter()
+            .enumerate()
+            .map(|(r, &p)| r * cols + p)
+            .collect();
+        let (_, _, logits) = self.logits(&pick_rows(&x, &at, c));
+        let mut keep = vec![0u32; rows * capacity];
+        for r in 0..rows {
+            keep[r * capacity..][..cols].copy_from_slice(&attention[r * cols..][..cols]);
+        }
+        let cache = Cache {
+            layers,
+            keep,
+            capacity,
+            used: cols,
+            next_pos: last.iter().map(|&p| p + 1).collect(),
+        };
+        (logits, cache)
+    }
+
+    /// The columns of key/value head `g`'s key and value in a `qkv` row (the first entry is
+    /// that of the first query head reading it).
+    fn kv_columns(&self, g: usize) -> [usize; 3] {
+        let (hkv, _) = self.kv_shape();
+        let rep = self.cfg.n_head / hkv;
+        self.head_columns(g * rep)
+    }
+
+    /// Feeds one token per cached row (`tokens[r]` at row r's next position) and returns the
+    /// logits `[B, V]` of the token after it; the cache grows by one slot. The caller checks
+    /// that a slot is free and the positions are inside the context.
+    pub fn step(&self, cache: &mut Cache<T>, tokens: &[u32]) -> Vec<T> {
+        let (hq, (hkv, d)) = (self.cfg.n_head, self.kv_shape());
+        let rep = hq / hkv;
+        let scale = T::of(1.0 / (d as f64).sqrt());
+        let (slot, cap) = (cache.used, cache.capacity);
+        let tokens: Vec<usize> = tokens.iter().map(|&t| t as usize).collect();
+        let mut x = self.embed(&tokens, |r| cache.next_pos[r]);
+        let rotary = self.rotary(tokens.len(), |r| cache.next_pos[r]);
+        for r in 0..cache.rows() {
+            cache.keep[r * cap + slot] = 1;
+        }
+        let keep = &cache.keep;
+        for (l, (kc, vc)) in cache.layers.iter_mut().enumerate() {
+            let (_, next) = self.block(l, x, &rotary, |qkv| {
+                let w = qkv.len() / tokens.len().max(1);
+                // This token's key and value into each row's slot, head by head.
+                kc.par_chunks_mut(cap * d)
+                    .zip(vc.par_chunks_mut(cap * d))
+                    .enumerate()
+                    .for_each(|(bg, (k, v))| {
+                        let (b, g) = (bg / hkv, bg % hkv);
+                        let [_, kcol, vcol] = self.kv_columns(g);
+                        let row = &qkv[b * w..][..w];
+                        k[slot * d..][..d].copy_from_slice(&row[kcol..kcol + d]);
+                        v[slot * d..][..d].copy_from_slice(&row[vcol..vcol + d]);
+                    });
+                let (kc, vc) = (&*kc, &*vc);
+                let mut ctx = vec![T::ZERO; tokens.len() * hq * d];
+                ctx.par_chunks_mut(d).enumerate().for_each(|(bh, out)| {
+                    let (b, h) = (bh / hq, bh % hq);
+                    let g = b * hkv + h / rep;
+                    let (k, v) = (&kc[g * cap * d..][..cap * d], &vc[g * cap * d..][..cap * d]);
+                    let q = &qkv[b * w + h * d..][..d];
+                    let mut s: Vec<T> = k[..(slot + 1) * d]
+                        .chunks(d)
+                        .map(|k| q.iter().zip(k).map(|(&q, &k)| q * k).sum())
+                        .collect();
+                    softmax_row(&mut s, &keep[b * cap..][..slot + 1], slot, scale);
+                    for (&p, v) in s.iter().zip(v.chunks(d)) {
+                        if p != T::ZERO {
+                            out.iter_mut().zip(v).for_each(|(o, &v)| *o += p * v);
+                        }
+                    }
+                });
+                (Vec::new(), ctx)
+            });
+            x = next;
+        }
+        cache.used = slot + 1;
+        cache.next_pos.iter_mut().for_each(|p| *p += 1);
+        self.logits(&x).2
+    }
+}
