@@ -2,10 +2,10 @@
 //! tokens/s and one gradient-ascent step (forward, backward, SGD update of the trainable
 //! parameters) for a small model (4 × 128, vocab 2048) at batch 8×128 and GPT-2 small's shape
 //! (12 × 768, vocab 50257) at batch 1×128, training `all` parameters or `embedding` only — by
-//! the hand-written pass (`model::pass`, what lethe uses) and, beside it, by candle's autograd
-//! (`ga-step-autograd`, the path the pass replaced); one f64 gradient and one exact
-//! Hessian-vector product w.r.t. `embedding` on the small model (the pass in float64 and in
-//! dual numbers), and the same gradient by candle's autograd. Then the certifier's repeated
+//! the hand-written pass (`model::pass`), and the same for a Llama-family model of GPT-2 small's
+//! size (`llama-small`: grouped-query attention, SwiGLU, untied head); one f64 gradient and one
+//! exact Hessian-vector product w.r.t. `embedding` on the small model (the pass in float64 and
+//! in dual numbers). Then the certifier's repeated
 //! work, each with the computation it replaced beside it: greedy decoding with the key/value
 //! cache and without it, and the grad_norm attack's per-record gradient norms a batch per
 //! backward pass and one record per pass. `benches/pytorch.py` times the first rows in PyTorch
@@ -19,7 +19,7 @@ use lethe::evidence::mia::{grad_norms, grad_norms_per_record};
 use lethe::evidence::records::GREEDY_SLACK;
 use lethe::model::generate::{greedy_batch, greedy_batch_uncached};
 use lethe::model::grad::{hvp, loss_and_grad};
-use lethe::model::init::random_gpt2 as random_model;
+use lethe::model::init::random_model;
 use lethe::model::{load_model, Gpt2, Gpt2Config, ParamGroups};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -51,17 +51,6 @@ fn ascent_step(model: &Gpt2, batch: &Batch, lr: f64) {
     }
 }
 
-/// [`ascent_step`] with the gradient from candle's autograd over `Gpt2::loss` (the path the
-/// hand-written pass replaced), for comparison.
-fn ascent_step_autograd(model: &Gpt2, batch: &Batch, lr: f64) {
-    let grads = model.loss(batch).unwrap().backward().unwrap();
-    for (_, var) in model.trainable_vars() {
-        let g = grads.get(var.as_tensor()).unwrap();
-        var.set(&(var.as_tensor() + (g * lr).unwrap()).unwrap())
-            .unwrap();
-    }
-}
-
 struct Shape {
     name: &'static str,
     cfg: Gpt2Config,
@@ -69,7 +58,7 @@ struct Shape {
     cols: usize,
 }
 
-fn shapes() -> [Shape; 2] {
+fn shapes() -> [Shape; 3] {
     [
         Shape {
             name: "small-4x128",
@@ -80,6 +69,15 @@ fn shapes() -> [Shape; 2] {
         Shape {
             name: "gpt2-small",
             cfg: Gpt2Config::new(50257, 1024, 768, 12, 12),
+            rows: 1,
+            cols: 128,
+        },
+        // A Llama-family model near GPT-2 small's size: 12 blocks of width 768, 12 query heads
+        // sharing 4 key/value heads, SwiGLU of width 2048, untied head, Llama 3's vocabulary
+        // cut to GPT-2's.
+        Shape {
+            name: "llama-small",
+            cfg: Gpt2Config::new_llama(50257, 1024, 768, 12, 12, 4, 2048).unwrap(),
             rows: 1,
             cols: 128,
         },
@@ -103,9 +101,6 @@ fn eval_and_step(c: &mut Criterion) {
                 .unwrap();
             group.bench_function(BenchmarkId::new("ga-step", params), |b| {
                 b.iter(|| ascent_step(&model, &batch, 1e-4))
-            });
-            group.bench_function(BenchmarkId::new("ga-step-autograd", params), |b| {
-                b.iter(|| ascent_step_autograd(&model, &batch, 1e-4))
             });
         }
         group.finish();
@@ -131,10 +126,6 @@ fn gradient_and_hvp(c: &mut Criterion) {
         b.iter(|| loss_and_grad(&model, &batch).unwrap())
     });
     group.bench_function("hvp", |b| b.iter(|| hvp(&model, &batch, &v).unwrap()));
-    // The same gradient by candle's autograd (what f32 training uses), for comparison.
-    group.bench_function("gradient-autograd", |b| {
-        b.iter(|| model.loss(&batch).unwrap().backward().unwrap())
-    });
     group.finish();
 }
 

@@ -17,8 +17,6 @@ mod fixtures;
 mod golden;
 /// Hostile model directories, tokenizers and data: refused quickly with the file named.
 mod hostile_inputs;
-/// The fused float32 kernels against the composed float64 operations and the oracle.
-mod kernels;
 /// GPT-2 against the Hugging Face oracle in tests/oracles/tiny-gpt2 (logits, grads, HVPs).
 mod oracle;
 /// Saving a model: round trip to the same tensors, parameter groups, the CLI.

@@ -4,7 +4,7 @@
 use crate::common::*;
 use candle_core::DType;
 use lethe::data::{Encoded, Record, TextTokenizer};
-use lethe::model::{init::random_gpt2, load_model, Gpt2Config, ParamGroups};
+use lethe::model::{init::random_model, load_model, Gpt2Config, ParamGroups};
 use lethe::train::{
     ledger::record_gradient, train, Ledger, LedgerEpochs, LedgerRecorder, TrainConfig,
 };
@@ -39,7 +39,7 @@ fn small_cfg(tok: &TextTokenizer) -> Gpt2Config {
 fn training_on_a_slice_lowers_the_loss_and_checkpoints() {
     let dir = scratch("train-loss");
     let (tok, tok_json, data, _) = slice(&dir, 24);
-    let mut model = random_gpt2(&small_cfg(&tok), 5, DType::F32).unwrap();
+    let mut model = random_model(&small_cfg(&tok), 5, DType::F32).unwrap();
     let cfg = TrainConfig {
         epochs: 15,
         batch_size: 8,
@@ -82,7 +82,7 @@ fn ledger_entry_equals_the_gradient_recomputed_at_the_saved_parameters() {
         ..Default::default()
     };
     // Run B: two epochs of one batch each, recording every epoch's gradients.
-    let mut b = random_gpt2(&small_cfg(&tok), 9, DType::F32).unwrap();
+    let mut b = random_model(&small_cfg(&tok), 9, DType::F32).unwrap();
     let mut rec = LedgerRecorder::new(
         ParamGroups::parse("embedding").unwrap(),
         LedgerEpochs::All,
@@ -103,7 +103,7 @@ fn ledger_entry_equals_the_gradient_recomputed_at_the_saved_parameters() {
     assert_eq!(index.entries.len(), 2 * data.len());
     // Run A: the same seed and data for one epoch; its checkpoint holds the parameters that run
     // B had when it recorded its epoch-1 gradients (the warm-up makes step 0's rate the same).
-    let mut a = random_gpt2(&small_cfg(&tok), 9, DType::F32).unwrap();
+    let mut a = random_model(&small_cfg(&tok), 9, DType::F32).unwrap();
     train(
         &mut a,
         &data,

@@ -1,6 +1,7 @@
 //! `lethe inspect MODEL_DIR`: the configuration, parameter counts per group and file digests.
 
-use crate::model::{load_model, params::block_of};
+use crate::model::params::Group;
+use crate::model::{load_model, ParamGroups};
 use anyhow::Result;
 use candle_core::DType;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct InspectArgs {
-    /// A Hugging Face GPT-2 directory (config.json, model.safetensors, tokenizer.json).
+    /// A Hugging Face model directory (config.json, model.safetensors or shards, tokenizer.json).
     model_dir: PathBuf,
     /// Print one JSON object instead of text.
     #[arg(long)]
@@ -19,25 +20,23 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
     let loaded = load_model(&args.model_dir, DType::F32)?;
     let m = &loaded.model;
     let cfg = m.config();
-    let mut groups = vec![(
-        "embedding".to_string(),
-        m.count_params(|n| n == "transformer.wte.weight" || n == "transformer.wpe.weight"),
-    )];
-    for l in 0..cfg.n_layer {
-        groups.push((
-            format!("block:{l}"),
-            m.count_params(|n| block_of(n) == Some(l)),
-        ));
+    let mut parts = vec![Group::Embedding];
+    if !cfg.tied() {
+        parts.push(Group::Head);
     }
-    groups.push((
-        "final_norm".into(),
-        m.count_params(|n| n.starts_with("transformer.ln_f.")),
-    ));
-    groups.push(("all".into(), m.count_params(|_| true)));
+    parts.extend((0..cfg.n_layer).map(|l| Group::Blocks(l, l)));
+    parts.extend([Group::FinalNorm, Group::All]);
+    let mut groups = Vec::with_capacity(parts.len());
+    for g in parts {
+        let names = ParamGroups(vec![g])
+            .select(cfg)
+            .map_err(anyhow::Error::msg)?;
+        groups.push((g.to_string(), m.count_params(|n| names.contains(n))));
+    }
     if args.json {
         let v = serde_json::json!({
             "dir": args.model_dir,
-            "config": {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
+            "config": {"model_type": cfg.model_type(), "n_layer": cfg.n_layer, "n_kv_head": cfg.arch.n_kv_head, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
                 "vocab_size": cfg.vocab_size, "n_positions": cfg.n_positions,
                 "layer_norm_epsilon": cfg.layer_norm_epsilon, "storage_dtype": format!("{:?}", loaded.storage_dtype)},
             "parameters": groups.iter().map(|(g, n)| serde_json::json!({"group": g, "count": n})).collect::<Vec<_>>(),
@@ -48,16 +47,22 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
     }
     println!("model      {}", args.model_dir.display());
     println!(
-        "config     GPT-2, {} layers, {} heads, {} wide, vocab {}, context {}, eps {}, stored {:?}",
+        "config     {}, {} layers, {} heads ({} key/value), {} wide, vocab {}, context {}, eps {}, stored {:?}",
+        cfg.model_type(),
         cfg.n_layer,
         cfg.n_head,
+        cfg.arch.n_kv_head,
         cfg.n_embd,
         cfg.vocab_size,
         cfg.n_positions,
         cfg.layer_norm_epsilon,
         loaded.storage_dtype
     );
-    println!("\nparameters per group (wte is also the tied output layer)");
+    if cfg.tied() {
+        println!("\nparameters per group (the token embedding is also the tied output layer)");
+    } else {
+        println!("\nparameters per group");
+    }
     for (g, n) in &groups {
         println!("  {g:<12} {n:>12}");
     }

@@ -5,7 +5,7 @@
 
 use super::progress::{Progress, ProgressMode};
 use crate::data::{read_records, Encoded, TextTokenizer};
-use crate::model::{init::random_gpt2, load_model, Gpt2, Gpt2Config, ParamGroups};
+use crate::model::{init::random_model, load_model, Gpt2, Gpt2Config, ParamGroups};
 use crate::output::check_output;
 use crate::train::{
     ledger::LedgerEpochs, train, trainer::EpochLog, LedgerRecorder, OptimizerConfig, TrainConfig,
@@ -205,7 +205,7 @@ fn initial_model(args: &TrainArgs, tok: &TextTokenizer) -> Result<Gpt2> {
                 args.heads,
             );
             cfg.eos_token_id = tok.eos_id;
-            random_gpt2(&cfg, args.seed, DType::F32)?
+            random_model(&cfg, args.seed, DType::F32)?
         }
     })
 }

@@ -3,7 +3,7 @@
 //! token per row per step attending to the cached keys and values instead of re-running the
 //! prefix (the arithmetic is the hand-written pass's, `pass::cache`). This module owns the
 //! interface in candle tensors and its checks: the context, the cache's slots, row indices.
-//! Inference only: nothing here enters an autograd graph. The decoding loop is `generate`.
+//! Inference only. The decoding loop is `generate`.
 
 use super::gpt2::Gpt2;
 use super::pass::{token_rows, with_net, Cache};
@@ -125,7 +125,7 @@ impl Gpt2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{init::random_gpt2, Gpt2Config};
+    use crate::model::{init::random_model, Gpt2Config};
     use candle_core::{DType, Device, D};
 
     /// Logits after each token of `seqs`' continuation, by the cache (prefill of the prompts of
@@ -133,7 +133,7 @@ mod tests {
     /// (the reference: `Gpt2::forward`, no cache). Returns the largest absolute difference.
     fn cached_vs_full(dtype: DType) -> f64 {
         let cfg = Gpt2Config::new(97, 32, 16, 2, 4);
-        let model = random_gpt2(&cfg, 7, dtype).unwrap();
+        let model = random_model(&cfg, 7, dtype).unwrap();
         let seqs: [Vec<u32>; 3] = [
             (0..14).map(|i| (i * 7 + 3) % 97).collect(),
             (0..11).map(|i| (i * 13 + 5) % 97).collect(),

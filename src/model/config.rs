@@ -358,6 +358,14 @@ impl Gpt2Config {
         Ok(())
     }
 
+    /// The file's `model_type` (`gpt2` when it names none).
+    pub fn model_type(&self) -> &str {
+        self.raw
+            .get("model_type")
+            .and_then(|t| t.as_str())
+            .unwrap_or("gpt2")
+    }
+
     pub fn head_dim(&self) -> usize {
         self.arch.head_dim
     }
@@ -395,6 +403,32 @@ impl Gpt2Config {
         cfg.arch = cfg.gpt2_arch();
         cfg.raw = cfg.to_raw();
         cfg
+    }
+
+    /// A config for a fresh Llama-family model (`model_type` `llama`, untied head, rotary
+    /// base 10 000, no biases) of the given shape, with the fields transformers writes.
+    #[allow(clippy::too_many_arguments)] // the shape is these numbers
+    pub fn new_llama(
+        vocab: usize,
+        ctx: usize,
+        embd: usize,
+        layers: usize,
+        heads: usize,
+        kv_heads: usize,
+        inner: usize,
+    ) -> Result<Self, ConfigError> {
+        let raw = serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+            "vocab_size": vocab, "max_position_embeddings": ctx, "hidden_size": embd,
+            "num_hidden_layers": layers, "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads, "intermediate_size": inner,
+            "hidden_act": "silu", "rms_norm_eps": 1e-5, "tie_word_embeddings": false,
+            "attention_bias": false, "mlp_bias": false, "dtype": "float32",
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+        });
+        Self::llama_family(
+            serde_json::from_value(raw).map_err(|e| ConfigError::Json(e.to_string()))?,
+        )
     }
 
     /// The JSON object to save: the original file's fields, with lethe's values written over

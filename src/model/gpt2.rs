@@ -1,29 +1,27 @@
-//! The GPT-2 network on candle: embeddings, pre-norm transformer blocks with causal
-//! self-attention and a `gelu_new` MLP, final layer norm and the output layer tied to `wte`,
-//! computed exactly as Hugging Face transformers' `GPT2LMHeadModel` does. This module owns the
-//! parameters (as candle `Var`s, by Hugging Face name) and the forward pass; loading and saving
-//! files is `load`/`save`, the fast kernels are `ops`, and it knows nothing of training.
+//! A decoder model as the rest of lethe holds it: its configuration and its parameters (candle
+//! `Var`s by Hugging Face name, in the pass's order), which of them are trainable, and the
+//! model-level calls (logits, log-probs, losses, hidden states) in candle tensors. Every one of
+//! them is computed by the hand-written pass (`pass`), exactly as Hugging Face transformers'
+//! model of the family does. Loading and saving files is `load`/`save`; this module knows
+//! nothing of training.
 
 use super::config::Gpt2Config;
 use super::params::{param_shapes, ParamGroups};
-use super::{constant, ops, pass};
+use super::pass;
 use crate::data::batch::Batch;
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 use std::collections::BTreeMap;
 
-/// Parameters per block, in state-dict order (see [`param_shapes`]).
-const PER_BLOCK: usize = 12;
-
-/// A GPT-2 language model. Every parameter is a `Var`; only the parameters selected with
-/// [`Gpt2::set_trainable`] enter the autograd graph, and the layers read the others through
-/// `constant`'s operations, so no weight-gradient work is done for them.
+/// A decoder language model (GPT-2 or a Llama-family model; the name is the first family's).
+/// Every parameter is a `Var`; gradients are formed for the parameters selected with
+/// [`Gpt2::set_trainable`] only, and no weight-gradient work is done for the others.
 pub struct Gpt2 {
     cfg: Gpt2Config,
     names: Vec<String>,
     vars: Vec<Var>,
     trainable: Vec<bool>,
-    /// When false, the tied output layer reads `wte` detached, so `wte`'s gradient is its
-    /// input-embedding part only (non-zero on the rows of the tokens present).
+    /// When false, a tied output layer reads the token embedding as a constant, so the
+    /// embedding's gradient is its input part only (non-zero on the rows of the tokens present).
     output_grad: bool,
     dtype: DType,
     device: Device,
@@ -162,69 +160,6 @@ impl Gpt2 {
         &self.trainable
     }
 
-    /// Parameter `i` as it enters the graph: tracked when trainable, detached otherwise.
-    pub(super) fn p(&self, i: usize) -> Tensor {
-        let t = self.vars[i].as_tensor();
-        if self.trainable[i] {
-            t.clone()
-        } else {
-            t.detach()
-        }
-    }
-
-    fn block_param(&self, layer: usize, k: usize) -> Tensor {
-        self.p(2 + layer * PER_BLOCK + k)
-    }
-
-    /// Hidden states before the final layer norm, `[B, T, C]`, on candle's operations.
-    fn trunk(&self, ids: &Tensor, attention: &Tensor) -> Result<Tensor> {
-        let mask = ops::attention_mask(attention, self.dtype)?;
-        let mut h = self.embed(ids)?;
-        for layer in 0..self.cfg.n_layer {
-            h = self.block(layer, &h, &mask)?;
-        }
-        Ok(h)
-    }
-
-    /// Token plus position embeddings `[B, T, C]` of ids `[B, T]` at positions `0..T`.
-    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        if t > self.cfg.n_positions {
-            candle_core::bail!(
-                "sequence of {t} tokens is longer than the model's context ({})",
-                self.cfg.n_positions
-            );
-        }
-        let tok =
-            self.p(0)
-                .index_select(&ids.flatten_all()?, 0)?
-                .reshape((b, t, self.cfg.n_embd))?;
-        tok.broadcast_add(&self.p(1).narrow(0, 0, t)?)
-    }
-
-    /// Block `layer` on `x` `[B, T, C]`.
-    fn block(&self, layer: usize, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let w = |k| self.block_param(layer, k);
-        let eps = self.cfg.layer_norm_epsilon;
-        let a = ops::layer_norm(x, &w(0), &w(1), eps)?;
-        let [q, k, v] = ops::qkv_heads(&a, &w(2), &w(3), self.cfg.n_head)?;
-        let a = ops::merge_heads(&self.attend(&q, &k, &v, mask)?)?; // [B, H, T, D] → [B, T, C]
-        let a = ops::linear(&a, &w(4), &w(5))?;
-        let x = (x + a)?;
-        let m = ops::layer_norm(&x, &w(6), &w(7), eps)?;
-        let m = ops::gelu_new(&ops::linear(&m, &w(8), &w(9))?)?;
-        let m = ops::linear(&m, &w(10), &w(11))?;
-        x + m
-    }
-
-    /// `softmax(q·kᵀ/√D, masked)·v`, `[B, H, T, D]`, for queries, keys and values
-    /// `[B, H, T, D]` and `mask` from [`ops::attention_mask`].
-    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let scale = 1.0 / (self.cfg.head_dim() as f64).sqrt();
-        let probs = ops::masked_softmax(&q.matmul(&k.t()?)?, mask, scale)?;
-        probs.matmul(v)
-    }
-
     /// Logits `[B, T, V]` for token ids `[B, T]` (u32) and an attention mask `[B, T]` (1 for
     /// real tokens, 0 for padding), by the hand-written pass.
     pub fn forward(&self, ids: &Tensor, attention: &Tensor) -> Result<Tensor> {
@@ -263,33 +198,6 @@ impl Gpt2 {
         })
     }
 
-    /// [`Gpt2::logits_at`] on candle's operations, recording the autograd graph of the
-    /// trainable parameters (the reference [`Gpt2::loss`] is built on).
-    fn graph_logits_at(&self, ids: &Tensor, attention: &Tensor, rows: &[u32]) -> Result<Tensor> {
-        let h = self.trunk(ids, attention)?;
-        let (b, t, c) = h.dims3()?;
-        if let Some(&r) = rows.iter().find(|&&r| r as usize >= b * t) {
-            candle_core::bail!("logits_at: position {r} outside a batch of {b}×{t} tokens");
-        }
-        let n = rows.len();
-        let idx = Tensor::from_slice(rows, n, &self.device)?;
-        let picked = h.reshape((b * t, c))?.index_select(&idx, 0)?;
-        let picked = self.final_norm(&picked)?;
-        let wte = if self.output_grad {
-            self.p(0)
-        } else {
-            self.p(0).detach()
-        };
-        constant::matmul(&picked, &wte.t()?)
-    }
-
-    /// The final layer norm `ln_f` of hidden states `[.., C]`.
-    fn final_norm(&self, h: &Tensor) -> Result<Tensor> {
-        let n = self.vars.len();
-        let eps = self.cfg.layer_norm_epsilon;
-        ops::layer_norm(h, &self.p(n - 2), &self.p(n - 1), eps)
-    }
-
     /// The batch as tensors: ids `[B, T]` and attention mask `[B, T]`.
     pub fn batch_tensors(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
         let shape = (batch.rows, batch.cols);
@@ -317,11 +225,11 @@ impl Gpt2 {
         match self.dtype {
             DType::F32 => self.pass_positions::<f32>(batch, hits),
             DType::F64 => self.pass_positions::<f64>(batch, hits),
-            _ => self.graph_positions(batch, hits),
+            other => candle_core::bail!("scoring runs in float32 or float64, not {other:?}"),
         }
     }
 
-    /// [`Gpt2::scored_positions`] by the hand-written pass (`pass`): no autograd graph.
+    /// [`Gpt2::scored_positions`] by the hand-written pass.
     fn pass_positions<T: pass::Real>(
         &self,
         batch: &Batch,
@@ -343,53 +251,12 @@ impl Gpt2 {
         Ok((Tensor::from_vec(table, (b, width), &self.device)?, row_hits))
     }
 
-    /// [`Gpt2::scored_positions`] on candle's operations, recording the autograd graph of the
-    /// trainable parameters ([`Gpt2::loss`]).
-    fn graph_positions(&self, batch: &Batch, hits: bool) -> Result<(Tensor, Option<Vec<bool>>)> {
-        let (ids, att) = self.batch_tensors(batch)?;
-        let (b, t) = (batch.rows, batch.cols);
-        let width = t.saturating_sub(1);
-        let (mut rows, mut targets, mut slots) = (Vec::new(), Vec::new(), Vec::new());
-        for r in 0..b {
-            for p in 0..width {
-                if batch.target_weight[r * width + p] != 0.0 {
-                    rows.push((r * t + p) as u32);
-                    targets.push(batch.ids[r * t + p + 1]);
-                    slots.push((r * width + p) as u32);
-                }
-            }
-        }
-        let zeros = Tensor::zeros(b * width, self.dtype, &self.device)?;
-        if rows.is_empty() {
-            return Ok((zeros.reshape((b, width))?, hits.then(|| vec![true; b])));
-        }
-        let n = rows.len();
-        let logits = self.graph_logits_at(&ids, &att, &rows)?;
-        let row_hits = if hits {
-            let best = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
-            let mut per = vec![true; b];
-            for ((slot, best), target) in slots.iter().zip(&best).zip(&targets) {
-                per[*slot as usize / width] &= best == target;
-            }
-            Some(per)
-        } else {
-            None
-        };
-        let lp = ops::target_logprobs(&logits, &Tensor::from_vec(targets, n, &self.device)?)?;
-        let lp = zeros
-            .index_add(&Tensor::from_vec(slots, n, &self.device)?, &lp, 0)?
-            .reshape((b, width))?;
-        Ok((lp, row_hits))
-    }
-
     /// Mean negative log-likelihood over the batch's weighted target positions (all real
-    /// tokens of a text record, the answer tokens of a question–answer record), on candle's
-    /// operations with the autograd graph of the trainable parameters: the reference the
-    /// hand-written pass is tested against. Training and unlearning take their gradients from
-    /// `grad::loss_and_grad` (the pass) instead.
-    pub fn loss(&self, batch: &Batch) -> Result<Tensor> {
-        let lp = self.graph_positions(batch, false)?.0;
-        weighted_mean_nll(&lp, batch)
+    /// tokens of a text record, the answer tokens of a question–answer record), in float64.
+    pub fn loss(&self, batch: &Batch) -> Result<f64> {
+        weighted_mean_nll(&self.token_logprobs(batch)?, batch)?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()
     }
 
     /// Per-record mean negative log-likelihood, `[B]`, over each row's weighted targets.

@@ -41,3 +41,13 @@ pub fn dot(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> Result<f64> {
     }
     Ok(s)
 }
+
+/// `grads` (the trainable parameters' gradients, in [`Gpt2::trainable_vars`] order) as the
+/// store candle's optimisers step with.
+pub fn store(model: &Gpt2, grads: ParamTensors) -> candle_core::backprop::GradStore {
+    let mut store = candle_core::backprop::GradStore::default();
+    for ((_, var), (_, g)) in model.trainable_vars().into_iter().zip(grads) {
+        store.insert(var.as_tensor(), g);
+    }
+    store
+}

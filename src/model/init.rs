@@ -1,6 +1,6 @@
-//! A freshly initialised GPT-2, as transformers initialises `GPT2LMHeadModel`: weights normal
-//! with standard deviation 0.02 (the residual projections `c_proj` scaled by 1/√(2·n_layer)),
-//! biases zero, layer norms one and zero. Deterministic for a seed.
+//! A freshly initialised model of any family, as transformers initialises it: weights normal
+//! with standard deviation 0.02 (GPT-2's residual projections `c_proj` scaled by
+//! 1/√(2·n_layer)), biases zero, norm weights one. Deterministic for a seed.
 
 use super::config::Gpt2Config;
 use super::gpt2::Gpt2;
@@ -22,8 +22,8 @@ mod rand_distr_free {
     }
 }
 
-/// A GPT-2 with fresh weights for `cfg`, reproducible from `seed`.
-pub fn random_gpt2(cfg: &Gpt2Config, seed: u64, dtype: DType) -> Result<Gpt2> {
+/// A model with fresh weights for `cfg`, reproducible from `seed`.
+pub fn random_model(cfg: &Gpt2Config, seed: u64, dtype: DType) -> Result<Gpt2> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let proj_std = 0.02 / ((2 * cfg.n_layer) as f64).sqrt();
     let mut tensors = BTreeMap::new();
@@ -31,7 +31,7 @@ pub fn random_gpt2(cfg: &Gpt2Config, seed: u64, dtype: DType) -> Result<Gpt2> {
         let n: usize = shape.iter().product();
         let data: Vec<f32> = if name.ends_with(".bias") {
             vec![0.0; n]
-        } else if name.contains(".ln_") {
+        } else if name.contains(".ln_") || name.ends_with("norm.weight") {
             vec![1.0; n]
         } else {
             let std = if name.ends_with("c_proj.weight") {

@@ -1,20 +1,17 @@
-//! GPT-2 in candle with Hugging Face names and layout: configuration, safe loading and saving
-//! of HF directories, parameter groups, the forward pass, per-token log-probs, per-example
-//! gradient norms and greedy generation with a key/value cache. This module owns everything
-//! about the network itself; it knows nothing of training, unlearning or certification, which
-//! use it through this interface.
+//! Decoder language models with Hugging Face names and layout (GPT-2 and the Llama family):
+//! configuration, safe loading and saving of HF directories, parameter groups, the
+//! hand-written forward, backward and tangent pass, per-token log-probs, per-example gradient
+//! norms and greedy generation with a key/value cache. Parameters live in candle tensors; the
+//! arithmetic is `pass`'s. This module owns everything about the network itself; it knows
+//! nothing of training, unlearning or certification, which use it through this interface.
 
 pub mod cache;
 pub mod config;
-pub mod constant;
-pub mod exact;
 pub mod generate;
 pub mod gpt2;
 pub mod grad;
 pub mod init;
-pub mod kernels;
 pub mod load;
-pub mod ops;
 pub mod params;
 pub mod pass;
 pub mod per_example;

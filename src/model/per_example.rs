@@ -138,7 +138,7 @@ mod tests {
     use super::*;
     use crate::data::Encoded;
     use crate::model::grad::loss_and_grad;
-    use crate::model::{init::random_gpt2, Gpt2Config};
+    use crate::model::{init::random_model, Gpt2Config};
 
     /// Records of different lengths with repeated tokens (so rows of `wte` collect several
     /// positions), two of them scored on an answer only (`score_from` > 0).
@@ -182,7 +182,7 @@ mod tests {
         // output layer's part of wte's gradient. Float32 on both sides, so agreement is to
         // float32 rounding (1e-5 relative).
         let cfg = Gpt2Config::new(53, 16, 16, 2, 2);
-        let mut model = random_gpt2(&cfg, 3, DType::F32).unwrap();
+        let mut model = random_model(&cfg, 3, DType::F32).unwrap();
         let recs = records();
         let batch = Batch::new(&recs.iter().collect::<Vec<_>>(), 0);
         let (wte, wpe) = (model.names()[0].clone(), model.names()[1].clone());

@@ -195,11 +195,7 @@ fn descend(
     if !value.is_finite() {
         return Err(TrainError::NotFinite(value, step));
     }
-    let mut store = GradStore::default();
-    for ((_, var), (_, g)) in model.trainable_vars().into_iter().zip(grads) {
-        store.insert(var.as_tensor(), g);
-    }
-    opt.step(&store, lr)?;
+    opt.step(&crate::model::grad::store(model, grads), lr)?;
     Ok(value)
 }
 
@@ -280,7 +276,7 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{init::random_gpt2, Gpt2Config};
+    use crate::model::{init::random_model, Gpt2Config};
 
     #[test]
     fn train_json_written_before_sgd_reads_as_adamw() {
@@ -306,7 +302,7 @@ mod tests {
     #[test]
     fn training_with_sgd_and_momentum_lowers_the_loss() {
         let cfg = Gpt2Config::new(13, 16, 8, 1, 2);
-        let mut model = random_gpt2(&cfg, 4, DType::F32).unwrap();
+        let mut model = random_model(&cfg, 4, DType::F32).unwrap();
         let data: Vec<Encoded> = (0..8)
             .map(|r| Encoded {
                 id: r.to_string(),

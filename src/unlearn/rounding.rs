@@ -74,7 +74,7 @@ mod tests {
     /// is), and that `wte` before adding `step` to every entry.
     fn moved(step: f64) -> (Gpt2, Vec<(String, Tensor)>) {
         let cfg = Gpt2Config::new(64, 16, 32, 1, 2);
-        let model = crate::model::init::random_gpt2(&cfg, 3, DType::F32).unwrap();
+        let model = crate::model::init::random_model(&cfg, 3, DType::F32).unwrap();
         let name = "transformer.wte.weight".to_string();
         let before = model.get(&name).unwrap();
         let before = before

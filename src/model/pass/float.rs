@@ -33,7 +33,7 @@ pub trait Float:
     const NEG_INFINITY: Self;
     fn of(x: f64) -> Self;
     fn f64(self) -> f64;
-    /// `e^x` (for f32 the vectorising polynomial of `kernels::math`, about 2 ulp).
+    /// `e^x` (for f32 the vectorising polynomial of `exp`, about 2 ulp).
     fn exp(self) -> Self;
     fn ln(self) -> Self;
     fn sqrt(self) -> Self;
@@ -100,7 +100,7 @@ macro_rules! float {
     };
 }
 
-float!(f32, F32, crate::model::kernels::fast_exp);
+float!(f32, F32, super::exp::exp);
 float!(f64, F64, f64::exp);
 
 /// A matrix stored row-major in `data` with `stride` between rows, read as itself or (with

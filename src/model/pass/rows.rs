@@ -1,8 +1,8 @@
 //! The row-wise layers of the hand-written pass, forward and backward, generic over the float:
-//! layer norm, `gelu_new`, the masked causal softmax of attention and the target log-prob of a
-//! logits row. Each works on one row (or one element) so that the caller chooses how rows are
-//! split across threads. The formulas are those of `kernels` (float32 on candle), which they
-//! replace on the hand-written path; this module owns no buffers.
+//! layer norm and RMS norm, `gelu_new` and `silu`, the masked causal softmax of attention, the
+//! target log-prob of a logits row and a scoring row's statistics. Each works on one row (or
+//! one element) so that the caller chooses how rows are split across threads. The formulas are
+//! transformers'; this module owns no buffers.
 
 use super::float::Float;
 
@@ -120,8 +120,7 @@ pub fn gelu_slope<T: Float>(x: T) -> T {
 
 /// One attention row in place: scores `s` become `softmax_j(scale·s[j])` over the keys
 /// `j ≤ last` whose `keep[j]` is non-zero, 0 elsewhere; a query with no allowed key gets the
-/// uniform distribution over every key (as the candle kernels and an additive `f32::MIN` bias
-/// do).
+/// uniform distribution over every key (as an additive `f32::MIN` bias does).
 pub fn softmax_row<T: Float>(s: &mut [T], keep: &[u32], last: usize, scale: T) {
     let mut max = T::NEG_INFINITY;
     for j in 0..=last {

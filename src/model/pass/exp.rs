@@ -1,6 +1,7 @@
-//! Branch-free float32 `exp` and the logistic function, written so that loops calling them
-//! vectorise (std's `exp` is a scalar libm call). Accuracy: about 2 ulp over the clamped range
-//! [-87.3, 88.3], below which `exp` returns ~1e-38 instead of underflowing to 0.
+//! A branch-free float32 `exp`, written so that the pass's loops calling it vectorise (std's
+//! `exp` is a scalar libm call). Accuracy: about 2 ulp over the clamped range [-87.3, 88.3],
+//! below which it returns ~1e-38 instead of underflowing to 0. This module owns that one
+//! function.
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split in a high part exact in float32 and the remainder (Cody–Waite reduction).
@@ -29,12 +30,6 @@ pub fn exp(x: f32) -> f32 {
     p * f32::from_bits(n_bits.wrapping_add(127) << 23)
 }
 
-/// The logistic function 1 / (1 + e^(−x)).
-#[inline(always)]
-pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + exp(-x))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,12 +45,5 @@ mod tests {
             );
             x += 0.0137;
         }
-    }
-
-    #[test]
-    fn sigmoid_saturates_without_nan() {
-        assert_eq!(sigmoid(200.0), 1.0);
-        assert!(sigmoid(-200.0) < 1e-37);
-        assert!((sigmoid(0.0) - 0.5).abs() < 1e-7);
     }
 }
