@@ -12,7 +12,7 @@ import sys
 import time
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 torch.set_num_threads(2)
 
@@ -33,6 +33,26 @@ def model(vocab, positions, embd, layers, heads, dtype=torch.float32):
     return GPT2LMHeadModel(cfg).to(dtype).eval()
 
 
+def llama(vocab, positions, embd, layers, heads, kv_heads, inner):
+    """The bench's `llama-small`: `Gpt2Config::new_llama`'s fields (untied head, rotary base
+    10 000, no biases, RMSNorm eps 1e-5)."""
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        max_position_embeddings=positions,
+        hidden_size=embd,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=inner,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        rope_theta=10000.0,
+        attn_implementation="eager",
+    )
+    torch.manual_seed(1)
+    return LlamaForCausalLM(cfg).float().eval()
+
+
 def batch(rows, cols, vocab):
     g = torch.Generator().manual_seed(2)
     return torch.randint(0, vocab, (rows, cols), generator=g)
@@ -49,7 +69,8 @@ def loss(m, ids):
 
 def train_only(m, group):
     for name, p in m.named_parameters():
-        p.requires_grad_(group == "all" or name in ("transformer.wte.weight", "transformer.wpe.weight"))
+        embedding = ("transformer.wte.weight", "transformer.wpe.weight", "model.embed_tokens.weight")
+        p.requires_grad_(group == "all" or name in embedding)
 
 
 def ga_step(m, ids, lr=1e-4):
@@ -75,11 +96,12 @@ def median_ms(f, seconds=4.0, warmup=1.0):
 
 
 def rows():
-    for name, shape, (r, c) in [
-        ("small-4x128", (2048, 128, 128, 4, 4), (8, 128)),
-        ("gpt2-small", (50257, 1024, 768, 12, 12), (1, 128)),
+    for name, make, shape, (r, c) in [
+        ("small-4x128", model, (2048, 128, 128, 4, 4), (8, 128)),
+        ("gpt2-small", model, (50257, 1024, 768, 12, 12), (1, 128)),
+        ("llama-small", llama, (50257, 1024, 768, 12, 12, 4, 2048), (1, 128)),
     ]:
-        m, ids = model(*shape), batch(r, c, shape[0])
+        m, ids = make(*shape), batch(r, c, shape[0])
         yield f"{name}/eval-logprobs", torch.no_grad()(lambda: token_logprobs(m, ids))
         for group in ["all", "embedding"]:
             train_only(m, group)

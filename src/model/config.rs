@@ -53,6 +53,10 @@ pub enum Family {
     /// `llama`, `mistral`, `qwen2`: RMSNorm, rotary positions, grouped-query attention with
     /// separate `[out, in]` projections (optional biases), SwiGLU, tied or untied head.
     Llama,
+    /// `gpt_neox` (Pythia): layer norms with biases, rotary positions on part of each head,
+    /// one fused projection with each head's q, k, v side by side, exact (erf) GELU, attention
+    /// and MLP in parallel off the same input, untied head.
+    NeoX,
 }
 
 /// Rotary position embedding: `θ_i = position · inv_freq_i` for each of the `head_dim / 2`
@@ -88,6 +92,12 @@ pub struct Arch {
     /// Width of one attention head; `n_embd / n_head` for GPT-2.
     pub head_dim: usize,
     pub rope: Option<Rope>,
+    /// Dimensions of each head the rotary embedding turns (the first ones; `head_dim` unless
+    /// the family rotates part of the head).
+    pub rotary_dims: usize,
+    /// Attention and MLP both read the block's input and add to it (GPT-NeoX), rather than the
+    /// MLP reading the attention's output.
+    pub parallel_residual: bool,
     /// Biases on the q, k, v projections; on the attention output; on the MLP's projections.
     pub qkv_bias: bool,
     pub out_bias: bool,
@@ -122,6 +132,8 @@ pub enum ConfigError {
     AttentionScaling,
     #[error("hidden_act is {0:?}; lethe implements the Llama family's \"silu\" only")]
     LlamaActivation(String),
+    #[error("hidden_act is {0:?}; lethe implements GPT-NeoX's \"gelu\" (exact) only")]
+    NeoXActivation(String),
     #[error("num_attention_heads ({heads}) is not a multiple of num_key_value_heads ({kv})")]
     KvHeads { heads: usize, kv: usize },
     #[error("head_dim ({0}) must be even for rotary position embeddings")]
@@ -131,7 +143,7 @@ pub enum ConfigError {
 }
 
 /// The `model_type` values lethe reads.
-pub const SUPPORTED_MODEL_TYPES: [&str; 4] = ["gpt2", "llama", "mistral", "qwen2"];
+pub const SUPPORTED_MODEL_TYPES: [&str; 5] = ["gpt2", "llama", "mistral", "qwen2", "gpt_neox"];
 
 /// The fields of a Llama-family `config.json` (`llama`, `mistral`, `qwen2`) that decide its
 /// shapes and numerics; the rest is kept verbatim in [`Gpt2Config::raw`].
@@ -169,6 +181,43 @@ struct LlamaFile {
     use_sliding_window: Option<bool>,
     #[serde(default, alias = "torch_dtype")]
     dtype: Option<String>,
+}
+
+/// The fields of a `gpt_neox` `config.json` that decide its shapes and numerics.
+#[derive(Deserialize)]
+struct NeoXFile {
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    max_position_embeddings: usize,
+    #[serde(default = "default_eps")]
+    layer_norm_eps: f64,
+    #[serde(default = "default_gelu")]
+    hidden_act: String,
+    #[serde(default = "default_true")]
+    use_parallel_residual: bool,
+    #[serde(default)]
+    tie_word_embeddings: bool,
+    #[serde(default = "default_true")]
+    attention_bias: bool,
+    #[serde(default)]
+    rotary_pct: Option<f64>,
+    #[serde(default)]
+    rotary_emb_base: Option<f64>,
+    #[serde(default)]
+    rope_theta: Option<f64>,
+    #[serde(default)]
+    rope_scaling: Option<serde_json::Value>,
+    #[serde(default)]
+    rope_parameters: Option<serde_json::Value>,
+    #[serde(default, alias = "torch_dtype")]
+    dtype: Option<String>,
+}
+
+fn default_gelu() -> String {
+    "gelu".to_string()
 }
 
 fn default_rms_eps() -> f64 {
@@ -212,6 +261,9 @@ impl Gpt2Config {
         if matches!(model_type, Some("llama" | "mistral" | "qwen2")) {
             return Self::llama_family(raw);
         }
+        if model_type == Some("gpt_neox") {
+            return Self::neox(raw);
+        }
         let mut cfg: Gpt2Config = serde_json::from_value(serde_json::Value::Object(raw.clone()))
             .map_err(|e| ConfigError::Field(e.to_string()))?;
         cfg.raw = raw;
@@ -227,6 +279,8 @@ impl Gpt2Config {
             n_kv_head: self.n_head,
             head_dim: self.n_embd / self.n_head.max(1),
             rope: None,
+            rotary_dims: 0,
+            parallel_residual: false,
             qkv_bias: true,
             out_bias: true,
             mlp_bias: true,
@@ -317,9 +371,90 @@ impl Gpt2Config {
                 n_kv_head: kv,
                 head_dim,
                 rope: Some(rope),
+                rotary_dims: head_dim,
+                parallel_residual: false,
                 qkv_bias: qwen2 || f.attention_bias,
                 out_bias: !qwen2 && f.attention_bias,
                 mlp_bias: !qwen2 && f.mlp_bias,
+            },
+            raw,
+        })
+    }
+
+    /// A `gpt_neox` file.
+    fn neox(raw: serde_json::Map<String, serde_json::Value>) -> Result<Self, ConfigError> {
+        let f: NeoXFile = serde_json::from_value(serde_json::Value::Object(raw.clone()))
+            .map_err(|e| ConfigError::Field(e.to_string()))?;
+        for (name, v) in [
+            ("vocab_size", f.vocab_size),
+            ("hidden_size", f.hidden_size),
+            ("intermediate_size", f.intermediate_size),
+            ("num_hidden_layers", f.num_hidden_layers),
+            ("num_attention_heads", f.num_attention_heads),
+            ("max_position_embeddings", f.max_position_embeddings),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::NotPositive(name));
+            }
+        }
+        if f.hidden_act != "gelu" {
+            return Err(ConfigError::NeoXActivation(f.hidden_act));
+        }
+        if f.layer_norm_eps.is_nan() || f.layer_norm_eps <= 0.0 {
+            return Err(ConfigError::NotPositive("layer_norm_eps"));
+        }
+        if f.hidden_size % f.num_attention_heads != 0 {
+            return Err(ConfigError::HeadSplit {
+                n_embd: f.hidden_size,
+                n_head: f.num_attention_heads,
+            });
+        }
+        let head_dim = f.hidden_size / f.num_attention_heads;
+        let theta = f.rope_theta.or(f.rotary_emb_base);
+        let rope = rope_of(f.rope_parameters.as_ref(), f.rope_scaling.as_ref(), theta)?;
+        let fraction = f
+            .rope_parameters
+            .as_ref()
+            .and_then(|p| p.get("partial_rotary_factor"))
+            .and_then(|v| v.as_f64())
+            .or(f.rotary_pct)
+            .unwrap_or(0.25);
+        if !(fraction > 0.0 && fraction <= 1.0) {
+            return Err(ConfigError::Rope {
+                field: "partial_rotary_factor",
+                reason: format!("{fraction} is not in (0, 1]"),
+            });
+        }
+        // transformers: `int(head_size * partial_rotary_factor)`.
+        let rotary_dims = (head_dim as f64 * fraction) as usize;
+        if rotary_dims == 0 || rotary_dims % 2 != 0 {
+            return Err(ConfigError::OddHeadDim(rotary_dims));
+        }
+        Ok(Gpt2Config {
+            vocab_size: f.vocab_size,
+            n_positions: f.max_position_embeddings,
+            n_embd: f.hidden_size,
+            n_layer: f.num_hidden_layers,
+            n_head: f.num_attention_heads,
+            n_inner: Some(f.intermediate_size),
+            layer_norm_epsilon: f.layer_norm_eps,
+            activation_function: f.hidden_act,
+            eos_token_id: raw.get("eos_token_id").and_then(first_id),
+            tie_word_embeddings: f.tie_word_embeddings,
+            scale_attn_weights: true,
+            scale_attn_by_inverse_layer_idx: false,
+            reorder_and_upcast_attn: false,
+            dtype: f.dtype,
+            arch: Arch {
+                family: Family::NeoX,
+                n_kv_head: f.num_attention_heads,
+                head_dim,
+                rope: Some(rope),
+                rotary_dims,
+                parallel_residual: f.use_parallel_residual,
+                qkv_bias: f.attention_bias,
+                out_bias: f.attention_bias,
+                mlp_bias: true,
             },
             raw,
         })
@@ -534,14 +669,14 @@ mod tests {
 
     #[test]
     fn another_familys_config_is_refused_by_its_type_not_by_a_missing_field() {
-        // The head of a GPT-NeoX config as transformers writes it: none of GPT-2's fields.
-        let neox = r#"{"architectures": ["GPTNeoXForCausalLM"], "hidden_size": 64,
-            "model_type": "gpt_neox", "num_hidden_layers": 2, "vocab_size": 320}"#;
-        let err = Gpt2Config::from_json(neox).unwrap_err();
-        assert_eq!(err, ConfigError::ModelType("gpt_neox".into()));
+        // The head of a Phi config as transformers writes it: none of GPT-2's fields.
+        let phi = r#"{"architectures": ["PhiForCausalLM"], "hidden_size": 64,
+            "model_type": "phi", "num_hidden_layers": 2, "vocab_size": 320}"#;
+        let err = Gpt2Config::from_json(phi).unwrap_err();
+        assert_eq!(err, ConfigError::ModelType("phi".into()));
         assert_eq!(
             err.to_string(),
-            r#"model_type is "gpt_neox"; lethe reads these model types: gpt2, llama, mistral, qwen2"#
+            r#"model_type is "phi"; lethe reads these model types: gpt2, llama, mistral, qwen2, gpt_neox"#
         );
         let odd = Gpt2Config::from_json(&GPT2.replace(r#""gpt2""#, "7")).unwrap_err();
         assert_eq!(odd, ConfigError::ModelType("7".into()));
@@ -551,9 +686,10 @@ mod tests {
     /// 5.24 wrote them.
     const LLAMA: &str = include_str!("../../tests/oracles/tiny-llama/config.json");
     const QWEN2: &str = include_str!("../../tests/oracles/tiny-qwen2/config.json");
+    const NEOX: &str = include_str!("../../tests/oracles/tiny-gpt-neox/config.json");
 
     #[test]
-    fn llama_family_configs_read_by_their_own_names() {
+    fn llama_family_and_neox_configs_read_by_their_own_names() {
         let cfg = Gpt2Config::from_json(LLAMA).unwrap();
         assert_eq!(cfg.arch.family, Family::Llama);
         assert_eq!((cfg.n_embd, cfg.n_layer, cfg.n_head), (64, 2, 4));
@@ -585,6 +721,10 @@ mod tests {
             Gpt2Config::from_json(&gelu).unwrap_err(),
             ConfigError::LlamaActivation("gelu".into())
         );
+        let neox = Gpt2Config::from_json(NEOX).unwrap();
+        assert_eq!(neox.arch.family, Family::NeoX);
+        assert_eq!((neox.arch.head_dim, neox.arch.rotary_dims), (16, 4));
+        assert!(neox.arch.parallel_residual && !neox.tied());
         let kv = LLAMA.replace(r#""num_key_value_heads": 2"#, r#""num_key_value_heads": 3"#);
         assert_eq!(
             Gpt2Config::from_json(&kv).unwrap_err(),

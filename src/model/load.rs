@@ -476,11 +476,18 @@ fn canonical(name: &str, cfg: &Gpt2Config) -> String {
     }
 }
 
-/// Buffers older transformers versions stored beside the weights; they are not parameters.
-fn is_buffer(name: &str) -> bool {
-    name.ends_with(".attn.bias")
-        || name.ends_with(".attn.masked_bias")
-        || name.ends_with(".rotary_emb.inv_freq")
+/// Buffers older transformers versions stored beside a family's weights (causal masks, rotary
+/// frequencies); they are not parameters.
+fn is_buffer(name: &str, family: Family) -> bool {
+    match family {
+        Family::Gpt2 => name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias"),
+        Family::Llama => name.ends_with(".rotary_emb.inv_freq"),
+        Family::NeoX => {
+            name.ends_with(".attention.bias")
+                || name.ends_with(".attention.masked_bias")
+                || name.ends_with(".rotary_emb.inv_freq")
+        }
+    }
 }
 
 /// Checks a safetensors header against the config before anything the config sizes is
@@ -528,9 +535,8 @@ fn stored_of<'a>(
 ) -> Result<(), LoadError> {
     for (raw, info) in meta.tensors() {
         let name = canonical(&raw, cfg);
-        if (cfg.arch.family == Family::Gpt2 && is_buffer(&name))
-            || (cfg.tied() && name == "lm_head.weight")
-        {
+        let tied_head = name == "lm_head.weight" || name == "embed_out.weight";
+        if is_buffer(&name, cfg.arch.family) || (cfg.tied() && tied_head) {
             continue;
         }
         if let Some((first, _)) = stored.get(&name) {
@@ -565,6 +571,7 @@ fn check_config_bounds(
             ("transformer.wpe.weight", "n_positions", cfg.n_positions),
         ],
         Family::Llama => &[("model.embed_tokens.weight", "vocab_size", cfg.vocab_size)],
+        Family::NeoX => &[("gpt_neox.embed_in.weight", "vocab_size", cfg.vocab_size)],
     };
     for &(name, rows_field, rows) in bounded {
         let Some((_, info)) = stored.get(name) else {
@@ -607,6 +614,7 @@ fn check_config_bounds(
             match cfg.arch.family {
                 Family::Gpt2 => "blocks transformer.h.N".into(),
                 Family::Llama => "blocks model.layers.N".into(),
+                Family::NeoX => "blocks gpt_neox.layers.N".into(),
             },
         ));
     }

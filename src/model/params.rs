@@ -18,7 +18,44 @@ pub fn param_shapes(cfg: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
     match cfg.arch.family {
         Family::Gpt2 => gpt2_shapes(cfg),
         Family::Llama => llama_shapes(cfg),
+        Family::NeoX => neox_shapes(cfg),
     }
+}
+
+/// GPT-NeoX's parameters: `[out, in]` linear weights, the fused `query_key_value` holding each
+/// head's q, k and v side by side.
+fn neox_shapes(cfg: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
+    let (c, i, v) = (cfg.n_embd, cfg.inner_dim(), cfg.vocab_size);
+    let mut out = vec![("gpt_neox.embed_in.weight".to_string(), vec![v, c])];
+    for l in 0..cfg.n_layer {
+        let p = |s: &str| format!("gpt_neox.layers.{l}.{s}");
+        out.extend([
+            (p("input_layernorm.weight"), vec![c]),
+            (p("input_layernorm.bias"), vec![c]),
+            (p("attention.query_key_value.weight"), vec![3 * c, c]),
+        ]);
+        if cfg.arch.qkv_bias {
+            out.push((p("attention.query_key_value.bias"), vec![3 * c]));
+        }
+        out.push((p("attention.dense.weight"), vec![c, c]));
+        if cfg.arch.out_bias {
+            out.push((p("attention.dense.bias"), vec![c]));
+        }
+        out.extend([
+            (p("post_attention_layernorm.weight"), vec![c]),
+            (p("post_attention_layernorm.bias"), vec![c]),
+            (p("mlp.dense_h_to_4h.weight"), vec![i, c]),
+            (p("mlp.dense_h_to_4h.bias"), vec![i]),
+            (p("mlp.dense_4h_to_h.weight"), vec![c, i]),
+            (p("mlp.dense_4h_to_h.bias"), vec![c]),
+        ]);
+    }
+    out.push(("gpt_neox.final_layer_norm.weight".to_string(), vec![c]));
+    out.push(("gpt_neox.final_layer_norm.bias".to_string(), vec![c]));
+    if !cfg.tied() {
+        out.push(("embed_out.weight".to_string(), vec![v, c]));
+    }
+    out
 }
 
 /// The parameters of one Llama-family block, in the pass's order (after `model.layers.N.`),
@@ -116,7 +153,7 @@ pub enum Group {
     /// Token and position embeddings (`wte`, `wpe`; `embed_tokens`); a tied output layer is
     /// the token embedding itself.
     Embedding,
-    /// An untied output layer (`lm_head`); nothing on a tied model.
+    /// An untied output layer (`lm_head`, `embed_out`); nothing on a tied model.
     Head,
     /// Transformer blocks `A..=B`.
     Blocks(usize, usize),
@@ -233,7 +270,8 @@ fn parse_blocks(part: &str) -> Result<Group, GroupError> {
 /// The block index of a block parameter's name (`transformer.h.N.…`, `model.layers.N.…`).
 pub fn block_of(name: &str) -> Option<usize> {
     name.strip_prefix("transformer.h.")
-        .or_else(|| name.strip_prefix("model.layers."))?
+        .or_else(|| name.strip_prefix("model.layers."))
+        .or_else(|| name.strip_prefix("gpt_neox.layers."))?
         .split('.')
         .next()?
         .parse()
@@ -245,10 +283,17 @@ fn group_contains(g: Group, name: &str) -> bool {
         Group::All => true,
         Group::Embedding => matches!(
             name,
-            "transformer.wte.weight" | "transformer.wpe.weight" | "model.embed_tokens.weight"
+            "transformer.wte.weight"
+                | "transformer.wpe.weight"
+                | "model.embed_tokens.weight"
+                | "gpt_neox.embed_in.weight"
         ),
-        Group::Head => name == "lm_head.weight",
-        Group::FinalNorm => name.starts_with("transformer.ln_f.") || name == "model.norm.weight",
+        Group::Head => name == "lm_head.weight" || name == "embed_out.weight",
+        Group::FinalNorm => {
+            name.starts_with("transformer.ln_f.")
+                || name.starts_with("gpt_neox.final_layer_norm.")
+                || name == "model.norm.weight"
+        }
         Group::Blocks(a, b) => block_of(name).is_some_and(|n| a <= n && n <= b),
     }
 }

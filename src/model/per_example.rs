@@ -1,4 +1,5 @@
-//! Per-example gradient norms of the embedding parameters (`wte`, `wpe`) for a whole batch in
+//! Per-example gradient norms of the embedding parameters (`wte`, `wpe`; a Llama-family
+//! model's `embed_tokens`, tied to the output layer or not) for a whole batch in
 //! one forward and one backward pass, instead of one pass per record. Rows of a batch never
 //! interact (causal attention, padding masked), so the gradient of the sum of the per-record
 //! losses with respect to the embedding output `h₀` `[B, T, C]` holds each record's own
@@ -17,6 +18,7 @@
 //! falls back to one backward pass per record. This module owns that arithmetic; which records
 //! are scored and what the norms mean is the caller's.
 
+use super::config::Family;
 use super::gpt2::Gpt2;
 use super::pass;
 use crate::data::Batch;
@@ -25,15 +27,18 @@ use candle_core::{DType, Result, Tensor};
 /// Which embedding parameters a model's trainable set holds, or `None` when it holds anything
 /// else (or nothing).
 fn embedding_only(model: &Gpt2) -> Option<(bool, bool)> {
+    // The token embedding is every family's first parameter; GPT-2's learned positions its
+    // second.
     let names = model.names();
-    let (wte, wpe) = (&names[0], &names[1]);
+    let wte = names[0].as_str();
+    let wpe = (model.config().arch.family == Family::Gpt2).then(|| names[1].as_str());
     let trainable: Vec<&str> = model.trainable_vars().iter().map(|(n, _)| *n).collect();
-    if trainable.is_empty() || trainable.iter().any(|n| *n != wte && *n != wpe) {
+    if trainable.is_empty() || trainable.iter().any(|&n| n != wte && Some(n) != wpe) {
         return None;
     }
     Some((
-        trainable.contains(&wte.as_str()),
-        trainable.contains(&wpe.as_str()),
+        trainable.contains(&wte),
+        wpe.is_some_and(|p| trainable.contains(&p)),
     ))
 }
 
@@ -50,7 +55,8 @@ pub fn grad_norms(model: &Gpt2, batch: &Batch) -> Result<Vec<f64>> {
     let Some((with_wte, with_wpe)) = embedding_only(model) else {
         candle_core::bail!("per-example gradient norms need embedding parameters only");
     };
-    let with_out = with_wte && model.output_grad();
+    // The output layer's part, where the token embedding is also the output layer.
+    let with_out = with_wte && model.config().tied() && model.output_grad();
     let (b, t, c) = (batch.rows, batch.cols, model.config().n_embd);
     let width = t.saturating_sub(1);
     // Each scored target's coefficient in its record's mean loss, record by record (the
@@ -205,5 +211,24 @@ mod tests {
         }
         model.set_trainable_names(&[model.names()[2].clone()]);
         assert!(!supported(&model), "a block parameter is not handled here");
+        // The Llama family: the token embedding with an untied head (no output part) and tied
+        // (the output part included).
+        for tied in [false, true] {
+            let mut cfg = Gpt2Config::new_llama(53, 16, 16, 2, 2, 1, 24).unwrap();
+            cfg.tie_word_embeddings = tied;
+            let mut model = random_model(&cfg, 5, DType::F32).unwrap();
+            model.set_trainable_names(&[model.names()[0].clone()]);
+            assert!(supported(&model));
+            let (got, want) = (
+                grad_norms(&model, &batch).unwrap(),
+                one_at_a_time(&model, &recs),
+            );
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-5 * w,
+                    "llama, tied {tied}: {got:?} vs {want:?}"
+                );
+            }
+        }
     }
 }

@@ -14,8 +14,8 @@
 
 use super::float::{mm, Float, View};
 use super::rows::{
-    gelu, gelu_slope, logprob_row, logprob_row_back, norm_row, norm_row_back, norm_row_params,
-    score_row, silu, silu_slope, softmax_row, softmax_row_back,
+    gelu, gelu_erf, gelu_erf_slope, gelu_slope, logprob_row, logprob_row_back, norm_row,
+    norm_row_back, norm_row_params, score_row, silu, silu_slope, softmax_row, softmax_row_back,
 };
 use crate::model::config::{Family, Gpt2Config, RopeScaling};
 use crate::model::params::param_shapes;
@@ -45,6 +45,17 @@ pub(super) struct Norm {
     b: Option<usize>,
 }
 
+/// The MLP's activation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Activation {
+    /// GPT-2's `gelu_new` (tanh form).
+    GeluTanh,
+    /// The exact (erf) GELU.
+    GeluErf,
+    /// `silu(gate)·up`, the input projections' output being `[gate | up]`.
+    SwiGlu,
+}
+
 /// One block's parameters, by index.
 struct BlockParams {
     /// Every parameter of the block (they are contiguous in the pass's order).
@@ -69,11 +80,17 @@ pub struct Layout {
     final_norm: Norm,
     /// An untied output layer; the token embedding serves when there is none.
     head: Option<usize>,
-    /// The rotary embedding's frequency per pair of a head's dimensions (empty without one).
+    /// The rotary embedding's frequency per pair of the `rotary_dims` dimensions it turns
+    /// (empty without one).
     inv_freq: Vec<f64>,
+    rotary_dims: usize,
+    /// The fused projection's output holds each head's q, k, v side by side (GPT-NeoX), not
+    /// all queries, then all keys, then all values.
+    interleaved: bool,
+    parallel_residual: bool,
     /// Layer norm (centred) or RMS norm.
     centered: bool,
-    swiglu: bool,
+    activation: Activation,
     eps: f64,
     heads: usize,
     kv_heads: usize,
@@ -111,10 +128,10 @@ impl Layout {
             idx.sort_unstable();
             idx[0]..idx[idx.len() - 1] + 1
         };
-        let gpt2 = cfg.arch.family == Family::Gpt2;
+        let family = cfg.arch.family;
         let blocks = (0..cfg.n_layer)
-            .map(|l| {
-                if gpt2 {
+            .map(|l| match family {
+                Family::Gpt2 => {
                     let p = format!("transformer.h.{l}.");
                     BlockParams {
                         range: range(&p),
@@ -125,7 +142,8 @@ impl Layout {
                         up: vec![lin(&format!("{p}mlp.c_fc"), c, f, false)],
                         down: lin(&format!("{p}mlp.c_proj"), f, c, false),
                     }
-                } else {
+                }
+                Family::Llama => {
                     let p = format!("model.layers.{l}.");
                     let a = |n: &str| format!("{p}self_attn.{n}");
                     let m = |n: &str| format!("{p}mlp.{n}");
@@ -146,30 +164,64 @@ impl Layout {
                         down: lin(&m("down_proj"), f, c, true),
                     }
                 }
+                Family::NeoX => {
+                    let p = format!("gpt_neox.layers.{l}.");
+                    BlockParams {
+                        range: range(&p),
+                        norm1: norm(&format!("{p}input_layernorm")),
+                        qkv: vec![lin(
+                            &format!("{p}attention.query_key_value"),
+                            c,
+                            3 * c,
+                            true,
+                        )],
+                        proj: lin(&format!("{p}attention.dense"), c, c, true),
+                        norm2: norm(&format!("{p}post_attention_layernorm")),
+                        up: vec![lin(&format!("{p}mlp.dense_h_to_4h"), c, f, true)],
+                        down: lin(&format!("{p}mlp.dense_4h_to_h"), f, c, true),
+                    }
+                }
             })
             .collect();
-        let (embed, pos, final_norm) = if gpt2 {
-            (
+        let (embed, pos, final_norm, head) = match family {
+            Family::Gpt2 => (
                 at("transformer.wte.weight"),
                 Some(at("transformer.wpe.weight")),
                 norm("transformer.ln_f"),
-            )
-        } else {
-            (at("model.embed_tokens.weight"), None, norm("model.norm"))
+                None,
+            ),
+            Family::Llama => (
+                at("model.embed_tokens.weight"),
+                None,
+                norm("model.norm"),
+                names.get("lm_head.weight").copied(),
+            ),
+            Family::NeoX => (
+                at("gpt_neox.embed_in.weight"),
+                None,
+                norm("gpt_neox.final_layer_norm"),
+                names.get("embed_out.weight").copied(),
+            ),
         };
+        let rotary_dims = cfg.arch.rotary_dims;
         Layout {
             embed,
             pos,
             blocks,
             final_norm,
-            head: names.get("lm_head.weight").copied(),
-            inv_freq: cfg
-                .arch
-                .rope
-                .as_ref()
-                .map_or_else(Vec::new, |r| inverse_frequencies(r.theta, &r.scaling, d)),
-            centered: gpt2,
-            swiglu: !gpt2,
+            head,
+            inv_freq: cfg.arch.rope.as_ref().map_or_else(Vec::new, |r| {
+                inverse_frequencies(r.theta, &r.scaling, rotary_dims)
+            }),
+            rotary_dims,
+            interleaved: family == Family::NeoX,
+            parallel_residual: cfg.arch.parallel_residual,
+            centered: family != Family::Llama,
+            activation: match family {
+                Family::Gpt2 => Activation::GeluTanh,
+                Family::Llama => Activation::SwiGlu,
+                Family::NeoX => Activation::GeluErf,
+            },
             eps: cfg.layer_norm_epsilon,
             heads: hq,
             kv_heads: hkv,
@@ -188,8 +240,8 @@ impl Layout {
     }
 }
 
-/// The rotary embedding's inverse frequencies for heads of width `d`, as transformers computes
-/// them for `rope_type` `default`, `linear` and `llama3` (here in float64).
+/// The rotary embedding's inverse frequencies for `d` rotated dimensions, as transformers
+/// computes them for `rope_type` `default`, `linear` and `llama3` (here in float64).
 fn inverse_frequencies(theta: f64, scaling: &RopeScaling, d: usize) -> Vec<f64> {
     let base: Vec<f64> = (0..d / 2)
         .map(|i| 1.0 / theta.powf((2 * i) as f64 / d as f64))
@@ -525,7 +577,7 @@ impl<'a, T: Float> Net<'a, T> {
     /// Rotates the query and key heads of each `qkv` row by its angles (`back`: by their
     /// negatives, the backward of the rotation); nothing without rotary positions.
     fn rotate(&self, qkv: &mut [T], rotary: &Rotary<T>, back: bool) {
-        let half = self.layout.head_dim / 2;
+        let half = self.layout.rotary_dims / 2;
         if rotary.cos.is_empty() || half == 0 {
             return;
         }
@@ -539,7 +591,7 @@ impl<'a, T: Float> Net<'a, T> {
             .with_min_len(MIN_ROWS)
             .for_each(|((row, cos), sin)| {
                 for head in row[..heads * d].chunks_mut(d) {
-                    let (a, b) = head.split_at_mut(half);
+                    let (a, b) = head[..2 * half].split_at_mut(half);
                     for i in 0..half {
                         let (x1, x2, c, s) = (a[i], b[i], cos[i], sin[i]);
                         if back {
@@ -549,6 +601,33 @@ impl<'a, T: Float> Net<'a, T> {
                             a[i] = x1 * c - x2 * s;
                             b[i] = x2 * c + x1 * s;
                         }
+                    }
+                }
+            });
+    }
+
+    /// GPT-NeoX's fused projection output, each head's `[q | k | v]` side by side, reordered
+    /// in place to all queries, all keys, all values (`back`: the reverse); nothing for other
+    /// families.
+    fn deinterleave(&self, qkv: &mut [T], back: bool) {
+        if !self.layout.interleaved {
+            return;
+        }
+        let (h, d, width) = (
+            self.layout.heads,
+            self.layout.head_dim,
+            self.layout.qkv_width(),
+        );
+        qkv.par_chunks_mut(width)
+            .with_min_len(MIN_ROWS)
+            .for_each_init(Vec::new, |tmp: &mut Vec<T>, row| {
+                tmp.clear();
+                tmp.extend_from_slice(row);
+                for hh in 0..h {
+                    for k in 0..3 {
+                        let (fused, split) = ((hh * 3 + k) * d, (k * h + hh) * d);
+                        let (dst, src) = if back { (fused, split) } else { (split, fused) };
+                        row[dst..dst + d].copy_from_slice(&tmp[src..src + d]);
                     }
                 }
             });
@@ -569,11 +648,18 @@ impl<'a, T: Float> Net<'a, T> {
         let n = x.len() / self.cfg.n_embd;
         let (ln1, ln1_stats) = self.norm(&x, bp.norm1);
         let mut qkv = self.linear(&ln1, n, &bp.qkv);
+        self.deinterleave(&mut qkv, false);
         self.rotate(&mut qkv, rotary, false);
         let (probs, ctx) = attend(&qkv);
         let mut mid = self.linear(&ctx, n, &[bp.proj]);
         add_into(&mut mid, &x);
-        let (ln2, ln2_stats) = self.norm(&mid, bp.norm2);
+        // The MLP reads the attention's output, or (parallel residual) the block's input.
+        let mlp_in = if self.layout.parallel_residual {
+            &x
+        } else {
+            &mid
+        };
+        let (ln2, ln2_stats) = self.norm(mlp_in, bp.norm2);
         let pre = self.linear(&ln2, n, &bp.up);
         let act = self.activate(&pre, n);
         let mut out = self.linear(&act, n, &[bp.down]);
@@ -671,51 +757,60 @@ impl<'a, T: Float> Net<'a, T> {
         dx
     }
 
-    /// The MLP's activation: `gelu_new(pre)`, or SwiGLU's `silu(gate)·up` from `[gate | up]`.
+    /// The MLP's activation: `gelu_new(pre)`, the exact GELU, or SwiGLU's `silu(gate)·up` from
+    /// `[gate | up]`.
     fn activate(&self, pre: &[T], rows: usize) -> Vec<T> {
-        if !self.layout.swiglu {
-            let mut act = vec![T::ZERO; pre.len()];
-            act.par_chunks_mut(ELEMS)
-                .zip(pre.par_chunks(ELEMS))
-                .for_each(|(a, p)| a.iter_mut().zip(p).for_each(|(a, &p)| *a = gelu(p)));
-            return act;
-        }
-        let f = pre.len() / rows.max(1) / 2;
-        let mut act = vec![T::ZERO; rows * f];
-        act.par_chunks_mut(f)
-            .zip(pre.par_chunks(2 * f))
-            .with_min_len(MIN_ROWS)
-            .for_each(|(a, p)| {
-                let (gate, up) = p.split_at(f);
-                for ((a, &g), &u) in a.iter_mut().zip(gate).zip(up) {
-                    *a = silu(g) * u;
-                }
-            });
+        let act_of: fn(T) -> T = match self.layout.activation {
+            Activation::GeluTanh => gelu,
+            Activation::GeluErf => gelu_erf,
+            Activation::SwiGlu => {
+                let f = pre.len() / rows.max(1) / 2;
+                let mut act = vec![T::ZERO; rows * f];
+                act.par_chunks_mut(f)
+                    .zip(pre.par_chunks(2 * f))
+                    .with_min_len(MIN_ROWS)
+                    .for_each(|(a, p)| {
+                        let (gate, up) = p.split_at(f);
+                        for ((a, &g), &u) in a.iter_mut().zip(gate).zip(up) {
+                            *a = silu(g) * u;
+                        }
+                    });
+                return act;
+            }
+        };
+        let mut act = vec![T::ZERO; pre.len()];
+        act.par_chunks_mut(ELEMS)
+            .zip(pre.par_chunks(ELEMS))
+            .for_each(|(a, p)| a.iter_mut().zip(p).for_each(|(a, &p)| *a = act_of(p)));
         act
     }
 
     /// The backward of [`Net::activate`]: the pre-activation's gradient from the activation's.
     fn activate_back(&self, pre: &[T], dact: &[T]) -> Vec<T> {
-        if !self.layout.swiglu {
-            let mut dpre = dact.to_vec();
-            dpre.par_chunks_mut(ELEMS)
-                .zip(pre.par_chunks(ELEMS))
-                .for_each(|(d, p)| d.iter_mut().zip(p).for_each(|(d, &x)| *d *= gelu_slope(x)));
-            return dpre;
-        }
-        let f = self.cfg.inner_dim();
-        let mut dpre = vec![T::ZERO; pre.len()];
-        dpre.par_chunks_mut(2 * f)
-            .zip(pre.par_chunks(2 * f).zip(dact.par_chunks(f)))
-            .with_min_len(MIN_ROWS)
-            .for_each(|(d, (p, da))| {
-                let (dg, du) = d.split_at_mut(f);
-                let (gate, up) = p.split_at(f);
-                for i in 0..f {
-                    dg[i] = da[i] * up[i] * silu_slope(gate[i]);
-                    du[i] = da[i] * silu(gate[i]);
-                }
-            });
+        let slope: fn(T) -> T = match self.layout.activation {
+            Activation::GeluTanh => gelu_slope,
+            Activation::GeluErf => gelu_erf_slope,
+            Activation::SwiGlu => {
+                let f = self.cfg.inner_dim();
+                let mut dpre = vec![T::ZERO; pre.len()];
+                dpre.par_chunks_mut(2 * f)
+                    .zip(pre.par_chunks(2 * f).zip(dact.par_chunks(f)))
+                    .with_min_len(MIN_ROWS)
+                    .for_each(|(d, (p, da))| {
+                        let (dg, du) = d.split_at_mut(f);
+                        let (gate, up) = p.split_at(f);
+                        for i in 0..f {
+                            dg[i] = da[i] * up[i] * silu_slope(gate[i]);
+                            du[i] = da[i] * silu(gate[i]);
+                        }
+                    });
+                return dpre;
+            }
+        };
+        let mut dpre = dact.to_vec();
+        dpre.par_chunks_mut(ELEMS)
+            .zip(pre.par_chunks(ELEMS))
+            .for_each(|(d, p)| d.iter_mut().zip(p).for_each(|(d, &x)| *d *= slope(x)));
         dpre
     }
 
@@ -987,21 +1082,34 @@ impl<'a, T: Float> Net<'a, T> {
     ) -> Vec<T> {
         let bp = &self.layout.blocks[l];
         let n = tape.rows * tape.cols;
-        // MLP: out = mid + act(ln2·Up)·Down.
+        let parallel = self.layout.parallel_residual;
+        // MLP: out = mid + act(norm2(mid or x)·Up)·Down.
         let dact = self.linear_back(&bt.act, &dy, n, &[bp.down], grads, true);
         let dpre = self.activate_back(&bt.pre, &dact);
         drop(dact);
         let dln2 = self.linear_back(&bt.ln2, &dpre, n, &bp.up, grads, true);
         drop(dpre);
         let mut dmid = dy;
-        self.norm_back(&bt.mid, &bt.ln2_stats, bp.norm2, &dln2, &mut dmid, grads);
+        // With a parallel residual the MLP's norm reads x: its gradient joins x's below,
+        // after the attention has taken mid's (= out's) gradient.
+        let mut dx_mlp = Vec::new();
+        if parallel {
+            dx_mlp = vec![T::ZERO; dmid.len()];
+            self.norm_back(&bt.x, &bt.ln2_stats, bp.norm2, &dln2, &mut dx_mlp, grads);
+        } else {
+            self.norm_back(&bt.mid, &bt.ln2_stats, bp.norm2, &dln2, &mut dmid, grads);
+        }
         // Attention: mid = x + attend(rotate(ln1·Wqkv))·Wo.
         let dctx = self.linear_back(&bt.ctx, &dmid, n, &[bp.proj], grads, true);
         let mut dqkv = self.attend_back(&bt.qkv, &bt.probs, &dctx, tape.rows, tape.cols);
         drop(dctx);
         self.rotate(&mut dqkv, &tape.rotary, true);
+        self.deinterleave(&mut dqkv, true);
         let ln1_trains = self.norm_trains(bp.norm1);
         let dln1 = self.linear_back(&bt.ln1, &dqkv, n, &bp.qkv, grads, below || ln1_trains);
+        if parallel {
+            add_into(&mut dmid, &dx_mlp);
+        }
         if !below && !ln1_trains {
             return dmid;
         }

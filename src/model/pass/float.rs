@@ -37,6 +37,9 @@ pub trait Float:
     fn exp(self) -> Self;
     fn ln(self) -> Self;
     fn sqrt(self) -> Self;
+    /// The error function (musl's float64 `erf` by `libm`, rounded for f32: transformers'
+    /// exact GELU).
+    fn erf(self) -> Self;
     fn maximum(self, other: Self) -> Self;
     /// `dst (+)= a·b`, `dst` row-major at row stride `ds` (see [`mm`]).
     fn mm(dst: &mut [Self], ds: usize, a: View<'_, Self>, b: View<'_, Self>, add: bool);
@@ -75,6 +78,9 @@ macro_rules! float {
             #[inline(always)]
             fn sqrt(self) -> Self {
                 <$t>::sqrt(self)
+            }
+            fn erf(self) -> Self {
+                libm::erf(self as f64) as $t
             }
             #[inline(always)]
             fn maximum(self, other: Self) -> Self {

@@ -83,6 +83,20 @@ pub fn norm_row_params<T: Float>(
     }
 }
 
+/// The exact GELU `x·Φ(x)`, Φ(x) = (1 + erf(x/√2))/2 (transformers' `"gelu"`, GPT-NeoX's).
+#[inline(always)]
+pub fn gelu_erf<T: Float>(x: T) -> T {
+    x * T::of(0.5) * (T::ONE + (x * T::of(std::f64::consts::FRAC_1_SQRT_2)).erf())
+}
+
+/// The derivative of [`gelu_erf`]: Φ(x) + x·φ(x), φ the standard normal density.
+#[inline(always)]
+pub fn gelu_erf_slope<T: Float>(x: T) -> T {
+    let phi = T::of(0.5) * (T::ONE + (x * T::of(std::f64::consts::FRAC_1_SQRT_2)).erf());
+    let density = T::of(0.398_942_280_401_432_7) * (T::of(-0.5) * x * x).exp();
+    phi + x * density
+}
+
 /// `silu(x) = x·σ(x)`, the Llama family's gate activation.
 #[inline(always)]
 pub fn silu<T: Float>(x: T) -> T {
@@ -269,6 +283,17 @@ mod tests {
                 .collect::<Vec<_>>(),
             1e-15,
         );
+    }
+
+    #[test]
+    fn exact_gelu_slope_is_the_derivative() {
+        for x in [-4.0, -0.7, 0.0, 0.3, 2.5] {
+            let d = numeric(|v| gelu_erf(v[0]), &[x])[0];
+            assert!((gelu_erf_slope(x) - d).abs() < 1e-8, "{x}");
+        }
+        // Φ(1) = 0.841344746068543 (standard normal table).
+        let v = gelu_erf(1.0f64);
+        assert!((v - 0.841_344_746_068_543).abs() < 1e-14, "{v}");
     }
 
     #[test]

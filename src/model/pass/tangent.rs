@@ -167,6 +167,10 @@ impl Float for Dual {
         let r = self.x.sqrt();
         Dual::new(r, self.t / (2.0 * r))
     }
+    fn erf(self) -> Self {
+        let slope = std::f64::consts::FRAC_2_SQRT_PI * (-self.x * self.x).exp();
+        Dual::new(libm::erf(self.x), slope * self.t)
+    }
     #[inline(always)]
     fn maximum(self, o: Self) -> Self {
         if o.x > self.x {
