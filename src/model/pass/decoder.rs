@@ -367,6 +367,24 @@ impl<T: Float> Tape<T> {
     }
 }
 
+/// `f(x)` for every element of `x` (`f` inlined into the loop, which then vectorises).
+fn map_elems<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    let mut y = vec![T::ZERO; x.len()];
+    y.par_chunks_mut(ELEMS)
+        .zip(x.par_chunks(ELEMS))
+        .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, &x)| *y = f(x)));
+    y
+}
+
+/// `d·f'(x)` element-wise: an element-wise layer's backward from its slope `f'`.
+fn scale_elems<T: Float>(d: &[T], x: &[T], slope: impl Fn(T) -> T + Sync) -> Vec<T> {
+    let mut out = d.to_vec();
+    out.par_chunks_mut(ELEMS)
+        .zip(x.par_chunks(ELEMS))
+        .for_each(|(d, x)| d.iter_mut().zip(x).for_each(|(d, &x)| *d *= slope(x)));
+    out
+}
+
 /// `dst[r][off..off + b.len()] += b` for every `width`-wide row of `dst`.
 fn add_rows<T: Float>(dst: &mut [T], width: usize, off: usize, b: &[T]) {
     dst.par_chunks_mut(width)
@@ -760,9 +778,9 @@ impl<'a, T: Float> Net<'a, T> {
     /// The MLP's activation: `gelu_new(pre)`, the exact GELU, or SwiGLU's `silu(gate)·up` from
     /// `[gate | up]`.
     fn activate(&self, pre: &[T], rows: usize) -> Vec<T> {
-        let act_of: fn(T) -> T = match self.layout.activation {
-            Activation::GeluTanh => gelu,
-            Activation::GeluErf => gelu_erf,
+        match self.layout.activation {
+            Activation::GeluTanh => map_elems(pre, gelu),
+            Activation::GeluErf => map_elems(pre, gelu_erf),
             Activation::SwiGlu => {
                 let f = pre.len() / rows.max(1) / 2;
                 let mut act = vec![T::ZERO; rows * f];
@@ -775,21 +793,16 @@ impl<'a, T: Float> Net<'a, T> {
                             *a = silu(g) * u;
                         }
                     });
-                return act;
+                act
             }
-        };
-        let mut act = vec![T::ZERO; pre.len()];
-        act.par_chunks_mut(ELEMS)
-            .zip(pre.par_chunks(ELEMS))
-            .for_each(|(a, p)| a.iter_mut().zip(p).for_each(|(a, &p)| *a = act_of(p)));
-        act
+        }
     }
 
     /// The backward of [`Net::activate`]: the pre-activation's gradient from the activation's.
     fn activate_back(&self, pre: &[T], dact: &[T]) -> Vec<T> {
-        let slope: fn(T) -> T = match self.layout.activation {
-            Activation::GeluTanh => gelu_slope,
-            Activation::GeluErf => gelu_erf_slope,
+        match self.layout.activation {
+            Activation::GeluTanh => scale_elems(dact, pre, gelu_slope),
+            Activation::GeluErf => scale_elems(dact, pre, gelu_erf_slope),
             Activation::SwiGlu => {
                 let f = self.cfg.inner_dim();
                 let mut dpre = vec![T::ZERO; pre.len()];
@@ -804,14 +817,9 @@ impl<'a, T: Float> Net<'a, T> {
                             du[i] = da[i] * silu(gate[i]);
                         }
                     });
-                return dpre;
+                dpre
             }
-        };
-        let mut dpre = dact.to_vec();
-        dpre.par_chunks_mut(ELEMS)
-            .zip(pre.par_chunks(ELEMS))
-            .for_each(|(d, p)| d.iter_mut().zip(p).for_each(|(d, &x)| *d *= slope(x)));
-        dpre
+        }
     }
 
     /// The norm `nm` of every `C`-wide row of `x`, with each row's statistics.
