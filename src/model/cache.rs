@@ -6,13 +6,30 @@
 //! Inference only. The decoding loop is `generate`.
 
 use super::gpt2::Gpt2;
-use super::pass::{token_rows, with_net, Cache};
+use super::pass::{check_tokens, in_model_float, token_rows, with_net, Cache, Real};
 use candle_core::{bail, DType, Result, Tensor};
 
 /// Every block's keys and values for the tokens seen so far, in the model's float.
 pub enum KvCache {
     F32(Cache<f32>),
     F64(Cache<f64>),
+}
+
+/// The floats a cache is kept in, each with its variant.
+trait Cached: Real {
+    fn wrap(c: Cache<Self>) -> KvCache;
+}
+
+impl Cached for f32 {
+    fn wrap(c: Cache<f32>) -> KvCache {
+        KvCache::F32(c)
+    }
+}
+
+impl Cached for f64 {
+    fn wrap(c: Cache<f64>) -> KvCache {
+        KvCache::F64(c)
+    }
 }
 
 macro_rules! each {
@@ -60,28 +77,22 @@ impl Gpt2 {
                 last.len()
             );
         }
-        let cfg = self.config();
-        let shape = (b, t);
-        let dev = self.device();
-        match self.dtype() {
-            DType::F32 => {
-                let (logits, c) =
-                    with_net::<f32, _>(self, |n| n.prefill(&flat, &att, shape, last, extra))?;
-                Ok((
-                    Tensor::from_vec(logits, (b, cfg.vocab_size), dev)?,
-                    KvCache::F32(c),
-                ))
-            }
-            DType::F64 => {
-                let (logits, c) =
-                    with_net::<f64, _>(self, |n| n.prefill(&flat, &att, shape, last, extra))?;
-                Ok((
-                    Tensor::from_vec(logits, (b, cfg.vocab_size), dev)?,
-                    KvCache::F64(c),
-                ))
-            }
-            other => bail!("decoding runs in float32 or float64, not {other:?}"),
+        fn run<T: Cached>(
+            m: &Gpt2,
+            (flat, att): (&[u32], &[u32]),
+            shape: (usize, usize),
+            last: &[usize],
+            extra: usize,
+        ) -> Result<(Tensor, KvCache)> {
+            let (logits, c) = with_net::<T, _>(m, |n| n.prefill(flat, att, shape, last, extra))?;
+            let v = m.config().vocab_size;
+            Ok((
+                Tensor::from_vec(logits, (shape.0, v), m.device())?,
+                T::wrap(c),
+            ))
         }
+        let rows = (flat.as_slice(), att.as_slice());
+        in_model_float!(self, "decoding", run(self, rows, (b, t), last, extra))
     }
 
     /// Feeds one token per cached row (`tokens[r]` at row r's next position) and returns the
@@ -103,12 +114,7 @@ impl Gpt2 {
                 cfg.n_positions
             );
         }
-        if let Some(&id) = tokens.iter().find(|&&i| i as usize >= cfg.vocab_size) {
-            bail!(
-                "step: token id {id} is outside the vocabulary ({})",
-                cfg.vocab_size
-            );
-        }
+        check_tokens(self, tokens, 1)?;
         let dev = self.device();
         let shape = (b, cfg.vocab_size);
         match cache {

@@ -12,7 +12,7 @@ use crate::data::batch::Batch;
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 use std::collections::BTreeMap;
 
-/// A decoder language model (GPT-2 or a Llama-family model; the name is the first family's).
+/// A decoder language model of any family lethe reads (the name is the first family's).
 /// Every parameter is a `Var`; gradients are formed for the parameters selected with
 /// [`Gpt2::set_trainable`] only, and no weight-gradient work is done for the others.
 pub struct Gpt2 {

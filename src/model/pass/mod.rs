@@ -38,6 +38,7 @@ macro_rules! in_model_float {
         }
     };
 }
+pub(super) use in_model_float;
 
 /// A forward pass over a batch, kept for a backward.
 pub struct Forward<T> {
@@ -249,7 +250,7 @@ fn check_batch(model: &Gpt2, batch: &Batch) -> Result<()> {
 
 /// Refuses rows of `cols` tokens longer than the model's context, or a token outside its
 /// vocabulary.
-fn check_tokens(model: &Gpt2, ids: &[u32], cols: usize) -> Result<()> {
+pub(super) fn check_tokens(model: &Gpt2, ids: &[u32], cols: usize) -> Result<()> {
     let cfg = model.config();
     if cols > cfg.n_positions {
         bail!(
