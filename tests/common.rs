@@ -24,6 +24,33 @@ pub fn expected_tensors() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(oracle("tiny-gpt2/expected.safetensors"), &Device::Cpu).unwrap()
 }
 
+/// An oracle's input batch from its `expected.safetensors`: `input_ids` and `attention_mask`
+/// `[B, T]`, targets scored where the target's mask is 1 (labels -100 at padding), as every
+/// oracle's `expected.json` defines its loss.
+pub fn batch_of(ex: &HashMap<String, Tensor>) -> lethe::data::Batch {
+    let ids: Vec<i64> = ex["input_ids"].flatten_all().unwrap().to_vec1().unwrap();
+    let mask: Vec<i64> = ex["attention_mask"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let (rows, cols) = ex["input_ids"].dims2().unwrap();
+    let mut target_weight = vec![0f32; rows * (cols - 1)];
+    for r in 0..rows {
+        for t in 0..cols - 1 {
+            target_weight[r * (cols - 1) + t] = mask[r * cols + t + 1] as f32;
+        }
+    }
+    lethe::data::Batch {
+        ids: ids.iter().map(|&i| i as u32).collect(),
+        attention: mask.iter().map(|&m| m as u32).collect(),
+        target_weight,
+        rows,
+        cols,
+        record_ids: (0..rows).map(|r| r.to_string()).collect(),
+    }
+}
+
 pub fn expected_json() -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(oracle("tiny-gpt2/expected.json")).unwrap()).unwrap()
 }

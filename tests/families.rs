@@ -36,28 +36,7 @@ impl Oracle {
             candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
         let json =
             serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
-        let ids: Vec<i64> = ex["input_ids"].flatten_all().unwrap().to_vec1().unwrap();
-        let mask: Vec<i64> = ex["attention_mask"]
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let (rows, cols) = ex["input_ids"].dims2().unwrap();
-        // Targets scored where the target's mask is 1 (labels -100 at padding).
-        let mut target_weight = vec![0f32; rows * (cols - 1)];
-        for r in 0..rows {
-            for t in 0..cols - 1 {
-                target_weight[r * (cols - 1) + t] = mask[r * cols + t + 1] as f32;
-            }
-        }
-        let batch = Batch {
-            ids: ids.iter().map(|&i| i as u32).collect(),
-            attention: mask.iter().map(|&m| m as u32).collect(),
-            target_weight,
-            rows,
-            cols,
-            record_ids: (0..rows).map(|r| r.to_string()).collect(),
-        };
+        let batch = batch_of(&ex);
         Oracle {
             name,
             ex,

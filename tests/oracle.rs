@@ -14,31 +14,9 @@ fn model(dtype: DType) -> Gpt2 {
     load_model(&oracle("tiny-gpt2"), dtype).unwrap().model
 }
 
-/// The oracle's input batch: ids `[3,16]`, mask with the last 4 positions of row 2 padded,
-/// targets scored where the target's mask is 1 (labels = -100 at padding).
+/// The oracle's input batch: ids `[3,16]`, mask with the last 4 positions of row 2 padded.
 pub fn oracle_batch() -> Batch {
-    let ex = expected_tensors();
-    let ids: Vec<i64> = ex["input_ids"].flatten_all().unwrap().to_vec1().unwrap();
-    let mask: Vec<i64> = ex["attention_mask"]
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let (rows, cols) = ex["input_ids"].dims2().unwrap();
-    let mut target_weight = vec![0f32; rows * (cols - 1)];
-    for r in 0..rows {
-        for t in 0..cols - 1 {
-            target_weight[r * (cols - 1) + t] = mask[r * cols + t + 1] as f32;
-        }
-    }
-    Batch {
-        ids: ids.iter().map(|&i| i as u32).collect(),
-        attention: mask.iter().map(|&m| m as u32).collect(),
-        target_weight,
-        rows,
-        cols,
-        record_ids: (0..rows).map(|r| r.to_string()).collect(),
-    }
+    batch_of(&expected_tensors())
 }
 
 /// Max |a-b| over the positions whose attention mask is 1.

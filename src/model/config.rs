@@ -149,22 +149,16 @@ pub const SUPPORTED_MODEL_TYPES: [&str; 5] = ["gpt2", "llama", "mistral", "qwen2
 /// shapes and numerics; the rest is kept verbatim in [`Gpt2Config::raw`].
 #[derive(Deserialize)]
 struct LlamaFile {
-    vocab_size: usize,
-    hidden_size: usize,
-    intermediate_size: usize,
-    num_hidden_layers: usize,
-    num_attention_heads: usize,
+    #[serde(flatten)]
+    sizes: HfSizes,
     #[serde(default)]
     num_key_value_heads: Option<usize>,
     #[serde(default)]
     head_dim: Option<usize>,
-    max_position_embeddings: usize,
     #[serde(default = "default_rms_eps")]
     rms_norm_eps: f64,
     #[serde(default = "default_silu")]
     hidden_act: String,
-    #[serde(default)]
-    tie_word_embeddings: bool,
     #[serde(default)]
     attention_bias: bool,
     #[serde(default)]
@@ -179,27 +173,77 @@ struct LlamaFile {
     sliding_window: Option<usize>,
     #[serde(default)]
     use_sliding_window: Option<bool>,
-    #[serde(default, alias = "torch_dtype")]
-    dtype: Option<String>,
 }
 
-/// The fields of a `gpt_neox` `config.json` that decide its shapes and numerics.
+/// The sizes every family other than GPT-2 names alike in its `config.json`.
 #[derive(Deserialize)]
-struct NeoXFile {
+struct HfSizes {
     vocab_size: usize,
     hidden_size: usize,
     intermediate_size: usize,
     num_hidden_layers: usize,
     num_attention_heads: usize,
     max_position_embeddings: usize,
+    #[serde(default)]
+    tie_word_embeddings: bool,
+    #[serde(default, alias = "torch_dtype")]
+    dtype: Option<String>,
+}
+
+impl HfSizes {
+    /// Refuses a size of zero, naming the field.
+    fn positive(&self) -> Result<(), ConfigError> {
+        all_positive([
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ])
+    }
+
+    /// The config of these sizes with the family's context, norm epsilon and activation, and
+    /// parts.
+    fn config(
+        self,
+        n_positions: usize,
+        (eps, activation): (f64, String),
+        arch: Arch,
+        raw: serde_json::Map<String, serde_json::Value>,
+    ) -> Gpt2Config {
+        Gpt2Config {
+            vocab_size: self.vocab_size,
+            n_positions,
+            n_embd: self.hidden_size,
+            n_layer: self.num_hidden_layers,
+            n_head: self.num_attention_heads,
+            n_inner: Some(self.intermediate_size),
+            layer_norm_epsilon: eps,
+            activation_function: activation,
+            eos_token_id: raw.get("eos_token_id").and_then(first_id),
+            tie_word_embeddings: self.tie_word_embeddings,
+            scale_attn_weights: true,
+            scale_attn_by_inverse_layer_idx: false,
+            reorder_and_upcast_attn: false,
+            dtype: self.dtype,
+            arch,
+            raw,
+        }
+    }
+}
+
+/// The fields of a `gpt_neox` `config.json` that decide its shapes and numerics.
+#[derive(Deserialize)]
+struct NeoXFile {
+    #[serde(flatten)]
+    sizes: HfSizes,
     #[serde(default = "default_eps")]
     layer_norm_eps: f64,
     #[serde(default = "default_gelu")]
     hidden_act: String,
     #[serde(default = "default_true")]
     use_parallel_residual: bool,
-    #[serde(default)]
-    tie_word_embeddings: bool,
     #[serde(default = "default_true")]
     attention_bias: bool,
     #[serde(default)]
@@ -212,8 +256,6 @@ struct NeoXFile {
     rope_scaling: Option<serde_json::Value>,
     #[serde(default)]
     rope_parameters: Option<serde_json::Value>,
-    #[serde(default, alias = "torch_dtype")]
-    dtype: Option<String>,
 }
 
 fn default_gelu() -> String {
@@ -296,40 +338,29 @@ impl Gpt2Config {
             .to_string();
         let f: LlamaFile = serde_json::from_value(serde_json::Value::Object(raw.clone()))
             .map_err(|e| ConfigError::Field(e.to_string()))?;
-        for (name, v) in [
-            ("vocab_size", f.vocab_size),
-            ("hidden_size", f.hidden_size),
-            ("intermediate_size", f.intermediate_size),
-            ("num_hidden_layers", f.num_hidden_layers),
-            ("num_attention_heads", f.num_attention_heads),
-            ("max_position_embeddings", f.max_position_embeddings),
-        ] {
-            if v == 0 {
-                return Err(ConfigError::NotPositive(name));
-            }
-        }
+        f.sizes.positive()?;
         if f.hidden_act != "silu" {
             return Err(ConfigError::LlamaActivation(f.hidden_act));
         }
         if f.rms_norm_eps.is_nan() || f.rms_norm_eps <= 0.0 {
             return Err(ConfigError::NotPositive("rms_norm_eps"));
         }
-        let kv = f.num_key_value_heads.unwrap_or(f.num_attention_heads);
-        if kv == 0 || f.num_attention_heads % kv != 0 {
+        let kv = f.num_key_value_heads.unwrap_or(f.sizes.num_attention_heads);
+        if kv == 0 || f.sizes.num_attention_heads % kv != 0 {
             return Err(ConfigError::KvHeads {
-                heads: f.num_attention_heads,
+                heads: f.sizes.num_attention_heads,
                 kv,
             });
         }
         let head_dim = match f.head_dim {
             Some(d) => d,
-            None if f.hidden_size % f.num_attention_heads == 0 => {
-                f.hidden_size / f.num_attention_heads
+            None if f.sizes.hidden_size % f.sizes.num_attention_heads == 0 => {
+                f.sizes.hidden_size / f.sizes.num_attention_heads
             }
             None => {
                 return Err(ConfigError::HeadSplit {
-                    n_embd: f.hidden_size,
-                    n_head: f.num_attention_heads,
+                    n_embd: f.sizes.hidden_size,
+                    n_head: f.sizes.num_attention_heads,
                 })
             }
         };
@@ -347,69 +378,43 @@ impl Gpt2Config {
             ("qwen2", Some(false) | None) => None,
             _ => f.sliding_window,
         };
-        let n_positions = window.map_or(f.max_position_embeddings, |w| {
-            w.min(f.max_position_embeddings)
+        let n_positions = window.map_or(f.sizes.max_position_embeddings, |w| {
+            w.min(f.sizes.max_position_embeddings)
         });
         let qwen2 = model_type == "qwen2";
-        Ok(Gpt2Config {
-            vocab_size: f.vocab_size,
-            n_positions,
-            n_embd: f.hidden_size,
-            n_layer: f.num_hidden_layers,
-            n_head: f.num_attention_heads,
-            n_inner: Some(f.intermediate_size),
-            layer_norm_epsilon: f.rms_norm_eps,
-            activation_function: f.hidden_act,
-            eos_token_id: raw.get("eos_token_id").and_then(first_id),
-            tie_word_embeddings: f.tie_word_embeddings,
-            scale_attn_weights: true,
-            scale_attn_by_inverse_layer_idx: false,
-            reorder_and_upcast_attn: false,
-            dtype: f.dtype,
-            arch: Arch {
-                family: Family::Llama,
-                n_kv_head: kv,
-                head_dim,
-                rope: Some(rope),
-                rotary_dims: head_dim,
-                parallel_residual: false,
-                qkv_bias: qwen2 || f.attention_bias,
-                out_bias: !qwen2 && f.attention_bias,
-                mlp_bias: !qwen2 && f.mlp_bias,
-            },
-            raw,
-        })
+        let arch = Arch {
+            family: Family::Llama,
+            n_kv_head: kv,
+            head_dim,
+            rope: Some(rope),
+            rotary_dims: head_dim,
+            parallel_residual: false,
+            qkv_bias: qwen2 || f.attention_bias,
+            out_bias: !qwen2 && f.attention_bias,
+            mlp_bias: !qwen2 && f.mlp_bias,
+        };
+        let act = (f.rms_norm_eps, f.hidden_act);
+        Ok(f.sizes.config(n_positions, act, arch, raw))
     }
 
     /// A `gpt_neox` file.
     fn neox(raw: serde_json::Map<String, serde_json::Value>) -> Result<Self, ConfigError> {
         let f: NeoXFile = serde_json::from_value(serde_json::Value::Object(raw.clone()))
             .map_err(|e| ConfigError::Field(e.to_string()))?;
-        for (name, v) in [
-            ("vocab_size", f.vocab_size),
-            ("hidden_size", f.hidden_size),
-            ("intermediate_size", f.intermediate_size),
-            ("num_hidden_layers", f.num_hidden_layers),
-            ("num_attention_heads", f.num_attention_heads),
-            ("max_position_embeddings", f.max_position_embeddings),
-        ] {
-            if v == 0 {
-                return Err(ConfigError::NotPositive(name));
-            }
-        }
+        f.sizes.positive()?;
         if f.hidden_act != "gelu" {
             return Err(ConfigError::NeoXActivation(f.hidden_act));
         }
         if f.layer_norm_eps.is_nan() || f.layer_norm_eps <= 0.0 {
             return Err(ConfigError::NotPositive("layer_norm_eps"));
         }
-        if f.hidden_size % f.num_attention_heads != 0 {
+        if f.sizes.hidden_size % f.sizes.num_attention_heads != 0 {
             return Err(ConfigError::HeadSplit {
-                n_embd: f.hidden_size,
-                n_head: f.num_attention_heads,
+                n_embd: f.sizes.hidden_size,
+                n_head: f.sizes.num_attention_heads,
             });
         }
-        let head_dim = f.hidden_size / f.num_attention_heads;
+        let head_dim = f.sizes.hidden_size / f.sizes.num_attention_heads;
         let theta = f.rope_theta.or(f.rotary_emb_base);
         let rope = rope_of(f.rope_parameters.as_ref(), f.rope_scaling.as_ref(), theta)?;
         let fraction = f
@@ -430,48 +435,32 @@ impl Gpt2Config {
         if rotary_dims == 0 || rotary_dims % 2 != 0 {
             return Err(ConfigError::OddHeadDim(rotary_dims));
         }
-        Ok(Gpt2Config {
-            vocab_size: f.vocab_size,
-            n_positions: f.max_position_embeddings,
-            n_embd: f.hidden_size,
-            n_layer: f.num_hidden_layers,
-            n_head: f.num_attention_heads,
-            n_inner: Some(f.intermediate_size),
-            layer_norm_epsilon: f.layer_norm_eps,
-            activation_function: f.hidden_act,
-            eos_token_id: raw.get("eos_token_id").and_then(first_id),
-            tie_word_embeddings: f.tie_word_embeddings,
-            scale_attn_weights: true,
-            scale_attn_by_inverse_layer_idx: false,
-            reorder_and_upcast_attn: false,
-            dtype: f.dtype,
-            arch: Arch {
-                family: Family::NeoX,
-                n_kv_head: f.num_attention_heads,
-                head_dim,
-                rope: Some(rope),
-                rotary_dims,
-                parallel_residual: f.use_parallel_residual,
-                qkv_bias: f.attention_bias,
-                out_bias: f.attention_bias,
-                mlp_bias: true,
-            },
-            raw,
-        })
+        let arch = Arch {
+            family: Family::NeoX,
+            n_kv_head: f.sizes.num_attention_heads,
+            head_dim,
+            rope: Some(rope),
+            rotary_dims,
+            parallel_residual: f.use_parallel_residual,
+            qkv_bias: f.attention_bias,
+            out_bias: f.attention_bias,
+            mlp_bias: true,
+        };
+        let (n_positions, act) = (
+            f.sizes.max_position_embeddings,
+            (f.layer_norm_eps, f.hidden_act),
+        );
+        Ok(f.sizes.config(n_positions, act, arch, raw))
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        for (name, v) in [
+        all_positive([
             ("vocab_size", self.vocab_size),
             ("n_positions", self.n_positions),
             ("n_embd", self.n_embd),
             ("n_layer", self.n_layer),
             ("n_head", self.n_head),
-        ] {
-            if v == 0 {
-                return Err(ConfigError::NotPositive(name));
-            }
-        }
+        ])?;
         if self.n_embd % self.n_head != 0 {
             return Err(ConfigError::HeadSplit {
                 n_embd: self.n_embd,
@@ -585,6 +574,14 @@ impl Gpt2Config {
         out.entry("architectures")
             .or_insert(serde_json::json!(["GPT2LMHeadModel"]));
         out
+    }
+}
+
+/// Refuses the first size of zero, naming its field.
+fn all_positive<const N: usize>(sizes: [(&'static str, usize); N]) -> Result<(), ConfigError> {
+    match sizes.iter().find(|(_, v)| *v == 0) {
+        Some((name, _)) => Err(ConfigError::NotPositive(name)),
+        None => Ok(()),
     }
 }
 
