@@ -202,8 +202,9 @@ pub fn read_config(dir: &Path) -> Result<(Gpt2Config, FileDigest), LoadError> {
     Ok((cfg, digest("config.json", &bytes)))
 }
 
-/// Loads a decoder (any family [`Gpt2Config`] reads) from a Hugging Face directory into `dtype` (F32 or F64): `model.safetensors`,
-/// or the shards a `model.safetensors.index.json` names.
+/// Loads a decoder of any family [`Gpt2Config`] reads from a Hugging Face directory into
+/// `dtype` (F32 or F64): `model.safetensors`, or the shards a `model.safetensors.index.json`
+/// names.
 pub fn load_model(dir: &Path, dtype: DType) -> Result<LoadedModel, LoadError> {
     let weights = weights_path(dir)?;
     let (cfg, cfg_digest) = read_config(dir)?;
