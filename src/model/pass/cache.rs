@@ -87,19 +87,7 @@ impl<T: Float> Net<'_, T> {
         let (x, _, _) = self.trunk(&ids, attention, (rows, cols), false, |_, tape, _| {
             let mut kc = vec![T::ZERO; rows * hkv * capacity * d];
             let mut vc = kc.clone();
-            let w = tape.qkv.len() / (rows * cols);
-            kc.par_chunks_mut(capacity * d)
-                .zip(vc.par_chunks_mut(capacity * d))
-                .enumerate()
-                .for_each(|(bg, (k, v))| {
-                    let (b, g) = (bg / hkv, bg % hkv);
-                    let [_, kcol, vcol] = self.kv_columns(g);
-                    for t in 0..cols {
-                        let row = &tape.qkv[(b * cols + t) * w..][..w];
-                        k[t * d..][..d].copy_from_slice(&row[kcol..kcol + d]);
-                        v[t * d..][..d].copy_from_slice(&row[vcol..vcol + d]);
-                    }
-                });
+            self.store_kv((&mut kc, &mut vc), capacity, &tape.qkv, cols, 0);
             layers.push((kc, vc));
         });
         let at: Vec<usize> = last
@@ -120,6 +108,34 @@ impl<T: Float> Net<'_, T> {
             next_pos: last.iter().map(|&p| p + 1).collect(),
         };
         (logits, cache)
+    }
+
+    /// Writes the keys and values of `qkv`'s rows (`per` consecutive rows for each cached row)
+    /// into slots `first..first + per` of the caches `[B, Hkv, capacity, d]`, head by head.
+    fn store_kv(
+        &self,
+        (kc, vc): (&mut [T], &mut [T]),
+        capacity: usize,
+        qkv: &[T],
+        per: usize,
+        first: usize,
+    ) {
+        let (hkv, d) = self.kv_shape();
+        let rows = kc.len() / (hkv * capacity * d).max(1);
+        let w = qkv.len() / (rows * per).max(1);
+        kc.par_chunks_mut(capacity * d)
+            .zip(vc.par_chunks_mut(capacity * d))
+            .enumerate()
+            .for_each(|(bg, (k, v))| {
+                let (b, g) = (bg / hkv, bg % hkv);
+                let [_, kcol, vcol] = self.kv_columns(g);
+                for t in 0..per {
+                    let row = &qkv[(b * per + t) * w..][..w];
+                    let at = (first + t) * d;
+                    k[at..at + d].copy_from_slice(&row[kcol..kcol + d]);
+                    v[at..at + d].copy_from_slice(&row[vcol..vcol + d]);
+                }
+            });
     }
 
     /// The columns of key/value head `g`'s key and value in a `qkv` row (the first entry is
@@ -148,17 +164,8 @@ impl<T: Float> Net<'_, T> {
         for (l, (kc, vc)) in cache.layers.iter_mut().enumerate() {
             let (_, next) = self.block(l, x, &rotary, |qkv| {
                 let w = qkv.len() / tokens.len().max(1);
-                // This token's key and value into each row's slot, head by head.
-                kc.par_chunks_mut(cap * d)
-                    .zip(vc.par_chunks_mut(cap * d))
-                    .enumerate()
-                    .for_each(|(bg, (k, v))| {
-                        let (b, g) = (bg / hkv, bg % hkv);
-                        let [_, kcol, vcol] = self.kv_columns(g);
-                        let row = &qkv[b * w..][..w];
-                        k[slot * d..][..d].copy_from_slice(&row[kcol..kcol + d]);
-                        v[slot * d..][..d].copy_from_slice(&row[vcol..vcol + d]);
-                    });
+                // This token's key and value into each row's slot.
+                self.store_kv((kc, vc), cap, qkv, 1, slot);
                 let (kc, vc) = (&*kc, &*vc);
                 let mut ctx = vec![T::ZERO; tokens.len() * hq * d];
                 ctx.par_chunks_mut(d).enumerate().for_each(|(bh, out)| {
