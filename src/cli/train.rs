@@ -31,18 +31,37 @@ pub struct TrainArgs {
     #[arg(long)]
     force: bool,
     /// Fine-tune this model (Hugging Face layout, safetensors) instead of starting from random
-    /// weights; its shape replaces --layers, --width, --heads and --ctx.
+    /// weights; its family, shape and storage dtype replace the flags below.
     #[arg(long)]
     init: Option<PathBuf>,
+    /// The family of a fresh model: GPT-2, or Llama (RMS norm, rotary positions, SwiGLU,
+    /// grouped-query attention).
+    #[arg(long, value_enum, default_value_t = FamilyArg::Gpt2)]
+    family: FamilyArg,
     #[arg(long, default_value_t = 4)]
     layers: usize,
     #[arg(long, default_value_t = 128)]
     width: usize,
     #[arg(long, default_value_t = 4)]
     heads: usize,
+    /// Key/value heads of a Llama model (grouped-query attention; must divide --heads)
+    /// [default: --heads].
+    #[arg(long)]
+    kv_heads: Option<usize>,
+    /// The MLP's inner width [default: GPT-2 4 × width; Llama 8/3 × width, rounded up to a
+    /// multiple of 8].
+    #[arg(long)]
+    inner: Option<usize>,
+    /// Give a Llama model its own output layer instead of tying it to the token embedding.
+    #[arg(long)]
+    untied: bool,
     /// Context length (position table size).
     #[arg(long, default_value_t = 128)]
     ctx: usize,
+    /// The dtype a fresh model is saved in (training is in float32 in memory) [default:
+    /// float32]. A fine-tuned model keeps its own.
+    #[arg(long, value_enum, conflicts_with = "init")]
+    dtype: Option<StorageArg>,
     #[arg(long, default_value_t = TrainConfig::default().epochs)]
     epochs: usize,
     #[arg(long, default_value_t = TrainConfig::default().batch_size)]
@@ -75,6 +94,31 @@ pub struct TrainArgs {
     /// Record ledger entries only for the ids in this JSONL file (default: every record).
     #[arg(long)]
     ledger_records: Option<PathBuf>,
+}
+
+/// The `--family` values.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum FamilyArg {
+    Gpt2,
+    Llama,
+}
+
+/// The `--dtype` values, named as `config.json` names them.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StorageArg {
+    Float32,
+    Bfloat16,
+    Float16,
+}
+
+impl StorageArg {
+    fn name(self) -> &'static str {
+        match self {
+            StorageArg::Float32 => "float32",
+            StorageArg::Bfloat16 => "bfloat16",
+            StorageArg::Float16 => "float16",
+        }
+    }
 }
 
 /// The `--optimizer` values.
@@ -180,7 +224,7 @@ pub fn run(args: TrainArgs, progress: ProgressMode) -> Result<ExitCode> {
 }
 
 /// The model to train: `--init`'s, which must share the tokenizer's vocabulary, or a fresh
-/// GPT-2 of the given shape.
+/// model of the given family and shape.
 fn initial_model(args: &TrainArgs, tok: &TextTokenizer) -> Result<Gpt2> {
     Ok(match &args.init {
         Some(dir) => {
@@ -197,17 +241,40 @@ fn initial_model(args: &TrainArgs, tok: &TextTokenizer) -> Result<Gpt2> {
             m
         }
         None => {
-            let mut cfg = Gpt2Config::new(
-                tok.vocab_size(),
-                args.ctx,
-                args.width,
-                args.layers,
-                args.heads,
-            );
-            cfg.eos_token_id = tok.eos_id;
+            let cfg = fresh_config(args, tok)?;
             random_model(&cfg, args.seed, DType::F32)?
         }
     })
+}
+
+/// The config of a fresh model from the shape flags, refusing those its family does not take.
+fn fresh_config(args: &TrainArgs, tok: &TextTokenizer) -> Result<Gpt2Config> {
+    let (v, ctx, w, l, h) = (
+        tok.vocab_size(),
+        args.ctx,
+        args.width,
+        args.layers,
+        args.heads,
+    );
+    let base = match args.family {
+        FamilyArg::Gpt2 => {
+            if args.kv_heads.is_some() || args.untied {
+                anyhow::bail!("--kv-heads and --untied apply to --family llama only");
+            }
+            let mut cfg = Gpt2Config::new(v, ctx, w, l, h);
+            cfg.n_inner = args.inner;
+            cfg
+        }
+        FamilyArg::Llama => {
+            let inner = args.inner.unwrap_or((8 * w).div_ceil(3).div_ceil(8) * 8);
+            let kv = args.kv_heads.unwrap_or(h);
+            Gpt2Config::new_llama(v, ctx, w, l, h, kv, inner)?
+                .with_fields(serde_json::json!({"tie_word_embeddings": !args.untied}))?
+        }
+    };
+    Ok(base.with_fields(serde_json::json!({
+        "eos_token_id": tok.eos_id, "dtype": args.dtype.unwrap_or(StorageArg::Float32).name(),
+    }))?)
 }
 
 /// Writes `train.json` beside the model and the ledger when asked, and prints the summary.
@@ -222,7 +289,7 @@ fn write_outcome(
     let model_bytes = std::fs::read(args.out.join("model.safetensors"))?;
     let model_sha = crate::digest::sha256_hex(&model_bytes);
     let log = serde_json::json!({
-        "data": args.data, "init": args.init, "config": tcfg, "seconds": seconds, "epochs": logs, "model_sha256": model_sha,
+        "data": args.data, "init": args.init, "lethe_commit": env!("LETHE_COMMIT"), "config": tcfg, "seconds": seconds, "epochs": logs, "model_sha256": model_sha,
     });
     crate::atomic::write_atomic(
         &args.out.join("train.json"),

@@ -555,12 +555,31 @@ impl Gpt2Config {
         )
     }
 
+    /// This config with `fields` written over its file's, read again as a whole (so every
+    /// check applies): `cfg.with_fields(json!({"tie_word_embeddings": true}))`.
+    pub fn with_fields(&self, fields: serde_json::Value) -> Result<Self, ConfigError> {
+        let mut raw = self.to_raw();
+        if let serde_json::Value::Object(fields) = fields {
+            raw.extend(fields);
+        }
+        let text = serde_json::to_string(&raw).map_err(|e| ConfigError::Json(e.to_string()))?;
+        Self::from_json(&text)
+    }
+
     /// The JSON object to save: the original file's fields, with lethe's values written over
     /// the fields it knows.
     pub fn to_raw(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut out = self.raw.clone();
         if self.arch.family != Family::Gpt2 {
-            // Read by the family's own names; lethe changes none of them.
+            // Read by the family's own names; lethe changes none of them but the storage dtype,
+            // written under the name the file used (`dtype`, or the older `torch_dtype`).
+            if let Some(d) = &self.dtype {
+                let key = match out.contains_key("torch_dtype") && !out.contains_key("dtype") {
+                    true => "torch_dtype",
+                    false => "dtype",
+                };
+                out.insert(key.into(), d.clone().into());
+            }
             return out;
         }
         if let Ok(serde_json::Value::Object(known)) = serde_json::to_value(self) {

@@ -80,6 +80,19 @@ impl Gpt2 {
         &self.names
     }
 
+    /// The token embedding's parameter name (every family's first parameter; GPT-2's
+    /// `transformer.wte.weight`, the Llama family's `model.embed_tokens.weight`, NeoX's
+    /// `gpt_neox.embed_in.weight`).
+    pub fn token_embedding(&self) -> &str {
+        &self.names[0]
+    }
+
+    /// The learned position embedding's name: GPT-2's `transformer.wpe.weight`; `None` for the
+    /// rotary families.
+    pub fn position_embedding(&self) -> Option<&str> {
+        (self.config().arch.family == super::config::Family::Gpt2).then(|| self.names[1].as_str())
+    }
+
     /// The current value of parameter `name` (detached: reading it records no graph).
     pub fn get(&self, name: &str) -> Option<Tensor> {
         let i = self.names.iter().position(|n| n == name)?;

@@ -506,7 +506,7 @@ fn check_header(
     let want_dtype = cfg
         .dtype
         .as_deref()
-        .and_then(|s| Some((storage_dtype_of(s)?, s)));
+        .and_then(|s| Some((super::save::dtype_of_name(s)?, s)));
     for (name, (raw, info)) in &stored {
         let Some(shape) = expected.get(name) else {
             return Err(LoadError::UnexpectedTensor {
@@ -690,16 +690,6 @@ fn parse_weights(
         out.insert(name, t);
     }
     Ok((out, seen_dtype.unwrap_or(DType::F32)))
-}
-
-fn storage_dtype_of(s: &str) -> Option<DType> {
-    match s {
-        "float32" => Some(DType::F32),
-        "float64" => Some(DType::F64),
-        "float16" => Some(DType::F16),
-        "bfloat16" => Some(DType::BF16),
-        _ => None,
-    }
 }
 
 fn tensor_of(

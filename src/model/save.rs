@@ -5,6 +5,7 @@
 //! ([`crate::atomic::StagedDir`]), so no half-written model ever carries the real name.
 //! This module owns writing model files only.
 
+use super::config::Gpt2Config;
 use super::gpt2::Gpt2;
 use crate::atomic::{write_atomic, StagedDir};
 use candle_core::DType;
@@ -83,6 +84,26 @@ pub fn safetensors_bytes(model: &Gpt2, storage_dtype: DType) -> Result<Vec<u8>, 
     }
     let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
     safetensors::serialize(tensors, Some(meta)).map_err(|e| e.to_string())
+}
+
+/// The storage dtype a `config.json` dtype name stands for (the inverse of [`dtype_name`]).
+pub fn dtype_of_name(s: &str) -> Option<DType> {
+    match s {
+        "float32" => Some(DType::F32),
+        "float64" => Some(DType::F64),
+        "float16" => Some(DType::F16),
+        "bfloat16" => Some(DType::BF16),
+        _ => None,
+    }
+}
+
+/// The dtype a model is saved in by default: the one its config names (float32 when it names
+/// none or another).
+pub fn storage_dtype(cfg: &Gpt2Config) -> DType {
+    cfg.dtype
+        .as_deref()
+        .and_then(dtype_of_name)
+        .unwrap_or(DType::F32)
 }
 
 /// The name `config.json` gives a storage dtype.

@@ -74,9 +74,6 @@ pub struct LedgerIndex {
     pub entries: Vec<Entry>,
 }
 
-/// The token embedding's parameter name (tied to the output layer).
-pub const WTE: &str = "transformer.wte.weight";
-
 /// An embedding gradient from token lookups: the row ids it touches and those rows.
 #[derive(Debug, Clone)]
 pub struct WteRows {
@@ -103,7 +100,7 @@ impl WteRows {
     /// The dense `[vocab, n_embd]` gradient.
     pub fn scatter(&self, model: &Gpt2) -> candle_core::Result<Tensor> {
         let z = model
-            .get(WTE)
+            .get(model.token_embedding())
             .ok_or_else(|| candle_core::Error::Msg("the model has no wte".into()))?
             .zeros_like()?;
         z.index_add(&self.ids, &self.rows, 0)
@@ -170,7 +167,7 @@ impl LedgerRecorder {
         let (loss, grads) = record_gradient(model, rec, pad, &self.groups)?;
         let key = format!("e{}", self.entries.len());
         let mut bytes = 0;
-        for (name, g) in compact(rec, grads)? {
+        for (name, g) in compact(model, rec, grads)? {
             bytes += g.elem_count() * g.dtype().size_in_bytes();
             self.tensors.push((format!("{key}.{name}"), g));
         }
@@ -238,33 +235,32 @@ pub fn record_gradient(
     Ok(result?)
 }
 
-/// Keeps only the rows a token lookup touches: `wte` → (`wte.ids`, `wte.rows`), `wpe` → the
-/// first `len` rows; other parameters unchanged.
+/// Keeps only the rows a token lookup touches: the token embedding → (`wte.ids`, `wte.rows`),
+/// GPT-2's `wpe` → the first `len` rows; other parameters unchanged.
 fn compact(
+    model: &Gpt2,
     rec: &Encoded,
     grads: Vec<(String, Tensor)>,
 ) -> candle_core::Result<Vec<(String, Tensor)>> {
     let mut out = Vec::new();
     for (name, g) in grads {
-        match name.as_str() {
-            WTE => {
-                let mut ids = rec.ids.clone();
-                ids.sort_unstable();
-                ids.dedup();
-                let idx = Tensor::new(ids.as_slice(), g.device())?;
-                out.push((
-                    "wte.rows".to_string(),
-                    g.index_select(&idx, 0)?.to_dtype(DType::F32)?,
-                ));
-                out.push(("wte.ids".to_string(), idx));
-            }
-            "transformer.wpe.weight" => {
-                out.push((
-                    "wpe.rows".to_string(),
-                    g.narrow(0, 0, rec.ids.len())?.to_dtype(DType::F32)?,
-                ));
-            }
-            _ => out.push((name, g.to_dtype(DType::F32)?)),
+        if name == model.token_embedding() {
+            let mut ids = rec.ids.clone();
+            ids.sort_unstable();
+            ids.dedup();
+            let idx = Tensor::new(ids.as_slice(), g.device())?;
+            out.push((
+                "wte.rows".to_string(),
+                g.index_select(&idx, 0)?.to_dtype(DType::F32)?,
+            ));
+            out.push(("wte.ids".to_string(), idx));
+        } else if Some(name.as_str()) == model.position_embedding() {
+            out.push((
+                "wpe.rows".to_string(),
+                g.narrow(0, 0, rec.ids.len())?.to_dtype(DType::F32)?,
+            ));
+        } else {
+            out.push((name, g.to_dtype(DType::F32)?));
         }
     }
     Ok(out)
@@ -337,7 +333,8 @@ impl Ledger {
     ) -> Result<BTreeMap<String, Tensor>, LedgerError> {
         let mut g = self.compact(entry, model)?;
         if let Some(rows) = g.wte_rows {
-            g.dense.insert(WTE.to_string(), rows.scatter(model)?);
+            g.dense
+                .insert(model.token_embedding().to_string(), rows.scatter(model)?);
         }
         Ok(g.dense)
     }
@@ -357,31 +354,26 @@ impl Ledger {
             wte_rows: None,
             dense: BTreeMap::new(),
         };
+        let has = |k: &str| self.tensors.contains_key(&format!("{}.{k}", entry.key));
         for name in model.names() {
-            let dense = match name.as_str() {
-                WTE if self.tensors.contains_key(&format!("{}.wte.ids", entry.key)) => {
-                    out.wte_rows = Some(WteRows {
-                        ids: get("wte.ids")?.clone(),
-                        rows: get("wte.rows")?.to_dtype(model.dtype())?,
-                    });
-                    continue;
-                }
-                "transformer.wpe.weight"
-                    if self
-                        .tensors
-                        .contains_key(&format!("{}.wpe.rows", entry.key)) =>
-                {
-                    let z = model
-                        .get(name)
-                        .ok_or_else(|| candle_core::Error::Msg("no wpe".into()))?
-                        .zeros_like()?;
-                    let rows = get("wpe.rows")?.to_dtype(z.dtype())?;
-                    z.slice_assign(&[0..rows.dim(0)?, 0..rows.dim(1)?], &rows)?
-                }
-                _ => match self.tensors.get(&format!("{}.{name}", entry.key)) {
+            let dense = if name == model.token_embedding() && has("wte.ids") {
+                out.wte_rows = Some(WteRows {
+                    ids: get("wte.ids")?.clone(),
+                    rows: get("wte.rows")?.to_dtype(model.dtype())?,
+                });
+                continue;
+            } else if Some(name.as_str()) == model.position_embedding() && has("wpe.rows") {
+                let z = model
+                    .get(name)
+                    .ok_or_else(|| candle_core::Error::Msg("no wpe".into()))?
+                    .zeros_like()?;
+                let rows = get("wpe.rows")?.to_dtype(z.dtype())?;
+                z.slice_assign(&[0..rows.dim(0)?, 0..rows.dim(1)?], &rows)?
+            } else {
+                match self.tensors.get(&format!("{}.{name}", entry.key)) {
                     Some(t) => t.to_dtype(model.dtype())?,
                     None => continue,
-                },
+                }
             };
             out.dense.insert(name.clone(), dense);
         }

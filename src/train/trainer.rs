@@ -12,7 +12,7 @@ use crate::data::{Batch, Encoded};
 use crate::model::grad::loss_and_grad;
 use crate::model::{save_model, Gpt2, ParamGroups};
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Var};
+use candle_core::Var;
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -261,7 +261,9 @@ pub fn train(
                 tokens_per_s,
             });
         }
-        save_model(model, DType::F32, out, Some(tokenizer_json))?;
+        // In the dtype the config names (a fine-tuned bfloat16 model stays bfloat16).
+        let storage = crate::model::save::storage_dtype(model.config());
+        save_model(model, storage, out, Some(tokenizer_json))?;
         let seconds = start.elapsed().as_secs_f64();
         logs.push(EpochLog {
             epoch,
@@ -277,6 +279,7 @@ pub fn train(
 mod tests {
     use super::*;
     use crate::model::{init::random_model, Gpt2Config};
+    use candle_core::DType;
 
     #[test]
     fn train_json_written_before_sgd_reads_as_adamw() {

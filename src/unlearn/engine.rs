@@ -11,7 +11,7 @@ use super::objective::{
 };
 use crate::data::{Batch, Encoded};
 use crate::model::{Gpt2, ParamGroups};
-use crate::train::ledger::{EntryGrad, WteRows, WTE};
+use crate::train::ledger::{EntryGrad, WteRows};
 use crate::train::Ledger;
 use candle_core::{DType, Tensor};
 use rand::seq::SliceRandom;
@@ -429,7 +429,7 @@ impl<'a> Stepper<'a> {
         pool.shuffle(&mut self.rng);
         pool.truncate(self.cfg.batch_size.max(1) * 4);
         let g = loss_gradient(model, &Batch::new(&pool, self.inputs.pad))?;
-        self.restrict(g)
+        self.restrict(model, g)
     }
 
     /// The descent direction of step `step` over the `active` forget records, restricted to
@@ -441,7 +441,7 @@ impl<'a> Stepper<'a> {
         step: usize,
     ) -> Result<BTreeMap<String, Tensor>, UnlearnError> {
         let d = self.raw_direction(model, active, step)?;
-        let d = self.restrict(d)?;
+        let d = self.restrict(model, d)?;
         if self.ledger_dirs.is_none() {
             return Ok(d);
         }
@@ -452,21 +452,24 @@ impl<'a> Stepper<'a> {
         pool.shuffle(&mut self.rng);
         pool.truncate(self.cfg.batch_size.max(1) * 2);
         let g = loss_gradient(model, &Batch::new(&pool, self.inputs.pad))?;
-        let g = self.restrict(g)?;
+        let g = self.restrict(model, g)?;
         project_out_rise(d, &g)
     }
 
     /// Restricts a direction to the allowed embedding rows (and drops the shared positions).
     fn restrict(
         &self,
+        model: &Gpt2,
         mut d: BTreeMap<String, Tensor>,
     ) -> Result<BTreeMap<String, Tensor>, UnlearnError> {
         if let Some(mask) = &self.row_mask {
-            if let Some(w) = d.get_mut("transformer.wte.weight") {
+            if let Some(w) = d.get_mut(model.token_embedding()) {
                 *w = w.broadcast_mul(&mask.to_dtype(w.dtype())?)?;
             }
             // Positions are shared by every record: with row selection they stay.
-            d.remove("transformer.wpe.weight");
+            if let Some(wpe) = model.position_embedding() {
+                d.remove(wpe);
+            }
         }
         Ok(d)
     }
@@ -493,7 +496,7 @@ impl<'a> Stepper<'a> {
                 wte.extend(d.wte_rows.clone());
             }
             if let Some(all) = WteRows::concat(&wte)? {
-                sum.insert(WTE.to_string(), all.scatter(model)?);
+                sum.insert(model.token_embedding().to_string(), all.scatter(model)?);
             }
             return Ok(sum);
         }
@@ -611,10 +614,11 @@ fn reset_exclusive_rows(
     inputs: &UnlearnInputs,
     seed: u64,
 ) -> Result<Vec<(usize, f32)>, UnlearnError> {
-    if !model.trainable_vars().iter().any(|(n, _)| *n == WTE) {
+    let name = model.token_embedding();
+    if !model.trainable_vars().iter().any(|(n, _)| *n == name) {
         return Ok(Vec::new());
     }
-    let Some(wte) = model.get(WTE) else {
+    let Some(wte) = model.get(name) else {
         return Ok(Vec::new());
     };
     let v = model.config().vocab_size;
@@ -664,7 +668,7 @@ fn reset_exclusive_rows(
         .collect();
     let flat: Vec<f32> = rows.into_iter().flatten().collect();
     let t = Tensor::from_vec(flat, (v, d), model.device())?.to_dtype(wte.dtype())?;
-    model.set_param(WTE, &t)?;
+    model.set_param(name, &t)?;
     Ok(lengths)
 }
 
@@ -672,7 +676,8 @@ fn reset_exclusive_rows(
 /// looking row, but not lengthen it (a longer row than any untrained one is what the
 /// gradient-norm attack notices).
 fn hold_lengths(model: &Gpt2, rows: &[(usize, f32)]) -> candle_core::Result<()> {
-    let Some(wte) = model.get(WTE).filter(|_| !rows.is_empty()) else {
+    let name = model.token_embedding();
+    let Some(wte) = model.get(name).filter(|_| !rows.is_empty()) else {
         return Ok(());
     };
     let mut all = wte.to_dtype(DType::F32)?.to_vec2::<f32>()?;
@@ -684,7 +689,7 @@ fn hold_lengths(model: &Gpt2, rows: &[(usize, f32)]) -> candle_core::Result<()> 
     }
     let (v, d) = (all.len(), all[0].len());
     let flat: Vec<f32> = all.into_iter().flatten().collect();
-    model.set_param(WTE, &Tensor::from_vec(flat, (v, d), model.device())?)
+    model.set_param(name, &Tensor::from_vec(flat, (v, d), model.device())?)
 }
 
 /// One standard normal draw (Box–Muller). The crate's `rand` 0.8 has no normal distribution and
@@ -797,7 +802,10 @@ fn ledger_directions(
                     add_into(&mut sum, name, t)?;
                 }
             }
-            wte.extend(g.wte_rows.filter(|_| trainable.iter().any(|n| n == WTE)));
+            wte.extend(
+                g.wte_rows
+                    .filter(|_| trainable.iter().any(|n| n == model.token_embedding())),
+            );
         }
         // Ascent: minus the recorded gradients.
         for g in sum.values_mut() {
