@@ -98,11 +98,17 @@ fn setup() -> &'static Setup {
             ("unlearned", &unlearned),
             ("reference", &random_model(&cfg, 2)),
         ] {
-            save_model(m, DType::F32, &dir.join(name), Some(tok_json.as_bytes())).unwrap();
+            save_model(
+                m,
+                DType::F32,
+                &dir.join(name),
+                &[("tokenizer.json", tok_json.as_bytes())],
+            )
+            .unwrap();
         }
         // The same weights with a tokenizer trained on less text: a different tokenizer.json.
         let small = train_bpe(&world.tokenizer_corpus()[..400], 2048).unwrap();
-        save_model(&original, DType::F32, &dir.join("other_tok"), None).unwrap();
+        save_model(&original, DType::F32, &dir.join("other_tok"), &[]).unwrap();
         write_tokenizer(&small, &dir.join("other_tok/tokenizer.json")).unwrap();
         write_jsonl(&dir.join("forget.jsonl"), &world.forget05);
         write_jsonl(&dir.join("holdout.jsonl"), &world.holdout);

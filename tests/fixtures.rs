@@ -1,6 +1,8 @@
 //! The bundled world and models (fixtures/, made by fixtures/make.sh): the world regenerates
-//! byte for byte, the full model has memorised forget05, the model retrained without forget05
-//! has not (no better than chance), and their forget05 answer losses differ by at least 3×.
+//! byte for byte; for each family (GPT-2's `models/full`, `models/retrain05`, and the Llama
+//! family's `models/llama-*`) the full model has memorised forget05, the model retrained without
+//! forget05 has not (no better than chance), and their forget05 answer losses differ by at least
+//! 3×.
 
 use crate::common::*;
 use crate::unlearn::{exact_match, fixtures, world};
@@ -62,13 +64,22 @@ fn chance_exact_match(forget: &[lethe::data::Record]) -> f64 {
 
 #[test]
 fn full_model_memorised_forget05_and_the_retrained_model_did_not() {
+    memorised("models/full", "models/retrain05");
+}
+
+/// The same bars for the Llama-family models trained on the same world.
+#[test]
+fn llama_full_model_memorised_forget05_and_the_retrained_model_did_not() {
+    let full = load_model(&fixtures("models/llama-full"), DType::F32).unwrap();
+    assert_eq!(full.model.config().model_type(), "llama");
+    assert_eq!(full.storage_dtype, DType::BF16);
+    memorised("models/llama-full", "models/llama-retrain05");
+}
+
+fn memorised(full: &str, retrain: &str) {
     let w = world();
-    let full = load_model(&fixtures("models/full"), DType::F32)
-        .unwrap()
-        .model;
-    let retrain = load_model(&fixtures("models/retrain05"), DType::F32)
-        .unwrap()
-        .model;
+    let full = load_model(&fixtures(full), DType::F32).unwrap().model;
+    let retrain = load_model(&fixtures(retrain), DType::F32).unwrap().model;
     let (em_full, em_retrain) = (
         exact_match(&full, &w.tok, &w.forget),
         exact_match(&retrain, &w.tok, &w.forget),

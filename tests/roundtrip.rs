@@ -33,7 +33,7 @@ fn load_then_save_gives_the_same_tensor_bytes_in_f32_and_f64() {
     for dtype in [DType::F32, DType::F64] {
         let loaded = load_model(&src, dtype).unwrap();
         let out = scratch(&format!("save-{dtype:?}"));
-        save_model(&loaded.model, loaded.storage_dtype, &out, None).unwrap();
+        save_model(&loaded.model, loaded.storage_dtype, &out, &[]).unwrap();
         assert_eq!(
             raw_tensors(&src.join("model.safetensors")),
             raw_tensors(&out.join("model.safetensors"))
@@ -91,7 +91,7 @@ fn a_bfloat16_model_is_saved_in_bfloat16_with_its_rounding_recorded() {
         &full.model,
         DType::BF16,
         &dir.join("bf16"),
-        full.tokenizer_json.as_deref(),
+        &[("tokenizer.json", full.tokenizer_json.as_deref().unwrap())],
     )
     .unwrap();
     let world = |s: &str| root.join(format!("fixtures/world/{s}.jsonl"));

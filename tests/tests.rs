@@ -7,6 +7,8 @@ mod bad_input;
 mod batched;
 /// The certifier end to end: evidence contract, reproducibility, run-time HVP checks, bad input.
 mod certify;
+/// Chat templates against transformers' rendering, hostile templates, and the chain with one.
+mod chat_template;
 mod common;
 /// The Llama family (llama, qwen2, bf16 shards) against the Hugging Face oracles in
 /// tests/oracles/tiny-llama, tiny-qwen2 and tiny-llama-bf16-sharded.
@@ -17,6 +19,8 @@ mod fixtures;
 mod golden;
 /// Hostile model directories, tokenizers and data: refused quickly with the file named.
 mod hostile_inputs;
+/// The chain (unlearn, certify, sign, verify) on the bundled Llama-family models.
+mod llama_chain;
 /// GPT-2 against the Hugging Face oracle in tests/oracles/tiny-gpt2 (logits, grads, HVPs).
 mod oracle;
 /// Saving a model: round trip to the same tensors, parameter groups, the CLI.

@@ -55,7 +55,7 @@ fn training_on_a_slice_lowers_the_loss_and_checkpoints() {
         &cfg,
         tok.pad_id(),
         &out,
-        &tok_json,
+        &[("tokenizer.json", tok_json.as_slice())],
         None,
         |_| {},
     )
@@ -94,7 +94,7 @@ fn ledger_entry_equals_the_gradient_recomputed_at_the_saved_parameters() {
         &cfg,
         tok.pad_id(),
         &dir.join("b"),
-        &tok_json,
+        &[("tokenizer.json", tok_json.as_slice())],
         Some(&mut rec),
         |_| {},
     )
@@ -113,7 +113,7 @@ fn ledger_entry_equals_the_gradient_recomputed_at_the_saved_parameters() {
         },
         tok.pad_id(),
         &dir.join("a"),
-        &tok_json,
+        &[("tokenizer.json", tok_json.as_slice())],
         None,
         |_| {},
     )

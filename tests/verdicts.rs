@@ -197,7 +197,13 @@ fn unlearned_with(cfg: &UnlearnConfig, name: &str) -> Vec<Verdict> {
     );
     let dir = scratch(name);
     let tok = std::fs::read(fixtures("models/full/tokenizer.json")).unwrap();
-    save_model(&model, full.storage_dtype, &dir, Some(&tok)).unwrap();
+    save_model(
+        &model,
+        full.storage_dtype,
+        &dir,
+        &[("tokenizer.json", &tok)],
+    )
+    .unwrap();
     judged(&dir)
 }
 

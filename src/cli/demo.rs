@@ -5,6 +5,7 @@
 //! demo key generated into the output folder, verify it as a third party would, and print the
 //! verdicts and where everything is.
 
+use super::bundled::{Bundled, ModelFamily};
 use crate::data::{read_records_hashed, Encoded, TextTokenizer};
 use crate::evidence::Request;
 use crate::issue::{issue, IssueRequest};
@@ -29,11 +30,14 @@ pub struct DemoArgs {
     /// The bundled fixtures (world, models, ledger).
     #[arg(long, default_value = "fixtures")]
     fixtures: PathBuf,
+    /// Whose bundled models: GPT-2's, or the Llama-family ones trained on the same world.
+    #[arg(long, value_enum, default_value_t = ModelFamily::Gpt2)]
+    family: ModelFamily,
     /// The specification to certify against.
     #[arg(long, default_value = "specs/gdpr-art17.toml")]
     spec: PathBuf,
-    /// The unlearning method. `ledger` replays `fixtures/ledger`, recorded while the full model
-    /// was trained from scratch; on that model it stops short of the forget set's holdout
+    /// The unlearning method. `ledger` replays the full model's first-epoch ledger
+    /// (`fixtures/ledger`, `fixtures/ledger-llama`), recorded while it was trained from scratch; on that model it stops short of the forget set's holdout
     /// level (reports/seed-paper/table.md).
     #[arg(long, value_enum, default_value_t = Method::Profile)]
     method: Method,
@@ -44,9 +48,18 @@ pub struct DemoArgs {
     max_steps: usize,
 }
 
+impl DemoArgs {
+    fn bundled(&self) -> Bundled<'_> {
+        Bundled {
+            root: &self.fixtures,
+            family: self.family,
+        }
+    }
+}
+
 /// Unlearns forget05 from the full model into `model_out` and writes its `unlearn.json`.
 fn unlearn_step(args: &DemoArgs, world: &Path, model_out: &Path) -> Result<PathBuf> {
-    let full = args.fixtures.join("models/full");
+    let full = args.bundled().full();
     let loaded = load_model(&full, DType::F32)?;
     let tok_path = full.join("tokenizer.json");
     let tok = TextTokenizer::load(&tok_path)?;
@@ -59,7 +72,7 @@ fn unlearn_step(args: &DemoArgs, world: &Path, model_out: &Path) -> Result<PathB
         |r: &[crate::data::Record]| -> Result<Vec<Encoded>> { Ok(tok.encode_all(r, true, ctx)?) };
     let (f, r, h) = (enc(&forget)?, enc(&retain)?, enc(&holdout)?);
     let ledger = match args.method {
-        Method::Ledger => Some(crate::train::Ledger::load(&args.fixtures.join("ledger"))?),
+        Method::Ledger => Some(crate::train::Ledger::load(&args.bundled().ledger())?),
         _ => None,
     };
     let inputs = UnlearnInputs {
@@ -80,12 +93,7 @@ fn unlearn_step(args: &DemoArgs, world: &Path, model_out: &Path) -> Result<PathB
     let outcome = unlearn(&mut model, &inputs, &cfg, |_| {})?;
     let rounding = crate::unlearn::rounding::measure(&model, &start, loaded.storage_dtype)?;
     drop(start);
-    save_model(
-        &model,
-        loaded.storage_dtype,
-        model_out,
-        Some(&std::fs::read(&tok_path)?),
-    )?;
+    save_model(&model, loaded.storage_dtype, model_out, &tok.files())?;
     println!(
         "unlearned   forget05 ({} records) with {:?} on {}: forget loss {:.3} -> {:.3} (holdout level {:.3}), retain {:.3} -> {:.3}, {} steps, {:.1} s; stopped: {}",
         f.len(), cfg.method, cfg.params, outcome.levels.forget_start, outcome.final_forget_loss,
@@ -103,7 +111,7 @@ fn unlearn_step(args: &DemoArgs, world: &Path, model_out: &Path) -> Result<PathB
         holdout: DataFile::new(&split("holdout_calibration"), holdout_hash.sha256, &holdout),
         ledger: ledger
             .as_ref()
-            .map(|_| args.fixtures.join("ledger").display().to_string()),
+            .map(|_| args.bundled().ledger().display().to_string()),
         ledger_alignment: None,
         outcome,
         rounding: Some(rounding),
@@ -116,7 +124,7 @@ fn unlearn_step(args: &DemoArgs, world: &Path, model_out: &Path) -> Result<PathB
 
 pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let started = Instant::now();
-    let world = args.fixtures.join("world");
+    let world = args.bundled().world();
     let model_out = args.out.join("model");
     std::fs::create_dir_all(&args.out).with_context(|| args.out.display().to_string())?;
     // A public key without its private key cannot sign; say so before minutes of work.
@@ -141,14 +149,14 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     // Certify: original = full, unlearned = ours, reference = retrained without forget05.
     let spec = Spec::load(&args.spec)?;
     let mut req = Request::new(
-        args.fixtures.join("models/full"),
+        args.bundled().full(),
         model_out.clone(),
         world.join("forget05.jsonl"),
         world.join("retain05.jsonl"),
         // The audit's non-members: holdout people the unlearning never calibrated on.
         world.join("holdout_audit.jsonl"),
     );
-    req.reference = Some(args.fixtures.join("models/retrain05"));
+    req.reference = Some(args.bundled().retrain05());
     req.utility = Some(world.join("utility.jsonl"));
     req.seed = spec.seed;
     // The influence analysis (exact f64 Hessian work, minutes on 2 cores) only when a

@@ -1,5 +1,7 @@
 //! `lethe experiment seed-paper`: the comparisons of Zagardo 2024 on the bundled world, as a
-//! table. Each configuration unlearns forget05 from the full model in a child process (so its
+//! table, for each bundled family (GPT-2, and the Llama-family models trained on the same world:
+//! is the seed paper's finding — the embedding carries the unlearning — true beyond GPT-2?).
+//! Each configuration unlearns forget05 from the family's full model in a child process (so its
 //! peak memory is its own), its stop rule calibrated on `holdout_calibration`, and is then
 //! measured here against `holdout_audit` (people the unlearning never saw): greedy exact match on
 //! the forget questions, forget loss over audit-holdout loss, retain loss ratio, and — from
@@ -10,8 +12,9 @@
 //! table takes the seed paper's own setting — the records learned by fine-tuning a trained
 //! model — by repeating the bundled fine-tune (`models/finetuned`, with the hyperparameters its
 //! `train.json` recorded) with a ledger of every epoch, and replays its first epoch and every
-//! epoch.
+//! epoch (GPT-2 only: the fine-tuned model is bundled for GPT-2).
 
+use super::bundled::{Bundled, ModelFamily};
 use crate::data::{read_records, Encoded, Record, TextTokenizer};
 use crate::evidence::oracle::{exact_match_rate, ModelOracle};
 use crate::evidence::{certify, load_inputs, Evidence, Metric, Request};
@@ -35,6 +38,10 @@ pub struct ExperimentArgs {
     /// The bundled fixtures (world, models, ledger).
     #[arg(long, default_value = "fixtures")]
     fixtures: PathBuf,
+    /// The families whose bundled models are compared (repeat the flag, or list them with
+    /// commas).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ModelFamily::Gpt2, ModelFamily::Llama])]
+    family: Vec<ModelFamily>,
     /// Where the table and the runs go.
     #[arg(long, default_value = "reports/seed-paper")]
     out: PathBuf,
@@ -44,7 +51,8 @@ pub struct ExperimentArgs {
     /// the size of the first-epoch ledger.
     #[arg(long)]
     ledger_all: Option<PathBuf>,
-    /// The model the `--ledger-all` ledger was recorded for (default: the bundled full model).
+    /// The model the `--ledger-all` ledger was recorded for (default: the bundled GPT-2 full
+    /// model).
     #[arg(long, requires = "ledger_all")]
     ledger_model: Option<PathBuf>,
 }
@@ -196,9 +204,16 @@ struct Bench {
 }
 
 pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
-    let world = args.fixtures.join("world");
-    let full = args.fixtures.join("models/full");
-    let tok = TextTokenizer::load(&full.join("tokenizer.json"))?;
+    anyhow::ensure!(
+        !args.family.is_empty(),
+        "--family: name at least one family"
+    );
+    let bundled = |family| Bundled {
+        root: &args.fixtures,
+        family,
+    };
+    let world = bundled(ModelFamily::Gpt2).world();
+    let tok = TextTokenizer::load(&world.join("tokenizer.json"))?;
     let read = |s: &str| read_records(&world.join(format!("{s}.jsonl")));
     // The unlearning calibrates on holdout_calibration; every measurement here is against
     // holdout_audit, people it never saw (DESIGN.md, "Honesty of a certificate", rule 4).
@@ -221,32 +236,59 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
         request,
         attacks,
     };
-    let ledger = args.fixtures.join("ledger");
-    let rows = bench.compare(
-        "full",
-        &full,
-        "full model (no unlearning)",
-        configs(),
-        &ledger,
-    )?;
-    let (tuned, tuned_ledger) = finetune_with_every_epoch(&args.fixtures, &args.out)?;
-    let finetuned = bench.compare(
-        "finetuned",
-        &tuned,
-        "fine-tuned model (no unlearning)",
-        [
-            ledger_epochs(
-                "first-epoch ledger, embedding",
-                "every-epoch ledger, embedding",
+    let mut families = Vec::new();
+    let mut aligned = Vec::new();
+    for &family in &args.family {
+        let b = bundled(family);
+        let (full, ledger) = (b.full(), b.ledger());
+        let rows = bench.compare(
+            &format!("{}-full", family.name()),
+            &full,
+            "full model (no unlearning)",
+            configs(),
+            &ledger,
+        )?;
+        aligned.push(bench.alignment(
+            &format!(
+                "{}, from scratch (`{}`, `{}`)",
+                family.name(),
+                ledger.display(),
+                full.display()
             ),
-            vec![("gradient ascent, embedding", "ga", "embedding", vec![])],
-        ]
-        .concat(),
-        &tuned_ledger,
-    )?;
+            &ledger,
+            &full,
+        )?);
+        families.push(FamilyRows {
+            family: family.name(),
+            model: full.display().to_string(),
+            rows,
+        });
+    }
+    let mut finetuned = Vec::new();
+    let gpt2 = bundled(ModelFamily::Gpt2);
+    if let (true, Some((bundled_tune, _))) =
+        (args.family.contains(&ModelFamily::Gpt2), gpt2.finetuned())
+    {
+        let (tuned, tuned_ledger) = finetune_with_every_epoch(&gpt2, &bundled_tune, &args.out)?;
+        finetuned = bench.compare(
+            "gpt2-finetuned",
+            &tuned,
+            "fine-tuned model (no unlearning)",
+            [
+                ledger_epochs(
+                    "first-epoch ledger, embedding",
+                    "every-epoch ledger, embedding",
+                ),
+                vec![("gradient ascent, embedding", "ga", "embedding", vec![])],
+            ]
+            .concat(),
+            &tuned_ledger,
+        )?;
+        aligned.push(bench.alignment("gpt2, fine-tuned (this run's)", &tuned_ledger, &tuned)?);
+    }
     let epochs = match &args.ledger_all {
         Some(all) => {
-            let model = args.ledger_model.clone().unwrap_or(full.clone());
+            let model = args.ledger_model.clone().unwrap_or(gpt2.full());
             bench.compare(
                 "ledger-all",
                 &model,
@@ -260,20 +302,24 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
         }
         None => Vec::new(),
     };
-    let aligned = vec![
-        bench.alignment("from scratch (`ledger`, `models/full`)", &ledger, &full)?,
-        bench.alignment("fine-tuned (this run's)", &tuned_ledger, &tuned)?,
-    ];
     write_tables(
         &args.out,
         &Tables {
-            comparisons: &rows,
+            families: &families,
             finetuned: &finetuned,
             alignment: &aligned,
             ledger_epochs: &epochs,
         },
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One family's comparison on its full model.
+#[derive(Serialize)]
+struct FamilyRows {
+    family: &'static str,
+    model: String,
+    rows: Vec<Row>,
 }
 
 /// How well a ledger's first-epoch directions still point where each forget record's loss
@@ -285,12 +331,16 @@ struct Alignment {
     summary: crate::train::ledger::Alignment,
 }
 
-/// Repeats the bundled fine-tune — `models/retrain05` trained further on the full corpus, with
-/// the hyperparameters `models/finetuned/train.json` recorded — in a child process, recording
-/// a ledger of every epoch for the forget05 records (not bundled: 12 times the first-epoch
-/// ledger's size). Returns the model's and the ledger's folders under `OUT/runs/`.
-fn finetune_with_every_epoch(fixtures: &Path, out: &Path) -> Result<(PathBuf, PathBuf)> {
-    let recorded = fixtures.join("models/finetuned/train.json");
+/// Repeats the bundled fine-tune `tuned` — `retrain05` trained further on the full corpus, with
+/// the hyperparameters its `train.json` recorded — in a child process, recording a ledger of
+/// every epoch for the forget05 records (not bundled: 12 times the first-epoch ledger's size).
+/// Returns the model's and the ledger's folders under `OUT/runs/`.
+fn finetune_with_every_epoch(
+    bundled: &Bundled,
+    tuned: &Path,
+    out: &Path,
+) -> Result<(PathBuf, PathBuf)> {
+    let recorded = tuned.join("train.json");
     let log: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&recorded).with_context(|| recorded.display().to_string())?,
     )
@@ -299,10 +349,10 @@ fn finetune_with_every_epoch(fixtures: &Path, out: &Path) -> Result<(PathBuf, Pa
         .with_context(|| format!("{}: field config", recorded.display()))?;
     let dir = out.join("runs").join("finetuned");
     let (model, ledger) = (dir.join("model"), dir.join("ledger-every-epoch"));
-    let world = fixtures.join("world");
+    let world = bundled.world();
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["--progress", "off", "train", "--init"])
-        .arg(fixtures.join("models/retrain05"))
+        .arg(bundled.retrain05())
         .arg("--data")
         .arg(world.join("train_full.jsonl"))
         .arg("--tokenizer")
@@ -526,7 +576,8 @@ fn table_rows(md: &mut String, rows: &[Row]) {
 
 #[derive(Serialize)]
 struct Tables<'a> {
-    comparisons: &'a [Row],
+    /// Each family's comparison on its full model.
+    families: &'a [FamilyRows],
     /// The seed paper's setting: unlearning forget05 from a fine-tuned model.
     finetuned: &'a [Row],
     /// Each first-epoch ledger's alignment with the forget records' gradients now.
@@ -534,6 +585,45 @@ struct Tables<'a> {
     /// First-epoch vs all-epoch replay of an optional `--ledger-all` ledger of a model trained
     /// from scratch.
     ledger_epochs: &'a [Row],
+}
+
+/// The families side by side, one row per configuration every family ran (the parameter-group
+/// comparison: the seed paper's finding is that the embedding carries the effect).
+fn side_by_side(md: &mut String, families: &[FamilyRows]) {
+    md.push_str("| configuration |");
+    let mut rule = String::from("|---|");
+    for f in families {
+        md.push_str(&format!(
+            " {0}: exact match | {0}: forget/holdout | {0}: retain ratio | {0}: LOSS AUC [95% bounds] | {0}: two-sided attacks |",
+            f.family
+        ));
+        rule.push_str("---:|---:|---:|---|---|");
+    }
+    md.push_str(&format!("\n{rule}\n"));
+    let Some(first) = families.first() else {
+        return;
+    };
+    for row in &first.rows {
+        let cells: Option<Vec<String>> = families
+            .iter()
+            .map(|f| {
+                let r = f.rows.iter().find(|r| r.config == row.config)?;
+                Some(format!(
+                    " {:.3} | {:.3} | {:.3} | {:.3} [{:.3}, {:.3}] | {} |",
+                    r.exact_match,
+                    r.forget_over_holdout,
+                    r.retain_loss_ratio,
+                    r.loss_auc.value,
+                    r.loss_auc.low,
+                    r.loss_auc.high,
+                    r.attack_verdict.as_str().to_lowercase()
+                ))
+            })
+            .collect();
+        if let Some(cells) = cells {
+            md.push_str(&format!("| {} |{}\n", row.config, cells.concat()));
+        }
+    }
 }
 
 fn write_tables(out: &Path, t: &Tables) -> Result<()> {
@@ -555,21 +645,30 @@ fn write_tables(out: &Path, t: &Tables) -> Result<()> {
          Every AUC carries its person-clustered (Obuchowski) one-sided 95% bounds, the bounds \
          gdpr-art17 judges on (together a 90% two-sided interval); 0.5 = indistinguishable. \
          Time and peak memory are the `lethe unlearn` child process's.\n\n\
-         The full model was trained from random weights, so the first-epoch ledger (`fixtures/ledger`) \
-         holds gradients taken near initialisation.\n\n",
+         Each family's full model was trained from random weights on the whole world \
+         (`fixtures/make.sh`; GPT-2: `models/full`, Llama: `models/llama-full`, 4 layers × 128, 4 heads, \
+         the Llama one with 2 key/value heads, RMS norm, rotary positions, SwiGLU, a tied embedding, \
+         stored in bfloat16), so its first-epoch ledger holds gradients taken near initialisation.\n\n\
+         ## The families side by side\n\n",
     );
-    md.push_str(TABLE_HEAD);
-    table_rows(&mut md, t.comparisons);
-    md.push_str("\n## The seed paper's setting: the records learned by fine-tuning\n\n\
+    side_by_side(&mut md, t.families);
+    for f in t.families {
+        md.push_str(&format!("\n## {} (`{}`)\n\n", f.family, f.model));
+        md.push_str(TABLE_HEAD);
+        table_rows(&mut md, &f.rows);
+    }
+    if !t.finetuned.is_empty() {
+        md.push_str("\n## The seed paper's setting: the records learned by fine-tuning (GPT-2)\n\n\
         `models/retrain05` (trained on everything but forget05) fine-tuned on the full corpus, as \
         `fixtures/models/finetuned` was (the hyperparameters its `train.json` recorded), here with a ledger \
         of every fine-tuning epoch for the forget05 records; the first-epoch row replays only its epoch-0 \
         entries, which were taken when the model met those records for the first time.\n\n");
-    md.push_str(TABLE_HEAD);
-    table_rows(&mut md, t.finetuned);
-    md.push_str("\nWhy the two first-epoch ledgers differ: the cosine between each forget record's recorded \
+        md.push_str(TABLE_HEAD);
+        table_rows(&mut md, t.finetuned);
+    }
+    md.push_str("\nWhy first-epoch ledgers differ: the cosine between each forget record's recorded \
         first-epoch gradient and its gradient at the finished model (`Ledger::alignment`; embedding, \
-        input side of `wte`, the question and answer as trained).\n\n\
+        input side of the token embedding, the question and answer as trained).\n\n\
         | first-epoch ledger | records | mean cosine | median cosine |\n|---|---:|---:|---:|\n");
     for a in t.alignment {
         md.push_str(&format!(

@@ -2,6 +2,7 @@
 //! and the exit codes (0 success or certified, 1 checks ran and failed, 2 could not run). This is
 //! the only module that uses `anyhow`; the library modules return typed errors.
 
+pub mod bundled;
 mod certify;
 mod demo;
 mod diff;

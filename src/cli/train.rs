@@ -3,6 +3,7 @@
 //! `--optimizer sgd`), warm-up and cosine schedule and a fixed seed, checkpointing in Hugging Face layout after every epoch and
 //! recording the first-epoch gradient ledger on the way.
 
+use super::bundled::ModelFamily;
 use super::progress::{Progress, ProgressMode};
 use crate::data::{read_records, Encoded, TextTokenizer};
 use crate::model::{init::random_model, load_model, Gpt2, Gpt2Config, ParamGroups};
@@ -10,7 +11,7 @@ use crate::output::check_output;
 use crate::train::{
     ledger::LedgerEpochs, train, trainer::EpochLog, LedgerRecorder, OptimizerConfig, TrainConfig,
 };
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::DType;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -36,8 +37,8 @@ pub struct TrainArgs {
     init: Option<PathBuf>,
     /// The family of a fresh model: GPT-2, or Llama (RMS norm, rotary positions, SwiGLU,
     /// grouped-query attention).
-    #[arg(long, value_enum, default_value_t = FamilyArg::Gpt2)]
-    family: FamilyArg,
+    #[arg(long, value_enum, default_value_t = ModelFamily::Gpt2)]
+    family: ModelFamily,
     #[arg(long, default_value_t = 4)]
     layers: usize,
     #[arg(long, default_value_t = 128)]
@@ -94,13 +95,6 @@ pub struct TrainArgs {
     /// Record ledger entries only for the ids in this JSONL file (default: every record).
     #[arg(long)]
     ledger_records: Option<PathBuf>,
-}
-
-/// The `--family` values.
-#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
-enum FamilyArg {
-    Gpt2,
-    Llama,
 }
 
 /// The `--dtype` values, named as `config.json` names them.
@@ -178,8 +172,6 @@ pub fn run(args: TrainArgs, progress: ProgressMode) -> Result<ExitCode> {
     }
     let groups: ParamGroups = args.ledger_groups.parse()?;
     let tok = TextTokenizer::load(&args.tokenizer)?;
-    let tok_json =
-        std::fs::read(&args.tokenizer).with_context(|| args.tokenizer.display().to_string())?;
     let mut model = initial_model(&args, &tok)?;
     let ctx = model.config().n_positions;
     let data: Vec<Encoded> = read_records(&args.data)?
@@ -203,7 +195,7 @@ pub fn run(args: TrainArgs, progress: ProgressMode) -> Result<ExitCode> {
         &tcfg,
         tok.pad_id(),
         &args.out,
-        &tok_json,
+        &tok.files(),
         recorder.as_mut(),
         |s| {
             bar.inc(
@@ -257,7 +249,7 @@ fn fresh_config(args: &TrainArgs, tok: &TextTokenizer) -> Result<Gpt2Config> {
         args.heads,
     );
     let base = match args.family {
-        FamilyArg::Gpt2 => {
+        ModelFamily::Gpt2 => {
             if args.kv_heads.is_some() || args.untied {
                 anyhow::bail!("--kv-heads and --untied apply to --family llama only");
             }
@@ -265,7 +257,7 @@ fn fresh_config(args: &TrainArgs, tok: &TextTokenizer) -> Result<Gpt2Config> {
             cfg.n_inner = args.inner;
             cfg
         }
-        FamilyArg::Llama => {
+        ModelFamily::Llama => {
             let inner = args.inner.unwrap_or((8 * w).div_ceil(3).div_ceil(8) * 8);
             let kv = args.kv_heads.unwrap_or(h);
             Gpt2Config::new_llama(v, ctx, w, l, h, kv, inner)?

@@ -297,9 +297,8 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
     bar.finish();
     let rounding = crate::unlearn::rounding::measure(&model, &start, loaded.storage_dtype)?;
     drop(start);
-    let tok_json = std::fs::read(&tok_path)?;
     let staged = StagedDir::new(&args.out).with_context(|| args.out.display().to_string())?;
-    write_model_files(&model, loaded.storage_dtype, staged.path(), Some(&tok_json))?;
+    write_model_files(&model, loaded.storage_dtype, staged.path(), &tok.files())?;
     let written = ModelFiles::of_dir(staged.path())?;
     let log = UnlearnLog {
         tool: "lethe".into(),

@@ -4,6 +4,7 @@
 //! This module knows nothing of models beyond token ids.
 
 pub mod batch;
+pub mod chat;
 pub mod fuzzy;
 pub mod jsonl;
 pub mod record;

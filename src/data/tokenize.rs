@@ -1,10 +1,12 @@
 //! Tokenization of records with a Hugging Face `tokenizer.json` (the `tokenizers` crate): text
 //! without added special tokens, as transformers does for `labels = input_ids`. A
 //! question–answer record is the prompt's tokens followed by the answer's, and only the
-//! answer's tokens are scored. The file is read once, as an untrusted regular file of capped
+//! answer's tokens are scored; the prompt is rendered through the model's chat template first
+//! when it ships one (`chat`). The file is read once, as an untrusted regular file of capped
 //! size, and vetted (`vet`: linear-time regexes, bounded growth) before `tokenizers` builds it;
 //! each text tokenized is capped too, so no record can make tokenization run away.
 
+use super::chat::ChatTemplate;
 use super::jsonl::{DataError, MAX_LINE_BYTES};
 use super::record::Record;
 use super::vet::vet_tokenizer_json;
@@ -42,6 +44,9 @@ pub struct TextTokenizer {
     /// The `<|endoftext|>` id when the vocabulary has it.
     pub eos_id: Option<u32>,
     json: Vec<u8>,
+    /// The chat template beside `tokenizer.json`, if the model ships one: question–answer
+    /// prompts are rendered through it ([`TextTokenizer::encode_prompt`]).
+    pub chat_template: Option<ChatTemplate>,
 }
 
 impl TextTokenizer {
@@ -66,11 +71,13 @@ impl TextTokenizer {
         vet_tokenizer_json(path, &json.value)?;
         let inner = tokenizers::Tokenizer::from_str(text).map_err(|e| bad(e.to_string()))?;
         let eos_id = inner.token_to_id("<|endoftext|>");
+        let dir = path.parent().unwrap_or(Path::new("."));
         Ok(TextTokenizer {
             inner,
             path: path.to_path_buf(),
             eos_id,
             json: bytes,
+            chat_template: ChatTemplate::find(dir)?,
         })
     }
 
@@ -105,6 +112,30 @@ impl TextTokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of a question–answer record's prompt: rendered through the chat template as
+    /// one user turn and the assistant's header when the model has one, the text as is when not.
+    pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>, DataError> {
+        match &self.chat_template {
+            Some(t) => self.encode_text(&t.render_prompt(prompt)?),
+            None => self.encode_text(prompt),
+        }
+    }
+
+    /// The files that describe this tokenizer, by name, to write beside a saved model:
+    /// `tokenizer.json`, and the chat template's file when there is one.
+    pub fn files(&self) -> Vec<(&str, &[u8])> {
+        let mut out = vec![("tokenizer.json", self.json.as_slice())];
+        if let Some(t) = &self.chat_template {
+            let name = t
+                .path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            out.push((name, t.bytes.as_slice()));
+        }
+        out
+    }
+
     pub fn decode(&self, ids: &[u32]) -> Result<String, DataError> {
         self.inner
             .decode(ids, false)
@@ -130,7 +161,7 @@ impl TextTokenizer {
         };
         let (ids, score_from) = match (&rec.prompt, &rec.answer, answer_only) {
             (Some(p), Some(a), true) => {
-                let mut ids = self.encode_text(p)?;
+                let mut ids = self.encode_prompt(p)?;
                 let n = ids.len();
                 let ans = self.encode_text(a)?;
                 if ans.is_empty() {

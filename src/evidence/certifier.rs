@@ -12,6 +12,7 @@ use super::mia::{grad_norms, run_attack, scores, Side};
 use super::records::{seeded_subset, EvalPlan, Evaluator, GREEDY_SLACK, MIN_K};
 use super::scoring::SIGMA2_FLOOR;
 use super::CertifyError;
+use crate::data::chat::ChatTemplate;
 use crate::data::{read_records_hashed, Encoded, Record, TextTokenizer};
 use crate::judge::aggregate::{independent_ratio, mean_of, paired_ratio};
 use crate::judge::clustered::{clustered_delong, clustered_mean, clustered_proportion};
@@ -20,8 +21,8 @@ use crate::judge::evidence::{
     AttackScores, GreedyEval, Metrics, QaEval, RecordEval, SelfInfluence,
 };
 use crate::judge::evidence::{
-    DataInput, Evidence, InfluenceEvidence, MiaEvidence, ModelInput, Omitted, Settings,
-    SCHEMA_VERSION,
+    ChatTemplateUse, DataInput, Evidence, InfluenceEvidence, MiaEvidence, ModelInput, Omitted,
+    Settings, SCHEMA_VERSION,
 };
 use crate::judge::metric::Metric;
 use crate::judge::metric::ATTACKS;
@@ -264,6 +265,19 @@ pub fn load_inputs(req: &Request) -> Result<Inputs, CertifyError> {
     }
     let tokenizer = TextTokenizer::load(&unlearned.dir.join("tokenizer.json"))?;
     tokenizer.check_vocab(unlearned.model.config().vocab_size)?;
+    // The same prompt must be the same tokens to every model: the same chat template, or none.
+    let want = tokenizer.chat_template.as_ref().map(|t| t.rendering());
+    for m in std::iter::once(&original).chain(reference.as_ref()) {
+        let theirs = ChatTemplate::find(&m.dir)?;
+        if theirs.as_ref().map(|t| t.rendering()) != want {
+            return Err(CertifyError::Mismatch(format!(
+                "{} and {} have different chat templates (or one has none): the same question \
+                 would be a different prompt to each model",
+                m.dir.display(),
+                unlearned.dir.display()
+            )));
+        }
+    }
     req.params()?
         .select(unlearned.model.config())
         .map_err(CertifyError::Setting)?;
@@ -456,6 +470,19 @@ pub fn certify(
         records: evals,
         mia,
         influence,
+        chat_template: inputs
+            .tokenizer
+            .chat_template
+            .as_ref()
+            .map(|t| ChatTemplateUse {
+                file: t
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                source_sha256: crate::digest::sha256_hex(t.source().as_bytes()),
+                applied_to: "question-answer prompts: scored answers, greedy answers, truth ratios and property checks".into(),
+            }),
     };
     Ok((evidence, summary))
 }

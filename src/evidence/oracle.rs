@@ -65,7 +65,7 @@ impl<'a> ModelOracle<'a> {
     fn ids(&self, text: &str) -> Result<Vec<u32>, OracleError> {
         let ids = self
             .tokenizer
-            .encode_text(text)
+            .encode_prompt(text)
             .map_err(OracleError::model)?;
         if ids.is_empty() {
             return Err(OracleError::NoTokens("prompt"));

@@ -210,6 +210,22 @@ pub struct Evidence {
     /// Per model (`unlearned`, `original`).
     pub mia: BTreeMap<String, MiaEvidence>,
     pub influence: Option<InfluenceEvidence>,
+    /// The chat template question–answer prompts were rendered through, when the models ship
+    /// one (absent: prompts were tokenized as written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<ChatTemplateUse>,
+}
+
+/// Which chat template rendered the prompts: its file (in the unlearned model's folder, whose
+/// digest the model's files list) and the sha256 of its source text. The original's and the
+/// reference's templates were checked to be the same text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatTemplateUse {
+    pub file: String,
+    pub source_sha256: String,
+    /// What it was applied to.
+    pub applied_to: String,
 }
 
 impl Evidence {

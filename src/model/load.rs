@@ -235,6 +235,17 @@ pub fn load_model(dir: &Path, dtype: DType) -> Result<LoadedModel, LoadError> {
     } else {
         None
     };
+    // The chat template's files decide how prompts become tokens: digested with the rest.
+    for name in [
+        crate::data::chat::TOKENIZER_CONFIG_FILE,
+        crate::data::chat::TEMPLATE_FILE,
+    ] {
+        let path = dir.join(name);
+        if path.exists() {
+            let max = crate::data::chat::MAX_TEMPLATE_FILE_BYTES;
+            files.push(digest(name, &read_regular_file_capped(&path, max, name)?));
+        }
+    }
     let model = Gpt2::from_tensors(cfg, tensors, dtype).map_err(|e| LoadError::Tensor {
         path: wpath.clone(),
         msg: e.to_string(),

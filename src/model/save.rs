@@ -23,8 +23,9 @@ pub enum SaveError {
     Encode { path: String, msg: String },
 }
 
-/// Writes `model` as the directory `dir`, with weights stored as `storage_dtype`;
-/// `tokenizer_json`, when given, is written as `tokenizer.json`. The folder is staged beside
+/// Writes `model` as the directory `dir`, with weights stored as `storage_dtype`, and the
+/// tokenizer's files beside it (`tokenizer`: name and bytes, as `TextTokenizer::files` gives
+/// them: `tokenizer.json` and a chat template's file). The folder is staged beside
 /// `dir` and renamed into place whole, replacing whatever `dir` held: callers that must not
 /// replace an existing output check first (`crate::output::check_output`). A caller that adds
 /// its own records to the folder stages it itself and calls [`write_model_files`].
@@ -32,10 +33,10 @@ pub fn save_model(
     model: &Gpt2,
     storage_dtype: DType,
     dir: &Path,
-    tokenizer_json: Option<&[u8]>,
+    tokenizer: &[(&str, &[u8])],
 ) -> Result<(), SaveError> {
     let staged = StagedDir::new(dir).map_err(io_error(dir))?;
-    write_model_files(model, storage_dtype, staged.path(), tokenizer_json)?;
+    write_model_files(model, storage_dtype, staged.path(), tokenizer)?;
     staged.commit().map_err(io_error(dir))
 }
 
@@ -44,7 +45,7 @@ pub fn write_model_files(
     model: &Gpt2,
     storage_dtype: DType,
     dir: &Path,
-    tokenizer_json: Option<&[u8]>,
+    tokenizer: &[(&str, &[u8])],
 ) -> Result<(), SaveError> {
     let weights = dir.join("model.safetensors");
     let bytes = safetensors_bytes(model, storage_dtype).map_err(|msg| SaveError::Encode {
@@ -60,9 +61,17 @@ pub fn write_model_files(
         msg: e.to_string(),
     })?;
     write_atomic(&cfg_path, format!("{text}\n").as_bytes()).map_err(io_error(&cfg_path))?;
-    if let Some(tok) = tokenizer_json {
-        let p = dir.join("tokenizer.json");
-        write_atomic(&p, tok).map_err(io_error(&p))?;
+    for &(name, bytes) in tokenizer {
+        let p = dir.join(name);
+        // Plain names only, and never over the files written above.
+        let plain = Path::new(name).file_name() == Some(std::ffi::OsStr::new(name));
+        if !plain || ["config.json", "model.safetensors"].contains(&name) {
+            return Err(SaveError::Encode {
+                path: p.display().to_string(),
+                msg: "not a tokenizer file name".into(),
+            });
+        }
+        write_atomic(&p, bytes).map_err(io_error(&p))?;
     }
     Ok(())
 }

@@ -217,7 +217,7 @@ pub fn train(
     cfg: &TrainConfig,
     pad: u32,
     out: &Path,
-    tokenizer_json: &[u8],
+    tokenizer: &[(&str, &[u8])],
     mut ledger: Option<&mut LedgerRecorder>,
     mut on_step: impl FnMut(&StepInfo),
 ) -> Result<Vec<EpochLog>, TrainError> {
@@ -263,7 +263,7 @@ pub fn train(
         }
         // In the dtype the config names (a fine-tuned bfloat16 model stays bfloat16).
         let storage = crate::model::save::storage_dtype(model.config());
-        save_model(model, storage, out, Some(tokenizer_json))?;
+        save_model(model, storage, out, tokenizer)?;
         let seconds = start.elapsed().as_secs_f64();
         logs.push(EpochLog {
             epoch,
@@ -323,9 +323,16 @@ mod tests {
         };
         let out = std::env::temp_dir().join(format!("lethe-sgd-{}", std::process::id()));
         let mut steps = 0;
-        let logs = train(&mut model, &data, &cfg, 12, &out, b"{}", None, |s| {
-            steps = s.step
-        })
+        let logs = train(
+            &mut model,
+            &data,
+            &cfg,
+            12,
+            &out,
+            &[("tokenizer.json", b"{}")],
+            None,
+            |s| steps = s.step,
+        )
         .unwrap();
         let (first, last) = (logs[0].mean_loss, logs[logs.len() - 1].mean_loss);
         assert!(last < 0.7 * first, "mean loss {first} → {last}");
