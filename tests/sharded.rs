@@ -204,3 +204,36 @@ fn a_hostile_index_is_refused_naming_the_file() {
         "{err}"
     );
 }
+
+/// Saving keeps the layout a model came in: the bfloat16, six-shard oracle saved as it was
+/// loaded (`LoadedModel::storage`) gives the same shard files with the same index, every
+/// parameter in the shard it came from, and loads back to exactly the same values and dtype.
+#[test]
+fn a_sharded_model_is_saved_in_its_shards() {
+    let from = oracle("tiny-llama-bf16-sharded");
+    let loaded = load_model(&from, DType::F32).unwrap();
+    assert_eq!(loaded.storage_dtype, DType::BF16);
+    let out = scratch("sharded-save").join("model");
+    lethe::model::save_model(&loaded.model, loaded.storage(), &out, &[]).unwrap();
+    let index = |dir: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join(INDEX_FILE)).unwrap()).unwrap()
+    };
+    assert_eq!(index(&out)["weight_map"], index(&from)["weight_map"]);
+    assert!(!out.join("model.safetensors").exists());
+    for k in 1..=6 {
+        let name = format!("model-{k:05}-of-00006.safetensors");
+        assert_eq!(
+            std::fs::read(out.join(&name)).unwrap().len(),
+            std::fs::read(from.join(&name)).unwrap().len(),
+            "{name}"
+        );
+    }
+    let again = load_model(&out, DType::F32).unwrap();
+    assert_eq!(again.storage_dtype, DType::BF16);
+    assert_eq!(again.shards, loaded.shards);
+    for (name, t) in loaded.model.tensors() {
+        let back = again.model.get(&name).unwrap();
+        let diff = (t - back).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{name}");
+    }
+}

@@ -87,13 +87,14 @@ fn unlearn_step(args: &DemoArgs, world: &Path, model_out: &Path) -> Result<PathB
         max_steps: args.max_steps,
         ..Default::default()
     };
+    let storage = loaded.storage();
     let mut model = loaded.model;
     let start =
         crate::unlearn::rounding::snapshot(&mut model, &cfg.params).map_err(anyhow::Error::msg)?;
     let outcome = unlearn(&mut model, &inputs, &cfg, |_| {})?;
     let rounding = crate::unlearn::rounding::measure(&model, &start, loaded.storage_dtype)?;
     drop(start);
-    save_model(&model, loaded.storage_dtype, model_out, &tok.files())?;
+    save_model(&model, storage, model_out, &tok.files())?;
     println!(
         "unlearned   forget05 ({} records) with {:?} on {}: forget loss {:.3} -> {:.3} (holdout level {:.3}), retain {:.3} -> {:.3}, {} steps, {:.1} s; stopped: {}",
         f.len(), cfg.method, cfg.params, outcome.levels.forget_start, outcome.final_forget_loss,

@@ -281,6 +281,7 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
         pad: tok.pad_id(),
         ledger: ledger.as_ref(),
     };
+    let storage = loaded.storage();
     let mut model = loaded.model;
     let start = crate::unlearn::rounding::snapshot(&mut model, &cfg.params)
         .map_err(|e| anyhow::anyhow!("--params {}: {e}", cfg.params))?;
@@ -298,7 +299,7 @@ pub fn run_unlearn(args: UnlearnArgs, progress: ProgressMode) -> Result<ExitCode
     let rounding = crate::unlearn::rounding::measure(&model, &start, loaded.storage_dtype)?;
     drop(start);
     let staged = StagedDir::new(&args.out).with_context(|| args.out.display().to_string())?;
-    write_model_files(&model, loaded.storage_dtype, staged.path(), &tok.files())?;
+    write_model_files(&model, storage, staged.path(), &tok.files())?;
     let written = ModelFiles::of_dir(staged.path())?;
     let log = UnlearnLog {
         tool: "lethe".into(),

@@ -104,6 +104,9 @@ pub enum LoadError {
 pub struct LoadedModel {
     pub model: Gpt2,
     pub storage_dtype: DType,
+    /// How the weights were split into files: `None` for one `model.safetensors`; for a sharded
+    /// checkpoint, each shard's file name (in the index's order) and the parameters it holds.
+    pub shards: Option<Shards>,
     pub files: Vec<FileDigest>,
     pub dir: PathBuf,
     /// The bytes of the directory's `tokenizer.json` whose digest is in `files`, if it has one:
@@ -210,6 +213,7 @@ pub fn load_model(dir: &Path, dtype: DType) -> Result<LoadedModel, LoadError> {
     let (cfg, cfg_digest) = read_config(dir)?;
     let mut files = vec![cfg_digest];
     let cfg_path = dir.join("config.json");
+    let mut shards = None;
     let (wpath, tensors, storage_dtype) = match weights {
         WeightFiles::Single(wpath) => {
             let header = read_header(&wpath)?;
@@ -222,8 +226,10 @@ pub fn load_model(dir: &Path, dtype: DType) -> Result<LoadedModel, LoadError> {
             (wpath, tensors, storage_dtype)
         }
         WeightFiles::Sharded(index) => {
-            let (tensors, storage_dtype, digests) = load_shards(dir, &index, &cfg_path, &cfg)?;
+            let (tensors, storage_dtype, digests, held) =
+                load_shards(dir, &index, &cfg_path, &cfg)?;
             files.extend(digests);
+            shards = Some(held);
             (index, tensors, storage_dtype)
         }
     };
@@ -253,14 +259,28 @@ pub fn load_model(dir: &Path, dtype: DType) -> Result<LoadedModel, LoadError> {
     Ok(LoadedModel {
         model,
         storage_dtype,
+        shards,
         files,
         dir: dir.to_path_buf(),
         tokenizer_json,
     })
 }
 
-/// The tensors of a sharded checkpoint, their storage dtype, and the digests of the index and
-/// of each shard (in the index's order of first mention). The index is hostile data like the
+/// Each shard's file name and the parameters it holds, in the index's order.
+pub type Shards = Vec<(String, Vec<String>)>;
+
+impl LoadedModel {
+    /// How to save a model as this one was stored: its dtype and its shards.
+    pub fn storage(&self) -> super::save::Storage {
+        super::save::Storage {
+            dtype: self.storage_dtype,
+            shards: self.shards.clone(),
+        }
+    }
+}
+
+/// The tensors of a sharded checkpoint, their storage dtype, the digests of the index and
+/// of each shard (in the index's order of first mention), and which parameters each shard holds. The index is hostile data like the
 /// rest: each shard it names must be a plain `.safetensors` file name in `dir` (no path), and
 /// index and shards must agree exactly — every tensor a shard holds is mapped to that shard,
 /// every mapped tensor is in its shard, no tensor is in two. Every shard's header is read and
@@ -271,7 +291,7 @@ fn load_shards(
     index: &Path,
     cfg_path: &Path,
     cfg: &Gpt2Config,
-) -> Result<(BTreeMap<String, Tensor>, DType, Vec<FileDigest>), LoadError> {
+) -> Result<(BTreeMap<String, Tensor>, DType, Vec<FileDigest>, Shards), LoadError> {
     let bad = |msg: String| LoadError::Index {
         path: index.to_path_buf(),
         msg,
@@ -345,16 +365,17 @@ fn load_shards(
     }
     check_header(index, cfg_path, cfg, stored)?;
     let mut digests = vec![digest(INDEX_FILE, &bytes)];
-    let (mut tensors, mut storage_dtype) = (BTreeMap::new(), None);
+    let (mut tensors, mut storage_dtype, mut held) = (BTreeMap::new(), None, Vec::new());
     for (name, header) in shards.iter().zip(headers) {
         let path = header.path.clone();
         let data = read_data(header)?;
         let (part, dtype) = parse_weights(&path, &data, cfg)?;
         storage_dtype.get_or_insert(dtype);
+        held.push((name.clone(), part.keys().cloned().collect()));
         tensors.extend(part);
         digests.push(digest(name, &data));
     }
-    Ok((tensors, storage_dtype.unwrap_or(DType::F32), digests))
+    Ok((tensors, storage_dtype.unwrap_or(DType::F32), digests, held))
 }
 
 /// A shard name an index may use: a plain file name (no directory part, no `..`), ending in
