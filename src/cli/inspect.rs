@@ -1,4 +1,5 @@
-//! `lethe inspect MODEL_DIR`: the configuration, parameter counts per group and file digests.
+//! `lethe inspect MODEL_DIR`: the configuration, parameter counts per group, the chat template
+//! (if the model ships one) and file digests.
 
 use crate::model::params::Group;
 use crate::model::{load_model, ParamGroups};
@@ -33,6 +34,13 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
             .map_err(anyhow::Error::msg)?;
         groups.push((g.to_string(), m.count_params(|n| names.contains(n))));
     }
+    // Where a chat template is, and the prompt it makes of a question (as lethe renders
+    // question–answer prompts).
+    let template = crate::data::chat::ChatTemplate::find(&args.model_dir)?;
+    let example = template
+        .as_ref()
+        .map(|t| t.render_prompt("QUESTION"))
+        .transpose()?;
     if args.json {
         let v = serde_json::json!({
             "dir": args.model_dir,
@@ -41,6 +49,10 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
                 "layer_norm_epsilon": cfg.layer_norm_epsilon, "storage_dtype": format!("{:?}", loaded.storage_dtype)},
             "parameters": groups.iter().map(|(g, n)| serde_json::json!({"group": g, "count": n})).collect::<Vec<_>>(),
             "files": loaded.files,
+            "chat_template": template.as_ref().map(|t| serde_json::json!({
+                "file": t.path, "source_sha256": crate::digest::sha256_hex(t.source().as_bytes()),
+                "prompt_of_QUESTION": example,
+            })),
         });
         println!("{v}");
         return Ok(ExitCode::SUCCESS);
@@ -66,9 +78,16 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
     for (g, n) in &groups {
         println!("  {g:<12} {n:>12}");
     }
+    match (&template, &example) {
+        (Some(t), Some(e)) => println!(
+            "\nchat template {} (question–answer prompts are rendered through it): QUESTION becomes {e:?}",
+            t.path.display()
+        ),
+        _ => println!("\nchat template none (prompts are tokenized as written)"),
+    }
     println!("\nfiles (sha256 of the bytes read)");
     for f in &loaded.files {
-        println!("  {:<18} {:>10} bytes  {}", f.name, f.bytes, f.sha256);
+        println!("  {:<32} {:>10} bytes  {}", f.name, f.bytes, f.sha256);
     }
     Ok(ExitCode::SUCCESS)
 }
