@@ -242,3 +242,110 @@ fn train_init_fine_tunes_the_given_model_and_refuses_a_mismatched_tokenizer() {
     );
     assert!(!dir.join("refused").exists());
 }
+
+/// `lethe train --family llama` makes a fresh Llama-family model of the shape asked for
+/// (grouped-query heads, SwiGLU width 8/3 × width rounded up to 8, tied unless `--untied`),
+/// stored in the dtype asked for, with the tokenizer's end-of-text id; `--kv-heads` on a GPT-2
+/// and a head count the key/value heads do not divide are refused.
+#[test]
+fn train_family_llama_makes_the_shape_and_dtype_asked_for() {
+    let dir = scratch("train-llama");
+    let fx = |rel: &str| {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(rel)
+    };
+    let data = dir.join("data.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(fx("world/forget05.jsonl"))
+        .unwrap()
+        .lines()
+        .take(8)
+        .map(str::to_string)
+        .collect();
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let tok = fx("world/tokenizer.json");
+    let train = |out: &str, extra: &[&str]| {
+        let out = dir.join(out);
+        let mut args = vec![
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--tokenizer",
+            tok.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--layers",
+            "1",
+            "--width",
+            "32",
+            "--heads",
+            "4",
+            "--ctx",
+            "64",
+            "--out",
+        ];
+        let out_s = out.to_str().unwrap().to_string();
+        args.push(&out_s);
+        args.extend(extra);
+        (lethe(&args), out)
+    };
+    let (run, out) = train(
+        "llama",
+        &[
+            "--family",
+            "llama",
+            "--kv-heads",
+            "2",
+            "--dtype",
+            "bfloat16",
+        ],
+    );
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let loaded = load_model(&out, DType::F32).unwrap();
+    let cfg = loaded.model.config();
+    assert_eq!(cfg.model_type(), "llama");
+    assert_eq!(
+        (cfg.n_head, cfg.arch.n_kv_head, cfg.inner_dim()),
+        (4, 2, 88)
+    );
+    assert!(cfg.tied());
+    assert_eq!(cfg.eos_token_id, Some(0));
+    assert_eq!(loaded.storage_dtype, DType::BF16);
+
+    let (run, out) = train(
+        "untied",
+        &["--family", "llama", "--untied", "--inner", "40"],
+    );
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let loaded = load_model(&out, DType::F32).unwrap();
+    assert!(!loaded.model.config().tied());
+    assert_eq!(loaded.model.config().inner_dim(), 40);
+    assert_eq!(loaded.storage_dtype, DType::F32);
+
+    for (name, extra, says) in [
+        ("gpt2-kv", vec!["--kv-heads", "2"], "--family llama"),
+        (
+            "bad-kv",
+            vec!["--family", "llama", "--kv-heads", "3"],
+            "num_key_value_heads",
+        ),
+    ] {
+        let (run, out) = train(name, &extra);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{err}");
+        assert!(err.contains(says), "{err}");
+        assert!(!out.exists());
+    }
+}

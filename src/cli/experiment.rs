@@ -594,7 +594,7 @@ fn side_by_side(md: &mut String, families: &[FamilyRows]) {
     let mut rule = String::from("|---|");
     for f in families {
         md.push_str(&format!(
-            " {0}: exact match | {0}: forget/holdout | {0}: retain ratio | {0}: LOSS AUC [95% bounds] | {0}: two-sided attacks |",
+            " {0}: exact match | {0}: forget/holdout | {0}: retain ratio | {0}: worst attack AUC [95% bounds] | {0}: two-sided attacks |",
             f.family
         ));
         rule.push_str("---:|---:|---:|---|---|");
@@ -609,13 +609,14 @@ fn side_by_side(md: &mut String, families: &[FamilyRows]) {
             .map(|f| {
                 let r = f.rows.iter().find(|r| r.config == row.config)?;
                 Some(format!(
-                    " {:.3} | {:.3} | {:.3} | {:.3} [{:.3}, {:.3}] | {} |",
+                    " {:.3} | {:.3} | {:.3} | {} {:.3} [{:.3}, {:.3}] | {} |",
                     r.exact_match,
                     r.forget_over_holdout,
                     r.retain_loss_ratio,
-                    r.loss_auc.value,
-                    r.loss_auc.low,
-                    r.loss_auc.high,
+                    r.worst_attack,
+                    r.worst_auc.value,
+                    r.worst_auc.low,
+                    r.worst_auc.high,
                     r.attack_verdict.as_str().to_lowercase()
                 ))
             })

@@ -150,14 +150,15 @@ fn gpt2_shapes(cfg: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
 /// One named part of the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Group {
-    /// Token and position embeddings (`wte`, `wpe`; `embed_tokens`); a tied output layer is
-    /// the token embedding itself.
+    /// The input embeddings: GPT-2's token and position embeddings (`wte`, `wpe`), the Llama
+    /// family's `embed_tokens`, NeoX's `embed_in`; a tied output layer is the token embedding
+    /// itself.
     Embedding,
     /// An untied output layer (`lm_head`, `embed_out`); nothing on a tied model.
     Head,
     /// Transformer blocks `A..=B`.
     Blocks(usize, usize),
-    /// The final layer norm `ln_f`.
+    /// The final norm (`ln_f`; `model.norm`; `final_layer_norm`).
     FinalNorm,
     All,
 }
