@@ -188,6 +188,17 @@ impl StrictJson {
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
     }
+
+    /// The text and JSON of a file's `bytes`, refusing what is not UTF-8, not JSON, or repeats
+    /// a key, with the message a caller puts in its own error beside the file's path.
+    pub fn of_file(bytes: &[u8]) -> Result<(&str, Value), String> {
+        let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
+        let json = Self::parse(text).map_err(|e| format!("invalid JSON: {e}"))?;
+        match json.duplicate_key {
+            Some(key) => Err(format!("key {key:?} appears more than once")),
+            None => Ok((text, json.value)),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for StrictJson {

@@ -164,17 +164,15 @@ fn ledger_entry_equals_the_gradient_recomputed_at_the_saved_parameters() {
     assert!(err.to_string().contains("no entry of epoch 2"), "{err}");
 }
 
-/// `lethe train --init` fine-tunes a given model: same shape, parameters moved, `train.json`
-/// naming the model it started from; a tokenizer whose vocabulary does not fit is refused
-/// before any work, naming both files.
-#[test]
-fn train_init_fine_tunes_the_given_model_and_refuses_a_mismatched_tokenizer() {
-    let dir = scratch("train-init");
-    let fx = |rel: &str| {
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures")
-            .join(rel)
-    };
+/// `fixtures/REL`.
+fn fx(rel: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
+}
+
+/// forget05's first eight records, written to `DIR/data.jsonl`.
+fn eight_records(dir: &Path) -> std::path::PathBuf {
     let data = dir.join("data.jsonl");
     let lines: Vec<String> = std::fs::read_to_string(fx("world/forget05.jsonl"))
         .unwrap()
@@ -183,6 +181,16 @@ fn train_init_fine_tunes_the_given_model_and_refuses_a_mismatched_tokenizer() {
         .map(str::to_string)
         .collect();
     std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    data
+}
+
+/// `lethe train --init` fine-tunes a given model: same shape, parameters moved, `train.json`
+/// naming the model it started from; a tokenizer whose vocabulary does not fit is refused
+/// before any work, naming both files.
+#[test]
+fn train_init_fine_tunes_the_given_model_and_refuses_a_mismatched_tokenizer() {
+    let dir = scratch("train-init");
+    let data = eight_records(&dir);
     let (init, tok) = (fx("models/retrain05"), fx("world/tokenizer.json"));
     let out = dir.join("tuned");
     let run = lethe(&[
@@ -250,19 +258,7 @@ fn train_init_fine_tunes_the_given_model_and_refuses_a_mismatched_tokenizer() {
 #[test]
 fn train_family_llama_makes_the_shape_and_dtype_asked_for() {
     let dir = scratch("train-llama");
-    let fx = |rel: &str| {
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures")
-            .join(rel)
-    };
-    let data = dir.join("data.jsonl");
-    let lines: Vec<String> = std::fs::read_to_string(fx("world/forget05.jsonl"))
-        .unwrap()
-        .lines()
-        .take(8)
-        .map(str::to_string)
-        .collect();
-    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let data = eight_records(&dir);
     let tok = fx("world/tokenizer.json");
     let train = |out: &str, extra: &[&str]| {
         let out = dir.join(out);

@@ -182,16 +182,11 @@ fn template_error(path: &Path, e: &Error) -> DataError {
 /// `tokenizer_config.json`'s bytes and JSON, read as untrusted data.
 fn read_config(path: &Path) -> Result<(Vec<u8>, serde_json::Value), DataError> {
     let bytes = read_regular_file_capped(path, MAX_TEMPLATE_FILE_BYTES, TOKENIZER_CONFIG_FILE)?;
-    let bad = |msg: String| DataError::Tokenizer {
+    let (_, json) = StrictJson::of_file(&bytes).map_err(|msg| DataError::Tokenizer {
         path: path.to_path_buf(),
         msg,
-    };
-    let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8".into()))?;
-    let json = StrictJson::parse(text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
-    if let Some(key) = json.duplicate_key {
-        return Err(bad(format!("key {key:?} appears more than once")));
-    }
-    Ok((bytes, json.value))
+    })?;
+    Ok((bytes, json))
 }
 
 /// The `chat_template` field: a string, or `[{"name": ..., "template": ...}]` of which the one

@@ -63,12 +63,8 @@ impl TextTokenizer {
             path: path.to_path_buf(),
             msg,
         };
-        let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8".into()))?;
-        let json = StrictJson::parse(text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
-        if let Some(key) = json.duplicate_key {
-            return Err(bad(format!("key {key:?} appears more than once")));
-        }
-        vet_tokenizer_json(path, &json.value)?;
+        let (text, json) = StrictJson::of_file(&bytes).map_err(bad)?;
+        vet_tokenizer_json(path, &json)?;
         let inner = tokenizers::Tokenizer::from_str(text).map_err(|e| bad(e.to_string()))?;
         let eos_id = inner.token_to_id("<|endoftext|>");
         let dir = path.parent().unwrap_or(Path::new("."));
