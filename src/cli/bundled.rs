@@ -64,14 +64,9 @@ impl Bundled<'_> {
         }
     }
 
-    /// `retrain05` fine-tuned on the whole corpus, with its first fine-tuning epoch's ledger
-    /// (the seed paper's setting); bundled for GPT-2 only.
-    pub fn finetuned(&self) -> Option<(PathBuf, PathBuf)> {
-        (self.family == ModelFamily::Gpt2).then(|| {
-            (
-                self.root.join("models/finetuned"),
-                self.root.join("ledger-finetuned"),
-            )
-        })
+    /// `retrain05` fine-tuned on the whole corpus (the seed paper's setting; its first
+    /// fine-tuning epoch's ledger is `ledger-finetuned`); bundled for GPT-2 only.
+    pub fn finetuned(&self) -> Option<PathBuf> {
+        (self.family == ModelFamily::Gpt2).then(|| self.root.join("models/finetuned"))
     }
 }

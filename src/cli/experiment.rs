@@ -266,9 +266,8 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     }
     let mut finetuned = Vec::new();
     let gpt2 = bundled(ModelFamily::Gpt2);
-    if let (true, Some((bundled_tune, _))) =
-        (args.family.contains(&ModelFamily::Gpt2), gpt2.finetuned())
-    {
+    let wants_gpt2 = args.family.contains(&ModelFamily::Gpt2);
+    if let Some(bundled_tune) = gpt2.finetuned().filter(|_| wants_gpt2) {
         let (tuned, tuned_ledger) = finetune_with_every_epoch(&gpt2, &bundled_tune, &args.out)?;
         finetuned = bench.compare(
             "gpt2-finetuned",

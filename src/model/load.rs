@@ -279,12 +279,12 @@ impl LoadedModel {
     }
 }
 
-/// The tensors of a sharded checkpoint, their storage dtype, the digests of the index and
-/// of each shard (in the index's order of first mention), and which parameters each shard holds. The index is hostile data like the
-/// rest: each shard it names must be a plain `.safetensors` file name in `dir` (no path), and
-/// index and shards must agree exactly — every tensor a shard holds is mapped to that shard,
-/// every mapped tensor is in its shard, no tensor is in two. Every shard's header is read and
-/// checked, and the union checked against the config, before any tensor data is read.
+/// The tensors of a sharded checkpoint, their storage dtype, the digests of the index and of each
+/// shard (in the index's order of first mention), and which parameters each shard holds. The index
+/// is hostile data like the rest: each shard it names must be a plain `.safetensors` file name in
+/// `dir` (no path), and index and shards must agree exactly — every tensor a shard holds is mapped
+/// to that shard, every mapped tensor is in its shard, no tensor is in two. Every shard's header is
+/// read and checked, and the union checked against the config, before any tensor data is read.
 #[allow(clippy::type_complexity)]
 fn load_shards(
     dir: &Path,
