@@ -132,6 +132,15 @@ impl ChatTemplate {
         &self.source
     }
 
+    /// The name of the file the template came from (`chat_template.jinja` or
+    /// `tokenizer_config.json`): what a saved model writes it as, and what the evidence names.
+    pub fn file_name(&self) -> &str {
+        self.path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+    }
+
     /// What decides the rendering: the source and the special tokens it is given.
     pub fn rendering(&self) -> (&str, &str, &str) {
         (&self.source, &self.bos_token, &self.eos_token)

@@ -122,12 +122,7 @@ impl TextTokenizer {
     pub fn files(&self) -> Vec<(&str, &[u8])> {
         let mut out = vec![("tokenizer.json", self.json.as_slice())];
         if let Some(t) = &self.chat_template {
-            let name = t
-                .path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            out.push((name, t.bytes.as_slice()));
+            out.push((t.file_name(), t.bytes.as_slice()));
         }
         out
     }

@@ -475,11 +475,7 @@ pub fn certify(
             .chat_template
             .as_ref()
             .map(|t| ChatTemplateUse {
-                file: t
-                    .path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                file: t.file_name().to_string(),
                 source_sha256: crate::digest::sha256_hex(t.source().as_bytes()),
                 applied_to: "question-answer prompts: scored answers, greedy answers, truth ratios and property checks".into(),
             }),
