@@ -231,13 +231,16 @@ fn gradient_norms(c: &mut Criterion) {
 
 fn main() {
     // Two threads, as PyTorch's figures in DESIGN.md; then the same process set-up as the
-    // `lethe` binary (thread count, allocator thresholds).
+    // `lethe` binary (thread count, rayon's pool, allocator thresholds), and the rows run on
+    // the pool as the binary's command does.
     std::env::set_var("RAYON_NUM_THREADS", "2");
     lethe::runtime::init();
-    let mut c = Criterion::default().configure_from_args();
-    eval_and_step(&mut c);
-    gradient_and_hvp(&mut c);
-    greedy(&mut c);
-    gradient_norms(&mut c);
-    c.final_summary();
+    lethe::runtime::on_pool(|| {
+        let mut c = Criterion::default().configure_from_args();
+        eval_and_step(&mut c);
+        gradient_and_hvp(&mut c);
+        greedy(&mut c);
+        gradient_norms(&mut c);
+        c.final_summary();
+    });
 }

@@ -26,8 +26,13 @@ fn fixtures(rel: &str) -> PathBuf {
 }
 
 fn main() {
+    // The `lethe` binary's process set-up, and the steps run on rayon's pool as its commands do.
     std::env::set_var("RAYON_NUM_THREADS", "2");
     lethe::runtime::init();
+    lethe::runtime::on_pool(steps);
+}
+
+fn steps() {
     let tok = TextTokenizer::load(&fixtures("world/tokenizer.json")).unwrap();
     let enc = |s: &str| -> Vec<Encoded> {
         let recs = read_records(&fixtures(&format!("world/{s}.jsonl"))).unwrap();

@@ -1,7 +1,8 @@
 //! Process set-up that must happen before the first tensor or thread exists: candle's thread
-//! count and the C allocator's thresholds. Called first thing by the `lethe` binary and the
-//! benchmarks; the library never calls it on its own (a library must not change its host
-//! process's environment behind its back).
+//! count, rayon's pool and the C allocator's thresholds; and [`on_pool`], which runs the
+//! process's work on that pool. Called first thing by the `lethe` binary and the benchmarks;
+//! the library never calls it on its own (a library must not change its host process's
+//! environment behind its back).
 //!
 //! Why each setting, measured on this project's demo (2 cores, DESIGN.md):
 //! - candle asks for its thread count on every parallel operation and, without
@@ -12,14 +13,38 @@
 //!   and re-allocates activation-sized buffers on every operation, so each one page-faults
 //!   afresh (39 s of system time in a 123 s demo). A 32 MiB threshold (glibc's maximum) and no
 //!   trimming keep those buffers in the heap for reuse: a process keeps the memory of its peak.
+//! - A parallel operation started from a thread outside rayon's pool queues its job, wakes a
+//!   worker and sleeps on a lock until the job is done: two futex round trips for each of the
+//!   pass's thousands of small parallel loops (in the demo's profile, 12% of the samples were
+//!   the scheduler, waking and yielding). Started from a worker, the operation runs its share
+//!   at once and the other workers steal the rest, so the binary runs its whole command on a
+//!   worker ([`on_pool`]). The pool's threads get an 8 MiB stack, the main thread's.
 
 /// Sets up the process. Call once, at the top of `main`, before any other thread starts.
 pub fn init() {
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let n = candle_core::utils::get_num_threads();
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
+    let n = match std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        Some(n) if n > 0 => n,
+        _ => {
+            let n = candle_core::utils::get_num_threads();
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+            n
+        }
+    };
+    // An error means the pool already exists (a host that built it): it is kept as it is.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .stack_size(8 << 20)
+        .build_global();
     tune_allocator();
+}
+
+/// Runs `f` on one of the pool's worker threads and returns what it returns (a panic in `f`
+/// is raised again here), so that every parallel operation inside it starts on a worker.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
