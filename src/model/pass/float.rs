@@ -36,6 +36,8 @@ pub trait Float:
     /// `e^x` (for f32 the vectorising polynomial of `exp`, about 2 ulp).
     fn exp(self) -> Self;
     fn ln(self) -> Self;
+    /// `ln(1 + x)`, exact for small `x` (where `1 + x` rounded first would lose it).
+    fn ln_1p(self) -> Self;
     fn sqrt(self) -> Self;
     /// The error function (musl's float64 `erf` by `libm`, rounded for f32: transformers'
     /// exact GELU).
@@ -74,6 +76,10 @@ macro_rules! float {
             #[inline(always)]
             fn ln(self) -> Self {
                 <$t>::ln(self)
+            }
+            #[inline(always)]
+            fn ln_1p(self) -> Self {
+                <$t>::ln_1p(self)
             }
             #[inline(always)]
             fn sqrt(self) -> Self {

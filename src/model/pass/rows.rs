@@ -3,8 +3,93 @@
 //! target log-prob of a logits row and a scoring row's statistics. Each works on one row (or
 //! one element) so that the caller chooses how rows are split across threads. The formulas are
 //! transformers'; this module owns no buffers.
+//!
+//! A row's sums run as [`LANES`] interleaved partial sums folded at the end: one running float
+//! sum is a serial chain the compiler may not reorder, so it would not vectorise.
 
 use super::float::Float;
+
+/// How many partial sums a row's reduction keeps (one AVX2 register of float32).
+const LANES: usize = 8;
+
+/// `Σ f(x[i])` as [`LANES`] interleaved partial sums.
+#[inline(always)]
+fn sum_by<T: Float>(x: &[T], f: impl Fn(T) -> T) -> T {
+    let mut acc = [T::ZERO; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f(x);
+        }
+    }
+    for (a, &x) in acc.iter_mut().zip(tail) {
+        *a += f(x);
+    }
+    acc.into_iter().sum()
+}
+
+/// `Σ f(x[i], y[i])` over two rows of one length, as [`LANES`] interleaved partial sums.
+#[inline(always)]
+fn sum_by2<T: Float>(x: &[T], y: &[T], f: impl Fn(T, T) -> T) -> T {
+    let mut acc = [T::ZERO; LANES];
+    let (xs, ys) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let (xt, yt) = (xs.remainder(), ys.remainder());
+    for (cx, cy) in xs.zip(ys) {
+        for ((a, &x), &y) in acc.iter_mut().zip(cx).zip(cy) {
+            *a += f(x, y);
+        }
+    }
+    for ((a, &x), &y) in acc.iter_mut().zip(xt).zip(yt) {
+        *a += f(x, y);
+    }
+    acc.into_iter().sum()
+}
+
+/// `Σ f(x[i], y[i], z[i])` over three rows of one length, as [`LANES`] interleaved partial sums.
+#[inline(always)]
+fn sum_by3<T: Float>(x: &[T], y: &[T], z: &[T], f: impl Fn(T, T, T) -> T) -> T {
+    let mut acc = [T::ZERO; LANES];
+    let (xs, ys, zs) = (
+        x.chunks_exact(LANES),
+        y.chunks_exact(LANES),
+        z.chunks_exact(LANES),
+    );
+    let (xt, yt, zt) = (xs.remainder(), ys.remainder(), zs.remainder());
+    for ((cx, cy), cz) in xs.zip(ys).zip(zs) {
+        for (((a, &x), &y), &z) in acc.iter_mut().zip(cx).zip(cy).zip(cz) {
+            *a += f(x, y, z);
+        }
+    }
+    for (((a, &x), &y), &z) in acc.iter_mut().zip(xt).zip(yt).zip(zt) {
+        *a += f(x, y, z);
+    }
+    acc.into_iter().sum()
+}
+
+/// The position of a row's largest value, the first of equal ones (a NaN is never picked
+/// unless it comes first, as a scan that keeps the first strict maximum does). Lane-wise
+/// maxima first, then the first position holding their maximum.
+pub fn argmax<T: Float>(row: &[T]) -> usize {
+    let Some(&first) = row.first() else {
+        return 0;
+    };
+    let mut lanes = [first; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (m, &x) in lanes.iter_mut().zip(c) {
+            *m = if x > *m { x } else { *m };
+        }
+    }
+    let mut max = first;
+    for &x in lanes.iter().chain(tail) {
+        if x > max {
+            max = x;
+        }
+    }
+    row.iter().position(|&x| x == max).unwrap_or(0)
+}
 
 /// Mean and 1/σ of one row (biased variance, as `torch.nn.LayerNorm`; the centred sum of
 /// squares keeps precision); for an RMS norm (`centered` false) 0 and 1/rms, as transformers'
@@ -12,11 +97,11 @@ use super::float::Float;
 pub fn moments<T: Float>(x: &[T], eps: T, centered: bool) -> (T, T) {
     let n = T::of(x.len() as f64);
     let mean = if centered {
-        x.iter().copied().sum::<T>() / n
+        sum_by(x, |v| v) / n
     } else {
         T::ZERO
     };
-    let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>() / n;
+    let var = sum_by(x, |v| (v - mean) * (v - mean)) / n;
     (mean, T::ONE / (var + eps).sqrt())
 }
 
@@ -53,12 +138,8 @@ pub fn norm_row_back<T: Float>(
     add: bool,
 ) {
     let n = T::of(x.len() as f64);
-    let (mut sum_gw, mut sum_gwx) = (T::ZERO, T::ZERO);
-    for ((&x, &w), &g) in x.iter().zip(w).zip(g) {
-        let xhat = (x - mean) * rstd;
-        sum_gw += g * w;
-        sum_gwx += g * w * xhat;
-    }
+    let sum_gw = sum_by2(g, w, |g, w| g * w);
+    let sum_gwx = sum_by3(g, w, x, |g, w, x| g * w * ((x - mean) * rstd));
     let mean_gw = if centered { sum_gw / n } else { T::ZERO };
     let mean_gwx = sum_gwx / n;
     for (((dx, &x), &w), &g) in dx.iter_mut().zip(x).zip(w).zip(g) {
@@ -147,20 +228,18 @@ pub fn softmax_row<T: Float>(s: &mut [T], keep: &[u32], last: usize, scale: T) {
         s.fill(u);
         return;
     }
-    let mut sum = T::ZERO;
     for (s, &k) in s[..=last].iter_mut().zip(keep) {
         let e = (scale * *s - max).exp();
         *s = if k != 0 { e } else { T::ZERO };
-        sum += *s;
     }
-    let inv = T::ONE / sum;
+    let inv = T::ONE / sum_by(&s[..=last], |e| e);
     s[..=last].iter_mut().for_each(|p| *p *= inv);
     s[last + 1..].fill(T::ZERO);
 }
 
 /// The score gradient of one softmax row, in place over `dp`: ds = scale·p ⊙ (dp − Σ p·dp).
 pub fn softmax_row_back<T: Float>(p: &[T], dp: &mut [T], scale: T) {
-    let dot: T = p.iter().zip(dp.iter()).map(|(&p, &d)| p * d).sum();
+    let dot = sum_by2(p, dp, |p, d| p * d);
     for (d, &p) in dp.iter_mut().zip(p) {
         *d = scale * p * (*d - dot);
     }
@@ -170,22 +249,17 @@ pub fn softmax_row_back<T: Float>(p: &[T], dp: &mut [T], scale: T) {
 /// of equal ones); the row is replaced by its probabilities (what the backward needs: no
 /// second exponential there).
 pub fn logprob_row<T: Float>(row: &mut [T], target: usize) -> (T, usize) {
-    let mut best = 0;
-    for (j, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = j;
-        }
-    }
+    let best = argmax(row);
     let max = row[best];
     let shifted = row[target] - max;
-    let mut sum = T::ZERO;
-    for x in row.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
-    }
-    let inv = T::ONE / sum;
+    row.iter_mut().for_each(|x| *x = (*x - max).exp());
+    // Σ e^y = 1 + rest (the largest term is exactly 1); see `score_row` for why the rest.
+    row[best] = T::ZERO;
+    let rest = sum_by(row, |e| e);
+    row[best] = T::ONE;
+    let inv = T::ONE / (T::ONE + rest);
     row.iter_mut().for_each(|p| *p *= inv);
-    (shifted - sum.ln(), best)
+    (shifted - rest.ln_1p(), best)
 }
 
 /// What a scoring pass keeps of one logits row: the target's log-prob, the most likely token
@@ -194,26 +268,39 @@ pub fn logprob_row<T: Float>(row: &mut [T], target: usize) -> (T, usize) {
 /// `y = x − max`: μ = E[y] − ln Σe^y and σ² = E[y²] − E[y]², which float64 keeps exact to well
 /// below float32's rounding. The row is left as it is.
 pub fn score_row<T: Float>(row: &[T], target: usize) -> (T, usize, f64, f64) {
-    let mut best = 0;
-    for (j, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = j;
-        }
-    }
+    let best = argmax(row);
     let max = row[best];
-    let (mut sum, mut s1, mut s2) = (T::ZERO, 0f64, 0f64);
-    for &x in row {
+    // `rest` = Σ e^y over every other token, so Σ e^y = 1 + rest exactly and the log-prob's
+    // normaliser is ln_1p(rest): a well-remembered target's loss (≈ rest, often 1e-4 or less)
+    // keeps float32's relative precision instead of the absolute 6e-8 left of it in a rounded
+    // 1 + rest; so the figures built on such losses come out the same whatever order the
+    // sums ran in (on another machine, in another version). The largest term (y = 0) adds
+    // nothing to the moments' sums.
+    let (mut rest, mut s1, mut s2) = ([T::ZERO; LANES], [0f64; LANES], [0f64; LANES]);
+    let mut add = |j: usize, l: usize, x: T| {
         let y = x - max;
         let e = y.exp();
-        sum += e;
+        rest[l] += if j == best { T::ZERO } else { e };
         let (e, y) = (e.f64(), y.f64());
-        s1 += e * y;
-        s2 += e * y * y;
+        s1[l] += e * y;
+        s2[l] += e * y * y;
+    };
+    let chunks = row.chunks_exact(LANES);
+    let (tail, at) = (chunks.remainder(), row.len() - row.len() % LANES);
+    for (i, c) in chunks.enumerate() {
+        for (l, &x) in c.iter().enumerate() {
+            add(i * LANES + l, l, x);
+        }
     }
-    let s0 = sum.f64();
+    for (l, &x) in tail.iter().enumerate() {
+        add(at + l, l, x);
+    }
+    let rest: T = rest.into_iter().sum();
+    let (s1, s2): (f64, f64) = (s1.into_iter().sum(), s2.into_iter().sum());
+    let s0 = 1.0 + rest.f64();
     let (m1, m2) = (s1 / s0, s2 / s0);
-    let lp = row[target] - max - sum.ln();
-    (lp, best, m1 - s0.ln(), (m2 - m1 * m1).max(0.0))
+    let lp = row[target] - max - rest.ln_1p();
+    (lp, best, m1 - rest.f64().ln_1p(), (m2 - m1 * m1).max(0.0))
 }
 
 /// The logits gradient of `c · log softmax(logits)[target]` from the row's probabilities, in
@@ -313,6 +400,86 @@ mod tests {
             let d = numeric(|v| gelu(v[0]), &[x])[0];
             assert!((gelu_slope(x) - d).abs() < 1e-8);
         }
+    }
+
+    /// The lane-wise argmax picks what a scan keeping the first strict maximum picks: across
+    /// lane and tail boundaries, among equal maxima, and past a NaN.
+    #[test]
+    fn argmax_is_the_first_largest() {
+        let scan = |r: &[f32]| {
+            let mut best = 0;
+            for (j, &x) in r.iter().enumerate() {
+                if x > r[best] {
+                    best = j;
+                }
+            }
+            best
+        };
+        for len in [1, 7, 8, 9, 16, 17, 41] {
+            for at in 0..len {
+                let mut r: Vec<f32> = (0..len).map(|i| ((i * 7919) % 13) as f32).collect();
+                r[at] = 12.0; // ties with the 12s already there, or the only one
+                assert_eq!(argmax(&r), scan(&r), "{r:?}");
+                r[at] = f32::NAN;
+                assert_eq!(argmax(&r), scan(&r), "{r:?}");
+            }
+        }
+        assert_eq!(argmax(&[1.0f32, 3.0, 3.0, 2.0]), 1);
+    }
+
+    /// A scoring row's statistics against the same formulas summed one element at a time in
+    /// float64, on rows longer and shorter than the lanes.
+    #[test]
+    fn score_row_matches_a_float64_scan() {
+        for len in [3, 8, 37, 2048] {
+            let row: Vec<f32> = (0..len)
+                .map(|i| ((i * 2654435761usize) % 1000) as f32 / 97.0 - 5.0)
+                .collect();
+            let (lp, best, mu, var) = score_row(&row, len / 2);
+            let x: Vec<f64> = row.iter().map(|&v| v as f64).collect();
+            let max = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = x.iter().map(|v| (v - max).exp()).sum();
+            let logp: Vec<f64> = x.iter().map(|v| v - max - z.ln()).collect();
+            let want_mu: f64 = logp.iter().map(|l| l.exp() * l).sum();
+            let want_var = logp
+                .iter()
+                .map(|l| l.exp() * (l - want_mu).powi(2))
+                .sum::<f64>();
+            assert_eq!(best, argmax(&row));
+            assert!(
+                (lp as f64 - logp[len / 2]).abs() < 1e-5,
+                "{lp} vs {}",
+                logp[len / 2]
+            );
+            assert!(
+                (mu - want_mu).abs() < 1e-5 * (1.0 + want_mu.abs()),
+                "{mu} vs {want_mu}"
+            );
+            assert!(
+                (var - want_var).abs() < 1e-5 * (1.0 + want_var),
+                "{var} vs {want_var}"
+            );
+        }
+    }
+
+    /// A well-remembered target's log-prob keeps its relative precision in float32: here
+    /// −ln(1 + 2047·e⁻²⁰) ≈ −4.2e-6, where a rounded 1 + rest (float32 ulp 1.2e-7 at 1) would
+    /// be off by up to 3%.
+    #[test]
+    fn a_remembered_targets_logprob_keeps_its_digits() {
+        let mut row = vec![0f32; 2048];
+        row[5] = 20.0;
+        let want = -(2047.0 * (-20f64).exp()).ln_1p();
+        let (lp, best, mu, _) = score_row(&row, 5);
+        assert_eq!(best, 5);
+        assert!((lp as f64 / want - 1.0).abs() < 1e-5, "{lp} vs {want}");
+        // μ = E[y] − ln(1 + rest), E[y] = −20·rest/(1 + rest).
+        let rest = 2047.0 * (-20f64).exp();
+        let want_mu = -20.0 * rest / (1.0 + rest) + want;
+        assert!((mu / want_mu - 1.0).abs() < 1e-5, "{mu} vs {want_mu}");
+        let (lp2, best2) = logprob_row(&mut row, 5);
+        assert_eq!((lp2, best2), (lp, 5));
+        assert!((row.iter().map(|&p| p as f64).sum::<f64>() - 1.0).abs() < 1e-6);
     }
 
     #[test]

@@ -163,6 +163,10 @@ impl Float for Dual {
         Dual::new(self.x.ln(), self.t / self.x)
     }
     #[inline(always)]
+    fn ln_1p(self) -> Self {
+        Dual::new(self.x.ln_1p(), self.t / (1.0 + self.x))
+    }
+    #[inline(always)]
     fn sqrt(self) -> Self {
         let r = self.x.sqrt();
         Dual::new(r, self.t / (2.0 * r))
@@ -230,6 +234,7 @@ mod tests {
         let x = Dual::new(0.7, 1.0);
         assert!((x.exp().t - 0.7f64.exp()).abs() < 1e-15);
         assert!((x.ln().t - 1.0 / 0.7).abs() < 1e-15);
+        assert!((x.ln_1p().t - 1.0 / 1.7).abs() < 1e-15);
         assert!((x.sqrt().t - 0.5 / 0.7f64.sqrt()).abs() < 1e-15);
         assert!(((Dual::ONE / x).t + 1.0 / 0.49).abs() < 1e-14);
     }
