@@ -18,6 +18,7 @@ use lethe::evidence::answers::answer_stops;
 use lethe::evidence::mia::{grad_norms, grad_norms_per_record};
 use lethe::evidence::records::GREEDY_SLACK;
 use lethe::model::generate::{greedy_batch, greedy_batch_uncached};
+use lethe::model::gpt2::add_scaled;
 use lethe::model::grad::{hvp, loss_and_grad};
 use lethe::model::init::random_model;
 use lethe::model::{load_model, Gpt2, Gpt2Config, ParamGroups};
@@ -46,8 +47,7 @@ fn random_batch(rows: usize, cols: usize, vocab: usize, seed: u64) -> Batch {
 fn ascent_step(model: &Gpt2, batch: &Batch, lr: f64) {
     let (_, grads) = loss_and_grad(model, batch).unwrap();
     for ((_, var), (_, g)) in model.trainable_vars().into_iter().zip(grads) {
-        let next = (var.as_tensor() + (g * lr).unwrap()).unwrap();
-        var.set(&next).unwrap();
+        add_scaled(var, &g, lr).unwrap();
     }
 }
 

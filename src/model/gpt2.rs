@@ -9,7 +9,8 @@ use super::config::Gpt2Config;
 use super::params::{param_shapes, ParamGroups};
 use super::pass;
 use crate::data::batch::Batch;
-use candle_core::{DType, Device, Result, Tensor, Var, D};
+use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor, Var, D};
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 
 /// A decoder language model of any family lethe reads (the name is the first family's).
@@ -336,4 +337,72 @@ pub fn weighted_mean_nll(logprobs: &Tensor, batch: &Batch) -> Result<Tensor> {
         candle_core::bail!("batch has no target tokens to score");
     }
     (logprobs * &w)?.sum_all()?.neg()? / total
+}
+
+/// `var ← var + scale·d`, the update of a gradient step. A float32 variable and direction on
+/// the CPU are added in one pass into one new buffer, then copied into the variable; candle's
+/// `var + d·scale` makes two new buffers, and at a real model's size each is page-faulted
+/// afresh (the two took 0.6 GB per step of a 148M-parameter model). Rounding is the same:
+/// `scale·d` is rounded to float32, then added. Anything else takes candle's way.
+pub fn add_scaled(var: &Var, d: &Tensor, scale: f64) -> Result<()> {
+    let fused = || -> Option<Tensor> {
+        if var.dtype() != DType::F32 || d.dtype() != DType::F32 || var.shape() != d.shape() {
+            return None;
+        }
+        let (ps, pl) = var.as_tensor().storage_and_layout();
+        let (ds, dl) = d.storage_and_layout();
+        let (Storage::Cpu(CpuStorage::F32(p)), Storage::Cpu(CpuStorage::F32(dv))) = (&*ps, &*ds)
+        else {
+            return None;
+        };
+        let ((pa, pb), (da, db)) = (pl.contiguous_offsets()?, dl.contiguous_offsets()?);
+        let s = scale as f32;
+        let mut next = Vec::with_capacity(pb - pa);
+        p[pa..pb]
+            .par_iter()
+            .zip(&dv[da..db])
+            .map(|(&p, &d)| p + s * d)
+            .collect_into_vec(&mut next);
+        Tensor::from_vec(next, var.shape(), var.device()).ok()
+    };
+    // The read locks of `fused` are released before `set` takes the write lock.
+    match fused() {
+        Some(next) => var.set(&next),
+        None => var.set(&(var.as_tensor() + (d * scale)?)?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused update rounds as candle's `var + d·scale` does, bit for bit; a float64
+    /// variable takes candle's way.
+    #[test]
+    fn add_scaled_is_candles_update_bit_for_bit() {
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::F64] {
+            let p: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.37).sin()).collect();
+            let d: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.11).cos() * 1e-3).collect();
+            let p = Tensor::from_vec(p, (10, 100), &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let d = Tensor::from_vec(d, (10, 100), &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let var = Var::from_tensor(&p).unwrap();
+            let scale = -0.123_456_789;
+            let want = (&p + (&d * scale).unwrap()).unwrap();
+            add_scaled(&var, &d, scale).unwrap();
+            let got = var.as_tensor().to_dtype(DType::F64).unwrap();
+            let want = want.to_dtype(DType::F64).unwrap();
+            let (got, want) = (
+                got.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+                want.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+            );
+            assert_eq!(got, want, "{dtype:?}");
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 use super::method::Method;
 use crate::data::{Batch, Encoded};
+use crate::model::gpt2::add_scaled;
 use crate::model::grad::{loss_and_grad, ParamTensors};
 use crate::model::pass::{gradient_of, ScoredTarget};
 use crate::model::Gpt2;
@@ -140,7 +141,7 @@ pub fn apply_step(model: &Gpt2, direction: &BTreeMap<String, Tensor>, lr: f64) -
     }
     for (name, var) in model.trainable_vars() {
         if let Some(d) = direction.get(name) {
-            var.set(&(var.as_tensor() - (d * (lr / norm))?)?)?;
+            add_scaled(var, d, -(lr / norm))?;
         }
     }
     Ok(norm)
