@@ -15,35 +15,13 @@ const LANES: usize = 8;
 /// `Σ f(x[i])` as [`LANES`] interleaved partial sums.
 #[inline(always)]
 fn sum_by<T: Float>(x: &[T], f: impl Fn(T) -> T) -> T {
-    let mut acc = [T::ZERO; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += f(x);
-        }
-    }
-    for (a, &x) in acc.iter_mut().zip(tail) {
-        *a += f(x);
-    }
-    acc.into_iter().sum()
+    sum_by3(x, x, x, |x, _, _| f(x))
 }
 
 /// `Σ f(x[i], y[i])` over two rows of one length, as [`LANES`] interleaved partial sums.
 #[inline(always)]
 fn sum_by2<T: Float>(x: &[T], y: &[T], f: impl Fn(T, T) -> T) -> T {
-    let mut acc = [T::ZERO; LANES];
-    let (xs, ys) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
-    let (xt, yt) = (xs.remainder(), ys.remainder());
-    for (cx, cy) in xs.zip(ys) {
-        for ((a, &x), &y) in acc.iter_mut().zip(cx).zip(cy) {
-            *a += f(x, y);
-        }
-    }
-    for ((a, &x), &y) in acc.iter_mut().zip(xt).zip(yt) {
-        *a += f(x, y);
-    }
-    acc.into_iter().sum()
+    sum_by3(x, y, y, |x, y, _| f(x, y))
 }
 
 /// `Σ f(x[i], y[i], z[i])` over three rows of one length, as [`LANES`] interleaved partial sums.
