@@ -75,16 +75,13 @@ pub fn grad_norms(model: &Gpt2, batch: &Batch) -> Result<Vec<f64>> {
     }
     let dev = model.device();
     let n = coef.len();
-    let [de, hn, dl] = match model.dtype() {
+    let (de, hn, dl) = match model.dtype() {
         DType::F32 => pieces::<f32>(model, batch, &coef)?,
         DType::F64 => pieces::<f64>(model, batch, &coef)?,
         other => candle_core::bail!("gradient norms in float32 or float64, not {other:?}"),
     };
     let de = Tensor::from_vec(de, (b, t, c), dev)?;
-    let (hn, dl) = (
-        Tensor::from_vec(hn, (n, c), dev)?,
-        Tensor::from_vec(dl, (n, model.config().vocab_size), dev)?,
-    );
+    let hn = Tensor::from_vec(hn, (n, c), dev)?;
     let mut out = Vec::with_capacity(b);
     let mut off = 0;
     for (r, &n_r) in count.iter().enumerate() {
@@ -102,7 +99,9 @@ pub fn grad_norms(model: &Gpt2, batch: &Batch) -> Result<Vec<f64>> {
             sq += same_token_gram(&de_r, id_r)?;
         }
         if with_out {
-            let dl = dl.narrow(0, off, n_r)?;
+            // One record's rows of the logits' gradient in float64 at a time: the whole
+            // batch's `[S, V]` in float64 would be the largest buffer of the certification.
+            let dl = dl.narrow(0, off, n_r)?.to_dtype(DType::F64)?;
             let hn_r = hn.narrow(0, off, n_r)?;
             let gram = |x: &Tensor| x.matmul(&x.t()?);
             sq += (gram(&dl)? * gram(&hn_r)?)?.sum_all()?.to_scalar::<f64>()?;
@@ -117,11 +116,19 @@ pub fn grad_norms(model: &Gpt2, batch: &Batch) -> Result<Vec<f64>> {
 }
 
 /// The hand-written pass's backward as far as the embedding output (`pass`), its three
-/// pieces in float64: `de` `[B·T, C]`, `hn` `[S, C]`, `dl` `[S, V]`.
-fn pieces<T: pass::Real>(model: &Gpt2, batch: &Batch, coef: &[f64]) -> Result<[Vec<f64>; 3]> {
+/// pieces: `de` `[B·T, C]` and `hn` `[S, C]` in float64, `dl` `[S, V]` as a tensor of the
+/// model's own float type (converted a record at a time by the caller).
+fn pieces<T: pass::Real>(
+    model: &Gpt2,
+    batch: &Batch,
+    coef: &[f64],
+) -> Result<(Vec<f64>, Vec<f64>, Tensor)> {
     let fwd = pass::Forward::<T>::run(model, batch)?;
-    let parts = fwd.embedding_backward(model, coef)?;
-    Ok(parts.map(|v| v.iter().map(|x| x.f64()).collect()))
+    let [de, hn, dl] = fwd.embedding_backward(model, coef)?;
+    let wide = |v: Vec<T>| v.iter().map(|x| x.f64()).collect::<Vec<f64>>();
+    let s = coef.len();
+    let dl = Tensor::from_vec(dl, (s, model.config().vocab_size), model.device())?;
+    Ok((wide(de), wide(hn), dl))
 }
 
 /// `Σ_{t,s: ids_t = ids_s} de_t·de_s`: the squared norm of the input embedding's row gradient
