@@ -15,6 +15,7 @@ use crate::unlearn::{fixtures, world};
 use candle_core::DType;
 use lethe::evidence::oracle::ModelOracle;
 use lethe::evidence::{certify, load_inputs, Request};
+use lethe::judge::property::{self, Oracle, OracleError};
 use lethe::judge::spec::Spec;
 use lethe::judge::verdict::{judge_spec, Status, Verdict};
 use lethe::model::{load_model, save_model};
@@ -316,4 +317,70 @@ fn ccpa_delete_fails_the_original_and_passes_the_retrain() {
     let (v, _) = judged_in(&CCPA, &fixtures("models/retrain05"));
     let not_passed: Vec<_> = v.iter().filter(|v| v.status != Status::Pass).collect();
     assert!(not_passed.is_empty(), "{not_passed:#?}");
+}
+
+/// `ModelOracle` with a log of what it answered; `ahead` says whether the runner's hint
+/// (`Oracle::prepare`, the prompts decoded together before the run) reaches it.
+struct Logged<'a> {
+    oracle: ModelOracle<'a>,
+    ahead: bool,
+    log: std::cell::RefCell<Vec<(String, String)>>,
+}
+
+impl Oracle for Logged<'_> {
+    fn complete(&self, prompt: &str) -> Result<String, OracleError> {
+        let out = self.oracle.complete(prompt)?;
+        self.log
+            .borrow_mut()
+            .push((prompt.to_string(), out.clone()));
+        Ok(out)
+    }
+
+    fn answer_rank(&self, prompt: &str, answer: &str) -> Result<usize, OracleError> {
+        self.oracle.answer_rank(prompt, answer)
+    }
+
+    fn prepare(&self, prompts: &[String]) {
+        if self.ahead {
+            self.oracle.prepare(prompts);
+        }
+    }
+}
+
+/// The property check's prompts decoded ahead in batches of 32 give the run that decoding
+/// each prompt alone, when asked, gives: the same completions in the same order and the same
+/// outcome — on the original model, which leaks (the run fails and shrinks, asking prompts the
+/// dry run did not plan), and on the retrain, which does not (every prompt planned).
+#[test]
+fn property_runs_decoded_ahead_equal_runs_decoded_one_prompt_at_a_time() {
+    let spec = spec("gdpr-art17");
+    let property = spec
+        .properties
+        .iter()
+        .find(|p| p.id == "no-verbatim-leak")
+        .unwrap();
+    let forget = lethe::data::read_records(&fixtures("world/forget05.jsonl")).unwrap();
+    let tok = lethe::data::TextTokenizer::load(&fixtures("models/full/tokenizer.json")).unwrap();
+    for (model, leaks) in [("models/full", true), ("models/retrain05", false)] {
+        let m = load_model(&fixtures(model), DType::F32).unwrap();
+        let run = |ahead: bool| {
+            let oracle = Logged {
+                oracle: ModelOracle::open(&m.model, &tok).unwrap(),
+                ahead,
+                log: Default::default(),
+            };
+            let outcome = property::run(property, spec.seed, &forget, &oracle).unwrap();
+            (outcome, oracle.log.into_inner())
+        };
+        let (ahead, alone) = (run(true), run(false));
+        assert_eq!(ahead.0.passed, !leaks, "{model}");
+        // The retrain's run asks every one of the spec's 128 cases; the original's stops at
+        // its first leak and shrinks it.
+        assert!(
+            leaks || ahead.1.len() >= 128,
+            "{model}: {} prompts",
+            ahead.1.len()
+        );
+        assert_eq!(ahead, alone, "{model}");
+    }
 }

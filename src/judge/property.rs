@@ -48,6 +48,24 @@ pub trait Oracle {
     fn complete(&self, prompt: &str) -> Result<String, OracleError>;
     /// Rank (0 = most likely) of the first token of `answer` after `prompt`.
     fn answer_rank(&self, prompt: &str, answer: &str) -> Result<usize, OracleError>;
+    /// Told before a run which prompts it will complete if no case fails, in order, so that an
+    /// oracle may compute them together. A hint only: what `complete` returns must not depend
+    /// on it, and a prompt that cannot be prepared is left for `complete` to answer (or refuse).
+    fn prepare(&self, _prompts: &[String]) {}
+}
+
+/// The oracle of a dry run: records the prompts asked, never leaks.
+struct Planner(RefCell<Vec<String>>);
+
+impl Oracle for Planner {
+    fn complete(&self, prompt: &str) -> Result<String, OracleError> {
+        self.0.borrow_mut().push(prompt.to_string());
+        Ok(String::new())
+    }
+
+    fn answer_rank(&self, _prompt: &str, _answer: &str) -> Result<usize, OracleError> {
+        Ok(usize::MAX)
+    }
 }
 
 /// Why an [`Oracle`] could not answer. This module knows no candle types, so the model side's
@@ -561,6 +579,22 @@ pub fn cases_for(property: &Property, eligible: usize) -> u32 {
 /// in a seeded order, before any is tried again), perturbations drawn at random. A failure is
 /// shrunk to the smallest failing case.
 pub fn run(
+    property: &Property,
+    seed: u64,
+    records: &[Record],
+    oracle: &dyn Oracle,
+) -> Result<PropertyOutcome, PropertyError> {
+    // The cases are drawn from the seed alone, so a dry run against an oracle that never leaks
+    // asks exactly the prompts of a run in which no case fails: the oracle may compute those
+    // together (one batched greedy decoding instead of one decoding per case). Shrinking after
+    // a failure asks further prompts, which the oracle answers as they come.
+    let planner = Planner(RefCell::new(Vec::new()));
+    run_cases(property, seed, records, &planner)?;
+    oracle.prepare(&planner.0.into_inner());
+    run_cases(property, seed, records, oracle)
+}
+
+fn run_cases(
     property: &Property,
     seed: u64,
     records: &[Record],
