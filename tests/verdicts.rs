@@ -7,7 +7,8 @@
 //! gradient ascent fails its utility requirement. `specs/strict.toml` is judged on the forget
 //! set it is sized for (forget10, 20 people): the original fails it; the model retrained
 //! without forget10 (`models/retrain10`) passes it. The property check finds and shrinks a
-//! verbatim-leak counterexample on the original model and finds none on the retrains. Influence
+//! verbatim-leak counterexample on the original model and finds none on the retrains, and runs
+//! the same with its prompts decoded ahead in batches as decoded one at a time. Influence
 //! analysis is left out (neither spec names an influence metric; it has its own tests).
 
 use crate::common::scratch;
