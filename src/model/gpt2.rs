@@ -346,13 +346,9 @@ pub fn weighted_mean_nll(logprobs: &Tensor, batch: &Batch) -> Result<Tensor> {
 /// `scale·d` is rounded to float32, then added. Anything else (another dtype or layout, a
 /// direction sharing the variable's storage) takes candle's way.
 pub fn add_scaled(var: &Var, d: &Tensor, scale: f64) -> Result<()> {
-    let fused = var.dtype() == DType::F32 && d.dtype() == DType::F32 && var.shape() == d.shape();
-    if fused
-        && var
-            .as_tensor()
-            .inplace_op2(d, &AddScaled(scale as f32))
-            .is_ok()
-    {
+    // `AddScaled` itself refuses any dtype, device or layout it does not handle.
+    let in_place = || var.as_tensor().inplace_op2(d, &AddScaled(scale as f32));
+    if var.shape() == d.shape() && in_place().is_ok() {
         return Ok(());
     }
     var.set(&(var.as_tensor() + (d * scale)?)?)
