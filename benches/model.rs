@@ -24,6 +24,7 @@ use lethe::model::init::random_model;
 use lethe::model::{load_model, Gpt2, Gpt2Config, ParamGroups};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -86,21 +87,35 @@ fn shapes() -> [Shape; 3] {
 
 fn eval_and_step(c: &mut Criterion) {
     for shape in shapes() {
-        let mut model = random_model(&shape.cfg, 1, DType::F32).unwrap();
+        // Built on first use, so that a filter naming one shape builds only that shape's
+        // random model (about 13 s each on a slow machine; a profile needs the setup gone).
+        let slot: RefCell<Option<Gpt2>> = RefCell::new(None);
+        let with_model = |params: Option<&str>, run: &mut dyn FnMut(&Gpt2)| {
+            let mut slot = slot.borrow_mut();
+            let model =
+                slot.get_or_insert_with(|| random_model(&shape.cfg, 1, DType::F32).unwrap());
+            if let Some(params) = params {
+                model
+                    .set_trainable(&ParamGroups::parse(params).unwrap())
+                    .unwrap();
+            }
+            run(model)
+        };
         let batch = random_batch(shape.rows, shape.cols, shape.cfg.vocab_size, 2);
         let mut group = c.benchmark_group(shape.name);
         group.sample_size(10).warm_up_time(Duration::from_secs(1));
         group.measurement_time(Duration::from_secs(4));
         group.throughput(Throughput::Elements((shape.rows * shape.cols) as u64));
         group.bench_function("eval-logprobs", |b| {
-            b.iter(|| model.token_logprobs(&batch).unwrap())
+            with_model(None, &mut |model| {
+                b.iter(|| model.token_logprobs(&batch).unwrap())
+            })
         });
         for params in ["all", "embedding"] {
-            model
-                .set_trainable(&ParamGroups::parse(params).unwrap())
-                .unwrap();
             group.bench_function(BenchmarkId::new("ga-step", params), |b| {
-                b.iter(|| ascent_step(&model, &batch, 1e-4))
+                with_model(Some(params), &mut |model| {
+                    b.iter(|| ascent_step(model, &batch, 1e-4))
+                })
             });
         }
         group.finish();
