@@ -231,13 +231,19 @@ fn same_numbers(signed: &Value, fresh: &Value) -> Check {
     let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
     flatten(signed, String::new(), &mut a);
     flatten(fresh, String::new(), &mut b);
+    // Every figure that differs, the one furthest apart (relative to its size) named.
+    let mut differing = 0;
     let mut worst: Option<(String, f64, f64)> = None;
     let mut missing = Vec::new();
     for (k, &x) in &a {
         match b.get(k) {
             None => missing.push(k.clone()),
             Some(&y) if !close(x, y) => {
-                if worst.is_none() {
+                differing += 1;
+                if worst
+                    .as_ref()
+                    .is_none_or(|(_, wx, wy)| apart(x, y) > apart(*wx, *wy))
+                {
                     worst = Some((k.clone(), x, y));
                 }
             }
@@ -252,7 +258,11 @@ fn same_numbers(signed: &Value, fresh: &Value) -> Check {
         ),
         (Some((k, x, y)), _) => Check::fail(
             "recompute evidence",
-            format!("{k}: recomputed {y}, signed {x}"),
+            format!(
+                "{differing} of {} figures differ by more than {TOLERANCE:e}; furthest apart \
+                 {k}: recomputed {y}, signed {x}",
+                a.len()
+            ),
         ),
         (None, Some(k)) => Check::fail(
             "recompute evidence",
@@ -357,7 +367,12 @@ fn flatten(v: &Value, path: String, out: &mut BTreeMap<String, f64>) {
 }
 
 fn close(a: f64, b: f64) -> bool {
-    a == b || (a - b).abs() <= TOLERANCE * a.abs().max(b.abs()).max(1e-12)
+    a == b || apart(a, b) <= TOLERANCE
+}
+
+/// How far apart two figures are, relative to the larger (NaN when either is NaN).
+fn apart(a: f64, b: f64) -> f64 {
+    (a - b).abs() / a.abs().max(b.abs()).max(1e-12)
 }
 
 #[cfg(test)]
@@ -487,6 +502,16 @@ mod tests {
             json!({"models": {"x": 1}, "metrics": {"auc": 0.6, "v": [1.0, 2.0]}, "ok": true});
         let c = same_numbers(&a, &moved);
         assert!(c.detail.contains("metrics.auc"), "{}", c.detail);
+        // Every differing figure is counted, and the one furthest apart relative to its size
+        // is named, not the first in order (`metrics.auc` sorts before `metrics.v`).
+        let two =
+            json!({"models": {"x": 1}, "metrics": {"auc": 0.50001, "v": [1.5, 2.0]}, "ok": true});
+        let c = same_numbers(&a, &two);
+        assert!(
+            c.detail.starts_with("2 of 4 figures differ") && c.detail.contains("metrics.v[0]"),
+            "{}",
+            c.detail
+        );
         let fewer = json!({"models": {"x": 1}, "metrics": {"auc": 0.5, "v": [1.0]}, "ok": true});
         assert!(same_numbers(&a, &fewer).detail.contains("metrics.v[1]"));
     }
