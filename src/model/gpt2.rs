@@ -250,7 +250,7 @@ impl Gpt2 {
         hits: bool,
     ) -> Result<(Tensor, Option<Vec<bool>>)> {
         let (b, width) = (batch.rows, batch.cols.saturating_sub(1));
-        let fwd = pass::Forward::<T>::score(self, batch)?;
+        let fwd = pass::Forward::<T>::logprobs_only(self, batch)?;
         let mut table = vec![T::ZERO; b * width];
         for (slot, &lp) in fwd.slots().zip(fwd.logprobs()) {
             table[slot] = lp;

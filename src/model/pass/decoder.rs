@@ -16,6 +16,7 @@ use super::float::{mm, Float, View};
 use super::rows::{
     gelu, gelu_erf, gelu_erf_slope, gelu_slope, logprob_row, logprob_row_back, norm_row,
     norm_row_back, norm_row_params, score_row, silu, silu_slope, softmax_row, softmax_row_back,
+    target_logprob,
 };
 use crate::model::config::{Family, Gpt2Config, RopeScaling};
 use crate::model::params::param_shapes;
@@ -298,6 +299,18 @@ pub(super) struct Rotary<T> {
     sin: Vec<T>,
 }
 
+/// What a forward pass keeps past its output layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Every block's activations and the output distribution, for a backward.
+    Backward,
+    /// The scored targets' log-probs and most likely tokens, and the moments of each scored
+    /// position's log-probs (the certifier's scoring: Min-K%++ reads them).
+    Moments,
+    /// The scored targets' log-probs and most likely tokens alone.
+    LogProbs,
+}
+
 /// What one block's forward keeps for its backward.
 pub(super) struct BlockTape<T> {
     /// The block's input `[N, C]`.
@@ -453,17 +466,18 @@ impl<'a, T: Float> Net<'a, T> {
     }
 
     /// The forward pass over a batch of `rows × cols` token ids (right-padded; `attention` 1 for
-    /// real tokens), scoring `targets`; `keep` keeps each block's activations for a backward.
+    /// real tokens), scoring `targets`; `keep` says what the tape keeps.
     pub fn forward(
         &self,
         ids: &[u32],
         attention: &[u32],
         (rows, cols): (usize, usize),
         targets: Vec<Target>,
-        keep: bool,
+        keep: Keep,
     ) -> Tape<T> {
         let ids: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
-        let (x, blocks, rotary) = self.trunk(&ids, attention, (rows, cols), keep, |_, _, _| {});
+        let backward = keep == Keep::Backward;
+        let (x, blocks, rotary) = self.trunk(&ids, attention, (rows, cols), backward, |_, _, _| {});
         let mut tape = Tape {
             rows,
             cols,
@@ -924,12 +938,20 @@ impl<'a, T: Float> Net<'a, T> {
     }
 
     /// The final norm and the output layer at the scored positions, and their log-probs. For a
-    /// backward (`keep`) the output distribution is kept; a scoring pass keeps the moments of
-    /// each position's log-probs instead.
-    fn head(&self, tape: &mut Tape<T>, keep: bool) {
+    /// backward the output distribution is kept; a scoring pass keeps the moments of each
+    /// position's log-probs instead, if asked.
+    fn head(&self, tape: &mut Tape<T>, keep: Keep) {
         let (hs, stats, mut logits) = self.logits(&tape.picked(self.cfg.n_embd));
         let v = self.cfg.vocab_size;
-        if keep {
+        if keep == Keep::LogProbs {
+            (tape.logprobs, tape.best) = logits
+                .par_chunks(v)
+                .zip(tape.targets.par_iter())
+                .map(|(row, t)| target_logprob(row, t.token))
+                .unzip();
+            return;
+        }
+        if keep == Keep::Backward {
             let (lp, best): (Vec<T>, Vec<usize>) = logits
                 .par_chunks_mut(v)
                 .zip(tape.targets.par_iter())

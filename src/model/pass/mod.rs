@@ -25,7 +25,7 @@ use super::Gpt2;
 use crate::data::Batch;
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, DType, Result, Storage, Tensor};
-use decoder::{Net, Tape, Target};
+use decoder::{Keep, Net, Tape, Target};
 
 /// Calls the generic function `$f::<T>($args)` with `T` the model's float (float32 or
 /// float64); `$what` names the work in the error for any other.
@@ -43,23 +43,30 @@ pub(super) use in_model_float;
 /// A forward pass over a batch, kept for a backward.
 pub struct Forward<T> {
     tape: Tape<T>,
-    keep: bool,
+    keep: Keep,
 }
 
 impl<T: Real> Forward<T> {
     /// Runs the model over `batch`, scoring the targets the batch weights (non-zero weight),
     /// and keeps what a backward needs.
     pub fn run(model: &Gpt2, batch: &Batch) -> Result<Forward<T>> {
-        Self::pass(model, batch, true)
+        Self::pass(model, batch, Keep::Backward)
     }
 
     /// [`Forward::run`] for scoring alone: each block's activations are dropped as soon as
-    /// the next block has them, and [`Forward::gradient`] is refused.
+    /// the next block has them, each scored position's log-prob moments are kept
+    /// ([`Forward::moments`]), and [`Forward::gradient`] is refused.
     pub fn score(model: &Gpt2, batch: &Batch) -> Result<Forward<T>> {
-        Self::pass(model, batch, false)
+        Self::pass(model, batch, Keep::Moments)
     }
 
-    fn pass(model: &Gpt2, batch: &Batch, keep: bool) -> Result<Forward<T>> {
+    /// [`Forward::score`] without the moments: the scored targets' log-probs and most likely
+    /// tokens alone.
+    pub fn logprobs_only(model: &Gpt2, batch: &Batch) -> Result<Forward<T>> {
+        Self::pass(model, batch, Keep::LogProbs)
+    }
+
+    fn pass(model: &Gpt2, batch: &Batch, keep: Keep) -> Result<Forward<T>> {
         check_batch(model, batch)?;
         let targets = targets(batch);
         with_net(model, |net| {
@@ -85,7 +92,7 @@ impl<T: Real> Forward<T> {
     }
 
     /// A scoring pass's mean and variance of `log p(·)` under the model at each scored
-    /// position (empty for a pass kept for a backward).
+    /// position (empty unless the pass was [`Forward::score`]).
     pub fn moments(&self) -> &[(f64, f64)] {
         &self.tape.moments
     }
@@ -111,7 +118,7 @@ impl<T: Real> Forward<T> {
     /// `coef` in `T`, refused unless this pass kept its activations and `coef` holds one
     /// coefficient per scored target.
     fn coefficients(&self, coef: &[f64]) -> Result<Vec<T>> {
-        if !self.keep {
+        if self.keep != Keep::Backward {
             bail!("a scoring pass keeps no activations to differentiate");
         }
         if coef.len() != self.tape.logprobs.len() {
@@ -449,7 +456,7 @@ pub fn loss_grad_hvp(
         &batch.attention,
         (batch.rows, batch.cols),
         targets,
-        true,
+        Keep::Backward,
     );
     let loss: f64 = tape
         .logprobs
@@ -574,7 +581,7 @@ mod tests {
                 &b.attention,
                 (b.rows, b.cols),
                 targets.clone(),
-                false,
+                Keep::LogProbs,
             );
             -tape
                 .logprobs
