@@ -40,7 +40,8 @@ macro_rules! in_model_float {
 }
 pub(super) use in_model_float;
 
-/// A forward pass over a batch, kept for a backward.
+/// A forward pass over a batch and what it kept: everything a backward needs
+/// ([`Forward::run`]) or the scores alone ([`Forward::score`], [`Forward::logprobs_only`]).
 pub struct Forward<T> {
     tape: Tape<T>,
     keep: Keep,

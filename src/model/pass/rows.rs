@@ -250,8 +250,7 @@ pub fn score_row<T: Float>(row: &[T], target: usize) -> (T, usize, f64, f64) {
 }
 
 /// [`score_row`]'s log-prob and most likely token alone, bit for bit the same, without the
-/// moments' float64 sums (a third of the row's work): what evaluation and the unlearning
-/// objectives read.
+/// moments' float64 sums: what evaluation and the unlearning objectives read.
 pub fn target_logprob<T: Float>(row: &[T], target: usize) -> (T, usize) {
     let (lp, best, _, _) = scan_row::<T, false>(row, target);
     (lp, best)
