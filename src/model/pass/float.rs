@@ -121,7 +121,7 @@ macro_rules! float {
 }
 
 /// Clears the upper halves of the vector registers after a product. The product's AVX-512
-/// kernels (faer's, through the gemm crate) leave them dirty, and on Intel CPUs every
+/// kernels (faer's, from `private-gemm-x86`) leave them dirty, and on Intel CPUs every
 /// legacy-SSE instruction after that pays a state-transition penalty until something clears
 /// them: glibc's `exp`, which the float64 pass calls per element, took 293 ns instead of 12 ns
 /// on an Intel Xeon, and the float64 gradient ran 7× slower (an AMD EPYC pays nothing).
