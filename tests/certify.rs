@@ -7,9 +7,9 @@ use crate::common::*;
 use candle_core::{DType, Device, Tensor};
 use lethe::data::{Encoded, Record};
 use lethe::evidence::influence::{check_hvp, Sample, Space};
-use lethe::evidence::mia::{run_attack, scores, Side};
 use lethe::evidence::records::{EvalPlan, Evaluator};
 use lethe::evidence::{certify, load_inputs, Metric, Request};
+use lethe::judge::attacks::{scores, Side};
 use lethe::judge::evidence::AttackScores;
 use lethe::judge::evidence::Evidence;
 use lethe::model::params::param_shapes;
@@ -466,7 +466,10 @@ fn bundled_world_power_and_size() {
             members: side(&lf),
             nonmembers: side(&lh),
         };
-        run_attack(&s).unwrap().auc.interval(0.95).unwrap()
+        lethe::judge::stats::delong(&s.members, &s.nonmembers)
+            .unwrap()
+            .interval(0.95)
+            .unwrap()
     };
     let full = interval("full");
     let retrain = interval("retrain05");

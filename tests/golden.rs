@@ -93,7 +93,8 @@ fn the_golden_certificate_recomputes_to_the_same_figures_and_verdicts() {
     assert_valid(out.status.code(), &text);
     for check in [
         "recompute inputs",
-        "recompute evidence",
+        "statistics",
+        "recompute measurements",
         "recompute no-verbatim-leak",
     ] {
         assert!(

@@ -7,27 +7,18 @@
 use super::activation::cosines;
 use super::answers::answer_stops;
 use super::influence::{check_hvp, self_influence, spectrum, Sample, Space, DISTANCE_ASSUMPTION};
-use super::metrics::truth_ratio_score;
-use super::mia::{grad_norms, run_attack, scores, Side};
+use super::mia::grad_norms;
 use super::records::{seeded_subset, EvalPlan, Evaluator, GREEDY_SLACK, MIN_K};
 use super::scoring::SIGMA2_FLOOR;
 use super::CertifyError;
 use crate::data::chat::ChatTemplate;
 use crate::data::{read_records_hashed, Encoded, Record, TextTokenizer};
-use crate::judge::aggregate::{independent_ratio, mean_of, paired_ratio};
-use crate::judge::clustered::{clustered_delong, clustered_mean, clustered_proportion};
-use crate::judge::equivalence::{ks_to_reference, KS_RESAMPLES};
+use crate::judge::derive::{derive, distance_bound, layer_means, Measured};
 use crate::judge::evidence::{
-    AttackScores, GreedyEval, Metrics, QaEval, RecordEval, SelfInfluence,
-};
-use crate::judge::evidence::{
-    ChatTemplateUse, DataInput, Evidence, InfluenceEvidence, MiaEvidence, ModelInput, Omitted,
-    Settings, SCHEMA_VERSION,
+    ChatTemplateUse, DataInput, Evidence, InfluenceEvidence, ModelInput, Records, Settings,
+    SCHEMA_VERSION,
 };
 use crate::judge::metric::Metric;
-use crate::judge::metric::ATTACKS;
-use crate::judge::metric::{KS_TO_REFERENCE, KS_TO_REFERENCE_SCORES};
-use crate::judge::stats::{ks_two_sample, tpr_at_fpr_held_out, TprAtLowFpr};
 use crate::model::{load_model, LoadedModel, ParamGroups};
 use candle_core::DType;
 use std::collections::BTreeMap;
@@ -348,8 +339,6 @@ struct Run<'a> {
     inputs: &'a Inputs,
     eval: Evaluator<'a>,
     progress: &'a mut dyn FnMut(&str, u64),
-    metrics: Metrics,
-    omitted: Vec<Omitted>,
     eval_tokens: u64,
     eval_seconds: f64,
 }
@@ -379,13 +368,10 @@ pub fn certify(
             seed: req.seed,
         },
         progress,
-        metrics: Metrics::default(),
-        omitted: Vec::new(),
         eval_tokens: 0,
         eval_seconds: 0.0,
     };
     let evals = run.evaluate_all()?;
-    let mut mia = BTreeMap::new();
     let member_enc = run.eval.encode(&inputs.splits["forget"].1)?;
     let nonmember_enc = run.eval.encode(&inputs.splits["holdout"].1)?;
     let both: Vec<Encoded> = member_enc.iter().chain(&nonmember_enc).cloned().collect();
@@ -414,41 +400,33 @@ pub fn certify(
         None => None,
     };
     (run.progress)("gradient norms", 2 * both.len() as u64);
-    let roles = [
-        ("unlearned", Some(norms_u?)),
-        ("original", Some(norms_o?)),
-        ("reference", norms_r),
-    ];
-    for (role, norms) in roles {
-        let Some(norms) = norms else { continue };
-        let prefix = match role {
-            "original" => "original.",
-            "reference" => crate::judge::metric::REFERENCE_PREFIX,
-            _ => "",
-        };
-        mia.insert(
-            role.to_string(),
-            run.mia(
-                role,
-                prefix,
-                &evals,
-                &norms[..member_enc.len()],
-                &norms[member_enc.len()..],
-            )?,
-        );
-    }
-    for (split, _) in inputs.splits.iter() {
-        let orig = evals["original"].get(split).map(Vec::as_slice);
-        run.split_metrics("", split, &evals["unlearned"][split], orig);
-        run.split_metrics("original.", split, &evals["original"][split], None);
-    }
-    run.reference_metrics(&evals)?;
     let influence = if req.influence {
         Some(run.influence(&member_enc, &nonmember_enc)?)
     } else {
-        run.omit("influence".into(), "not requested (--no-influence)");
         None
     };
+    let mut grad_norms = BTreeMap::new();
+    for (role, norms) in [
+        ("unlearned", Some(norms_u?)),
+        ("original", Some(norms_o?)),
+        ("reference", norms_r),
+    ] {
+        if let Some(n) = norms {
+            grad_norms.insert(role.to_string(), n);
+        }
+    }
+    let data: BTreeMap<String, DataInput> = inputs
+        .splits
+        .iter()
+        .map(|(k, (d, _))| (k.clone(), d.clone()))
+        .collect();
+    let derived = derive(&Measured {
+        seed: req.seed,
+        data: &data,
+        records: &evals,
+        grad_norms,
+        influence: influence.as_ref(),
+    })?;
     let summary = RunSummary {
         eval_tokens: run.eval_tokens,
         eval_seconds: run.eval_seconds,
@@ -459,16 +437,12 @@ pub fn certify(
         seed: req.seed,
         settings: req.settings.clone(),
         models: model_inputs(inputs),
-        data: inputs
-            .splits
-            .iter()
-            .map(|(k, (d, _))| (k.clone(), d.clone()))
-            .collect(),
-        sample_sizes: sample_sizes(inputs, &influence, &evals),
-        metrics: run.metrics,
-        omitted: run.omitted,
+        data,
+        sample_sizes: derived.sample_sizes,
+        metrics: derived.metrics,
+        omitted: derived.omitted,
         records: evals,
-        mia,
+        mia: derived.mia,
         influence,
         chat_template: inputs
             .tokenizer
@@ -503,32 +477,7 @@ fn model_inputs(inputs: &Inputs) -> BTreeMap<String, ModelInput> {
     out
 }
 
-fn sample_sizes(
-    inputs: &Inputs,
-    inf: &Option<InfluenceEvidence>,
-    evals: &Evals,
-) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for (split, e) in &evals["unlearned"] {
-        let generated = e
-            .iter()
-            .filter(|r| r.qa.as_ref().is_some_and(|q| q.greedy.is_some()))
-            .count();
-        out.insert(format!("{split}_generated"), generated);
-    }
-    for (k, (d, _)) in &inputs.splits {
-        out.insert(k.clone(), d.records);
-        out.insert(format!("{k}_question_answer"), d.question_answer_records);
-    }
-    if let Some(i) = inf {
-        out.insert("hessian".into(), i.hessian_records);
-        out.insert("influence_forget".into(), i.self_influence_forget.len());
-        out.insert("influence_holdout".into(), i.self_influence_holdout.len());
-    }
-    out
-}
-
-type Evals = BTreeMap<String, BTreeMap<String, Vec<RecordEval>>>;
+type Evals = Records;
 
 impl Run<'_> {
     fn evaluate_all(&mut self) -> Result<Evals, CertifyError> {
@@ -576,337 +525,6 @@ impl Run<'_> {
                 .insert(split.to_string(), evals);
         }
         Ok(out)
-    }
-
-    fn omit(&mut self, path: String, reason: &str) {
-        self.omitted.push(Omitted {
-            path,
-            reason: reason.to_string(),
-        });
-    }
-
-    fn mia(
-        &mut self,
-        role: &str,
-        prefix: &str,
-        evals: &Evals,
-        member_norms: &[f64],
-        nonmember_norms: &[f64],
-    ) -> Result<MiaEvidence, CertifyError> {
-        let target = &evals[role];
-        let (f, h) = (&target["forget"], &target["holdout"]);
-        let col = |e: &[RecordEval], pick: fn(&RecordEval) -> f64| {
-            e.iter().map(pick).collect::<Vec<f64>>()
-        };
-        // Per side: losses, zlib lengths, Min-K% and Min-K%++ scores.
-        type Columns = (Vec<f64>, Vec<usize>, Vec<f64>, Vec<f64>);
-        let sides: Vec<Columns> = [f, h]
-            .iter()
-            .map(|e| {
-                (
-                    col(e, |r| r.loss),
-                    e.iter().map(|r| r.zlib_bytes).collect(),
-                    col(e, |r| r.min_k),
-                    col(e, |r| r.min_k_pp),
-                )
-            })
-            .collect();
-        let losses_of = |who: &str, split: &str| {
-            evals
-                .get(who)
-                .and_then(|m| m.get(split))
-                .map(|e| col(e, |r| r.loss))
-        };
-        let mut out = MiaEvidence::default();
-        for attack in ATTACKS {
-            let reference_role = match attack {
-                "ref_original" if role == "original" => {
-                    self.omit(
-                        format!("{prefix}mia.{attack}"),
-                        "the original model cannot be its own reference",
-                    );
-                    continue;
-                }
-                "ref_reference" if role == "reference" => {
-                    self.omit(
-                        format!("{prefix}mia.{attack}"),
-                        "the reference model cannot be its own reference",
-                    );
-                    continue;
-                }
-                "ref_original" => Some("original"),
-                "ref_reference" => Some("reference"),
-                _ => None,
-            };
-            let mut two = Vec::new();
-            for (k, (split, norms)) in [("forget", member_norms), ("holdout", nonmember_norms)]
-                .into_iter()
-                .enumerate()
-            {
-                let (loss, zlib, min_k, min_k_pp) = &sides[k];
-                let side = Side {
-                    loss,
-                    zlib_bytes: zlib,
-                    min_k,
-                    min_k_pp,
-                };
-                let reference = reference_role.and_then(|r| losses_of(r, split));
-                two.push(scores(attack, &side, reference.as_deref(), Some(norms)));
-            }
-            let (Some(members), Some(nonmembers)) = (two[0].take(), two[1].take()) else {
-                self.omit(
-                    format!("{prefix}mia.{attack}"),
-                    "no reference model was given (--reference)",
-                );
-                continue;
-            };
-            let s = AttackScores {
-                members,
-                nonmembers,
-            };
-            let r = run_attack(&s)?;
-            let p = format!("{prefix}mia.{attack}");
-            // The AUC's variance clustered by subject (records of one person are not
-            // independent draws); a record without a subject is its own cluster.
-            let (fc, hc): (Vec<&str>, Vec<&str>) = (
-                f.iter().map(RecordEval::cluster).collect(),
-                h.iter().map(RecordEval::cluster).collect(),
-            );
-            let auc = clustered_delong(&s.members, &fc, &s.nonmembers, &hc)?;
-            self.metrics.insert(&format!("{p}.auc"), Metric::from(auc));
-            // TPR at a low FPR: the threshold fitted on one seeded half of the non-members and
-            // judged on the other, so the bound is not flattered by fitting on what it tests.
-            for (name, fpr) in [("tpr_at_1pct_fpr", 0.01), ("tpr_at_5pct_fpr", 0.05)] {
-                match tpr_at_fpr_held_out(&s.members, &s.nonmembers, fpr, self.req.seed)? {
-                    TprAtLowFpr::Measured(t) => self.metrics.insert(
-                        &format!("{p}.{name}"),
-                        Metric::Proportion {
-                            value: t.tpr(),
-                            successes: t.true_positives,
-                            trials: t.members,
-                        },
-                    ),
-                    TprAtLowFpr::NeedsNonmembers { have, need, .. } => self.omit(
-                        format!("{p}.{name}"),
-                        &format!("needs ≥ {need} non-members to fit and test a threshold at this FPR; the holdout has {have}"),
-                    ),
-                }
-            }
-            out.curves.insert(attack.to_string(), r.curve);
-            out.scores.insert(attack.to_string(), s);
-        }
-        Ok(out)
-    }
-
-    fn split_metrics(
-        &mut self,
-        prefix: &str,
-        split: &str,
-        e: &[RecordEval],
-        original: Option<&[RecordEval]>,
-    ) {
-        let p = format!("{prefix}{split}");
-        let clusters: Vec<&str> = e.iter().map(RecordEval::cluster).collect();
-        let loss: Vec<f64> = e.iter().map(|r| r.loss).collect();
-        self.insert_mean(&format!("{p}.loss"), &loss, &clusters);
-        let tokens: usize = e.iter().map(|r| r.tokens).sum();
-        let nll: f64 = e.iter().map(|r| r.loss * r.tokens as f64).sum();
-        self.metrics.insert(
-            &format!("{p}.perplexity"),
-            Metric::Point {
-                value: (nll / tokens.max(1) as f64).exp(),
-                n: e.len(),
-            },
-        );
-        if let Some(o) = original {
-            let ol: Vec<f64> = o.iter().map(|r| r.loss).collect();
-            match paired_ratio(&loss, &ol) {
-                Some(m) => self.metrics.insert(&format!("{p}.loss_ratio"), m),
-                None => self.omit(
-                    format!("{p}.loss_ratio"),
-                    "the original's mean loss is zero",
-                ),
-            }
-            // The same comparison in absolute terms, meaningful at any loss scale: the mean
-            // per-record loss change in nats per token (a ratio of two losses near zero, as on a
-            // memorised retain set, is noise).
-            let rise: Vec<f64> = loss.iter().zip(&ol).map(|(u, o)| u - o).collect();
-            self.insert_mean(&format!("{p}.loss_increase"), &rise, &clusters);
-            self.answers_lost(&p, e, o);
-        }
-        let qa: Vec<(&str, &QaEval)> = e
-            .iter()
-            .filter_map(|r| r.qa.as_ref().map(|q| (r.cluster(), q)))
-            .collect();
-        if qa.is_empty() {
-            for m in [
-                "exact_memorization",
-                "extraction_strength",
-                "exact_match",
-                "rouge_l",
-                "truth_ratio",
-            ] {
-                self.omit(
-                    format!("{p}.{m}"),
-                    "the split has no question–answer records",
-                );
-            }
-            return;
-        }
-        let qa_clusters: Vec<&str> = qa.iter().map(|(c, _)| *c).collect();
-        let em: Vec<f64> = qa.iter().map(|(_, q)| q.exact_memorization).collect();
-        let es: Vec<f64> = qa.iter().map(|(_, q)| q.extraction_strength).collect();
-        self.insert_mean(&format!("{p}.exact_memorization"), &em, &qa_clusters);
-        self.insert_mean(&format!("{p}.extraction_strength"), &es, &qa_clusters);
-        let greedy: Vec<(&str, &GreedyEval)> = qa
-            .iter()
-            .filter_map(|(c, q)| q.greedy.as_ref().map(|g| (*c, g)))
-            .collect();
-        if !greedy.is_empty() {
-            let g_clusters: Vec<&str> = greedy.iter().map(|(c, _)| *c).collect();
-            let hits: Vec<bool> = greedy.iter().map(|(_, g)| g.exact_match).collect();
-            match clustered_proportion(&hits, &g_clusters) {
-                Ok(m) => self
-                    .metrics
-                    .insert(&format!("{p}.exact_match"), Metric::from(m)),
-                Err(e) => self.omit(format!("{p}.exact_match"), &e.to_string()),
-            }
-            let rouge: Vec<f64> = greedy.iter().map(|(_, g)| g.rouge_l).collect();
-            self.insert_mean(&format!("{p}.rouge_l"), &rouge, &g_clusters);
-        }
-        let tr: Vec<(&str, f64)> = qa
-            .iter()
-            .filter_map(|(c, q)| {
-                q.truth_ratio
-                    .map(|r| (*c, truth_ratio_score(r, split == "forget")))
-            })
-            .collect();
-        if tr.is_empty() {
-            if !greedy.is_empty() {
-                self.omit(
-                    format!("{p}.truth_ratio"),
-                    "no record has perturbed answers",
-                );
-            }
-        } else {
-            let (c, v): (Vec<&str>, Vec<f64>) = tr.into_iter().unzip();
-            self.insert_mean(&format!("{p}.truth_ratio"), &v, &c);
-        }
-    }
-
-    /// `<p>.exact_match_drop`: the original's greedy exact-match rate minus the unlearned
-    /// model's, paired on the records both answered (the same seeded sample): the share of
-    /// answers the unlearning took away (negative: gained), clustered by subject.
-    fn answers_lost(&mut self, p: &str, unlearned: &[RecordEval], original: &[RecordEval]) {
-        let hit = |r: &RecordEval| {
-            r.qa.as_ref()
-                .and_then(|q| q.greedy.as_ref())
-                .map(|g| f64::from(u8::from(g.exact_match)))
-        };
-        let paired: Vec<(&str, f64)> = unlearned
-            .iter()
-            .zip(original)
-            .filter_map(|(u, o)| Some((u.cluster(), hit(o)? - hit(u)?)))
-            .collect();
-        if paired.is_empty() {
-            return;
-        }
-        let (c, d): (Vec<&str>, Vec<f64>) = paired.into_iter().unzip();
-        let path = format!("{p}.exact_match_drop");
-        if d.iter().all(|&x| x == 0.0) {
-            // No answer changed: a clustered mean would have a zero standard error and claim the
-            // drop is exactly 0. The rate of lost answers bounds the net drop from above, and
-            // with none lost its Clopper–Pearson bound (0 of n, on the design-effect-adjusted
-            // sample) is the honest upper bound: the same sample could have missed a rare loss.
-            match clustered_proportion(&vec![false; d.len()], &c) {
-                Ok(m) => self.metrics.insert(&path, Metric::from(m)),
-                Err(e) => self.omit(path, &e.to_string()),
-            }
-        } else {
-            self.insert_mean(&path, &d, &c);
-        }
-    }
-
-    /// A mean of per-record values with a standard error clustered by subject (CR1); a split
-    /// with fewer than two subjects gets the record-level standard error instead, which says so
-    /// by its kind (`normal`).
-    fn insert_mean(&mut self, path: &str, values: &[f64], clusters: &[&str]) {
-        match clustered_mean(values, clusters) {
-            Ok(m) => self.metrics.insert(path, Metric::from(m)),
-            Err(_) => match mean_of(values) {
-                Some(m) => self.metrics.insert(path, m),
-                None => self.omit(path.to_string(), "no values to average"),
-            },
-        }
-    }
-
-    fn reference_metrics(&mut self, evals: &Evals) -> Result<(), CertifyError> {
-        let Some(reference) = evals.get("reference") else {
-            let distances = KS_TO_REFERENCE_SCORES.map(|s| format!("{KS_TO_REFERENCE}.{s}"));
-            for p in ["privleak", "forget_quality"]
-                .into_iter()
-                .chain(distances.iter().map(String::as_str))
-            {
-                self.omit(p.to_string(), "no reference model was given (--reference)");
-            }
-            return Ok(());
-        };
-        // MUSE's PrivLeak on the Min-K% attack, with MUSE's AUC orientation (1 − ours).
-        let auc = |m: &Metrics, path: &str| m.get(path).map(Metric::value);
-        let a_u = auc(&self.metrics, "mia.min_k.auc");
-        let members: Vec<f64> = reference["forget"].iter().map(|r| r.min_k).collect();
-        let nonmembers: Vec<f64> = reference["holdout"].iter().map(|r| r.min_k).collect();
-        let a_r = crate::judge::stats::roc_auc(&members, &nonmembers)?;
-        if let Some(a_u) = a_u {
-            let (u, r) = (1.0 - a_u, 1.0 - a_r);
-            if r > 0.0 {
-                self.metrics.insert(
-                    "privleak",
-                    Metric::Point {
-                        value: (u - r) / r,
-                        n: members.len(),
-                    },
-                );
-            } else {
-                self.omit("privleak".into(), "the reference model's Min-K% AUC is 1");
-            }
-        }
-        let tr = |e: &[RecordEval]| -> Vec<f64> {
-            e.iter()
-                .filter_map(|r| r.qa.as_ref().and_then(|q| q.truth_ratio))
-                .collect()
-        };
-        let (tu, trf) = (tr(&evals["unlearned"]["forget"]), tr(&reference["forget"]));
-        if tu.is_empty() || trf.is_empty() {
-            self.omit(
-                "forget_quality".into(),
-                "the forget split has no question–answer records with perturbed answers",
-            );
-        } else {
-            let ks = ks_two_sample(&tu, &trf)?;
-            self.metrics.insert(
-                "forget_quality",
-                Metric::Point {
-                    value: ks.p_value,
-                    n: tu.len(),
-                },
-            );
-        }
-        self.ks_to_reference(&evals["unlearned"]["forget"], &reference["forget"]);
-        Ok(())
-    }
-
-    /// The equivalence figures: the KS distance between the unlearned and the reference model's
-    /// per-record scores of the forget records, with a person-level bootstrap drawn from the run's
-    /// seed (`judge::equivalence`).
-    fn ks_to_reference(&mut self, unlearned: &[RecordEval], reference: &[RecordEval]) {
-        for score in KS_TO_REFERENCE_SCORES {
-            let path = format!("{KS_TO_REFERENCE}.{score}");
-            match ks_to_reference(score, unlearned, reference, KS_RESAMPLES, self.req.seed) {
-                Ok(ks) => self.metrics.insert(&path, Metric::from(ks)),
-                Err(e) => self.omit(path, &e.to_string()),
-            }
-        }
     }
 
     fn influence(
@@ -961,29 +579,7 @@ impl Run<'_> {
         (self.progress)("retain gradient", 0);
         let (retain_loss, g) = space.loss_grad(&full)?;
         let gnorm = super::lanczos::norm(&g);
-        let denom = spec.lambda_min + damping;
-        let distance_bound = (denom > 0.0).then(|| gnorm / denom);
-        let values = |v: &[SelfInfluence]| v.iter().map(|s| s.value).collect::<Vec<f64>>();
-        match independent_ratio(&values(&si_f), &values(&si_h)) {
-            Some(m) => self.metrics.insert("influence.self_influence_ratio", m),
-            None => self.omit(
-                "influence.self_influence_ratio".into(),
-                "no self-influence could be computed (zero mean)",
-            ),
-        }
-        match distance_bound {
-            Some(b) => self.metrics.insert(
-                "influence.distance_bound",
-                Metric::Point {
-                    value: b,
-                    n: retain.len(),
-                },
-            ),
-            None => self.omit(
-                "influence.distance_bound".into(),
-                "λ_min + damping ≤ 0: the local-convexity assumption fails",
-            ),
-        }
+        let distance_bound = distance_bound(gnorm, spec.lambda_min, damping);
         drop(space);
         drop(model);
         let retain_pick = pick(&retain, forget.len(), 4);
@@ -992,21 +588,10 @@ impl Run<'_> {
         let act_f = cosines(orig, unl, forget, pad)?;
         let act_r = cosines(orig, unl, &retain_pick, pad)?;
         let layers = act_f.first().map_or(0, Vec::len);
-        let mut mean_f = Vec::new();
-        let mut mean_r = Vec::new();
-        for l in 0..layers {
-            let col = |a: &[Vec<f64>]| a.iter().map(|r| r[l]).collect::<Vec<f64>>();
-            for (side, a, means) in [
-                ("forget", &act_f, &mut mean_f),
-                ("retain", &act_r, &mut mean_r),
-            ] {
-                if let Some(m) = mean_of(&col(a)) {
-                    means.push(m.value());
-                    self.metrics
-                        .insert(&format!("influence.activation.layer_{l}.{side}"), m);
-                }
-            }
-        }
+        let means = |a: &[Vec<f64>]| -> Vec<f64> {
+            layer_means(a, layers).iter().map(Metric::value).collect()
+        };
+        let (mean_f, mean_r) = (means(&act_f), means(&act_r));
         Ok(InfluenceEvidence {
             params: req.settings.params.clone(),
             parameters: inputs.unlearned.model.count_params(|n| {

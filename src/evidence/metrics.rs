@@ -21,8 +21,8 @@
 //!   P(a|q)^(1/|a|)` over the perturbed answers `ã_j`, with the correct answer `a` in place of
 //!   TOFU's paraphrase (the world has none). This is the paper's arithmetic mean of per-token
 //!   probabilities; TOFU's and OpenUnlearning's code average the log-probabilities instead (a
-//!   geometric mean, ≤ ours by AM–GM). Aggregated as TOFU does: on the forget split
-//!   `mean(min(R, 1/R))` (closer to 1 = the model no longer prefers the truth), elsewhere
+//!   geometric mean, ≤ ours by AM–GM). Aggregated as TOFU does (`judge::derive`): on the forget
+//!   split `mean(min(R, 1/R))` (closer to 1 = the model no longer prefers the truth), elsewhere
 //!   `mean(max(0, 1 − R))` (higher = the model still prefers the truth).
 //!
 //! This module is arithmetic on scores; it runs no model.
@@ -85,16 +85,6 @@ pub fn truth_ratio(correct_loss: f64, perturbed_losses: &[f64]) -> f64 {
     mean_p / (-correct_loss).exp()
 }
 
-/// TOFU's per-record transform of a truth ratio for the forget split (closer to 1 is better)
-/// or any other split (higher is better).
-pub fn truth_ratio_score(r: f64, forget: bool) -> f64 {
-    if forget {
-        r.min(1.0 / r)
-    } else {
-        (1.0 - r).max(0.0)
-    }
-}
-
 /// Mean of the lowest `max(1, ⌊k·n⌋)` values (OpenUnlearning's Min-K% selection).
 pub fn mean_of_lowest(values: &[f64], k: f64) -> f64 {
     let mut v = values.to_vec();
@@ -144,9 +134,6 @@ mod tests {
         // R = (3/16) / (1/2) = 3/8.
         let r = truth_ratio(2f64.ln(), &[4f64.ln(), 8f64.ln()]);
         assert!((r - 0.375).abs() < 1e-15);
-        assert!((truth_ratio_score(r, true) - 0.375).abs() < 1e-15);
-        assert!((truth_ratio_score(r, false) - 0.625).abs() < 1e-15);
-        assert!((truth_ratio_score(2.0, true) - 0.5).abs() < 1e-15);
     }
 
     #[test]

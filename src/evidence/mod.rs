@@ -38,6 +38,8 @@ pub enum CertifyError {
     Model(#[from] candle_core::Error),
     #[error("statistics: {0}")]
     Stats(#[from] crate::judge::stats::StatsError),
+    #[error("statistics: {0}")]
+    Derive(#[from] crate::judge::derive::DeriveError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -191,6 +191,9 @@ pub struct MiaEvidence {
     pub curves: BTreeMap<String, Vec<RocPoint>>,
 }
 
+/// Per model role, per split, one evaluation per record in file order.
+pub type Records = BTreeMap<String, BTreeMap<String, Vec<RecordEval>>>;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Evidence {
@@ -206,7 +209,7 @@ pub struct Evidence {
     pub metrics: Metrics,
     pub omitted: Vec<Omitted>,
     /// Per model, per split, one entry per record in file order.
-    pub records: BTreeMap<String, BTreeMap<String, Vec<RecordEval>>>,
+    pub records: Records,
     /// Per model (`unlearned`, `original`).
     pub mia: BTreeMap<String, MiaEvidence>,
     pub influence: Option<InfluenceEvidence>,

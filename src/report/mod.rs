@@ -3,12 +3,14 @@
 //! files, verification as a list of checks, HTML and Markdown pages for people, and diffs between
 //! two reports. A signed certificate must be checkable without the ML stack, so this module never
 //! imports candle, `model`, `unlearn` or the evidence producer: besides `crate::atomic` it uses
-//! only `certify`'s plain-data types (verdicts, metric directions, specs), and it sees evidence,
-//! method and trajectory as JSON. Each submodule has its own small error type.
+//! only `judge`'s plain-data types (verdicts, metric directions, specs) and its float64
+//! derivation of the statistics from per-record values (`figures` checks a signed file with
+//! it), and it sees method and trajectory as JSON. Each submodule has its own small error type.
 
 pub mod certificate;
 pub mod diff;
 pub mod dsse;
+pub mod figures;
 pub mod html;
 pub mod jcs;
 pub mod keys;

@@ -7,6 +7,7 @@
 
 use crate::report::certificate::{model_files, subjects_from_evidence};
 use crate::report::dsse::{self, Envelope, IN_TOTO_PAYLOAD_TYPE};
+use crate::report::figures::{statistics_check, STATISTICS};
 use crate::report::schema::Report;
 use crate::report::statement::{Statement, Subject};
 use ed25519_dalek::VerifyingKey;
@@ -129,6 +130,7 @@ pub fn verify(envelope: &[u8], key: &VerifyingKey, options: &Options) -> Verific
             STATEMENT,
             SCHEMA,
             BINDING,
+            STATISTICS,
         ];
         for name in &all[checks.len()..] {
             checks.push(Check::not_run(name));
@@ -147,6 +149,7 @@ pub fn verify(envelope: &[u8], key: &VerifyingKey, options: &Options) -> Verific
     let bound = binding_check(&statement, &report);
     let bound_ok = bound.outcome == Outcome::Pass;
     checks.push(bound);
+    checks.push(statistics_check(&report.evidence));
     if !bound_ok {
         // Digests of files the certificate does not legitimately cover are never computed.
         if options.artifacts.is_some() {
@@ -388,7 +391,7 @@ pub fn render_checks(checks: &[Check]) -> String {
 mod tests {
     use super::*;
     use crate::report::certificate::seal;
-    use crate::report::schema::tests::sample;
+    use crate::report::figures::tests::measured_sample as sample;
     use ed25519_dalek::SigningKey;
     use proptest::prelude::*;
     use std::fs;
@@ -494,7 +497,8 @@ mod tests {
                 SIGNATURE,
                 STATEMENT,
                 SCHEMA,
-                BINDING
+                BINDING,
+                STATISTICS
             ]
         );
         let text = render_checks(&v.checks);
@@ -523,6 +527,7 @@ mod tests {
                 (STATEMENT, Outcome::NotRun),
                 (SCHEMA, Outcome::NotRun),
                 (BINDING, Outcome::NotRun),
+                (STATISTICS, Outcome::NotRun),
                 (ARTIFACTS, Outcome::NotRun),
                 (RECOMPUTE, Outcome::NotRun),
             ]
@@ -660,8 +665,8 @@ mod tests {
             recompute: Some(&recompute),
         };
         let v = verify(&envelope(), &key().verifying_key(), &options);
-        assert_eq!(v.checks.len(), 8);
-        assert_eq!(v.checks[6].detail, "mia-auc");
+        assert_eq!(v.checks.len(), 9);
+        assert_eq!(v.checks[7].detail, "mia-auc");
         assert_eq!(v.exit_code(), 1);
     }
 
