@@ -104,13 +104,13 @@ macro_rules! float {
                     _ => None,
                 }
             }
-            // faer's kernels and not the `gemm` crate's (candle's): on an Intel Xeon with
-            // AVX-512 the `gemm` crate did 10–60% more multiply-adds per second at most of the
-            // pass's shapes, but its float32 sums are rounded differently, and the golden
-            // certificate (made with faer on an AMD EPYC) recomputed with it differed beyond
-            // `verify --recompute`'s tolerance in 577 of 78 166 figures: ROC curves of
-            // membership scores tied to within rounding reorder. With faer the golden
-            // certificate recomputes on that Intel machine as on the EPYC.
+            // faer's kernels and not the `gemm` crate's (candle's): timed alone on an Intel Xeon
+            // with AVX-512, the `gemm` crate did 10–60% more multiply-adds per second at most of
+            // the pass's shapes, but in the benchmark rows (two A/B pairs on the quiet machine,
+            // `benches/README.md`) it went both ways, GPT-2's evaluation 273 and 293 ms against
+            // faer's 294 and 357, its step on all parameters 899 and 912 against 852 and 1 110.
+            // No consistent gain to pay for an unsafe call. (Its other rounding would no longer
+            // matter: `verify --recompute` compares per-record values at float32's resolution.)
             fn gemm(dst: MatMut<'_, Self>, add: bool, a: MatRef<'_, Self>, b: MatRef<'_, Self>) {
                 let accum = if add { Accum::Add } else { Accum::Replace };
                 matmul(dst, accum, a, b, 1.0, Par::Seq);
