@@ -582,6 +582,102 @@ impl<'a> Deriving<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn record(split: &str, i: usize, x: f64, qa: bool) -> RecordEval {
+        RecordEval {
+            id: format!("{split}{i}"),
+            subject: (i % 3 != 0).then(|| format!("p{}", i / 2)),
+            tokens: i % 4,
+            loss: x,
+            min_k: -x,
+            min_k_pp: x / 3.0,
+            zlib_bytes: i % 5,
+            qa: qa.then(|| QaEval {
+                exact_memorization: x.abs().min(1.0),
+                extraction_strength: 0.5,
+                greedy: (i % 2 == 0).then(|| GreedyEval {
+                    answer: "a".into(),
+                    exact_match: i % 4 == 0,
+                    rouge_l: 0.25,
+                }),
+                truth_ratio: (i % 3 == 0).then_some(x.abs()),
+            }),
+        }
+    }
+
+    /// Per split a record count; values; per role whether its forget split has one record more
+    /// than the others' and whether its gradient norms are one short; whether there is a
+    /// reference model: what a hostile evidence file may hold (any lengths, ties, zeros, huge
+    /// values; JSON carries no NaN or infinity).
+    #[allow(clippy::type_complexity)]
+    fn measurements() -> impl Strategy<Value = (Vec<usize>, Vec<f64>, Vec<(bool, bool)>, bool, bool)>
+    {
+        let value = prop_oneof![
+            4 => (-8i32..8).prop_map(|v| f64::from(v) / 2.0),
+            1 => Just(0.0),
+            1 => Just(1e308),
+            1 => Just(-1e308)
+        ];
+        let skew = (prop::bool::weighted(0.1), prop::bool::weighted(0.1));
+        (
+            prop::collection::vec(0usize..9, 4),
+            prop::collection::vec(value, 64),
+            prop::collection::vec(skew, 3),
+            any::<bool>(),
+            any::<bool>(),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn prop_derive_never_panics_on_hostile_measurements(
+            (counts, values, skew, reference, qa) in measurements()
+        ) {
+            let splits = ["forget", "holdout", "retain", "utility"];
+            let roles = if reference { &ROLES[..] } else { &ROLES[..2] };
+            let mut records = Records::new();
+            let mut k = 0;
+            for (role, (more, _)) in roles.iter().zip(&skew) {
+                let mut m = BTreeMap::new();
+                for (j, split) in splits.iter().enumerate() {
+                    let n = counts[j] + usize::from(*more && j == 0);
+                    let rs = (0..n)
+                        .map(|i| {
+                            k += 1;
+                            record(split, i, values[k % values.len()], qa)
+                        })
+                        .collect();
+                    m.insert(split.to_string(), rs);
+                }
+                records.insert(role.to_string(), m);
+            }
+            let data = splits
+                .iter()
+                .map(|s| {
+                    (s.to_string(), DataInput {
+                        path: format!("{s}.jsonl"),
+                        sha256: String::new(),
+                        bytes: 0,
+                        records: 3,
+                        question_answer_records: 1,
+                    })
+                })
+                .collect();
+            let grad_norms = roles
+                .iter()
+                .zip(&skew)
+                .map(|(r, &(more, short))| {
+                    let n = (counts[0] + counts[1] + usize::from(more))
+                        .saturating_sub(usize::from(short));
+                    (r.to_string(), values.iter().cycle().take(n).map(|x| x.abs()).collect())
+                })
+                .collect();
+            let m = Measured { seed: 3, data: &data, records: &records, grad_norms, influence: None };
+            // Whatever the file holds, an answer or an error: never a panic.
+            let _ = derive(&m);
+        }
+    }
 
     #[test]
     fn truth_ratio_scores_by_hand() {
