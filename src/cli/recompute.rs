@@ -2,7 +2,8 @@
 //! model and data files (their digests checked against the signed ones), the same settings and
 //! seeds — and compares every per-record value (losses, attack scores' inputs, answers' figures,
 //! gradient norms, the influence analysis) with the signed ones at float32's resolution
-//! ([`MEASURED`]); then re-judges the signed spec on the signed evidence. Every verification has
+//! ([`MEASURED`]); then judges the signed spec on the signed evidence and on the re-measured
+//! evidence (every verdict must be the signed one, and keep its status). Every verification has
 //! already checked that the file's statistics follow from its per-record values
 //! (`report::figures`), so the three together say: the models give these values, these values
 //! give these statistics, and these statistics give these verdicts. Statistics are not compared

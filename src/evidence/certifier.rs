@@ -1,5 +1,7 @@
 //! The certification run: load and check the inputs (parse, then validate, then run), evaluate
-//! each model on each split once, and assemble the evidence. Validation refuses, before any
+//! each model on each split once, take the gradient norms and the influence analysis, and
+//! assemble the evidence with the statistics `judge::derive` computes from those measurements
+//! (the same derivation `verify` re-runs on the signed file). Validation refuses, before any
 //! tensor work, models whose tokenizers differ, empty splits, and splits too small for the
 //! requested confidence (saying how many records are needed). It reads models and data and never
 //! changes the files; the parameters it moves for finite differences are an in-memory copy.
