@@ -1,7 +1,8 @@
 //! Verification of a certificate as a list of named checks, each passed, failed or not run, with
 //! a detail line: the envelope's form, its payload type, the Ed25519 signature, the in-toto
-//! statement, the report schema, and, given the model directory, the digest of every subject
-//! file. Re-running the evaluation (`--recompute`) needs the ML stack, so it is a hook the
+//! statement, the report schema, the signed subjects against the measured model, the statistics
+//! re-derived from the evidence's per-record values (`figures`), and, given the model directory,
+//! the digest of every subject file. Re-running the evaluation (`--recompute`) needs the ML stack, so it is a hook the
 //! caller supplies; this module never measures anything and never imports candle. A check that
 //! depends on a failed one is listed as not run: nothing unsigned is ever trusted.
 
