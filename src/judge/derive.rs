@@ -5,8 +5,9 @@
 //! ([`Measured::signed`]) and checks that every statistic the file states follows from them. One
 //! function serves both, so what is signed and what is checked cannot drift apart. Everything
 //! here is float64 arithmetic in a fixed order on the values as the file holds them, so a
-//! signed file re-derives to the same figures on any machine. It reads nothing but its
-//! arguments and never imports candle.
+//! signed file re-derives to the same figures on any machine, up to how the platform's `exp` and
+//! `ln` round (`report::figures::DERIVED`). It reads nothing but its arguments and never imports
+//! candle.
 
 use super::aggregate::{independent_ratio, mean_of, paired_ratio};
 use super::attacks::{scores, Side};
