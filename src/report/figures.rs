@@ -5,7 +5,7 @@
 //! routine at [`MEASURED`]. Nothing here measures; it never imports candle.
 
 use super::verify::Check;
-use crate::judge::derive::{derive, Derived, Measured};
+use crate::judge::derive::{derive, Measured};
 use crate::judge::evidence::Evidence;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -168,24 +168,21 @@ pub fn statistics_check(signed: &Evidence) -> Check {
             );
         return Check::fail(STATISTICS, first);
     }
-    let stated = Derived {
-        sample_sizes: signed.sample_sizes.clone(),
-        metrics: signed.metrics.clone(),
-        omitted: signed.omitted.clone(),
-        mia: signed.mia.clone(),
-    };
-    let as_value = |d: &Derived| {
-        serde_json::json!({
-            "sample_sizes": d.sample_sizes,
-            "metrics": d.metrics,
-            "mia": d.mia,
-        })
-    };
+    let stated = serde_json::json!({
+        "sample_sizes": &signed.sample_sizes,
+        "metrics": &signed.metrics,
+        "mia": &signed.mia,
+    });
+    let derived = serde_json::json!({
+        "sample_sizes": derived.sample_sizes,
+        "metrics": derived.metrics,
+        "mia": derived.mia,
+    });
     same_figures(
         STATISTICS,
         "statistics re-derived from the per-record values",
-        &as_value(&stated),
-        &as_value(&derived),
+        &stated,
+        &derived,
         DERIVED,
     )
 }
