@@ -8,10 +8,11 @@ use super::metrics::{
     exact_memorization, extraction_strength, mean_of_lowest, rouge_l_recall, truth_ratio,
     zlib_bytes,
 };
-use super::scoring::score;
+use super::scoring::{mean_nll, score};
 use super::CertifyError;
 use crate::data::{Encoded, Record, TextTokenizer};
 use crate::judge::evidence::{GreedyEval, QaEval, RecordEval};
+use crate::model::continuation::continuation_logprobs;
 use crate::model::generate::greedy_batch;
 use crate::model::Gpt2;
 use rand::seq::SliceRandom;
@@ -195,11 +196,32 @@ impl Evaluator<'_> {
         if variants.is_empty() {
             return Ok(());
         }
+        // Every wrong answer of a question shares its prompt's tokens (prompt and answer are
+        // encoded apart), so each prompt runs once and its answers are scored against its
+        // cache: the log-probs a full scoring pass gives, up to summation order.
         let enc = self.encode(&variants)?;
-        let scores = score(model, &enc, self.tok.pad_id(), &mut |_| {})?;
+        let mut prompts: Vec<Vec<u32>> = Vec::new();
+        let mut conts: Vec<Vec<Vec<u32>>> = Vec::new();
+        let mut at = Vec::with_capacity(enc.len());
+        for (e, &i) in enc.iter().zip(&owner) {
+            let (prompt, cont) = e.ids.split_at(e.score_from.max(1));
+            let same = at.last().is_some_and(|&(o, _)| o == i)
+                && prompts.last().map(Vec::as_slice) == Some(prompt);
+            if !same {
+                prompts.push(prompt.to_vec());
+                conts.push(Vec::new());
+            }
+            let p = prompts.len() - 1;
+            at.push((i, p));
+            conts[p].push(cont.to_vec());
+        }
+        let scores = continuation_logprobs(model, &prompts, &conts, self.tok.pad_id())?;
         let mut losses: Vec<Vec<f64>> = vec![Vec::new(); records.len()];
-        for (i, s) in owner.into_iter().zip(&scores) {
-            losses[i].push(s.loss());
+        let mut next = vec![0usize; prompts.len()];
+        for (i, p) in at {
+            let lp = &scores[p][next[p]];
+            next[p] += 1;
+            losses[i].push(mean_nll(lp));
         }
         for (i, l) in losses.iter().enumerate() {
             let correct = out[i].loss;

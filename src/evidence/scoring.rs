@@ -32,8 +32,13 @@ pub struct TokenScores {
 impl TokenScores {
     /// Mean negative log-likelihood of the scored targets.
     pub fn loss(&self) -> f64 {
-        -self.logprobs.iter().sum::<f64>() / self.logprobs.len() as f64
+        mean_nll(&self.logprobs)
     }
+}
+
+/// Mean negative log-likelihood of scored targets' log-probs.
+pub fn mean_nll(logprobs: &[f64]) -> f64 {
+    -logprobs.iter().sum::<f64>() / logprobs.len() as f64
 }
 
 /// Groups of input indices, sorted by length, each small enough for one forward pass (the

@@ -1,7 +1,7 @@
 //! Incremental decoding with a key/value cache, as the rest of lethe calls it: a prefill pass
-//! over a right-padded batch of prompts that keeps every block's keys and values, then one
-//! token per row per step attending to the cached keys and values instead of re-running the
-//! prefix (the arithmetic is the hand-written pass's, `pass::cache`). This module owns the
+//! over a right-padded batch of prompts that keeps every block's keys and values, then tokens
+//! fed to each row (one per step, or several at once) attending to the cached keys and values
+//! instead of re-running the prefix (the arithmetic is the hand-written pass's, `pass::cache`). This module owns the
 //! interface in candle tensors and its checks: the context, the cache's slots, row indices.
 //! Inference only. The decoding loop is `generate`.
 
@@ -98,32 +98,58 @@ impl Gpt2 {
     /// Feeds one token per cached row (`tokens[r]` at row r's next position) and returns the
     /// logits `[B, V]` of the token after it; the cache grows by one slot.
     pub fn step(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Tensor> {
+        let feeds: Vec<Vec<u32>> = tokens.iter().map(|&t| vec![t]).collect();
+        self.extend(cache, &feeds)
+    }
+
+    /// Feeds `feeds[r]` (any number of tokens, none included) to cached row r at its next
+    /// positions, the tokens of a row attending causally to each other and to the row's cache,
+    /// and returns the logits `[S, V]` after each fed token, row by row (`S` the tokens fed).
+    /// The cache grows by the longest feed's length.
+    pub fn extend(&self, cache: &mut KvCache, feeds: &[Vec<u32>]) -> Result<Tensor> {
         let cfg = self.config();
         let b = cache.rows();
         let ((slot, capacity), next) =
             each!(&*cache, c => (c.slots(), c.next_positions().to_vec()));
-        if tokens.len() != b || slot >= capacity {
+        let t = feeds.iter().map(Vec::len).max().unwrap_or(0);
+        if feeds.len() != b || slot + t > capacity {
             bail!(
-                "step: {} tokens for {b} cached rows, slot {slot} of {capacity}",
-                tokens.len()
+                "extend: {} feeds for {b} cached rows, {t} tokens from slot {slot} of {capacity}",
+                feeds.len()
             );
         }
-        if let Some(&p) = next.iter().find(|&&p| p >= cfg.n_positions) {
+        if let Some((p, f)) = next
+            .iter()
+            .zip(feeds)
+            .find(|(&p, f)| p + f.len() > cfg.n_positions)
+        {
             bail!(
-                "step: position {p} is past the model's context ({})",
+                "extend: {} tokens from position {p} run past the model's context ({})",
+                f.len(),
                 cfg.n_positions
             );
         }
-        check_tokens(self, tokens, 1)?;
-        let dev = self.device();
-        let shape = (b, cfg.vocab_size);
+        let lens: Vec<usize> = feeds.iter().map(Vec::len).collect();
+        let mut tokens = vec![0u32; b * t];
+        for (row, f) in tokens.chunks_mut(t.max(1)).zip(feeds) {
+            row[..f.len()].copy_from_slice(f);
+        }
+        check_tokens(self, &tokens, 1)?;
+        let (dev, shape) = (self.device(), (lens.iter().sum::<usize>(), cfg.vocab_size));
+        if t == 0 {
+            return Tensor::zeros(shape, self.dtype(), dev);
+        }
         match cache {
-            KvCache::F32(c) => {
-                Tensor::from_vec(with_net::<f32, _>(self, |n| n.step(c, tokens))?, shape, dev)
-            }
-            KvCache::F64(c) => {
-                Tensor::from_vec(with_net::<f64, _>(self, |n| n.step(c, tokens))?, shape, dev)
-            }
+            KvCache::F32(c) => Tensor::from_vec(
+                with_net::<f32, _>(self, |n| n.extend(c, &tokens, &lens))?,
+                shape,
+                dev,
+            ),
+            KvCache::F64(c) => Tensor::from_vec(
+                with_net::<f64, _>(self, |n| n.extend(c, &tokens, &lens))?,
+                shape,
+                dev,
+            ),
         }
     }
 }

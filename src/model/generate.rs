@@ -126,7 +126,7 @@ fn length_chunks(prompts: &[Vec<u32>], max_new: &[usize], ctx: usize) -> Vec<Vec
 
 /// Ids `[B, T]` padded on the right with `pad_id`, the attention mask `[B, T]` and each row's
 /// last real position.
-fn right_padded(
+pub(super) fn right_padded(
     model: &Gpt2,
     seqs: &[&Vec<u32>],
     pad_id: u32,

@@ -1,12 +1,14 @@
 //! Decoder language models with Hugging Face names and layout (GPT-2 and the Llama family):
 //! configuration, safe loading and saving of HF directories, parameter groups, the
 //! hand-written forward, backward and tangent pass, per-token log-probs, per-example gradient
-//! norms and greedy generation with a key/value cache. Parameters live in candle tensors; the
-//! arithmetic is `pass`'s. This module owns everything about the network itself; it knows
-//! nothing of training, unlearning or certification, which use it through this interface.
+//! norms, greedy generation with a key/value cache and continuations scored against one.
+//! Parameters live in candle tensors; the arithmetic is `pass`'s. This module owns everything
+//! about the network itself; it knows nothing of training, unlearning or certification, which
+//! use it through this interface.
 
 pub mod cache;
 pub mod config;
+pub mod continuation;
 pub mod generate;
 pub mod gpt2;
 pub mod grad;

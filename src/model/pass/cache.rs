@@ -1,6 +1,7 @@
 //! Incremental decoding on the hand-written pass: a prefill over a right-padded batch of
-//! prompts that keeps every block's keys and values, then one token per row per step attending
-//! to the cached keys and values instead of re-running the prefix. Row r's prompt fills slots
+//! prompts that keeps every block's keys and values, then tokens fed to each row (one per step
+//! when decoding, several at once when scoring continuations) attending to the cached keys and
+//! values instead of re-running the prefix. Row r's prompt fills slots
 //! `0..L_r` of its cache, the padding slots up to the longest prompt are masked, and the tokens
 //! fed afterwards fill the slots after it, each at its own position `L_r, L_r + 1, …` (so a row
 //! sees exactly the keys and values a full forward pass over its own tokens would, in the same
@@ -146,38 +147,57 @@ impl<T: Float> Net<'_, T> {
         self.head_columns(g * rep)
     }
 
-    /// Feeds one token per cached row (`tokens[r]` at row r's next position) and returns the
-    /// logits `[B, V]` of the token after it; the cache grows by one slot. The caller checks
-    /// that a slot is free and the positions are inside the context.
-    pub fn step(&self, cache: &mut Cache<T>, tokens: &[u32]) -> Vec<T> {
+    /// Feeds `t = tokens.len() / B` tokens to each cached row (`tokens[r·t + j]`, right-padded:
+    /// row r's first `lens[r]` are real, at its positions `next, next + 1, …`) and returns the
+    /// logits `[S, V]` after each real token, row by row (`S = Σ lens`). The fed tokens attend
+    /// to the cache and causally to each other; padding fills masked slots. The cache grows by
+    /// `t` slots. The caller checks that the slots are free, the positions inside the context.
+    pub fn extend(&self, cache: &mut Cache<T>, tokens: &[u32], lens: &[usize]) -> Vec<T> {
         let (hq, (hkv, d)) = (self.cfg.n_head, self.kv_shape());
         let rep = hq / hkv;
         let scale = T::of(1.0 / (d as f64).sqrt());
-        let (slot, cap) = (cache.used, cache.capacity);
+        let (slot, cap, b_rows) = (cache.used, cache.capacity, cache.rows());
+        let t = tokens.len() / b_rows.max(1);
         let tokens: Vec<usize> = tokens.iter().map(|&t| t as usize).collect();
-        let mut x = self.embed(&tokens, |r| cache.next_pos[r]);
-        let rotary = self.rotary(tokens.len(), |r| cache.next_pos[r]);
-        for r in 0..cache.rows() {
-            cache.keep[r * cap + slot] = 1;
+        // A padding token's position is any inside the context: nothing reads its output and
+        // its key is masked.
+        let last_pos = self.cfg.n_positions - 1;
+        let next = &cache.next_pos;
+        let pos = |i: usize| {
+            let (r, j) = (i / t, i % t);
+            if j < lens[r] {
+                next[r] + j
+            } else {
+                next[r].min(last_pos)
+            }
+        };
+        let mut x = self.embed(&tokens, pos);
+        let rotary = self.rotary(tokens.len(), pos);
+        for (r, &len) in lens.iter().enumerate() {
+            for j in 0..t {
+                cache.keep[r * cap + slot + j] = u32::from(j < len);
+            }
         }
         let keep = &cache.keep;
         for (l, (kc, vc)) in cache.layers.iter_mut().enumerate() {
-            let (_, next) = self.block(l, x, &rotary, |qkv| {
+            let (_, out) = self.block(l, x, &rotary, |qkv| {
                 let w = qkv.len() / tokens.len().max(1);
-                // This token's key and value into each row's slot.
-                self.store_kv((kc, vc), cap, qkv, 1, slot);
+                // The fed tokens' keys and values into each row's next slots.
+                self.store_kv((kc, vc), cap, qkv, t, slot);
                 let (kc, vc) = (&*kc, &*vc);
                 let mut ctx = vec![T::ZERO; tokens.len() * hq * d];
-                ctx.par_chunks_mut(d).enumerate().for_each(|(bh, out)| {
-                    let (b, h) = (bh / hq, bh % hq);
+                ctx.par_chunks_mut(d).enumerate().for_each(|(i, out)| {
+                    // Query head h of fed token j of row b sees slots up to its own.
+                    let (bj, h) = (i / hq, i % hq);
+                    let (b, last) = (bj / t, slot + bj % t);
                     let g = b * hkv + h / rep;
                     let (k, v) = (&kc[g * cap * d..][..cap * d], &vc[g * cap * d..][..cap * d]);
-                    let q = &qkv[b * w + h * d..][..d];
-                    let mut s: Vec<T> = k[..(slot + 1) * d]
+                    let q = &qkv[bj * w + h * d..][..d];
+                    let mut s: Vec<T> = k[..(last + 1) * d]
                         .chunks(d)
                         .map(|k| q.iter().zip(k).map(|(&q, &k)| q * k).sum())
                         .collect();
-                    softmax_row(&mut s, &keep[b * cap..][..slot + 1], slot, scale);
+                    softmax_row(&mut s, &keep[b * cap..][..last + 1], last, scale);
                     for (&p, v) in s.iter().zip(v.chunks(d)) {
                         if p != T::ZERO {
                             out.iter_mut().zip(v).for_each(|(o, &v)| *o += p * v);
@@ -186,10 +206,19 @@ impl<T: Float> Net<'_, T> {
                 });
                 (Vec::new(), ctx)
             });
-            x = next;
+            x = out;
         }
-        cache.used = slot + 1;
-        cache.next_pos.iter_mut().for_each(|p| *p += 1);
-        self.logits(&x).2
+        cache.used = slot + t;
+        cache
+            .next_pos
+            .iter_mut()
+            .zip(lens)
+            .for_each(|(p, &n)| *p += n);
+        let at: Vec<usize> = lens
+            .iter()
+            .enumerate()
+            .flat_map(|(r, &n)| (0..n).map(move |j| r * t + j))
+            .collect();
+        self.logits(&pick_rows(&x, &at, self.cfg.n_embd)).2
     }
 }

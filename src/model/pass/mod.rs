@@ -275,6 +275,24 @@ pub(super) fn check_tokens(model: &Gpt2, ids: &[u32], cols: usize) -> Result<()>
     Ok(())
 }
 
+/// `log softmax(row)[targets[s]]` of each row `s` of the logits `[S, V]` (float32 or
+/// float64), by the scan the scoring pass uses on its own rows.
+pub fn row_logprobs(logits: &Tensor, targets: &[u32]) -> Result<Vec<f64>> {
+    fn run<T: Real>(logits: &Tensor, targets: &[u32]) -> Result<Vec<f64>> {
+        let (s, v) = logits.dims2()?;
+        if targets.len() != s || targets.iter().any(|&t| t as usize >= v) {
+            bail!("{} targets for {s} logits rows of {v}", targets.len());
+        }
+        let flat = logits.flatten_all()?.to_vec1::<T>()?;
+        Ok(flat
+            .chunks(v.max(1))
+            .zip(targets)
+            .map(|(row, &t)| rows::target_logprob(row, t as usize).0.f64())
+            .collect())
+    }
+    in_model_float!(logits, "scoring", run(logits, targets))
+}
+
 /// Token ids and an attention mask as plain rows, with their shape `(B, T)`.
 type TokenRows = (Vec<u32>, Vec<u32>, (usize, usize));
 
