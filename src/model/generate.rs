@@ -24,8 +24,13 @@ pub fn greedy(
     Ok(out.pop().unwrap_or_default())
 }
 
-/// Prompts decoded together (one prefill, one cache).
-const ROWS: usize = 32;
+/// Most prompts decoded together (one prefill, one cache). A step reads every weight once
+/// whatever the rows, so more rows per step is less time per token: on the GPT-2-small-shaped
+/// model, 200 holdout questions decoded in 26.2 s at 32 rows, 23.6 s at 64 and 21.1 s at 128.
+const ROWS: usize = 128;
+/// Most bytes one group's key/value cache may hold (every block's keys and values for every
+/// row's prompt and budget): long prompts or a large model decode in smaller groups.
+const CACHE_BYTES: usize = 512 << 20;
 
 /// Greedy continuations of `prompts` (new tokens only, the stop token excluded), at most
 /// `max_new[i]` tokens for prompt `i`, decoded with a key/value cache.
@@ -38,7 +43,7 @@ pub fn greedy_batch(
 ) -> Result<Vec<Vec<u32>>> {
     let ctx = model.config().n_positions;
     let mut out = vec![Vec::new(); prompts.len()];
-    for chunk in length_chunks(prompts, max_new, ctx) {
+    for chunk in length_chunks(prompts, max_new, ctx, slot_bytes(model)) {
         let seqs: Vec<&Vec<u32>> = chunk.iter().map(|&i| &prompts[i]).collect();
         let (ids, att, last) = right_padded(model, &seqs, pad_id)?;
         // Tokens fed after the prompt: at most the budget, at most up to the context.
@@ -86,7 +91,7 @@ pub fn greedy_batch_uncached(
 ) -> Result<Vec<Vec<u32>>> {
     let ctx = model.config().n_positions;
     let mut out = vec![Vec::new(); prompts.len()];
-    for chunk in length_chunks(prompts, max_new, ctx) {
+    for chunk in length_chunks(prompts, max_new, ctx, slot_bytes(model)) {
         let mut seqs: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
         let mut active: Vec<usize> = (0..chunk.len()).collect();
         while !active.is_empty() {
@@ -114,14 +119,42 @@ pub fn greedy_batch_uncached(
     Ok(out)
 }
 
+/// Bytes one cached token takes: every block's keys and values in the model's float.
+fn slot_bytes(model: &Gpt2) -> usize {
+    let cfg = model.config();
+    cfg.n_layer * 2 * cfg.arch.n_kv_head * cfg.head_dim() * model.dtype().size_in_bytes()
+}
+
 /// The prompts that get any token (non-empty, shorter than the context, a budget above zero),
-/// sorted by length and cut into groups of [`ROWS`].
-fn length_chunks(prompts: &[Vec<u32>], max_new: &[usize], ctx: usize) -> Vec<Vec<usize>> {
+/// sorted by length and cut into groups of at most [`ROWS`] whose cache (rows × (longest prompt
+/// + largest budget) slots of `slot_bytes`) stays within [`CACHE_BYTES`]; a group holds at
+/// least one prompt.
+fn length_chunks(
+    prompts: &[Vec<u32>],
+    max_new: &[usize],
+    ctx: usize,
+    slot_bytes: usize,
+) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..prompts.len())
         .filter(|&i| max_new[i] > 0 && !prompts[i].is_empty() && prompts[i].len() < ctx)
         .collect();
     order.sort_by_key(|&i| (prompts[i].len(), i));
-    order.chunks(ROWS).map(<[usize]>::to_vec).collect()
+    let (mut out, mut cur, mut extra) = (Vec::new(), Vec::<usize>::new(), 0);
+    for i in order {
+        // Sorted by length: prompt i is the longest of its group.
+        let more = extra.max(max_new[i].min(ctx - prompts[i].len()));
+        let bytes = (cur.len() + 1) * (prompts[i].len() + more) * slot_bytes;
+        if !cur.is_empty() && (cur.len() == ROWS || bytes > CACHE_BYTES) {
+            out.push(std::mem::take(&mut cur));
+            extra = 0;
+        }
+        extra = extra.max(max_new[i].min(ctx - prompts[i].len()));
+        cur.push(i);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// Ids `[B, T]` padded on the right with `pad_id`, the attention mask `[B, T]` and each row's
@@ -143,4 +176,36 @@ pub(super) fn right_padded(
     let att = Tensor::from_vec(att, (seqs.len(), cols), dev)?;
     let last = seqs.iter().map(|s| s.len() - 1).collect();
     Ok((ids, att, last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_stop_at_the_rows_and_at_the_cache_budget() {
+        // 300 short prompts with small budgets: groups of ROWS, shortest first.
+        let prompts: Vec<Vec<u32>> = (0..300).map(|i| vec![1; 10 + i % 7]).collect();
+        let max_new = vec![8; 300];
+        let gs = length_chunks(&prompts, &max_new, 1024, 1);
+        assert_eq!(
+            gs.iter().map(Vec::len).collect::<Vec<_>>(),
+            [ROWS, ROWS, 300 - 2 * ROWS]
+        );
+        let lens: Vec<usize> = gs.concat().iter().map(|&i| prompts[i].len()).collect();
+        assert!(lens.windows(2).all(|w| w[0] <= w[1]));
+        // GPT-2 small's 73 728 bytes a slot at the full context: 512 MiB holds 7 rows of
+        // 1 000 + 24 slots; a prompt that alone passes the budget still gets its own group.
+        let long: Vec<Vec<u32>> = (0..20).map(|_| vec![1; 1000]).collect();
+        let gs = length_chunks(&long, &[24; 20], 1024, 73_728);
+        assert_eq!(gs.iter().map(Vec::len).collect::<Vec<_>>(), [7, 7, 6]);
+        let gs = length_chunks(&long[..2], &[24; 2], 1024, CACHE_BYTES);
+        assert_eq!(gs, [vec![0], vec![1]]);
+        // Empty prompts, zero budgets and prompts that fill the context get no group.
+        let odd = vec![vec![], vec![1; 1024], vec![1; 5]];
+        assert_eq!(
+            length_chunks(&odd, &[4, 4, 0], 1024, 1),
+            Vec::<Vec<usize>>::new()
+        );
+    }
 }
