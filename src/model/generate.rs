@@ -126,9 +126,9 @@ fn slot_bytes(model: &Gpt2) -> usize {
 }
 
 /// The prompts that get any token (non-empty, shorter than the context, a budget above zero),
-/// sorted by length and cut into groups of at most [`ROWS`] whose cache (rows × (longest prompt
-/// + largest budget) slots of `slot_bytes`) stays within [`CACHE_BYTES`]; a group holds at
-/// least one prompt.
+/// sorted by length and cut into groups of at most [`ROWS`] whose cache (rows × (longest
+/// prompt plus largest budget) slots of `slot_bytes`) stays within [`CACHE_BYTES`]; a group
+/// holds at least one prompt.
 fn length_chunks(
     prompts: &[Vec<u32>],
     max_new: &[usize],
