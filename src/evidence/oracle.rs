@@ -97,9 +97,9 @@ impl Oracle for ModelOracle<'_> {
         self.tokenizer.decode(&out).map_err(OracleError::model)
     }
 
-    /// Decodes the prompts together (`greedy_batch`: up to 128 rows per pass over the weights instead
-    /// of one; its rows are what one prompt alone gives, `tests/certify.rs`). A prompt that does
-    /// not tokenize, or a batch the model refuses, is left to `complete`.
+    /// Decodes the prompts together (`greedy_batch`: up to 128 rows per pass over the weights
+    /// instead of one; its rows are what one prompt alone gives, `tests/certify.rs`). A prompt
+    /// that does not tokenize, or a batch the model refuses, is left to `complete`.
     fn prepare(&self, prompts: &[String]) {
         let mut seen = HashSet::new();
         let (mut texts, mut ids) = (Vec::new(), Vec::new());

@@ -1,9 +1,10 @@
 //! Incremental decoding with a key/value cache, as the rest of lethe calls it: a prefill pass
 //! over a right-padded batch of prompts that keeps every block's keys and values, then tokens
 //! fed to each row (one per step, or several at once) attending to the cached keys and values
-//! instead of re-running the prefix (the arithmetic is the hand-written pass's, `pass::cache`). This module owns the
-//! interface in candle tensors and its checks: the context, the cache's slots, row indices.
-//! Inference only. The decoding loop is `generate`.
+//! instead of re-running the prefix (the arithmetic is the hand-written pass's,
+//! `pass::cache`). This module owns the interface in candle tensors and its checks: the
+//! context, the cache's slots, row indices. Inference only. The decoding loop is `generate`;
+//! continuations scored against one prefill are `continuation`'s.
 
 use super::gpt2::Gpt2;
 use super::pass::{check_tokens, in_model_float, token_rows, with_net, Cache, Real};

@@ -1,14 +1,14 @@
 //! Incremental decoding on the hand-written pass: a prefill over a right-padded batch of
 //! prompts that keeps every block's keys and values, then tokens fed to each row (one per step
 //! when decoding, several at once when scoring continuations) attending to the cached keys and
-//! values instead of re-running the prefix. Row r's prompt fills slots
-//! `0..L_r` of its cache, the padding slots up to the longest prompt are masked, and the tokens
-//! fed afterwards fill the slots after it, each at its own position `L_r, L_r + 1, …` (so a row
-//! sees exactly the keys and values a full forward pass over its own tokens would, in the same
-//! order, with masked slots between). The blocks are `decoder`'s own, with the attention
-//! swapped for the cached one, so decoding cannot drift from the pass that scores and trains.
-//! This module owns the cache's buffers and the cached attention; the decoding loop is
-//! `model::generate`'s, and the candle-facing interface `model::cache`'s.
+//! values instead of re-running the prefix. Row r's prompt fills slots `0..L_r` of its cache,
+//! the padding slots up to the longest prompt are masked, and the tokens fed afterwards fill
+//! the slots after it, each at its own position `L_r, L_r + 1, …` (so a row sees exactly the
+//! keys and values a full forward pass over its own tokens would, in the same order, with
+//! masked slots between). The blocks are `decoder`'s own, with the attention swapped for the
+//! cached one, so decoding cannot drift from the pass that scores and trains. This module owns
+//! the cache's buffers and the cached attention; the decoding loop is `model::generate`'s, and
+//! the candle-facing interface `model::cache`'s.
 
 use super::decoder::{pick_rows, Net};
 use super::float::Float;
