@@ -142,13 +142,13 @@ fn length_chunks(
     let (mut out, mut cur, mut extra) = (Vec::new(), Vec::<usize>::new(), 0);
     for i in order {
         // Sorted by length: prompt i is the longest of its group.
-        let more = extra.max(max_new[i].min(ctx - prompts[i].len()));
-        let bytes = (cur.len() + 1) * (prompts[i].len() + more) * slot_bytes;
+        let need = max_new[i].min(ctx - prompts[i].len());
+        let bytes = (cur.len() + 1) * (prompts[i].len() + extra.max(need)) * slot_bytes;
         if !cur.is_empty() && (cur.len() == ROWS || bytes > CACHE_BYTES) {
             out.push(std::mem::take(&mut cur));
             extra = 0;
         }
-        extra = extra.max(max_new[i].min(ctx - prompts[i].len()));
+        extra = extra.max(need);
         cur.push(i);
     }
     if !cur.is_empty() {
