@@ -7,6 +7,7 @@ use lethe::data::{read_records, Encoded, TextTokenizer};
 use lethe::evidence::answers::answer_stops;
 use lethe::evidence::mia::{grad_norms, grad_norms_per_record};
 use lethe::evidence::records::GREEDY_SLACK;
+use lethe::evidence::scoring::{score, score_with_grad_norms};
 use lethe::model::generate::{greedy_batch, greedy_batch_uncached};
 use lethe::model::{load_model, ParamGroups};
 use std::path::PathBuf;
@@ -164,4 +165,37 @@ fn batched_grad_norms_equal_one_backward_per_record_on_the_bundled_world() {
         m.model.trainable_vars().is_empty(),
         "the model is left frozen"
     );
+}
+
+#[test]
+fn one_forward_serves_the_scores_and_the_grad_norms_on_the_bundled_world() {
+    // What the certifier runs on the attacked splits (`score_with_grad_norms`: one forward pass
+    // per batch, its tape shared with the norms' backward) against the two computations it
+    // replaces: `score`'s scores, bit for bit (the same arithmetic), and the norms of one
+    // backward pass per record, to 1e-5 relative (float32 both ways, as above). forget05's
+    // records differ in length, so the length batches reorder them: the output must be in
+    // input order.
+    let mut m = load_model(&fixture("models/full"), DType::F32).unwrap();
+    let tok = TextTokenizer::load(&fixture("models/full/tokenizer.json")).unwrap();
+    let ctx = m.model.config().n_positions;
+    let records = read_records(&fixture("world/forget05.jsonl")).unwrap();
+    let enc: Vec<Encoded> = records
+        .iter()
+        .map(|r| tok.encode(r, true, ctx).unwrap())
+        .collect();
+    let (params, pad) = (ParamGroups::parse("embedding").unwrap(), tok.pad_id());
+    m.model.set_trainable(&params).unwrap();
+    let fused = score_with_grad_norms(&m.model, &enc, pad, &mut |_| {}).unwrap();
+    let plain = score(&m.model, &enc, pad, &mut |_| {}).unwrap();
+    assert_eq!(fused.scores, plain);
+    assert!(fused.forward_seconds > 0.0);
+    let reference = grad_norms_per_record(&mut m.model, &enc, pad, &params, &mut |_| {}).unwrap();
+    assert_eq!(fused.grad_norms.len(), enc.len());
+    let worst = fused
+        .grad_norms
+        .iter()
+        .zip(&reference)
+        .map(|(b, r)| (b - r).abs() / r)
+        .fold(0f64, f64::max);
+    assert!(worst <= 1e-5, "largest relative difference {worst}");
 }

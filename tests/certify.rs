@@ -432,6 +432,7 @@ fn bundled_world_power_and_size() {
     let plan = EvalPlan {
         greedy: false,
         truth_ratio: false,
+        grad_norms: false,
     };
     let interval = |model: &str| {
         let m = load_model(&fixture(&format!("models/{model}")), DType::F32).unwrap();

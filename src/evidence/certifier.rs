@@ -1,10 +1,11 @@
 //! The certification run: load and check the inputs (parse, then validate, then run), evaluate
-//! each model on each split once, take the gradient norms and the influence analysis, and
-//! assemble the evidence with the statistics `judge::derive` computes from those measurements
-//! (the same derivation `verify` re-runs on the signed file). Validation refuses, before any
-//! tensor work, models whose tokenizers differ, empty splits, and splits too small for the
-//! requested confidence (saying how many records are needed). It reads models and data and never
-//! changes the files; the parameters it moves for finite differences are an in-memory copy.
+//! each model on each split once (for embedding parameters, the attacked records' gradient
+//! norms from the same forward passes), take the influence analysis, and assemble the evidence
+//! with the statistics `judge::derive` computes from those measurements (the same derivation
+//! `verify` re-runs on the signed file). Validation refuses, before any tensor work, models
+//! whose tokenizers differ, empty splits, and splits too small for the requested confidence
+//! (saying how many records are needed). It reads models and data and never changes the files;
+//! the parameters it moves for finite differences are an in-memory copy.
 
 use super::activation::cosines;
 use super::answers::answer_stops;
@@ -21,7 +22,7 @@ use crate::judge::evidence::{
     SCHEMA_VERSION,
 };
 use crate::judge::metric::Metric;
-use crate::model::{load_model, LoadedModel, ParamGroups};
+use crate::model::{load_model, per_example, Gpt2, LoadedModel, ParamGroups};
 use candle_core::DType;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -353,11 +354,11 @@ pub fn certify(
 ) -> Result<(Evidence, RunSummary), CertifyError> {
     let stop = answer_stops(&inputs.tokenizer)?;
     let ctx = inputs.unlearned.model.config().n_positions;
-    // Gradient passes set trainable flags: they get handles of their own on the same weights
-    // (shared, not copied: they only read them).
-    let mut unlearned_grad = inputs.unlearned.model.sharing();
-    let mut original_grad = inputs.original.model.sharing();
-    let reference_grad = inputs.reference.as_ref().map(|r| r.model.sharing());
+    let params = req.params()?;
+    let mut handles = Handles::new(inputs, &params)?;
+    // Embedding parameters (the default): each record's gradient norm comes from the forward
+    // pass that scores it. Anything else: one backward pass per record, afterwards.
+    let fused = handles.models().all(per_example::supported);
     let inputs: &Inputs = inputs;
     let mut run = Run {
         req,
@@ -373,50 +374,23 @@ pub fn certify(
         eval_tokens: 0,
         eval_seconds: 0.0,
     };
-    let evals = run.evaluate_all()?;
+    let (evals, fused_norms) = run.evaluate_all(&handles, fused)?;
     let member_enc = run.eval.encode(&inputs.splits["forget"].1)?;
     let nonmember_enc = run.eval.encode(&inputs.splits["holdout"].1)?;
-    let both: Vec<Encoded> = member_enc.iter().chain(&nonmember_enc).cloned().collect();
-    // The two models' per-record gradient norms are independent, small-batch work that leaves
-    // a core idle: compute them on two threads (same values as one after the other).
-    let pad = inputs.tokenizer.pad_id();
-    let params = req.params()?;
-    let (norms_u, norms_o) = std::thread::scope(|scope| {
-        let (both, params) = (&both, &params);
-        let other =
-            scope.spawn(move || grad_norms(&mut original_grad, both, pad, params, &mut |_| {}));
-        let mine = grad_norms(&mut unlearned_grad, both, pad, params, &mut |_| {});
-        let theirs = other.join().unwrap_or_else(|_| {
-            Err(candle_core::Error::Msg(
-                "gradient-norm thread panicked".into(),
-            ))
-        });
-        (mine, theirs)
-    });
-    drop(unlearned_grad);
-    // The retrained reference faces the same attacks on the same records: the level a model
-    // that never saw the forget set reaches (`reference.mia.*`, what `within_reference` bounds
-    // the unlearned model's distance to).
-    let norms_r = match reference_grad {
-        Some(mut m) => Some(grad_norms(&mut m, &both, pad, &params, &mut |_| {})?),
-        None => None,
+    let grad_norms = if fused {
+        fused_norms
+    } else {
+        let both: Vec<Encoded> = member_enc.iter().chain(&nonmember_enc).cloned().collect();
+        let norms = handles.grad_norms(&both, inputs.tokenizer.pad_id(), &params)?;
+        (run.progress)("gradient norms", 2 * both.len() as u64);
+        norms
     };
-    (run.progress)("gradient norms", 2 * both.len() as u64);
+    drop(handles);
     let influence = if req.influence {
         Some(run.influence(&member_enc, &nonmember_enc)?)
     } else {
         None
     };
-    let mut grad_norms = BTreeMap::new();
-    for (role, norms) in [
-        ("unlearned", Some(norms_u?)),
-        ("original", Some(norms_o?)),
-        ("reference", norms_r),
-    ] {
-        if let Some(n) = norms {
-            grad_norms.insert(role.to_string(), n);
-        }
-    }
     let data: BTreeMap<String, DataInput> = inputs
         .splits
         .iter()
@@ -481,52 +455,149 @@ fn model_inputs(inputs: &Inputs) -> BTreeMap<String, ModelInput> {
 
 type Evals = Records;
 
+/// Each role's model as the certifier runs it: a handle of its own on the role's weights
+/// (shared, not copied: nothing here changes them) whose trainable flags are the settings'
+/// parameter group, what the gradient norms differentiate.
+struct Handles {
+    unlearned: Gpt2,
+    original: Gpt2,
+    reference: Option<Gpt2>,
+}
+
+impl Handles {
+    fn new(inputs: &Inputs, params: &ParamGroups) -> Result<Handles, CertifyError> {
+        let handle = |m: &LoadedModel| -> Result<Gpt2, CertifyError> {
+            let mut h = m.model.sharing();
+            h.set_trainable(params).map_err(CertifyError::Setting)?;
+            Ok(h)
+        };
+        Ok(Handles {
+            unlearned: handle(&inputs.unlearned)?,
+            original: handle(&inputs.original)?,
+            reference: inputs.reference.as_ref().map(handle).transpose()?,
+        })
+    }
+
+    /// Every role's model.
+    fn models(&self) -> impl Iterator<Item = &Gpt2> {
+        [&self.unlearned, &self.original]
+            .into_iter()
+            .chain(self.reference.as_ref())
+    }
+
+    /// Each role's gradient norms on `records` by one backward pass per record (what a
+    /// parameter group beyond the embedding needs). The unlearned and original models' are
+    /// independent, small-batch work that leaves a core idle: they run on two threads (the
+    /// same values as one after the other).
+    fn grad_norms(
+        &mut self,
+        records: &[Encoded],
+        pad: u32,
+        params: &ParamGroups,
+    ) -> Result<BTreeMap<String, Vec<f64>>, CertifyError> {
+        let (unlearned, original) = (&mut self.unlearned, &mut self.original);
+        let (norms_u, norms_o) = std::thread::scope(|scope| {
+            let other =
+                scope.spawn(move || grad_norms(original, records, pad, params, &mut |_| {}));
+            let mine = grad_norms(unlearned, records, pad, params, &mut |_| {});
+            let theirs = other.join().unwrap_or_else(|_| {
+                Err(candle_core::Error::Msg(
+                    "gradient-norm thread panicked".into(),
+                ))
+            });
+            (mine, theirs)
+        });
+        let mut out = BTreeMap::new();
+        out.insert("unlearned".to_string(), norms_u?);
+        out.insert("original".to_string(), norms_o?);
+        // The retrained reference faces the same attacks on the same records: the level a
+        // model that never saw the forget set reaches (`reference.mia.*`, what
+        // `within_reference` bounds the unlearned model's distance to).
+        if let Some(m) = self.reference.as_mut() {
+            out.insert(
+                "reference".to_string(),
+                grad_norms(m, records, pad, params, &mut |_| {})?,
+            );
+        }
+        Ok(out)
+    }
+}
+
 impl Run<'_> {
-    fn evaluate_all(&mut self) -> Result<Evals, CertifyError> {
+    /// Every role's evaluation of every split, and with `norms` each role's gradient norms on
+    /// the forget records, then the holdout records (from the forward passes that score them).
+    fn evaluate_all(
+        &mut self,
+        models: &Handles,
+        norms: bool,
+    ) -> Result<(Evals, BTreeMap<String, Vec<f64>>), CertifyError> {
         let inputs = self.inputs;
         let full = EvalPlan {
             greedy: true,
             truth_ratio: true,
+            grad_norms: false,
         };
-        let mut jobs: Vec<(&str, &LoadedModel, &str, EvalPlan)> = Vec::new();
+        let mut jobs: Vec<(&str, &Gpt2, &str, EvalPlan)> = Vec::new();
         for split in inputs.splits.keys() {
-            jobs.push(("unlearned", &inputs.unlearned, split, full));
+            let attacked = split == "forget" || split == "holdout";
+            let with_norms = |plan: EvalPlan| EvalPlan {
+                grad_norms: norms && attacked,
+                ..plan
+            };
+            jobs.push(("unlearned", &models.unlearned, split, with_norms(full)));
             // The original's greedy answers on retain and utility are what `exact_match_drop`
             // compares with (truth ratios are not needed there).
-            let orig_plan = if split == "forget" || split == "holdout" {
+            let orig_plan = if attacked {
                 full
             } else {
                 EvalPlan {
-                    greedy: true,
                     truth_ratio: false,
+                    ..full
                 }
             };
-            jobs.push(("original", &inputs.original, split, orig_plan));
-            if let Some(r) = &inputs.reference {
-                if split == "forget" || split == "holdout" {
+            jobs.push(("original", &models.original, split, with_norms(orig_plan)));
+            if let Some(r) = &models.reference {
+                if attacked {
                     let plan = EvalPlan {
                         greedy: false,
                         truth_ratio: split == "forget",
+                        grad_norms: false,
                     };
-                    jobs.push(("reference", r, split, plan));
+                    jobs.push(("reference", r, split, with_norms(plan)));
                 }
             }
         }
         let mut out: Evals = BTreeMap::new();
+        let mut grad_norms: BTreeMap<String, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
         for (role, model, split, plan) in jobs {
             let records = &inputs.splits[split].1;
             let stage = format!("{role} on {split}");
             let p = &mut *self.progress;
-            let (evals, seconds) =
-                self.eval
-                    .evaluate_timed(&model.model, records, plan, &mut |n| p(&stage, n))?;
-            self.eval_seconds += seconds;
-            self.eval_tokens += evals.iter().map(|e| e.tokens as u64).sum::<u64>();
+            let got = self
+                .eval
+                .evaluate_timed(model, records, plan, &mut |n| p(&stage, n))?;
+            self.eval_seconds += got.scoring_seconds;
+            self.eval_tokens += got.records.iter().map(|e| e.tokens as u64).sum::<u64>();
+            if plan.grad_norms {
+                grad_norms
+                    .entry(role.to_string())
+                    .or_default()
+                    .insert(split.to_string(), got.grad_norms);
+            }
             out.entry(role.to_string())
                 .or_default()
-                .insert(split.to_string(), evals);
+                .insert(split.to_string(), got.records);
         }
-        Ok(out)
+        // Members first, as the attacks read them.
+        let grad_norms = grad_norms
+            .into_iter()
+            .map(|(role, mut by_split)| {
+                let mut n = by_split.remove("forget").unwrap_or_default();
+                n.extend(by_split.remove("holdout").unwrap_or_default());
+                (role, n)
+            })
+            .collect();
+        Ok((out, grad_norms))
     }
 
     fn influence(

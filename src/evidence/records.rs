@@ -8,7 +8,7 @@ use super::metrics::{
     exact_memorization, extraction_strength, mean_of_lowest, rouge_l_recall, truth_ratio,
     zlib_bytes,
 };
-use super::scoring::{mean_nll, score};
+use super::scoring::{mean_nll, score, score_with_grad_norms};
 use super::CertifyError;
 use crate::data::{Encoded, Record, TextTokenizer};
 use crate::judge::evidence::{GreedyEval, QaEval, RecordEval};
@@ -32,6 +32,22 @@ pub struct EvalPlan {
     pub greedy: bool,
     /// TOFU's truth ratio of question–answer records with perturbed answers.
     pub truth_ratio: bool,
+    /// Each record's gradient norm on the model's trainable parameters, from the scoring's own
+    /// forward pass (which must then be embedding parameters only:
+    /// `per_example::supported`).
+    pub grad_norms: bool,
+}
+
+/// One model's evaluation of one split.
+pub struct Evaluated {
+    /// Every record's evaluation, in input order.
+    pub records: Vec<RecordEval>,
+    /// Every record's gradient norm, in input order (empty unless the plan asked for them).
+    pub grad_norms: Vec<f64>,
+    /// Seconds the scoring's forward passes took (greedy answers, truth ratios and the
+    /// gradient norms' backward excluded): what the certifier's evaluation throughput is
+    /// measured on.
+    pub scoring_seconds: f64,
 }
 
 /// Tools shared by every evaluation with one tokenizer.
@@ -77,22 +93,28 @@ impl Evaluator<'_> {
         plan: EvalPlan,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Vec<RecordEval>, CertifyError> {
-        Ok(self.evaluate_timed(model, records, plan, progress)?.0)
+        Ok(self.evaluate_timed(model, records, plan, progress)?.records)
     }
 
-    /// [`Evaluator::evaluate`], and the seconds its forward-pass scoring took (greedy answers
-    /// and truth ratios excluded): what the certifier's evaluation throughput is measured on.
+    /// [`Evaluator::evaluate`], the gradient norms if the plan asks for them, and the seconds
+    /// the scoring took.
     pub fn evaluate_timed(
         &self,
         model: &Gpt2,
         records: &[Record],
         plan: EvalPlan,
         progress: &mut dyn FnMut(u64),
-    ) -> Result<(Vec<RecordEval>, f64), CertifyError> {
+    ) -> Result<Evaluated, CertifyError> {
         let enc = self.encode(records)?;
-        let started = std::time::Instant::now();
-        let scores = score(model, &enc, self.tok.pad_id(), progress)?;
-        let scoring = started.elapsed().as_secs_f64();
+        let pad = self.tok.pad_id();
+        let (scores, grad_norms, scoring_seconds) = if plan.grad_norms {
+            let got = score_with_grad_norms(model, &enc, pad, progress)?;
+            (got.scores, got.grad_norms, got.forward_seconds)
+        } else {
+            let started = std::time::Instant::now();
+            let scores = score(model, &enc, pad, progress)?;
+            (scores, Vec::new(), started.elapsed().as_secs_f64())
+        };
         let mut out: Vec<RecordEval> = records
             .iter()
             .zip(&scores)
@@ -125,7 +147,11 @@ impl Evaluator<'_> {
         if plan.truth_ratio {
             self.truth_ratios(model, records, &qa, &mut out)?;
         }
-        Ok((out, scoring))
+        Ok(Evaluated {
+            records: out,
+            grad_norms,
+            scoring_seconds,
+        })
     }
 
     fn greedy(

@@ -1,11 +1,13 @@
 //! Per-token quantities of one model on tokenized records, computed in batches by one forward pass
 //! each and kept for every later metric and attack: the log-probability of each scored target,
 //! whether the teacher-forced argmax hit it, and the Min-K%++ z-score of the target under the
-//! model's own next-token distribution. Records are batched by length (the order of the output
-//! is the order of the input). This module reads the model; it never changes it.
+//! model's own next-token distribution; where asked, each record's gradient norm from the same
+//! forward pass (the `grad_norm` attack's score). Records are batched by length (the order of
+//! the output is the order of the input). This module reads the model; it never changes it.
 
 use crate::data::{Batch, Encoded};
-use crate::model::pass::score_targets;
+use crate::model::pass::{score_targets, TargetScore};
+use crate::model::per_example::scores_and_grad_norms;
 use crate::model::Gpt2;
 use candle_core::Result;
 
@@ -54,24 +56,82 @@ pub fn score(
     pad_id: u32,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Vec<TokenScores>> {
+    by_length(model, records, pad_id, progress, |batch, refs| {
+        token_scores(refs, &score_targets(model, batch)?)
+    })
+}
+
+/// What [`score_with_grad_norms`] measures.
+pub struct ScoredWithNorms {
+    /// Each record's scores, as [`score`] gives them (bit for bit).
+    pub scores: Vec<TokenScores>,
+    /// Each record's ‖∇ loss‖ on the model's trainable parameters (the `grad_norm` attack's
+    /// score).
+    pub grad_norms: Vec<f64>,
+    /// Seconds the forward passes took (the scoring's share of the work).
+    pub forward_seconds: f64,
+}
+
+/// [`score`] and each record's gradient norm, one forward pass per batch serving both
+/// (`per_example::scores_and_grad_norms`): the model's trainable parameters must be embedding
+/// parameters only (`per_example::supported`).
+pub fn score_with_grad_norms(
+    model: &Gpt2,
+    records: &[Encoded],
+    pad_id: u32,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ScoredWithNorms> {
+    let mut forward_seconds = 0.0;
+    let both = by_length(model, records, pad_id, progress, |batch, refs| {
+        let got = scores_and_grad_norms(model, batch)?;
+        forward_seconds += got.forward_seconds;
+        Ok(token_scores(refs, &got.scores)?
+            .into_iter()
+            .zip(got.norms)
+            .collect())
+    })?;
+    let (scores, grad_norms) = both.into_iter().unzip();
+    Ok(ScoredWithNorms {
+        scores,
+        grad_norms,
+        forward_seconds,
+    })
+}
+
+/// `each(batch, records)` over the records in [`length_batches`], one result per record of
+/// the batch, returned in the input's order.
+fn by_length<R>(
+    model: &Gpt2,
+    records: &[Encoded],
+    pad_id: u32,
+    progress: &mut dyn FnMut(u64),
+    mut each: impl FnMut(&Batch, &[&Encoded]) -> Result<Vec<R>>,
+) -> Result<Vec<R>> {
     let lens: Vec<usize> = records.iter().map(|r| r.ids.len()).collect();
-    let mut out: Vec<Option<TokenScores>> = vec![None; records.len()];
+    let mut out: Vec<Option<R>> = std::iter::repeat_with(|| None)
+        .take(records.len())
+        .collect();
     for group in length_batches(&lens, model.config().vocab_size) {
         let refs: Vec<&Encoded> = group.iter().map(|&i| &records[i]).collect();
-        let scored = score_batch(model, &Batch::new(&refs, pad_id), &refs)?;
-        for (i, s) in group.iter().zip(scored) {
-            out[*i] = Some(s);
+        let got = each(&Batch::new(&refs, pad_id), &refs)?;
+        if got.len() != group.len() {
+            candle_core::bail!(
+                "{} results for a batch of {} records",
+                got.len(),
+                group.len()
+            );
+        }
+        for (&i, r) in group.iter().zip(got) {
+            out[i] = Some(r);
         }
         progress(group.len() as u64);
     }
     Ok(out.into_iter().flatten().collect())
 }
 
-fn score_batch(model: &Gpt2, batch: &Batch, records: &[&Encoded]) -> Result<Vec<TokenScores>> {
-    // One scoring pass: the output layer and the vocabulary-wide statistics run only at the
-    // scored positions (target x[tt] is predicted at position tt-1, tt from the record's
-    // `score_from`), in the batch's order, record by record.
-    let scored = score_targets(model, batch)?;
+/// Each record's scores from one pass's scored targets (batch order: record by record; target
+/// `x[tt]` predicted at position `tt-1`, `tt` from the record's `score_from`).
+fn token_scores(records: &[&Encoded], scored: &[TargetScore]) -> Result<Vec<TokenScores>> {
     let want: usize = records
         .iter()
         .map(|r| r.ids.len() - r.score_from.max(1))
@@ -79,7 +139,7 @@ fn score_batch(model: &Gpt2, batch: &Batch, records: &[&Encoded]) -> Result<Vec<
     if scored.len() != want {
         candle_core::bail!("{} scored targets for {want} record tokens", scored.len());
     }
-    let mut rest = scored.as_slice();
+    let mut rest = scored;
     let mut out = Vec::with_capacity(records.len());
     for rec in records {
         let (mine, after) = rest.split_at(rec.ids.len() - rec.score_from.max(1));

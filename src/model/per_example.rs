@@ -14,13 +14,16 @@
 //!   ⟨A, B⟩ = Σ_{i,t} dl_i[id_t] (hn_i·de_t); the norm of wte's gradient is ‖A + B‖.
 //!
 //! None of the `[V, C]` per-record gradients is materialised; the Gram sums are in float64.
+//! [`scores_and_grad_norms`] also hands back what the forward scored (`pass::score_targets`'
+//! values, bit for bit), so that the certifier scores a record and takes its norm in one
+//! forward pass.
 //! Any other trainable parameter (a block, the final norm) is not handled here: the caller
 //! falls back to one backward pass per record. This module owns that arithmetic; which records
 //! are scored and what the norms mean is the caller's.
 
 use super::config::Family;
 use super::gpt2::Gpt2;
-use super::pass;
+use super::pass::{self, TargetScore};
 use crate::data::Batch;
 use candle_core::{DType, Result, Tensor};
 
@@ -52,6 +55,26 @@ pub fn supported(model: &Gpt2) -> bool {
 /// its weighted targets — the norm of the gradient `grad::loss_and_grad` gives for the row
 /// alone.
 pub fn grad_norms(model: &Gpt2, batch: &Batch) -> Result<Vec<f64>> {
+    Ok(norms(model, batch, false)?.norms)
+}
+
+/// [`grad_norms`] and every target's scores from the same forward pass: the scores are
+/// `pass::score_targets`' bit for bit, so a certifier that needs both runs the forward once.
+pub fn scores_and_grad_norms(model: &Gpt2, batch: &Batch) -> Result<ScoredNorms> {
+    norms(model, batch, true)
+}
+
+/// What [`scores_and_grad_norms`] measures of a batch.
+pub struct ScoredNorms {
+    /// Every scored target, row by row, position by position (`pass::score_targets`' order).
+    pub scores: Vec<TargetScore>,
+    /// ‖∇_θ loss_r‖₂ of each row.
+    pub norms: Vec<f64>,
+    /// Seconds the forward pass took (the scoring's share of the work).
+    pub forward_seconds: f64,
+}
+
+fn norms(model: &Gpt2, batch: &Batch, score: bool) -> Result<ScoredNorms> {
     let Some((with_wte, with_wpe)) = embedding_only(model) else {
         candle_core::bail!("per-example gradient norms need embedding parameters only");
     };
@@ -75,9 +98,15 @@ pub fn grad_norms(model: &Gpt2, batch: &Batch) -> Result<Vec<f64>> {
     }
     let dev = model.device();
     let n = coef.len();
-    let (de, hn, dl) = match model.dtype() {
-        DType::F32 => pieces::<f32>(model, batch, &coef)?,
-        DType::F64 => pieces::<f64>(model, batch, &coef)?,
+    let Pieces {
+        de,
+        hn,
+        dl,
+        scores,
+        forward_seconds,
+    } = match model.dtype() {
+        DType::F32 => pieces::<f32>(model, batch, &coef, score)?,
+        DType::F64 => pieces::<f64>(model, batch, &coef, score)?,
         other => candle_core::bail!("gradient norms in float32 or float64, not {other:?}"),
     };
     let de = Tensor::from_vec(de, (b, t, c), dev)?;
@@ -112,23 +141,49 @@ pub fn grad_norms(model: &Gpt2, batch: &Batch) -> Result<Vec<f64>> {
         out.push(sq.max(0.0).sqrt());
         off += n_r;
     }
-    Ok(out)
+    Ok(ScoredNorms {
+        scores,
+        norms: out,
+        forward_seconds,
+    })
 }
 
-/// The hand-written pass's backward as far as the embedding output (`pass`), its three
-/// pieces: `de` `[B·T, C]` and `hn` `[S, C]` in float64, `dl` `[S, V]` as a tensor of the
-/// model's own float type (converted a record at a time by the caller).
-fn pieces<T: pass::Real>(
-    model: &Gpt2,
-    batch: &Batch,
-    coef: &[f64],
-) -> Result<(Vec<f64>, Vec<f64>, Tensor)> {
-    let fwd = pass::Forward::<T>::run(model, batch)?;
+/// The hand-written pass's backward as far as the embedding output, and what its forward
+/// scored.
+struct Pieces {
+    /// The gradient at the embedding output `[B·T, C]`, in float64.
+    de: Vec<f64>,
+    /// The final norm's output at the scored positions `[S, C]`, in float64.
+    hn: Vec<f64>,
+    /// The logits' gradient `[S, V]` in the model's own float (converted a record at a time by
+    /// the caller).
+    dl: Tensor,
+    /// The targets' scores (empty unless asked for).
+    scores: Vec<TargetScore>,
+    forward_seconds: f64,
+}
+
+fn pieces<T: pass::Real>(model: &Gpt2, batch: &Batch, coef: &[f64], score: bool) -> Result<Pieces> {
+    let started = std::time::Instant::now();
+    let (fwd, scores) = if score {
+        let fwd = pass::Forward::<T>::run_scored(model, batch)?;
+        let scores = fwd.target_scores();
+        (fwd, scores)
+    } else {
+        (pass::Forward::<T>::run(model, batch)?, Vec::new())
+    };
+    let forward_seconds = started.elapsed().as_secs_f64();
     let [de, hn, dl] = fwd.embedding_backward(model, coef)?;
     let wide = |v: Vec<T>| v.iter().map(|x| x.f64()).collect::<Vec<f64>>();
     let s = coef.len();
     let dl = Tensor::from_vec(dl, (s, model.config().vocab_size), model.device())?;
-    Ok((wide(de), wide(hn), dl))
+    Ok(Pieces {
+        de: wide(de),
+        hn: wide(hn),
+        dl,
+        scores,
+        forward_seconds,
+    })
 }
 
 /// `Σ_{t,s: ids_t = ids_s} de_t·de_s`: the squared norm of the input embedding's row gradient

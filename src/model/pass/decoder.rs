@@ -304,11 +304,21 @@ pub(super) struct Rotary<T> {
 pub enum Keep {
     /// Every block's activations and the output distribution, for a backward.
     Backward,
+    /// [`Keep::Backward`]'s tape and [`Keep::Moments`]' scores (the same values, bit for bit):
+    /// a scoring pass whose forward a backward then shares (per-record gradient norms).
+    ScoredBackward,
     /// The scored targets' log-probs and most likely tokens, and the moments of each scored
     /// position's log-probs (the certifier's scoring: Min-K%++ reads them).
     Moments,
     /// The scored targets' log-probs and most likely tokens alone.
     LogProbs,
+}
+
+impl Keep {
+    /// Whether the pass keeps the activations a backward needs.
+    pub fn tapes(self) -> bool {
+        matches!(self, Keep::Backward | Keep::ScoredBackward)
+    }
 }
 
 /// What one block's forward keeps for its backward.
@@ -350,8 +360,8 @@ pub struct Tape<T> {
     probs: Vec<T>,
     best: Vec<usize>,
     pub logprobs: Vec<T>,
-    /// A scoring pass's mean and variance of `log p(·)` at each scored position (empty when
-    /// the pass is kept for a backward).
+    /// A scoring pass's mean and variance of `log p(·)` at each scored position (empty unless
+    /// the pass kept [`Keep::Moments`] or [`Keep::ScoredBackward`]).
     pub moments: Vec<(f64, f64)>,
 }
 
@@ -476,7 +486,7 @@ impl<'a, T: Float> Net<'a, T> {
         keep: Keep,
     ) -> Tape<T> {
         let ids: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
-        let backward = keep == Keep::Backward;
+        let backward = keep.tapes();
         let (x, blocks, rotary) = self.trunk(&ids, attention, (rows, cols), backward, |_, _, _| {});
         let mut tape = Tape {
             rows,
@@ -939,7 +949,7 @@ impl<'a, T: Float> Net<'a, T> {
 
     /// The final norm and the output layer at the scored positions, and their log-probs. For a
     /// backward the output distribution is kept; a scoring pass keeps the moments of each
-    /// position's log-probs instead, if asked.
+    /// position's log-probs, if asked (a scored backward both).
     fn head(&self, tape: &mut Tape<T>, keep: Keep) {
         let (hs, stats, mut logits) = self.logits(&tape.picked(self.cfg.n_embd));
         let v = self.cfg.vocab_size;
@@ -951,17 +961,27 @@ impl<'a, T: Float> Net<'a, T> {
                 .unzip();
             return;
         }
-        if keep == Keep::Backward {
-            let (lp, best): (Vec<T>, Vec<usize>) = logits
+        if keep.tapes() {
+            // A scored backward reads the row's scores (`score_row`, what a scoring pass
+            // keeps) before the row becomes its probabilities.
+            let scored = keep == Keep::ScoredBackward;
+            let rows: Vec<(T, usize, (f64, f64))> = logits
                 .par_chunks_mut(v)
                 .zip(tape.targets.par_iter())
-                .map(|(row, t)| logprob_row(row, t.token))
-                .unzip();
+                .map(|(row, t)| {
+                    let score = scored.then(|| score_row(row, t.token));
+                    let (lp, best) = logprob_row(row, t.token);
+                    score.map_or((lp, best, (0.0, 0.0)), |s| (s.0, s.1, (s.2, s.3)))
+                })
+                .collect();
             tape.hs = hs;
             tape.hs_stats = stats;
             tape.probs = logits;
-            tape.best = best;
-            tape.logprobs = lp;
+            tape.logprobs = rows.iter().map(|r| r.0).collect();
+            tape.best = rows.iter().map(|r| r.1).collect();
+            if scored {
+                tape.moments = rows.iter().map(|r| r.2).collect();
+            }
             return;
         }
         let scores: Vec<(T, usize, f64, f64)> = logits

@@ -61,6 +61,12 @@ impl<T: Real> Forward<T> {
         Self::pass(model, batch, Keep::Moments)
     }
 
+    /// [`Forward::run`] that also scores as [`Forward::score`] does (the same values, bit for
+    /// bit): one forward for a record's scores and its gradient.
+    pub fn run_scored(model: &Gpt2, batch: &Batch) -> Result<Forward<T>> {
+        Self::pass(model, batch, Keep::ScoredBackward)
+    }
+
     /// [`Forward::score`] without the moments: the scored targets' log-probs and most likely
     /// tokens alone.
     pub fn logprobs_only(model: &Gpt2, batch: &Batch) -> Result<Forward<T>> {
@@ -93,9 +99,25 @@ impl<T: Real> Forward<T> {
     }
 
     /// A scoring pass's mean and variance of `log p(·)` under the model at each scored
-    /// position (empty unless the pass was [`Forward::score`]).
+    /// position (empty unless the pass was [`Forward::score`] or [`Forward::run_scored`]).
     pub fn moments(&self) -> &[(f64, f64)] {
         &self.tape.moments
+    }
+
+    /// Every scored target's scores, in batch order (the pass must have scored: see
+    /// [`Forward::moments`]).
+    pub fn target_scores(&self) -> Vec<TargetScore> {
+        self.logprobs()
+            .iter()
+            .zip(self.hits())
+            .zip(self.moments())
+            .map(|((lp, hit), &(mean, var))| TargetScore {
+                logprob: lp.f64(),
+                hit,
+                mean,
+                var,
+            })
+            .collect()
     }
 
     /// Each scored target's slot `r·(T−1) + t` in a `[B, T−1]` log-prob table.
@@ -119,7 +141,7 @@ impl<T: Real> Forward<T> {
     /// `coef` in `T`, refused unless this pass kept its activations and `coef` holds one
     /// coefficient per scored target.
     fn coefficients(&self, coef: &[f64]) -> Result<Vec<T>> {
-        if self.keep != Keep::Backward {
+        if !self.keep.tapes() {
             bail!("a scoring pass keeps no activations to differentiate");
         }
         if coef.len() != self.tape.logprobs.len() {
@@ -175,19 +197,7 @@ pub struct TargetScore {
 /// model's float (float32 or float64); nothing is kept for a backward.
 pub fn score_targets(model: &Gpt2, batch: &Batch) -> Result<Vec<TargetScore>> {
     fn run<T: Real>(model: &Gpt2, batch: &Batch) -> Result<Vec<TargetScore>> {
-        let fwd = Forward::<T>::score(model, batch)?;
-        Ok(fwd
-            .logprobs()
-            .iter()
-            .zip(fwd.hits())
-            .zip(fwd.moments())
-            .map(|((lp, hit), &(mean, var))| TargetScore {
-                logprob: lp.f64(),
-                hit,
-                mean,
-                var,
-            })
-            .collect())
+        Ok(Forward::<T>::score(model, batch)?.target_scores())
     }
     in_model_float!(model, "scoring", run(model, batch))
 }
@@ -568,6 +578,42 @@ mod tests {
                 assert!(err < 1e-12, "{group}, {n}: {err:e} relative");
             }
         }
+    }
+
+    /// A scored backward's forward scores exactly as a scoring pass does (log-probs, hits and
+    /// moments, bit for bit), and its gradient is a plain backward's, bit for bit: sharing the
+    /// forward changes no figure. Float32, where a different summation would show.
+    #[test]
+    fn a_scored_backward_is_a_scoring_pass_and_a_backward() {
+        let cfg = Gpt2Config::new(50, 16, 16, 2, 2);
+        let mut m = random_model(&cfg, 5, DType::F32).unwrap();
+        m.set_trainable(&ParamGroups::parse("embedding").unwrap())
+            .unwrap();
+        let b = batch();
+        let scored = Forward::<f32>::run_scored(&m, &b).unwrap();
+        let plain = Forward::<f32>::score(&m, &b).unwrap();
+        assert_eq!(scored.logprobs(), plain.logprobs());
+        assert_eq!(scored.hits(), plain.hits());
+        assert_eq!(scored.moments(), plain.moments());
+        assert_eq!(scored.moments().len(), scored.logprobs().len());
+        let coef: Vec<f64> = (0..scored.logprobs().len())
+            .map(|i| 0.3 - 0.1 * i as f64)
+            .collect();
+        let got = scored.gradient(&m, &coef).unwrap();
+        let want = Forward::<f32>::run(&m, &b)
+            .unwrap()
+            .gradient(&m, &coef)
+            .unwrap();
+        assert_eq!(got.len(), want.len());
+        for ((n, g), (_, w)) in got.iter().zip(&want) {
+            let (g, w) = (
+                g.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                w.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            assert_eq!(g, w, "{n}");
+        }
+        // A scoring pass keeps nothing to differentiate.
+        assert!(plain.gradient(&m, &coef).is_err());
     }
 
     /// With `output_grad` off, the token embedding's gradient is that of the loss with the tied
