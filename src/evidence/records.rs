@@ -12,8 +12,7 @@ use super::scoring::{mean_nll, score, score_with_grad_norms};
 use super::CertifyError;
 use crate::data::{Encoded, Record, TextTokenizer};
 use crate::judge::evidence::{GreedyEval, QaEval, RecordEval};
-use crate::model::continuation::continuation_logprobs;
-use crate::model::generate::greedy_batch;
+use crate::model::prefilled::{prefilled, Asks};
 use crate::model::Gpt2;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -141,11 +140,8 @@ impl Evaluator<'_> {
             .into_iter()
             .map(|k| qa_all[k])
             .collect();
-        if plan.greedy && !qa.is_empty() {
-            self.greedy(model, records, &enc, &qa, &mut out)?;
-        }
-        if plan.truth_ratio {
-            self.truth_ratios(model, records, &qa, &mut out)?;
+        if plan.greedy || plan.truth_ratio {
+            self.answers(model, records, &enc, &qa, plan, &mut out)?;
         }
         Ok(Evaluated {
             records: out,
@@ -154,100 +150,73 @@ impl Evaluator<'_> {
         })
     }
 
-    fn greedy(
+    /// The greedy answers and truth ratios `plan` asks for, on the sampled questions `qa`: each
+    /// question's prompt is run once for both (`model::prefilled`).
+    fn answers(
         &self,
         model: &Gpt2,
         records: &[Record],
         enc: &[Encoded],
         qa: &[usize],
+        plan: EvalPlan,
         out: &mut [RecordEval],
     ) -> Result<(), CertifyError> {
-        let prompts: Vec<Vec<u32>> = qa
-            .iter()
-            .map(|&i| enc[i].ids[..enc[i].score_from].to_vec())
-            .collect();
-        let budget: Vec<usize> = qa
-            .iter()
-            .map(|&i| enc[i].ids.len() - enc[i].score_from + GREEDY_SLACK)
-            .collect();
-        let gen = greedy_batch(model, &prompts, &budget, self.stop, self.tok.pad_id())?;
-        for (&i, ids) in qa.iter().zip(gen) {
-            let answer =
-                answer_text(self.tok, &ids).map_err(|e| CertifyError::Tokenizer(e.to_string()))?;
-            let reference = records[i].answer.as_deref().unwrap_or_default();
-            // Reproduced: the greedy tokens begin with the answer's own tokens (what the model
-            // was trained to emit; the training texts end without an end-of-text token, so a
-            // model that memorised a record runs on after the answer — "welding inspector0 81"
-            // discloses the answer as surely as "welding inspector"), or the text does.
-            let tokens = &enc[i].ids[enc[i].score_from..];
-            let g = GreedyEval {
-                exact_match: ids.starts_with(tokens)
-                    || super::oracle::reproduces(&answer, reference),
-                rouge_l: rouge_l_recall(&answer, reference),
-                answer,
-            };
-            if let Some(q) = out[i].qa.as_mut() {
-                q.greedy = Some(g);
-            }
-        }
-        Ok(())
-    }
-
-    fn truth_ratios(
-        &self,
-        model: &Gpt2,
-        records: &[Record],
-        qa: &[usize],
-        out: &mut [RecordEval],
-    ) -> Result<(), CertifyError> {
-        let mut owner = Vec::new();
-        let mut variants = Vec::new();
-        for &i in qa {
-            let rec = &records[i];
-            let (Some(prompt), Some(_)) = (&rec.prompt, &rec.answer) else {
-                continue;
-            };
-            for (j, wrong) in rec.perturbed.iter().enumerate() {
-                owner.push(i);
-                variants.push(Record {
-                    id: format!("{}#perturbed{j}", rec.id),
-                    text: format!("{prompt}{wrong}"),
-                    prompt: Some(prompt.clone()),
-                    answer: Some(wrong.clone()),
-                    subject: None,
-                    perturbed: Vec::new(),
-                });
-            }
-        }
-        if variants.is_empty() {
-            return Ok(());
-        }
-        // Every wrong answer of a question shares its prompt's tokens (prompt and answer are
-        // encoded apart), so each prompt runs once and its answers are scored against its
-        // cache: the log-probs a full scoring pass gives, up to summation order.
-        let enc = self.encode(&variants)?;
+        // One prompt entry per question (its greedy budget, if asked), in `qa`'s order.
         let mut prompts: Vec<Vec<u32>> = Vec::new();
-        let mut conts: Vec<Vec<Vec<u32>>> = Vec::new();
-        let mut at = Vec::with_capacity(enc.len());
-        for (e, &i) in enc.iter().zip(&owner) {
-            let (prompt, cont) = e.ids.split_at(e.score_from.max(1));
-            let same = at.last().is_some_and(|&(o, _)| o == i)
-                && prompts.last().map(Vec::as_slice) == Some(prompt);
-            if !same {
-                prompts.push(prompt.to_vec());
-                conts.push(Vec::new());
-            }
-            let p = prompts.len() - 1;
-            at.push((i, p));
-            conts[p].push(cont.to_vec());
+        let mut max_new = Vec::new();
+        for &i in qa {
+            let e = &enc[i];
+            prompts.push(e.ids[..e.score_from].to_vec());
+            max_new.push(if plan.greedy {
+                e.ids.len() - e.score_from + GREEDY_SLACK
+            } else {
+                0
+            });
         }
-        let scores = continuation_logprobs(model, &prompts, &conts, self.tok.pad_id())?;
+        let mut conts: Vec<Vec<Vec<u32>>> = vec![Vec::new(); qa.len()];
+        // Each wrong answer: its question's record, and its (prompt entry, continuation).
+        let mut wrong: Vec<(usize, (usize, usize))> = Vec::new();
+        if plan.truth_ratio {
+            let (owner, variants) = perturbed(records, qa);
+            // Every wrong answer of a question shares its prompt's tokens (prompt and answer
+            // are encoded apart), so its prompt runs once, with the greedy answer's: the
+            // log-probs a full scoring pass gives, up to summation order. A prompt that
+            // encodes otherwise gets an entry of its own.
+            for (e, &(q, i)) in self.encode(&variants)?.iter().zip(&owner) {
+                let (prompt, cont) = e.ids.split_at(e.score_from.max(1));
+                let last = prompts.len() - 1;
+                let entry = if prompts[q] == prompt {
+                    q
+                } else if last >= qa.len() && prompts[last] == prompt {
+                    last
+                } else {
+                    prompts.push(prompt.to_vec());
+                    max_new.push(0);
+                    conts.push(Vec::new());
+                    last + 1
+                };
+                conts[entry].push(cont.to_vec());
+                wrong.push((i, (entry, conts[entry].len() - 1)));
+            }
+        }
+        let asks = Asks {
+            prompts: &prompts,
+            max_new: &max_new,
+            stop: self.stop,
+            continuations: &conts,
+        };
+        let got = prefilled(model, &asks, self.tok.pad_id())?;
+        if plan.greedy {
+            for (&i, ids) in qa.iter().zip(got.greedy) {
+                let g = self.greedy_eval(&records[i], &enc[i], ids)?;
+                if let Some(q) = out[i].qa.as_mut() {
+                    q.greedy = Some(g);
+                }
+            }
+        }
         let mut losses: Vec<Vec<f64>> = vec![Vec::new(); records.len()];
-        let mut next = vec![0usize; prompts.len()];
-        for (i, p) in at {
-            let lp = &scores[p][next[p]];
-            next[p] += 1;
-            losses[i].push(mean_nll(lp));
+        for (i, (entry, k)) in wrong {
+            losses[i].push(mean_nll(&got.logprobs[entry][k]));
         }
         for (i, l) in losses.iter().enumerate() {
             let correct = out[i].loss;
@@ -257,4 +226,51 @@ impl Evaluator<'_> {
         }
         Ok(())
     }
+
+    /// A greedy answer `ids` to question `rec` (encoded `e`), judged against its answer.
+    fn greedy_eval(
+        &self,
+        rec: &Record,
+        e: &Encoded,
+        ids: Vec<u32>,
+    ) -> Result<GreedyEval, CertifyError> {
+        let answer =
+            answer_text(self.tok, &ids).map_err(|e| CertifyError::Tokenizer(e.to_string()))?;
+        let reference = rec.answer.as_deref().unwrap_or_default();
+        // Reproduced: the greedy tokens begin with the answer's own tokens (what the model
+        // was trained to emit; the training texts end without an end-of-text token, so a
+        // model that memorised a record runs on after the answer — "welding inspector0 81"
+        // discloses the answer as surely as "welding inspector"), or the text does.
+        let tokens = &e.ids[e.score_from..];
+        Ok(GreedyEval {
+            exact_match: ids.starts_with(tokens) || super::oracle::reproduces(&answer, reference),
+            rouge_l: rouge_l_recall(&answer, reference),
+            answer,
+        })
+    }
+}
+
+/// The wrong answers of the questions `qa` (indices into `records`) as records of their own,
+/// each with its question's position in `qa` and index in `records`.
+fn perturbed(records: &[Record], qa: &[usize]) -> (Vec<(usize, usize)>, Vec<Record>) {
+    let mut owner = Vec::new();
+    let mut variants = Vec::new();
+    for (q, &i) in qa.iter().enumerate() {
+        let rec = &records[i];
+        let (Some(prompt), Some(_)) = (&rec.prompt, &rec.answer) else {
+            continue;
+        };
+        for (j, wrong) in rec.perturbed.iter().enumerate() {
+            owner.push((q, i));
+            variants.push(Record {
+                id: format!("{}#perturbed{j}", rec.id),
+                text: format!("{prompt}{wrong}"),
+                prompt: Some(prompt.clone()),
+                answer: Some(wrong.clone()),
+                subject: None,
+                perturbed: Vec::new(),
+            });
+        }
+    }
+    (owner, variants)
 }

@@ -48,13 +48,32 @@ impl KvCache {
         each!(self, c => c.rows())
     }
 
-    /// Keeps only rows `rows` (indices into the current rows, in the order given), so finished
-    /// rows cost nothing in later steps.
+    /// Keeps only rows `rows` (indices into the current rows, in the order given, each at most
+    /// once), so finished rows cost nothing in later steps.
     pub fn retain_rows(&mut self, rows: &[usize]) -> Result<()> {
-        if rows.iter().any(|&r| r >= self.rows()) {
-            bail!("retain_rows: row outside a cache of {} rows", self.rows());
+        self.check_rows(rows, "retain_rows")?;
+        let mut seen = vec![false; self.rows()];
+        if rows.iter().any(|&r| std::mem::replace(&mut seen[r], true)) {
+            bail!("retain_rows: a row named twice (select_rows copies repeated rows)");
         }
         each!(self, c => c.retain_rows(rows));
+        Ok(())
+    }
+
+    /// A cache of its own holding copies of rows `rows` (indices into the current rows, in the
+    /// order given, repeats allowed): one prefill continued several ways.
+    pub fn select_rows(&self, rows: &[usize]) -> Result<KvCache> {
+        self.check_rows(rows, "select_rows")?;
+        Ok(match self {
+            KvCache::F32(c) => KvCache::F32(c.select_rows(rows)),
+            KvCache::F64(c) => KvCache::F64(c.select_rows(rows)),
+        })
+    }
+
+    fn check_rows(&self, rows: &[usize], what: &str) -> Result<()> {
+        if rows.iter().any(|&r| r >= self.rows()) {
+            bail!("{what}: row outside a cache of {} rows", self.rows());
+        }
         Ok(())
     }
 }
@@ -216,5 +235,34 @@ mod tests {
         assert!(f32_err < 1e-5, "float32: {f32_err}");
         let f64_err = cached_vs_full(DType::F64);
         assert!(f64_err < 1e-12, "float64: {f64_err}");
+    }
+
+    #[test]
+    fn a_copied_row_continues_as_its_original_and_rows_are_checked() {
+        // Two prompts; row 1 copied twice (`select_rows`) and each copy fed its own token must
+        // give what the original row gives for that token, bit for bit.
+        let cfg = Gpt2Config::new(97, 32, 16, 2, 4);
+        let model = random_model(&cfg, 5, DType::F32).unwrap();
+        let dev = Device::Cpu;
+        let ids = Tensor::from_vec(vec![3u32, 9, 4, 8, 1, 0], (2, 3), &dev).unwrap();
+        let att = Tensor::from_vec(vec![1u32, 1, 1, 1, 1, 0], (2, 3), &dev).unwrap();
+        let (_, mut cache) = model.prefill(&ids, &att, &[2, 1], 2).unwrap();
+        let mut copies = cache.select_rows(&[1, 1]).unwrap();
+        let both = model.step(&mut copies, &[5, 6]).unwrap();
+        for (k, tok) in [5u32, 6].into_iter().enumerate() {
+            let mut one = cache.select_rows(&[1]).unwrap();
+            let alone = model.step(&mut one, &[tok]).unwrap();
+            let (a, b) = (
+                alone.get(0).unwrap().to_vec1::<f32>().unwrap(),
+                both.get(k).unwrap().to_vec1::<f32>().unwrap(),
+            );
+            assert_eq!(a, b, "copy {k}");
+        }
+        // Rows outside the cache are refused; so is a row kept twice (its slots would be
+        // written twice): only a copy may repeat a row.
+        assert!(cache.select_rows(&[2]).is_err());
+        assert!(cache.retain_rows(&[0, 0]).is_err());
+        assert!(cache.retain_rows(&[1]).is_ok());
+        assert_eq!(cache.rows(), 1);
     }
 }

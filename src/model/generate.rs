@@ -1,13 +1,16 @@
 //! Greedy decoding, the one decoder lethe has: the most likely next token, again and again, until
 //! a stop token, a token budget or the model's context, for many prompts at once. Each group of
-//! prompts is run through the model once (`cache`'s prefill) and then one token per row per step
-//! against the key/value cache; a row that stops leaves the cache. Right padding is masked and
+//! prompts is run through the model once (`prefilled`, whose prefill may serve continuations
+//! of the same prompts too) and then one token per row per step against the key/value cache; a
+//! row that stops leaves the cache. Right padding is masked and
 //! causal attention never looks ahead, so a row's tokens do not depend on the other rows. Used
 //! for greedy answers (exact match, ROUGE-L) and to test whether a model still produces a
 //! protected answer verbatim. [`greedy_batch_uncached`], which re-runs every prefix at every
 //! step, is kept as the reference the cached decoder is tested and benchmarked against.
 
+use super::cache::KvCache;
 use super::gpt2::Gpt2;
+use super::prefilled::{prefilled, Asks};
 use candle_core::{Result, Tensor, D};
 use std::collections::HashSet;
 
@@ -33,7 +36,7 @@ const ROWS: usize = 128;
 const CACHE_BYTES: usize = 512 << 20;
 
 /// Greedy continuations of `prompts` (new tokens only, the stop token excluded), at most
-/// `max_new[i]` tokens for prompt `i`, decoded with a key/value cache.
+/// `max_new[i]` tokens for prompt `i`, decoded with a key/value cache (`prefilled`).
 pub fn greedy_batch(
     model: &Gpt2,
     prompts: &[Vec<u32>],
@@ -41,43 +44,53 @@ pub fn greedy_batch(
     stop: &HashSet<u32>,
     pad_id: u32,
 ) -> Result<Vec<Vec<u32>>> {
+    let none = vec![Vec::new(); prompts.len()];
+    let asks = Asks {
+        prompts,
+        max_new,
+        stop,
+        continuations: &none,
+    };
+    Ok(prefilled(model, &asks, pad_id)?.greedy)
+}
+
+/// Decodes greedily from a prefill of prompts `rows` (`logits` `[B, V]` after each prompt,
+/// `cache` one row per prompt, in that order) into `out[i]` for prompt `i`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn decode(
+    model: &Gpt2,
+    mut logits: Tensor,
+    mut cache: KvCache,
+    rows: Vec<usize>,
+    prompts: &[Vec<u32>],
+    max_new: &[usize],
+    stop: &HashSet<u32>,
+    out: &mut [Vec<u32>],
+) -> Result<()> {
     let ctx = model.config().n_positions;
-    let mut out = vec![Vec::new(); prompts.len()];
-    for chunk in length_chunks(prompts, max_new, ctx, slot_bytes(model)) {
-        let seqs: Vec<&Vec<u32>> = chunk.iter().map(|&i| &prompts[i]).collect();
-        let (ids, att, last) = right_padded(model, &seqs, pad_id)?;
-        // Tokens fed after the prompt: at most the budget, at most up to the context.
-        let extra = chunk
-            .iter()
-            .map(|&i| max_new[i].min(ctx - prompts[i].len()))
-            .max()
-            .unwrap_or(0);
-        let (mut logits, mut cache) = model.prefill(&ids, &att, &last, extra)?;
-        let mut active = chunk;
-        loop {
-            let next = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
-            let (mut keep, mut feed) = (Vec::new(), Vec::new());
-            for (slot, (&i, tok)) in active.iter().zip(next).enumerate() {
-                if stop.contains(&tok) {
-                    continue;
-                }
-                out[i].push(tok);
-                if out[i].len() < max_new[i] && prompts[i].len() + out[i].len() < ctx {
-                    keep.push(slot);
-                    feed.push(tok);
-                }
+    let mut active = rows;
+    loop {
+        let next = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        let (mut keep, mut feed) = (Vec::new(), Vec::new());
+        for (slot, (&i, tok)) in active.iter().zip(next).enumerate() {
+            if stop.contains(&tok) {
+                continue;
             }
-            if keep.is_empty() {
-                break;
+            out[i].push(tok);
+            if out[i].len() < max_new[i] && prompts[i].len() + out[i].len() < ctx {
+                keep.push(slot);
+                feed.push(tok);
             }
-            if keep.len() < active.len() {
-                cache.retain_rows(&keep)?;
-                active = keep.iter().map(|&s| active[s]).collect();
-            }
-            logits = model.step(&mut cache, &feed)?;
         }
+        if keep.is_empty() {
+            return Ok(());
+        }
+        if keep.len() < active.len() {
+            cache.retain_rows(&keep)?;
+            active = keep.iter().map(|&s| active[s]).collect();
+        }
+        logits = model.step(&mut cache, &feed)?;
     }
-    Ok(out)
 }
 
 /// The same continuations as [`greedy_batch`], computed without a cache: every step runs the
@@ -91,7 +104,10 @@ pub fn greedy_batch_uncached(
 ) -> Result<Vec<Vec<u32>>> {
     let ctx = model.config().n_positions;
     let mut out = vec![Vec::new(); prompts.len()];
-    for chunk in length_chunks(prompts, max_new, ctx, slot_bytes(model)) {
+    let extra: Vec<usize> = (0..prompts.len())
+        .map(|i| greedy_room(&prompts[i], max_new[i], ctx))
+        .collect();
+    for chunk in length_chunks(prompts, &extra, slot_bytes(model)) {
         let mut seqs: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
         let mut active: Vec<usize> = (0..chunk.len()).collect();
         while !active.is_empty() {
@@ -120,35 +136,40 @@ pub fn greedy_batch_uncached(
 }
 
 /// Bytes one cached token takes: every block's keys and values in the model's float.
-fn slot_bytes(model: &Gpt2) -> usize {
+pub(super) fn slot_bytes(model: &Gpt2) -> usize {
     let cfg = model.config();
     cfg.n_layer * 2 * cfg.arch.n_kv_head * cfg.head_dim() * model.dtype().size_in_bytes()
 }
 
-/// The prompts that get any token (non-empty, shorter than the context, a budget above zero),
-/// sorted by length and cut into groups of at most [`ROWS`] whose cache (rows × (longest
-/// prompt plus largest budget) slots of `slot_bytes`) stays within [`CACHE_BYTES`]; a group
-/// holds at least one prompt.
-fn length_chunks(
+/// The tokens a greedy continuation of `prompt` may add: `max_new`, within the context `ctx`
+/// (none for an empty prompt).
+pub(super) fn greedy_room(prompt: &[u32], max_new: usize, ctx: usize) -> usize {
+    if prompt.is_empty() {
+        return 0;
+    }
+    max_new.min(ctx.saturating_sub(prompt.len()))
+}
+
+/// The prompts with work after them (`extra[i]` > 0 slots; non-empty, shorter than the
+/// context), sorted by length and cut into groups of at most [`ROWS`] whose cache (rows ×
+/// (longest prompt plus largest extra) slots of `slot_bytes`) stays within [`CACHE_BYTES`]; a
+/// group holds at least one prompt.
+pub(super) fn length_chunks(
     prompts: &[Vec<u32>],
-    max_new: &[usize],
-    ctx: usize,
+    extra: &[usize],
     slot_bytes: usize,
 ) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..prompts.len())
-        .filter(|&i| max_new[i] > 0 && !prompts[i].is_empty() && prompts[i].len() < ctx)
-        .collect();
+    let mut order: Vec<usize> = (0..prompts.len()).filter(|&i| extra[i] > 0).collect();
     order.sort_by_key(|&i| (prompts[i].len(), i));
-    let (mut out, mut cur, mut extra) = (Vec::new(), Vec::<usize>::new(), 0);
+    let (mut out, mut cur, mut most) = (Vec::new(), Vec::<usize>::new(), 0);
     for i in order {
         // Sorted by length: prompt i is the longest of its group.
-        let need = max_new[i].min(ctx - prompts[i].len());
-        let bytes = (cur.len() + 1) * (prompts[i].len() + extra.max(need)) * slot_bytes;
+        let bytes = (cur.len() + 1) * (prompts[i].len() + most.max(extra[i])) * slot_bytes;
         if !cur.is_empty() && (cur.len() == ROWS || bytes > CACHE_BYTES) {
             out.push(std::mem::take(&mut cur));
-            extra = 0;
+            most = 0;
         }
-        extra = extra.max(need);
+        most = most.max(extra[i]);
         cur.push(i);
     }
     if !cur.is_empty() {
@@ -187,7 +208,7 @@ mod tests {
         // 300 short prompts with small budgets: groups of ROWS, shortest first.
         let prompts: Vec<Vec<u32>> = (0..300).map(|i| vec![1; 10 + i % 7]).collect();
         let max_new = vec![8; 300];
-        let gs = length_chunks(&prompts, &max_new, 1024, 1);
+        let gs = length_chunks(&prompts, &max_new, 1);
         assert_eq!(
             gs.iter().map(Vec::len).collect::<Vec<_>>(),
             [ROWS, ROWS, 300 - 2 * ROWS]
@@ -197,15 +218,19 @@ mod tests {
         // GPT-2 small's 73 728 bytes a slot at the full context: 512 MiB holds 7 rows of
         // 1 000 + 24 slots; a prompt that alone passes the budget still gets its own group.
         let long: Vec<Vec<u32>> = (0..20).map(|_| vec![1; 1000]).collect();
-        let gs = length_chunks(&long, &[24; 20], 1024, 73_728);
+        let gs = length_chunks(&long, &[24; 20], 73_728);
         assert_eq!(gs.iter().map(Vec::len).collect::<Vec<_>>(), [7, 7, 6]);
-        let gs = length_chunks(&long[..2], &[24; 2], 1024, CACHE_BYTES);
+        let gs = length_chunks(&long[..2], &[24; 2], CACHE_BYTES);
         assert_eq!(gs, [vec![0], vec![1]]);
-        // Empty prompts, zero budgets and prompts that fill the context get no group.
-        let odd = vec![vec![], vec![1; 1024], vec![1; 5]];
-        assert_eq!(
-            length_chunks(&odd, &[4, 4, 0], 1024, 1),
-            Vec::<Vec<usize>>::new()
-        );
+        // Empty prompts, zero budgets and prompts that fill the context get no room, and
+        // no group.
+        let odd = vec![vec![], vec![1; 1024], vec![1; 5], vec![1; 1020]];
+        let room: Vec<usize> = odd
+            .iter()
+            .zip([4, 4, 0, 9])
+            .map(|(p, m)| greedy_room(p, m, 1024))
+            .collect();
+        assert_eq!(room, [0, 0, 0, 4]);
+        assert_eq!(length_chunks(&odd, &room, 1), [vec![3]]);
     }
 }

@@ -15,16 +15,19 @@ use super::float::Float;
 use super::rows::softmax_row;
 use rayon::prelude::*;
 
-/// Every block's keys and values `[B, H, capacity, D]` for the tokens seen so far, and which
-/// slots hold a real token.
+/// Every block's keys and values `[P, H, capacity, D]` for the tokens seen so far, and which
+/// slots hold a real token. The cache's rows are a selection of its `P` stored rows (a row
+/// that leaves is dropped from the selection, not copied out).
 pub struct Cache<T> {
     /// Keys and values per block, allocated to the capacity and filled in place.
     layers: Vec<(Vec<T>, Vec<T>)>,
-    /// `keep[r·capacity + s]` is 1 where slot `s` of row `r` holds a real token.
+    /// `keep[p·capacity + s]` is 1 where slot `s` of stored row `p` holds a real token.
     keep: Vec<u32>,
     capacity: usize,
     /// Slots used (the same for every row).
     used: usize,
+    /// The stored row of each row.
+    stored: Vec<usize>,
     /// Position id of each row's next token.
     next_pos: Vec<usize>,
 }
@@ -45,26 +48,40 @@ impl<T: Float> Cache<T> {
         &self.next_pos
     }
 
-    /// Keeps only rows `rows` (indices into the current rows, in the order given; the caller
-    /// checks them), so finished rows cost nothing in later steps.
+    /// Keeps only rows `rows` (indices into the current rows, in the order given, each at most
+    /// once; the caller checks them), so finished rows cost nothing in later steps. Nothing is
+    /// copied: the stored rows left behind are no longer read or written.
     pub fn retain_rows(&mut self, rows: &[usize]) {
-        let cap = self.capacity;
-        let pick = |m: &[T], width: usize| -> Vec<T> {
-            rows.iter()
-                .flat_map(|&r| m[r * width..(r + 1) * width].iter().copied())
-                .collect()
-        };
-        for (k, v) in &mut self.layers {
-            let width = k.len() / self.next_pos.len().max(1);
-            *k = pick(k, width);
-            *v = pick(v, width);
-        }
-        self.keep = rows
-            .iter()
-            .flat_map(|&r| self.keep[r * cap..(r + 1) * cap].iter().copied())
-            .collect();
+        self.stored = rows.iter().map(|&r| self.stored[r]).collect();
         self.next_pos = rows.iter().map(|&r| self.next_pos[r]).collect();
     }
+
+    /// A cache of its own holding copies of rows `rows` (indices into the current rows, in the
+    /// order given, repeats allowed; the caller checks them), with the same slots.
+    pub fn select_rows(&self, rows: &[usize]) -> Cache<T> {
+        let picked: Vec<usize> = rows.iter().map(|&r| self.stored[r]).collect();
+        let stored_rows = self.keep.len() / self.capacity.max(1);
+        Cache {
+            layers: self
+                .layers
+                .iter()
+                .map(|(k, v)| (pick(k, &picked, stored_rows), pick(v, &picked, stored_rows)))
+                .collect(),
+            keep: pick(&self.keep, &picked, stored_rows),
+            capacity: self.capacity,
+            used: self.used,
+            stored: (0..rows.len()).collect(),
+            next_pos: rows.iter().map(|&r| self.next_pos[r]).collect(),
+        }
+    }
+}
+
+/// Rows `rows` of `m` (cut into `count` equal rows), one after the other.
+fn pick<X: Copy>(m: &[X], rows: &[usize], count: usize) -> Vec<X> {
+    let width = m.len() / count.max(1);
+    rows.iter()
+        .flat_map(|&p| m[p * width..(p + 1) * width].iter().copied())
+        .collect()
 }
 
 impl<T: Float> Net<'_, T> {
@@ -88,7 +105,8 @@ impl<T: Float> Net<'_, T> {
         let (x, _, _) = self.trunk(&ids, attention, (rows, cols), false, |_, tape, _| {
             let mut kc = vec![T::ZERO; rows * hkv * capacity * d];
             let mut vc = kc.clone();
-            self.store_kv((&mut kc, &mut vc), capacity, &tape.qkv, cols, 0);
+            let all: Vec<usize> = (0..rows).collect();
+            self.store_kv((&mut kc, &mut vc), (capacity, &all), &tape.qkv, cols, 0);
             layers.push((kc, vc));
         });
         let at: Vec<usize> = last
@@ -106,29 +124,38 @@ impl<T: Float> Net<'_, T> {
             keep,
             capacity,
             used: cols,
+            stored: (0..rows).collect(),
             next_pos: last.iter().map(|&p| p + 1).collect(),
         };
         (logits, cache)
     }
 
-    /// Writes the keys and values of `qkv`'s rows (`per` consecutive rows for each cached row)
-    /// into slots `first..first + per` of the caches `[B, Hkv, capacity, d]`, head by head.
+    /// Writes the keys and values of `qkv`'s rows (`per` consecutive rows for each cached row
+    /// `b`) into slots `first..first + per` of stored row `stored[b]` of the caches
+    /// `[P, Hkv, capacity, d]`, head by head.
     fn store_kv(
         &self,
         (kc, vc): (&mut [T], &mut [T]),
-        capacity: usize,
+        (capacity, stored): (usize, &[usize]),
         qkv: &[T],
         per: usize,
         first: usize,
     ) {
         let (hkv, d) = self.kv_shape();
-        let rows = kc.len() / (hkv * capacity * d).max(1);
-        let w = qkv.len() / (rows * per).max(1);
+        let w = qkv.len() / (stored.len() * per).max(1);
+        // The cached row each stored row holds, if any.
+        let mut row_of = vec![None; kc.len() / (hkv * capacity * d).max(1)];
+        for (b, &p) in stored.iter().enumerate() {
+            row_of[p] = Some(b);
+        }
         kc.par_chunks_mut(capacity * d)
             .zip(vc.par_chunks_mut(capacity * d))
             .enumerate()
-            .for_each(|(bg, (k, v))| {
-                let (b, g) = (bg / hkv, bg % hkv);
+            .for_each(|(pg, (k, v))| {
+                let (p, g) = (pg / hkv, pg % hkv);
+                let Some(b) = row_of[p] else {
+                    return;
+                };
                 let [_, kcol, vcol] = self.kv_columns(g);
                 for t in 0..per {
                     let row = &qkv[(b * per + t) * w..][..w];
@@ -173,9 +200,10 @@ impl<T: Float> Net<'_, T> {
         };
         let mut x = self.embed(&tokens, pos);
         let rotary = self.rotary(tokens.len(), pos);
+        let stored = &cache.stored;
         for (r, &len) in lens.iter().enumerate() {
             for j in 0..t {
-                cache.keep[r * cap + slot + j] = u32::from(j < len);
+                cache.keep[stored[r] * cap + slot + j] = u32::from(j < len);
             }
         }
         let keep = &cache.keep;
@@ -183,13 +211,13 @@ impl<T: Float> Net<'_, T> {
             let (_, out) = self.block(l, x, &rotary, |qkv| {
                 let w = qkv.len() / tokens.len().max(1);
                 // The fed tokens' keys and values into each row's next slots.
-                self.store_kv((kc, vc), cap, qkv, t, slot);
+                self.store_kv((kc, vc), (cap, stored), qkv, t, slot);
                 let (kc, vc) = (&*kc, &*vc);
                 let mut ctx = vec![T::ZERO; tokens.len() * hq * d];
                 ctx.par_chunks_mut(d).enumerate().for_each(|(i, out)| {
                     // Query head h of fed token j of row b sees slots up to its own.
                     let (bj, h) = (i / hq, i % hq);
-                    let (b, last) = (bj / t, slot + bj % t);
+                    let (b, last) = (stored[bj / t], slot + bj % t);
                     let g = b * hkv + h / rep;
                     let (k, v) = (&kc[g * cap * d..][..cap * d], &vc[g * cap * d..][..cap * d]);
                     let q = &qkv[bj * w + h * d..][..d];
