@@ -240,7 +240,8 @@ mod tests {
     #[test]
     fn a_copied_row_continues_as_its_original_and_rows_are_checked() {
         // Two prompts; row 1 copied twice (`select_rows`) and each copy fed its own token must
-        // give what the original row gives for that token, bit for bit.
+        // give what a copy of that row alone gives for that token (to float32 rounding: one
+        // row and two are products of other shapes).
         let cfg = Gpt2Config::new(97, 32, 16, 2, 4);
         let model = random_model(&cfg, 5, DType::F32).unwrap();
         let dev = Device::Cpu;
@@ -256,7 +257,12 @@ mod tests {
                 alone.get(0).unwrap().to_vec1::<f32>().unwrap(),
                 both.get(k).unwrap().to_vec1::<f32>().unwrap(),
             );
-            assert_eq!(a, b, "copy {k}");
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-5, "copy {k}: {worst}");
         }
         // Rows outside the cache are refused; so is a row kept twice (its slots would be
         // written twice): only a copy may repeat a row.
