@@ -2,10 +2,9 @@
 //! a stop token, a token budget or the model's context, for many prompts at once. Each group of
 //! prompts is run through the model once (`prefilled`, whose prefill may serve continuations
 //! of the same prompts too) and then one token per row per step against the key/value cache; a
-//! row that stops leaves the cache. Right padding is masked and
-//! causal attention never looks ahead, so a row's tokens do not depend on the other rows. Used
-//! for greedy answers (exact match, ROUGE-L) and to test whether a model still produces a
-//! protected answer verbatim. [`greedy_batch_uncached`], which re-runs every prefix at every
+//! row that stops leaves the cache. Right padding is masked and causal attention never looks
+//! ahead, so a row's tokens do not depend on the other rows. Used for greedy answers (exact
+//! match, ROUGE-L) and to test whether a model still produces a protected answer verbatim. [`greedy_batch_uncached`], which re-runs every prefix at every
 //! step, is kept as the reference the cached decoder is tested and benchmarked against.
 
 use super::cache::KvCache;
@@ -150,10 +149,10 @@ pub(super) fn greedy_room(prompt: &[u32], max_new: usize, ctx: usize) -> usize {
     max_new.min(ctx.saturating_sub(prompt.len()))
 }
 
-/// The prompts with work after them (`extra[i]` > 0 slots; non-empty, shorter than the
-/// context), sorted by length and cut into groups of at most [`ROWS`] whose cache (rows ×
-/// (longest prompt plus largest extra) slots of `slot_bytes`) stays within [`CACHE_BYTES`]; a
-/// group holds at least one prompt.
+/// The prompts with work after them (those that need `extra[i]` > 0 slots after the prompt:
+/// [`greedy_room`] for a greedy continuation), sorted by length and cut into groups of at most
+/// [`ROWS`] whose cache (rows × (longest prompt plus largest extra) slots of `slot_bytes`)
+/// stays within [`CACHE_BYTES`]; a group holds at least one prompt.
 pub(super) fn length_chunks(
     prompts: &[Vec<u32>],
     extra: &[usize],
