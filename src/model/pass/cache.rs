@@ -60,28 +60,27 @@ impl<T: Float> Cache<T> {
     /// order given, repeats allowed; the caller checks them), with the same slots.
     pub fn select_rows(&self, rows: &[usize]) -> Cache<T> {
         let picked: Vec<usize> = rows.iter().map(|&r| self.stored[r]).collect();
-        let stored_rows = self.keep.len() / self.capacity.max(1);
+        let cap = self.capacity;
+        // A stored row's keys (or values) in one block: `[Hkv, capacity, d]`.
+        let width = |m: &[T]| m.len() / (self.keep.len() / cap.max(1)).max(1);
         Cache {
             layers: self
                 .layers
                 .iter()
-                .map(|(k, v)| (pick(k, &picked, stored_rows), pick(v, &picked, stored_rows)))
+                .map(|(k, v)| {
+                    (
+                        pick_rows(k, &picked, width(k)),
+                        pick_rows(v, &picked, width(v)),
+                    )
+                })
                 .collect(),
-            keep: pick(&self.keep, &picked, stored_rows),
+            keep: pick_rows(&self.keep, &picked, cap),
             capacity: self.capacity,
             used: self.used,
             stored: (0..rows.len()).collect(),
             next_pos: rows.iter().map(|&r| self.next_pos[r]).collect(),
         }
     }
-}
-
-/// Rows `rows` of `m` (cut into `count` equal rows), one after the other.
-fn pick<X: Copy>(m: &[X], rows: &[usize], count: usize) -> Vec<X> {
-    let width = m.len() / count.max(1);
-    rows.iter()
-        .flat_map(|&p| m[p * width..(p + 1) * width].iter().copied())
-        .collect()
 }
 
 impl<T: Float> Net<'_, T> {

@@ -1264,7 +1264,7 @@ fn merge_heads<T: Float>(heads: &[T], rows: usize, h: usize, cols: usize, d: usi
 }
 
 /// Rows `at` of a matrix of `c`-wide rows, in that order.
-pub(super) fn pick_rows<T: Float>(m: &[T], at: &[usize], c: usize) -> Vec<T> {
+pub(super) fn pick_rows<T: Copy>(m: &[T], at: &[usize], c: usize) -> Vec<T> {
     at.iter()
         .flat_map(|&r| m[r * c..(r + 1) * c].iter().copied())
         .collect()
