@@ -19,7 +19,7 @@ use lethe::evidence::mia::{grad_norms, grad_norms_per_record};
 use lethe::evidence::records::GREEDY_SLACK;
 use lethe::model::generate::{greedy_batch, greedy_batch_uncached};
 use lethe::model::gpt2::add_scaled;
-use lethe::model::grad::{hvp, loss_and_grad};
+use lethe::model::grad::{hvp, loss_and_grad, Linearized};
 use lethe::model::init::random_model;
 use lethe::model::{load_model, Gpt2, Gpt2Config, ParamGroups};
 use rand::{Rng, SeedableRng};
@@ -141,6 +141,11 @@ fn gradient_and_hvp(c: &mut Criterion) {
         b.iter(|| loss_and_grad(&model, &batch).unwrap())
     });
     group.bench_function("hvp", |b| b.iter(|| hvp(&model, &batch, &v).unwrap()));
+    // Products at one point after the first (conjugate gradients' and Lanczos' case): the
+    // value planes the first pass kept are read back.
+    let mut lin = Linearized::new(&model, &batch, usize::MAX).unwrap();
+    lin.hvp(&v).unwrap();
+    group.bench_function("hvp-linearized", |b| b.iter(|| lin.hvp(&v).unwrap()));
     group.finish();
 }
 

@@ -330,7 +330,7 @@ fn hvp_on_the_oracle_model_is_symmetric_and_matches_finite_differences() {
         .unwrap()
         .to_vec1::<f64>()
         .unwrap();
-    let check = check_hvp(&space, &sample, 11).unwrap();
+    let check = check_hvp(&mut space.hessian(&sample).unwrap(), 11).unwrap();
     assert!(check.symmetry <= 1e-10, "{check:?}");
     assert!(check.finite_difference_relative_error <= 1e-5, "{check:?}");
     // The finite differences put the parameters back exactly.

@@ -623,8 +623,9 @@ impl Run<'_> {
         let hess_records = pick(&retain, req.settings.hessian_records, 1);
         let hessian = Sample::new(&hess_records.iter().collect::<Vec<_>>(), pad, GRAD_ROWS);
         (self.progress)("Hessian checks", 0);
-        let hvp_check = check_hvp(&space, &hessian, req.seed)?;
-        let spec = spectrum(&space, &hessian, req.settings.lanczos_steps, req.seed)?;
+        let mut h = space.hessian(&hessian)?;
+        let hvp_check = check_hvp(&mut h, req.seed)?;
+        let spec = spectrum(&mut h, req.settings.lanczos_steps, req.seed)?;
         let (damping, damping_rule) = match req.settings.damping {
             Some(d) => (d, "given (--damping)".to_string()),
             None => (
@@ -637,8 +638,7 @@ impl Run<'_> {
             let chosen = pick(enc, req.settings.influence_records, stream);
             let p = &mut *self.progress;
             si.push(self_influence(
-                &space,
-                &hessian,
+                &mut h,
                 &chosen.iter().collect::<Vec<_>>(),
                 pad,
                 damping,
@@ -648,6 +648,7 @@ impl Run<'_> {
             )?);
         }
         let (si_h, si_f) = (si.pop().unwrap_or_default(), si.pop().unwrap_or_default());
+        drop(h);
         let full = Sample::new(&retain.iter().collect::<Vec<_>>(), pad, GRAD_ROWS);
         (self.progress)("retain gradient", 0);
         let (retain_loss, g) = space.loss_grad(&full)?;

@@ -1,18 +1,20 @@
 //! Influence analysis at the unlearned parameters, in f64 on one parameter group (default
 //! `embedding`): exact Hessian-vector products of the retain loss by forward-over-reverse
-//! differentiation (`model::grad::hvp`), checked at run time for symmetry and against central
-//! finite differences of the gradient; Lanczos for the extreme Hessian eigenvalues; conjugate gradients
-//! for `(H + λI)⁻¹g`; each sampled record's self-influence `gᵀ(H + λI)⁻¹g` (a forgotten record
-//! should look like a holdout record, Koh & Liang 2017); and the retain gradient norm with the
-//! certified-removal distance bound `‖θ − θ*‖ ≤ ‖∇L(θ)‖ / (λ_min + λ)` under its stated
-//! local-convexity assumption (Guo et al. 2020). Parameters are moved only for the finite
-//! differences, on the in-memory f64 copy, and put back bit for bit.
+//! differentiation, the sample's loss linearized once ([`Space::hessian`], by
+//! `model::grad::Linearized`) so that the dozens of products Lanczos and conjugate gradients
+//! ask for at one point share their value planes, checked at run time for symmetry and against
+//! central finite differences of the gradient; Lanczos for the extreme Hessian eigenvalues;
+//! conjugate gradients for `(H + λI)⁻¹g`; each sampled record's self-influence `gᵀ(H + λI)⁻¹g`
+//! (a forgotten record should look like a holdout record, Koh & Liang 2017); and the retain
+//! gradient norm with the certified-removal distance bound `‖θ − θ*‖ ≤ ‖∇L(θ)‖ / (λ_min + λ)`
+//! under its stated local-convexity assumption (Guo et al. 2020). Parameters are moved only for
+//! the finite differences, on the in-memory f64 copy, and put back bit for bit.
 
 use super::cg::conjugate_gradients;
 use super::lanczos::{dot, lanczos, norm};
 use crate::data::{Batch, Encoded};
 use crate::judge::evidence::{HvpCheck, SelfInfluence, Spectrum};
-use crate::model::grad::{hvp, loss_and_grad, ParamTensors};
+use crate::model::grad::{loss_and_grad, Linearized, ParamTensors};
 use crate::model::Gpt2;
 use candle_core::{DType, Result, Tensor};
 use rand::{Rng, SeedableRng};
@@ -26,6 +28,10 @@ its minimiser θ*, where λ_min is the smallest Lanczos Ritz value of the Hessia
 Hessian sample (a Ritz value is at least the true smallest eigenvalue, so the bound can be \
 optimistic). Then ‖θ_u − θ*‖ ≤ ‖∇L(θ_u)‖ / (λ_min + damping). Nothing is claimed when \
 λ_min + damping ≤ 0, and nothing about parameters outside the group.";
+
+/// Bytes a sample's linearization may keep of its products' value planes: at the bundled
+/// world's scale all of them (tens of MB), at GPT-2 small's the larger ones recomputed.
+pub const PRIMAL_BUDGET: usize = 1 << 30;
 
 /// Central finite-difference step along a unit vector.
 const FD_STEP: f64 = 1e-4;
@@ -123,15 +129,21 @@ impl<'a> Space<'a> {
         Ok((loss, g))
     }
 
-    /// Exact `H v` of the sample's weighted loss.
-    pub fn hvp(&self, sample: &Sample, v: &[f64]) -> Result<Vec<f64>> {
-        let vt = self.unflatten(v)?;
-        let mut out = vec![0.0; self.dim()];
-        for (b, w) in &sample.batches {
-            let hv = hvp(self.model, b, &vt)?;
-            super::lanczos::axpy(&mut out, *w, &self.flatten(&hv)?);
-        }
-        Ok(out)
+    /// The Hessian of the sample's weighted loss at the current parameters, as exact products
+    /// `H v` (its batches' losses linearized once: the value planes every product shares are
+    /// computed by the first and kept, within [`PRIMAL_BUDGET`] bytes for the whole sample).
+    pub fn hessian<'s>(&'s self, sample: &'s Sample) -> Result<Hessian<'s>> {
+        let budget = PRIMAL_BUDGET / sample.batches.len().max(1);
+        let parts = sample
+            .batches
+            .iter()
+            .map(|(b, w)| Ok((Linearized::new(self.model, b, budget)?, *w)))
+            .collect::<Result<_>>()?;
+        Ok(Hessian {
+            space: self,
+            sample,
+            parts,
+        })
     }
 
     /// The gradient of one record's mean loss.
@@ -161,6 +173,26 @@ impl<'a> Space<'a> {
     }
 }
 
+/// The Hessian of a sample's weighted loss at one point ([`Space::hessian`]).
+pub struct Hessian<'a> {
+    space: &'a Space<'a>,
+    sample: &'a Sample,
+    parts: Vec<(Linearized<'a>, f64)>,
+}
+
+impl Hessian<'_> {
+    /// Exact `H v`.
+    pub fn apply(&mut self, v: &[f64]) -> Result<Vec<f64>> {
+        let vt = self.space.unflatten(v)?;
+        let mut out = vec![0.0; self.space.dim()];
+        for (lin, w) in &mut self.parts {
+            let hv = lin.hvp(&vt)?;
+            super::lanczos::axpy(&mut out, *w, &self.space.flatten(&hv)?);
+        }
+        Ok(out)
+    }
+}
+
 /// A seeded random unit vector.
 pub fn random_unit(dim: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
     let v: Vec<f64> = (0..dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
@@ -168,14 +200,17 @@ pub fn random_unit(dim: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
     v.into_iter().map(|x| x / n).collect()
 }
 
-pub fn check_hvp(space: &Space, sample: &Sample, seed: u64) -> Result<HvpCheck> {
+/// The products' symmetry `|uᵀHv − vᵀHu|` and their agreement with central finite
+/// differences of the gradient along `v`, for seeded random unit `u`, `v`.
+pub fn check_hvp(hessian: &mut Hessian, seed: u64) -> Result<HvpCheck> {
+    let (space, sample) = (hessian.space, hessian.sample);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (u, v) = (
         random_unit(space.dim(), &mut rng),
         random_unit(space.dim(), &mut rng),
     );
-    let hv = space.hvp(sample, &v)?;
-    let hu = space.hvp(sample, &u)?;
+    let hv = hessian.apply(&v)?;
+    let hu = hessian.apply(&u)?;
     let symmetry = (dot(&u, &hv) - dot(&v, &hu)).abs() / (norm(&u) * norm(&hv));
     let theta = space.current()?;
     let shifted = |s: f64| -> Result<Vec<f64>> {
@@ -203,11 +238,12 @@ pub fn check_hvp(space: &Space, sample: &Sample, seed: u64) -> Result<HvpCheck> 
     })
 }
 
-pub fn spectrum(space: &Space, sample: &Sample, steps: usize, seed: u64) -> Result<Spectrum> {
+pub fn spectrum(hessian: &mut Hessian, steps: usize, seed: u64) -> Result<Spectrum> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_1a2c);
-    let start = random_unit(space.dim(), &mut rng);
-    let mut op = |x: &[f64]| space.hvp(sample, x);
-    let res = lanczos(&mut op, &start, steps.min(space.dim()))?;
+    let dim = hessian.space.dim();
+    let start = random_unit(dim, &mut rng);
+    let mut op = |x: &[f64]| hessian.apply(x);
+    let res = lanczos(&mut op, &start, steps.min(dim))?;
     Ok(Spectrum {
         steps: res.steps,
         lambda_max: *res.ritz_values.last().unwrap_or(&0.0),
@@ -219,8 +255,7 @@ pub fn spectrum(space: &Space, sample: &Sample, steps: usize, seed: u64) -> Resu
 /// `gᵀ(H + λI)⁻¹g` for each record, g the gradient of the record's own loss.
 #[allow(clippy::too_many_arguments)] // the parts of one CG solve per record; a struct would only rename them
 pub fn self_influence(
-    space: &Space,
-    sample: &Sample,
+    hessian: &mut Hessian,
     records: &[&Encoded],
     pad_id: u32,
     damping: f64,
@@ -230,8 +265,8 @@ pub fn self_influence(
 ) -> Result<Vec<SelfInfluence>> {
     let mut out = Vec::new();
     for rec in records {
-        let g = space.record_grad(rec, pad_id)?;
-        let mut op = |x: &[f64]| space.hvp(sample, x);
+        let g = hessian.space.record_grad(rec, pad_id)?;
+        let mut op = |x: &[f64]| hessian.apply(x);
         let cg = conjugate_gradients(&mut op, &g, damping, tol, max_iter)?;
         out.push(SelfInfluence {
             id: rec.id.clone(),

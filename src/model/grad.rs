@@ -1,12 +1,14 @@
 //! Exact first and second derivatives of the loss with respect to the trainable parameters.
 //! Gradients, in float32 (training, unlearning) and float64 (certification: influence analysis,
 //! gradient-norm attacks) alike, and exact float64 Hessian-vector products all come from the
-//! hand-written pass (`pass`; the products by running it in dual numbers). Shared by training,
-//! unlearning and influence analysis.
+//! hand-written pass (`pass`; the products by running it in dual numbers, one at a time by
+//! [`hvp`], many at one point by [`Linearized`]). Shared by training, unlearning and influence
+//! analysis.
 
 use super::gpt2::Gpt2;
 pub use super::params::ParamTensors;
 use super::pass;
+pub use super::pass::Linearized;
 use crate::data::Batch;
 use candle_core::{DType, Result, Tensor};
 

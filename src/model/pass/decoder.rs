@@ -8,11 +8,13 @@
 //! needs (a tape); the backward takes one coefficient per scored target and returns the
 //! gradient of `Σ c·log p(target)` on the trainable parameters only. Frozen weights get no
 //! gradient work, and the backward stops at the lowest block anything trainable sits in.
-//! Matrix products go through `float::mm`; row work through `rows`, split across rayon's
-//! threads. This module owns the order of the layers on this path; it knows nothing of candle
-//! tensors or of what the gradient is for.
+//! Matrix products go through `float::mm`, each named by its place in the pass (`primal::Site`,
+//! so that a dual pass at one point can keep their value planes); row work through `rows`,
+//! split across rayon's threads. This module owns the order of the layers on this path; it
+//! knows nothing of candle tensors or of what the gradient is for.
 
 use super::float::{mm, Float, View};
+use super::primal::{Primal, Site};
 use super::rows::{
     gelu, gelu_erf, gelu_erf_slope, gelu_slope, logprob_row, logprob_row_back, norm_row,
     norm_row_back, norm_row_params, score_row, silu, silu_slope, softmax_row, softmax_row_back,
@@ -283,6 +285,8 @@ pub struct Net<'a, T> {
     pub head: &'a [T],
     pub trainable: &'a [bool],
     pub output_grad: bool,
+    /// Where a dual pass keeps its products' value planes across passes at one point.
+    primal: Option<&'a Primal>,
 }
 
 /// A scored target: flat position `r·T + t` in the batch, the target token, and its weight.
@@ -446,6 +450,33 @@ impl<'a, T: Float> Net<'a, T> {
             head,
             trainable,
             output_grad,
+            primal: None,
+        }
+    }
+
+    /// The same network, its products' value planes kept in (and read back from) `primal`:
+    /// every pass through it must run at these parameters on one batch.
+    pub fn keeping(self, primal: &'a Primal) -> Self {
+        Net {
+            primal: Some(primal),
+            ..self
+        }
+    }
+
+    /// `dst (+)= a·b`, the product at `site` of this pass.
+    #[allow(clippy::too_many_arguments)] // `mm`'s arguments and the product's name
+    fn product(
+        &self,
+        site: Site,
+        dst: &mut [T],
+        ds: usize,
+        a: View<'_, T>,
+        b: View<'_, T>,
+        add: bool,
+    ) {
+        match self.primal {
+            Some(primal) => T::mm_at(primal, site, dst, ds, a, b, add),
+            None => mm(dst, ds, a, b, add),
         }
     }
 
@@ -525,7 +556,7 @@ impl<'a, T: Float> Net<'a, T> {
         let mut blocks = Vec::with_capacity(if keep { self.cfg.n_layer } else { 0 });
         for l in 0..self.cfg.n_layer {
             let (tape, next) = self.block(l, x, &rotary, |qkv| {
-                let (probs, ctx) = self.attend(qkv, attention, rows, cols);
+                let (probs, ctx) = self.attend(l, qkv, attention, rows, cols);
                 (if keep { probs } else { Vec::new() }, ctx)
             });
             each(l, &tape, &next);
@@ -743,7 +774,14 @@ impl<'a, T: Float> Net<'a, T> {
         let mut off = 0;
         for lin in lins {
             let x = View::new(x, rows, lin.inp);
-            mm(&mut y[off..], width, x, self.weight(lin), false);
+            self.product(
+                Site::Linear(lin.w),
+                &mut y[off..],
+                width,
+                x,
+                self.weight(lin),
+                false,
+            );
             if let Some(b) = lin.b {
                 add_rows(&mut y, width, off, self.p[b]);
             }
@@ -788,13 +826,14 @@ impl<'a, T: Float> Net<'a, T> {
                 // out fresh zeroed buffers: replace (see the head's gradient in `backward`).
                 let x = View::new(x, rows, inp);
                 if lin.out_in {
-                    mm(g, inp, dyv.tr(), x, false);
+                    self.product(Site::LinearWeight(lin.w), g, inp, dyv.tr(), x, false);
                 } else {
-                    mm(g, lin.out, x.tr(), dyv, false);
+                    self.product(Site::LinearWeight(lin.w), g, lin.out, x.tr(), dyv, false);
                 }
             }
             if input {
-                mm(&mut dx, inp, dyv, self.weight(lin).tr(), k > 0);
+                let w = self.weight(lin).tr();
+                self.product(Site::LinearInput(lin.w), &mut dx, inp, dyv, w, k > 0);
             }
             off += lin.out;
         }
@@ -900,6 +939,7 @@ impl<'a, T: Float> Net<'a, T> {
     /// merged `[N, Hq·d]`.
     pub(super) fn attend(
         &self,
+        l: usize,
         qkv: &[T],
         attention: &[u32],
         rows: usize,
@@ -922,11 +962,12 @@ impl<'a, T: Float> Net<'a, T> {
                 let [q, k, v] = self.head_columns(h);
                 let part = |col: usize| head_view(qkv, width, col, b, cols, d);
                 let keep = &attention[b * cols..(b + 1) * cols];
-                mm(p, cols, part(q), part(k).tr(), false);
+                let at = |part| Site::Attention { l, bh, part };
+                self.product(at(0), p, cols, part(q), part(k).tr(), false);
                 for (i, row) in p.chunks_mut(cols).enumerate() {
                     softmax_row(row, keep, i, scale);
                 }
-                mm(out, d, View::new(p, cols, cols), part(v), false);
+                self.product(at(1), out, d, View::new(p, cols, cols), part(v), false);
             });
         (probs, merge_heads(&heads, rows, hq, cols, d))
     }
@@ -1001,7 +1042,8 @@ impl<'a, T: Float> Net<'a, T> {
         let s = h.len() / c;
         let (hs, stats) = self.norm(h, self.layout.final_norm);
         let mut logits = vec![T::ZERO; s * v];
-        mm(
+        self.product(
+            Site::Logits,
             &mut logits,
             v,
             View::new(&hs, s, c),
@@ -1029,7 +1071,8 @@ impl<'a, T: Float> Net<'a, T> {
                 // calloc'd pages first (the kernel maps its shared zero page), and each write
                 // then faults again to copy it, flushing every thread's TLB: 25% of a
                 // Llama-shaped all-parameter step (vocabulary × width: 154 MB) was that.
-                mm(
+                self.product(
+                    Site::HeadWeight,
                     g,
                     c,
                     View::new(&tape.probs, s, v).tr(),
@@ -1096,7 +1139,8 @@ impl<'a, T: Float> Net<'a, T> {
         let (c, v) = (self.cfg.n_embd, self.cfg.vocab_size);
         let (n, s) = (tape.rows * tape.cols, tape.targets.len());
         let mut dhs = vec![T::ZERO; s * c];
-        mm(
+        self.product(
+            Site::HeadInput,
             &mut dhs,
             c,
             View::new(&tape.probs, s, v),
@@ -1157,7 +1201,7 @@ impl<'a, T: Float> Net<'a, T> {
         }
         // Attention: mid = x + attend(rotate(ln1·Wqkv))·Wo.
         let dctx = self.linear_back(&bt.ctx, &dmid, n, &[bp.proj], grads, true);
-        let mut dqkv = self.attend_back(&bt.qkv, &bt.probs, &dctx, tape.rows, tape.cols);
+        let mut dqkv = self.attend_back(l, &bt.qkv, &bt.probs, &dctx, (tape.rows, tape.cols));
         drop(dctx);
         self.rotate(&mut dqkv, &tape.rotary, true);
         self.deinterleave(&mut dqkv, true);
@@ -1175,7 +1219,14 @@ impl<'a, T: Float> Net<'a, T> {
 
     /// The backward of [`Net::attend`]: the gradient of `qkv` from that of the merged output
     /// `dctx` `[N, Hq·d]`; a key/value head's gradient sums over the query heads reading it.
-    fn attend_back(&self, qkv: &[T], probs: &[T], dctx: &[T], rows: usize, cols: usize) -> Vec<T> {
+    fn attend_back(
+        &self,
+        l: usize,
+        qkv: &[T],
+        probs: &[T],
+        dctx: &[T],
+        (rows, cols): (usize, usize),
+    ) -> Vec<T> {
         let (hq, hkv, d) = (
             self.layout.heads,
             self.layout.kv_heads,
@@ -1197,13 +1248,21 @@ impl<'a, T: Float> Net<'a, T> {
                 let (dq, rest) = out.split_at_mut(tt);
                 let (dk, dv) = rest.split_at_mut(tt);
                 let mut dp = vec![T::ZERO; cols * cols];
-                mm(&mut dp, cols, dout, part(v).tr(), false);
-                mm(dv, d, View::new(p, cols, cols).tr(), dout, false);
+                let at = |part| Site::Attention { l, bh, part };
+                self.product(at(2), &mut dp, cols, dout, part(v).tr(), false);
+                self.product(at(3), dv, d, View::new(p, cols, cols).tr(), dout, false);
                 for (dp, p) in dp.chunks_mut(cols).zip(p.chunks(cols)) {
                     softmax_row_back(p, dp, scale);
                 }
-                mm(dq, d, View::new(&dp, cols, cols), part(k), false);
-                mm(dk, d, View::new(&dp, cols, cols).tr(), part(q), false);
+                self.product(at(4), dq, d, View::new(&dp, cols, cols), part(k), false);
+                self.product(
+                    at(5),
+                    dk,
+                    d,
+                    View::new(&dp, cols, cols).tr(),
+                    part(q),
+                    false,
+                );
             });
         // [B, Hq, 3, T, D] → [N, (Hq + 2·Hkv)·d], keys and values summed over their group.
         let rep = hq / hkv;

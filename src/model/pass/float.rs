@@ -4,6 +4,7 @@
 //! faer's kernels, the destination's rows split across rayon's threads when the product is big
 //! enough to pay for it. This module owns the arithmetic primitives; it knows nothing of layers.
 
+use super::primal::{Primal, Site};
 use candle_core::{CpuStorage, WithDType};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
@@ -45,6 +46,20 @@ pub trait Float:
     fn maximum(self, other: Self) -> Self;
     /// `dst (+)= a·b`, `dst` row-major at row stride `ds` (see [`mm`]).
     fn mm(dst: &mut [Self], ds: usize, a: View<'_, Self>, b: View<'_, Self>, add: bool);
+    /// [`Float::mm`] as the product at `site` of a pass whose value planes `primal` keeps
+    /// across passes; only dual numbers have a value plane apart from the result, so a float
+    /// multiplies as ever.
+    fn mm_at(
+        _primal: &Primal,
+        _site: Site,
+        dst: &mut [Self],
+        ds: usize,
+        a: View<'_, Self>,
+        b: View<'_, Self>,
+        add: bool,
+    ) {
+        Self::mm(dst, ds, a, b, add)
+    }
 }
 
 /// A float that model parameters are stored in (f32, f64): read in place from candle's storage.

@@ -1,6 +1,6 @@
 //! The hand-written pass: every family's forward and backward over plain buffers, one
 //! description for float32 (training, unlearning, scoring, decoding), float64 (exact gradients)
-//! and dual numbers (exact Hessian-vector products, [`loss_grad_hvp`]); lethe has no other.
+//! and dual numbers (exact Hessian-vector products, [`loss_grad_hvp`], [`Linearized`]); lethe has no other.
 //! The model's parameters are read in place from their candle storage; gradients, logits and
 //! hidden states come back as candle tensors. A caller runs [`Forward::run`], reads the target log-probs, and asks for
 //! the gradient of any weighted sum of them ([`Forward::gradient`], [`gradient_of`]), so that a
@@ -13,12 +13,14 @@ mod cache;
 mod decoder;
 mod exp;
 mod float;
+mod linearized;
+mod primal;
 mod rows;
 mod tangent;
 
 pub use cache::Cache;
 pub use float::{Float, Real};
-use tangent::Dual;
+pub use linearized::Linearized;
 
 use super::params::ParamTensors;
 use super::Gpt2;
@@ -412,103 +414,14 @@ pub(super) fn with_net<T: Real, R>(model: &Gpt2, f: impl FnOnce(&Net<'_, T>) -> 
 
 /// The mean loss, its gradient and the exact Hessian-vector product `H v` on the trainable
 /// parameters of a float64 model, by one pass in dual numbers (`tangent`): `v` holds one
-/// tensor per trainable parameter, in state-dict order.
+/// tensor per trainable parameter, in state-dict order. One product at one point; for many at
+/// one point, [`Linearized`] keeps what they share.
 pub fn loss_grad_hvp(
     model: &Gpt2,
     batch: &Batch,
     v: &[(String, Tensor)],
 ) -> Result<(f64, ParamTensors, ParamTensors)> {
-    if model.dtype() != DType::F64 {
-        bail!(
-            "exact Hessian-vector products need the model in float64, not {:?}",
-            model.dtype()
-        );
-    }
-    let trainable = model.trainable_vars();
-    if v.len() != trainable.len() {
-        bail!(
-            "vector has {} parts, the model {} trainable parameters",
-            v.len(),
-            trainable.len()
-        );
-    }
-    let mut tangents = std::collections::BTreeMap::new();
-    for ((_, t), (name, var)) in v.iter().zip(&trainable) {
-        if t.dims() != var.dims() {
-            bail!(
-                "vector part for {name} has shape {:?}, the parameter {:?}",
-                t.dims(),
-                var.dims()
-            );
-        }
-        let t = t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-        tangents.insert(name.to_string(), t);
-    }
-    drop(trainable);
-    let mut params = Vec::new();
-    for (name, var) in model.names().iter().zip(model.vars()) {
-        let x = var.as_tensor().flatten_all()?.to_vec1::<f64>()?;
-        let duals: Vec<Dual> = match tangents.get(name) {
-            Some(t) => x.iter().zip(t).map(|(&x, &t)| Dual::new(x, t)).collect(),
-            None => x.iter().map(|&x| Dual::new(x, 0.0)).collect(),
-        };
-        params.push(duals);
-    }
-    // With `output_grad` off a tied output layer reads the embedding as a constant: no
-    // tangent there.
-    let cfg = model.config();
-    let frozen_head = cfg.tied() && !model.output_grad();
-    let head: Vec<Dual> = if frozen_head {
-        params[0].iter().map(|d| Dual::new(d.x, 0.0)).collect()
-    } else {
-        Vec::new()
-    };
-    let net = Net::new(
-        cfg,
-        params.iter().map(Vec::as_slice).collect(),
-        frozen_head.then_some(head.as_slice()),
-        model.trainable_flags(),
-        model.output_grad(),
-    );
-    check_batch(model, batch)?;
-    let targets = targets(batch);
-    let total: f64 = targets.iter().map(|t| t.weight).sum();
-    if total <= 0.0 {
-        bail!("batch has no target tokens to score");
-    }
-    let coef: Vec<Dual> = targets
-        .iter()
-        .map(|t| Dual::of(-t.weight / total))
-        .collect();
-    let tape = net.forward(
-        &batch.ids,
-        &batch.attention,
-        (batch.rows, batch.cols),
-        targets,
-        Keep::Backward,
-    );
-    let loss: f64 = tape
-        .logprobs
-        .iter()
-        .zip(&coef)
-        .map(|(lp, c)| lp.x * c.x)
-        .sum();
-    let grads = net.backward(tape, &coef);
-    let (mut grad, mut hv) = (Vec::new(), Vec::new());
-    for ((name, var), g) in model.names().iter().zip(model.vars()).zip(grads) {
-        if let Some(g) = g {
-            let (x, t): (Vec<f64>, Vec<f64>) = g.iter().map(|d| (d.x, d.t)).unzip();
-            grad.push((
-                name.clone(),
-                Tensor::from_vec(x, var.shape(), var.device())?,
-            ));
-            hv.push((
-                name.clone(),
-                Tensor::from_vec(t, var.shape(), var.device())?,
-            ));
-        }
-    }
-    Ok((loss, grad, hv))
+    Linearized::new(model, batch, 0)?.loss_grad_hvp(v)
 }
 
 #[cfg(test)]

@@ -5,13 +5,17 @@
 //! differentiation, Pearlmutter 1994), exact to rounding, from the same description of the
 //! network as the gradient. A matrix product of duals is two or three float64 products on the
 //! value and tangent planes; a plane that is all zero (a frozen weight's tangent) is skipped,
-//! so a product with a frozen weight costs two. This module owns the dual arithmetic; it knows
-//! nothing of layers.
+//! so a product with a frozen weight costs two; a value plane a pass before kept (`primal`,
+//! for many products at one point) is read back, not multiplied. This module owns the dual
+//! arithmetic; it knows nothing of layers.
 
 use super::float::{real_mm, Float, View};
+use super::primal::{Plane as KeptPlane, Primal, Site};
+use std::cell::OnceCell;
 use std::cmp::Ordering;
 use std::iter::Sum;
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
+use std::sync::Arc;
 
 /// `x + ε·t` with ε² = 0.
 #[derive(Debug, Clone, Copy, Default)]
@@ -187,23 +191,66 @@ impl Float for Dual {
     /// `dst (+)= a·b` as `x = aₓ·bₓ`, `t = aₜ·bₓ + aₓ·bₜ`: float64 products on the value and
     /// tangent planes (each as parallel as [`real_mm`]), an all-zero tangent plane skipped.
     fn mm(dst: &mut [Self], ds: usize, a: View<'_, Self>, b: View<'_, Self>, add: bool) {
-        let ((m, _), (_, n)) = (a.shape(), b.shape());
-        let (ax, at) = (Plane::of(a, |d| d.x), Plane::of(a, |d| d.t));
-        let (bx, bt) = (Plane::of(b, |d| d.x), Plane::of(b, |d| d.t));
-        let (mut x, mut t) = (vec![0.0; m * n], vec![0.0; m * n]);
-        real_mm(&mut x, n, ax.view(), bx.view(), false);
-        if !at.zero() {
-            real_mm(&mut t, n, at.view(), bx.view(), true);
-        }
-        if !bt.zero() {
-            real_mm(&mut t, n, ax.view(), bt.view(), true);
-        }
-        for (r, (x, t)) in x.chunks(n).zip(t.chunks(n)).enumerate() {
-            let row = &mut dst[r * ds..][..n];
-            for ((d, &x), &t) in row.iter_mut().zip(x).zip(t) {
-                let v = Dual::new(x, t);
-                *d = if add { *d + v } else { v };
-            }
+        dual_mm(dst, ds, a, b, add, None)
+    }
+
+    /// [`Dual::mm`] with the value plane `aₓ·bₓ` read from `primal` when a pass before kept
+    /// it (then only the tangent planes are multiplied).
+    fn mm_at(
+        primal: &Primal,
+        site: Site,
+        dst: &mut [Self],
+        ds: usize,
+        a: View<'_, Self>,
+        b: View<'_, Self>,
+        add: bool,
+    ) {
+        dual_mm(dst, ds, a, b, add, Some((primal, site)))
+    }
+}
+
+/// The product of dual matrices, its value plane from `kept`'s store where it has it.
+fn dual_mm(
+    dst: &mut [Dual],
+    ds: usize,
+    a: View<'_, Dual>,
+    b: View<'_, Dual>,
+    add: bool,
+    kept: Option<(&Primal, Site)>,
+) {
+    let ((m, _), (_, n)) = (a.shape(), b.shape());
+    let (at, bt) = (Plane::of(a, |d| d.t), Plane::of(b, |d| d.t));
+    let (a_moves, b_moves) = (!at.zero(), !bt.zero());
+    // A value plane is made only where a product reads it: the value product (unless kept)
+    // and the tangent product across from a moving plane.
+    let (ax, bx) = (OnceCell::new(), OnceCell::new());
+    let ax = || ax.get_or_init(|| Plane::of(a, |d| d.x));
+    let bx = || bx.get_or_init(|| Plane::of(b, |d| d.x));
+    let values = || {
+        let mut x = vec![0.0; m * n];
+        real_mm(&mut x, n, ax().view(), bx().view(), false);
+        x
+    };
+    let x = match kept {
+        Some((primal, site)) => primal.plane(site, m, n, values),
+        None => Arc::new(KeptPlane {
+            rows: m,
+            cols: n,
+            values: values(),
+        }),
+    };
+    let mut t = vec![0.0; m * n];
+    if a_moves {
+        real_mm(&mut t, n, at.view(), bx().view(), true);
+    }
+    if b_moves {
+        real_mm(&mut t, n, ax().view(), bt.view(), true);
+    }
+    for (r, (x, t)) in x.values.chunks(n).zip(t.chunks(n)).enumerate() {
+        let row = &mut dst[r * ds..][..n];
+        for ((d, &x), &t) in row.iter_mut().zip(x).zip(t) {
+            let v = Dual::new(x, t);
+            *d = if add { *d + v } else { v };
         }
     }
 }
