@@ -143,7 +143,7 @@ fn gradient_and_hvp(c: &mut Criterion) {
     group.bench_function("hvp", |b| b.iter(|| hvp(&model, &batch, &v).unwrap()));
     // Products at one point after the first (conjugate gradients' and Lanczos' case): the
     // value planes the first pass kept are read back.
-    let mut lin = Linearized::new(&model, &batch, usize::MAX).unwrap();
+    let mut lin = Linearized::new(&model, &[(&batch, 1.0)], usize::MAX).unwrap();
     lin.hvp(&v).unwrap();
     group.bench_function("hvp-linearized", |b| b.iter(|| lin.hvp(&v).unwrap()));
     group.finish();

@@ -134,15 +134,11 @@ impl<'a> Space<'a> {
     /// computed by the first and kept, within [`PRIMAL_BUDGET`] bytes for the whole sample).
     pub fn hessian<'s>(&'s self, sample: &'s Sample) -> Result<Hessian<'s>> {
         let budget = PRIMAL_BUDGET / sample.batches.len().max(1);
-        let parts = sample
-            .batches
-            .iter()
-            .map(|(b, w)| Ok((Linearized::new(self.model, b, budget)?, *w)))
-            .collect::<Result<_>>()?;
+        let batches: Vec<(&Batch, f64)> = sample.batches.iter().map(|(b, w)| (b, *w)).collect();
         Ok(Hessian {
             space: self,
             sample,
-            parts,
+            loss: Linearized::new(self.model, &batches, budget)?,
         })
     }
 
@@ -177,19 +173,14 @@ impl<'a> Space<'a> {
 pub struct Hessian<'a> {
     space: &'a Space<'a>,
     sample: &'a Sample,
-    parts: Vec<(Linearized<'a>, f64)>,
+    loss: Linearized<'a>,
 }
 
 impl Hessian<'_> {
     /// Exact `H v`.
     pub fn apply(&mut self, v: &[f64]) -> Result<Vec<f64>> {
-        let vt = self.space.unflatten(v)?;
-        let mut out = vec![0.0; self.space.dim()];
-        for (lin, w) in &mut self.parts {
-            let hv = lin.hvp(&vt)?;
-            super::lanczos::axpy(&mut out, *w, &self.space.flatten(&hv)?);
-        }
-        Ok(out)
+        let hv = self.loss.hvp(&self.space.unflatten(v)?)?;
+        self.space.flatten(&hv)
     }
 }
 

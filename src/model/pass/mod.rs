@@ -421,7 +421,7 @@ pub fn loss_grad_hvp(
     batch: &Batch,
     v: &[(String, Tensor)],
 ) -> Result<(f64, ParamTensors, ParamTensors)> {
-    Linearized::new(model, batch, 0)?.loss_grad_hvp(v)
+    Linearized::new(model, &[(batch, 1.0)], 0)?.loss_grad_hvp(v)
 }
 
 #[cfg(test)]
