@@ -198,27 +198,8 @@ impl<'a> Linearized<'a> {
 mod tests {
     use super::*;
     use crate::model::init::random_model;
+    use crate::model::pass::tests::batch;
     use crate::model::{Gpt2Config, ParamGroups};
-
-    fn batch(vocab: u32, shift: u32) -> Batch {
-        let (rows, cols) = (2, 9);
-        let ids: Vec<u32> = (0..rows * cols)
-            .map(|i| (i as u32 * 7 + 3 + shift) % vocab)
-            .collect();
-        let mut attention = vec![1u32; rows * cols];
-        attention[cols + 7..].fill(0);
-        let mut target_weight = vec![1f32; rows * (cols - 1)];
-        target_weight[..2].fill(0.0);
-        target_weight[cols - 1 + 6..].fill(0.0);
-        Batch {
-            ids,
-            attention,
-            target_weight,
-            rows,
-            cols,
-            record_ids: vec!["a".into(), "b".into()],
-        }
-    }
 
     fn values(t: &Tensor) -> Vec<f64> {
         t.flatten_all().unwrap().to_vec1::<f64>().unwrap()
@@ -233,18 +214,17 @@ mod tests {
     #[test]
     fn kept_value_planes_change_no_bit_of_a_product() {
         let configs = [
-            Gpt2Config::new(40, 16, 16, 2, 2),
-            Gpt2Config::new_llama(40, 16, 16, 2, 4, 2, 24).unwrap(),
+            Gpt2Config::new(50, 16, 16, 2, 2),
+            Gpt2Config::new_llama(50, 16, 16, 2, 4, 2, 24).unwrap(),
         ];
         for cfg in configs {
             for group in ["embedding", "block:1", "all"] {
                 let mut m = random_model(&cfg, 5, DType::F64).unwrap();
                 m.set_trainable(&ParamGroups::parse(group).unwrap())
                     .unwrap();
-                let (b1, b2) = (
-                    batch(cfg.vocab_size as u32, 0),
-                    batch(cfg.vocab_size as u32, 5),
-                );
+                let b1 = batch();
+                let mut b2 = batch();
+                b2.ids.iter_mut().for_each(|i| *i = (*i + 5) % 50);
                 let (w1, w2) = (0.25, 0.75);
                 let mut kept = Linearized::new(&m, &[(&b1, w1), (&b2, w2)], usize::MAX).unwrap();
                 for seed in 0..3 {

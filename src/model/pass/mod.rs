@@ -432,8 +432,8 @@ mod tests {
     use candle_core::DType;
 
     /// Two rows, the second right-padded, the first scored from its fourth token only (an
-    /// answer-only record), weights not all one.
-    fn batch() -> Batch {
+    /// answer-only record), weights not all one; token ids below 50.
+    pub(super) fn batch() -> Batch {
         let (rows, cols) = (2, 9);
         let ids: Vec<u32> = (0..rows * cols).map(|i| (i * 7 % 50) as u32).collect();
         let mut attention = vec![1u32; rows * cols];
