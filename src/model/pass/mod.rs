@@ -1,6 +1,7 @@
 //! The hand-written pass: every family's forward and backward over plain buffers, one
 //! description for float32 (training, unlearning, scoring, decoding), float64 (exact gradients)
-//! and dual numbers (exact Hessian-vector products, [`loss_grad_hvp`], [`Linearized`]); lethe has no other.
+//! and dual numbers (exact Hessian-vector products: [`loss_grad_hvp`] for one, [`Linearized`]
+//! for many at one point); lethe has no other.
 //! The model's parameters are read in place from their candle storage; gradients, logits and
 //! hidden states come back as candle tensors. A caller runs [`Forward::run`], reads the target log-probs, and asks for
 //! the gradient of any weighted sum of them ([`Forward::gradient`], [`gradient_of`]), so that a
