@@ -4,8 +4,8 @@
 //! parameters taken once. A batch's passes share one [`Primal`] store, so the value planes of
 //! the pass's matrix products — the same for every direction — are multiplied by the first pass
 //! and read back by the others, up to a byte budget: what conjugate gradients and Lanczos,
-//! dozens of products at one point, pay per product is then the tangents' work alone. This module owns that reuse; the layers
-//! are `decoder`'s, the dual arithmetic `tangent`'s.
+//! dozens of products at one point, pay per product is then the tangents' work alone. This
+//! module owns that reuse; the layers are `decoder`'s, the dual arithmetic `tangent`'s.
 
 use super::decoder::{Keep, Net, Target};
 use super::primal::Primal;
