@@ -1,11 +1,14 @@
 //! Time per unlearning step, per method and parameter group, on the bundled world (the full
 //! model, forget05, retain05, holdout, the first-epoch ledger; `fixtures/`). A step is what
-//! `lethe unlearn` does each iteration: the method's direction (forward and backward on a
+//! `lethe unlearn` does each kept iteration: the method's direction (forward and backward on a
 //! forget batch of 32 — plus a retain batch for graddiff, the retain projection for ledger),
 //! the normalised update of the selected parameters, and the evaluation that judges it (mean
-//! loss on all 110 forget records and the 256 watched retain records). The evaluation is the
-//! same for every method and is also timed alone. `iterative` steps exactly as `ga` does (its
-//! rounds only change which records are active), so it has no row of its own.
+//! loss on the 256 watched retain records, and the losses of all 110 forget records:
+//! `Stepper::measure`). Profile matching's direction is the gradient over the whole forget set,
+//! and its measure takes the next step's direction by the same passes, so its step is one
+//! forward and backward over the forget set and a forward over the retain sample. The
+//! evaluation alone is also timed. `iterative` steps exactly as `ga` does (its rounds only
+//! change which records are active), so it has no row of its own.
 //! Small learning rate, per-record ceiling at infinity: the model stays near the full model
 //! over the samples and every record contributes to every step.
 
@@ -53,6 +56,7 @@ fn steps() {
     group.sample_size(10).warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(8));
     let cases = [
+        (Method::Profile, "embedding"),
         (Method::Ga, "embedding"),
         (Method::Ga, "all"),
         (Method::Ga, "blocks:2-3"),
@@ -77,14 +81,17 @@ fn steps() {
         let (_, per) = mean_loss(&model, &forget_all, inputs.pad, cfg.batch_size).unwrap();
         stepper.calibrate(f64::INFINITY, per);
         let retain_eval: Vec<&Encoded> = stepper.retain_eval().to_vec();
-        let mut step = 0;
+        let (mut step, mut ready) = (0, None);
         let name = format!("{method:?}").to_lowercase();
         group.bench_function(BenchmarkId::new(name, params), |b| {
             b.iter(|| {
-                let d = stepper.direction(&model, &forget_all, step).unwrap();
+                let d = match ready.take() {
+                    Some(d) => d,
+                    None => stepper.direction(&model, &forget_all, step).unwrap(),
+                };
                 apply_step(&model, &d, 1e-3).unwrap();
-                mean_loss(&model, &forget_all, inputs.pad, cfg.batch_size).unwrap();
                 mean_loss(&model, &retain_eval, inputs.pad, cfg.batch_size).unwrap();
+                ready = stepper.measure(&model).unwrap().1;
                 step += 1;
             })
         });

@@ -296,6 +296,57 @@ fn a_step_that_costs_the_retain_records_is_repaired_on_other_retain_records() {
     }
 }
 
+/// Profile matching measures the forget set and takes the next step's direction by the same
+/// forward passes (`Stepper::measure`): its losses are the forward-only losses bit for bit (a
+/// scored backward reads a scoring pass's log-probs), and its direction is the one
+/// `Stepper::direction` takes at those parameters, bit for bit, so a kept step's measure can
+/// serve as the next step's direction. Gradient ascent's measure takes no direction (its
+/// direction depends on the step, not only on the parameters).
+#[test]
+fn profile_matching_measures_the_losses_and_the_next_direction_in_one_pass() {
+    use lethe::model::ParamGroups;
+    use lethe::unlearn::Stepper;
+    let w = world();
+    let inputs = w.inputs(None);
+    let mut model = load_model(&fixtures("models/full"), DType::F32)
+        .unwrap()
+        .model;
+    model
+        .set_trainable(&ParamGroups::parse("embedding").unwrap())
+        .unwrap();
+    let cfg = UnlearnConfig::default();
+    assert_eq!(cfg.method, Method::Profile);
+    let mut stepper = Stepper::new(&model, &inputs, &cfg).unwrap();
+    let (measured, direction) = stepper.measure(&model).unwrap();
+    let alone = stepper.losses(&model).unwrap();
+    assert_eq!(measured.tokens.len(), w.enc[0].len());
+    assert_eq!(measured.tokens, alone.tokens);
+    assert_eq!(measured.per_record, alone.per_record);
+    assert_eq!(measured.mean.to_bits(), alone.mean.to_bits());
+    let direction = direction.expect("profile matching's measure takes the next direction");
+    let fresh = stepper.direction(&model, &[], 0).unwrap();
+    assert_eq!(
+        direction.keys().collect::<Vec<_>>(),
+        fresh.keys().collect::<Vec<_>>()
+    );
+    let flat = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for (name, d) in &fresh {
+        let got = flat(&direction[name]);
+        assert!(got.iter().any(|&x| x != 0.0), "{name}: an empty direction");
+        assert_eq!(got, flat(d), "{name}");
+    }
+    let ga = UnlearnConfig {
+        method: Method::Ga,
+        ..Default::default()
+    };
+    let (losses, none) = Stepper::new(&model, &inputs, &ga)
+        .unwrap()
+        .measure(&model)
+        .unwrap();
+    assert!(none.is_none());
+    assert_eq!(losses.tokens, alone.tokens);
+}
+
 #[test]
 fn bad_unlearning_inputs_are_refused_clearly() {
     let w = world();

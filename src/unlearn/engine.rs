@@ -118,8 +118,11 @@ pub fn unlearn(
     let updated = model.set_trainable(&groups).map_err(UnlearnError::Input)?;
     let mut run = Stepper::new(model, inputs, cfg)?;
     let forget_all: Vec<&Encoded> = inputs.forget.iter().collect();
-    let (forget_start, forget_per, _) =
-        forget_losses(model, &forget_all, inputs.pad, cfg.batch_size)?;
+    let Losses {
+        mean: forget_start,
+        per_record: forget_per,
+        ..
+    } = run.losses(model)?;
     let retain_start = scored(model, &run.retain_eval, inputs.pad, cfg.batch_size, true)?;
     let (holdout, holdout_per) = mean_loss(model, &run.holdout, inputs.pad, cfg.batch_size)?;
     let threshold = recognition_threshold(&holdout_per, cfg.recognise_fpr);
@@ -146,9 +149,9 @@ pub fn unlearn(
             reset.clear();
         }
     }
-    let (_, per, tokens) = forget_losses(model, &forget_all, inputs.pad, cfg.batch_size)?;
-    run.current = per;
-    let mut gap = run.gap(&tokens);
+    let (losses, mut ready) = run.measure(model)?;
+    run.current = losses.per_record;
+    let mut gap = run.gap(&losses.tokens);
     let (mut lr, mut backoffs, mut round) = (cfg.lr, 0, 0);
     let mut first_norm: Option<f64> = None;
     let mut active = forget_all.clone();
@@ -157,7 +160,10 @@ pub fn unlearn(
     let mut last = (forget_start, retain_start.mean);
     for step in 0..cfg.max_steps {
         let snapshot = trainable_copy(model)?;
-        let direction = run.direction(model, &active, step)?;
+        let direction = match ready.take() {
+            Some(d) => d,
+            None => run.direction(model, &active, step)?,
+        };
         let length = if cfg.method == Method::Profile {
             // Gradient descent proper: the step shrinks with the gradient as the match closes
             // (measured against the first step's gradient, which gets length `lr`).
@@ -180,8 +186,9 @@ pub fn unlearn(
                 (retain, lost),
             )?;
         }
-        let (forget, per, tokens) = forget_losses(model, &forget_all, inputs.pad, cfg.batch_size)?;
-        let new_gap = run.gap(&tokens);
+        let (losses, next) = run.measure(model)?;
+        let (forget, per) = (losses.mean, losses.per_record);
+        let new_gap = run.gap(&losses.tokens);
         let mut action = levels.judge(forget, retain, lost, guard, cfg.overshoot);
         if let (Verdict::Keep, Some(before), Some(after)) = (action, gap, new_gap) {
             if after.is_nan() || after >= before {
@@ -205,6 +212,11 @@ pub fn unlearn(
         steps.push(log);
         if action != Verdict::Keep {
             restore(model, &snapshot)?;
+            // Profile matching's direction depends on the parameters alone: the shorter step
+            // retries the one just undone.
+            if cfg.method == Method::Profile {
+                ready = Some(direction);
+            }
             lr /= 2.0;
             backoffs += 1;
             let spent = if cfg.method == Method::Profile {
@@ -224,6 +236,7 @@ pub fn unlearn(
         }
         last = (forget, retain);
         gap = new_gap;
+        ready = next;
         if cfg.method == Method::Profile {
             // A kept step earns a longer next one (the "bold driver" rule): the step length
             // follows what the objective allows instead of a tuned constant.
@@ -414,7 +427,7 @@ impl<'a> Stepper<'a> {
 
     /// The descent direction of the retain loss on a seeded batch of retain records outside the
     /// watched sample (from all retain records when the sample holds every one).
-    fn repair_direction(&mut self, model: &Gpt2) -> Result<BTreeMap<String, Tensor>, UnlearnError> {
+    fn repair_direction(&mut self, model: &Gpt2) -> Result<Direction, UnlearnError> {
         let watched: std::collections::BTreeSet<&str> =
             self.retain_eval.iter().map(|e| e.id.as_str()).collect();
         let mut pool: Vec<&Encoded> = self
@@ -439,7 +452,7 @@ impl<'a> Stepper<'a> {
         model: &Gpt2,
         active: &[&Encoded],
         step: usize,
-    ) -> Result<BTreeMap<String, Tensor>, UnlearnError> {
+    ) -> Result<Direction, UnlearnError> {
         let d = self.raw_direction(model, active, step)?;
         let d = self.restrict(model, d)?;
         if self.ledger_dirs.is_none() {
@@ -457,11 +470,7 @@ impl<'a> Stepper<'a> {
     }
 
     /// Restricts a direction to the allowed embedding rows (and drops the shared positions).
-    fn restrict(
-        &self,
-        model: &Gpt2,
-        mut d: BTreeMap<String, Tensor>,
-    ) -> Result<BTreeMap<String, Tensor>, UnlearnError> {
+    fn restrict(&self, model: &Gpt2, mut d: Direction) -> Result<Direction, UnlearnError> {
         if let Some(mask) = &self.row_mask {
             if let Some(w) = d.get_mut(model.token_embedding()) {
                 *w = w.broadcast_mul(&mask.to_dtype(w.dtype())?)?;
@@ -479,11 +488,11 @@ impl<'a> Stepper<'a> {
         model: &Gpt2,
         active: &[&Encoded],
         step: usize,
-    ) -> Result<BTreeMap<String, Tensor>, UnlearnError> {
+    ) -> Result<Direction, UnlearnError> {
         if let Some(dirs) = &self.ledger_dirs {
             // The recorded directions of the records still below the target, summed: a record
             // already at the holdout level is not pushed further (as in `capped_ascent`).
-            let mut sum: BTreeMap<String, Tensor> = BTreeMap::new();
+            let mut sum: Direction = BTreeMap::new();
             let mut wte = Vec::new();
             for (d, _) in dirs
                 .iter()
@@ -501,7 +510,7 @@ impl<'a> Stepper<'a> {
             return Ok(sum);
         }
         if self.cfg.method == Method::Profile {
-            return Ok(self.profile_direction(model)?);
+            return Ok(self.profile_measure(model)?.1);
         }
         let n = active.len().div_ceil(self.cfg.batch_size.max(1));
         let chunk: Vec<&Encoded> = active
@@ -535,13 +544,35 @@ impl<'a> Stepper<'a> {
 }
 
 impl Stepper<'_> {
-    /// The gradient of the profile gap over the whole forget set, accumulated over
-    /// length-sorted batches.
-    fn profile_direction(&self, model: &Gpt2) -> candle_core::Result<BTreeMap<String, Tensor>> {
+    /// The forget set at the current parameters, measured: the mean token loss, each record's
+    /// mean and token losses (in forget-set order) and, under profile matching, the next
+    /// step's direction from here (restricted), taken by the same forward passes. A kept
+    /// step's measure is thus the next step's direction, and an undone step's direction is the
+    /// one to retry at a shorter length: a step costs one forward and backward over the forget
+    /// set instead of a forward for its losses and another for the direction.
+    pub fn measure(&self, model: &Gpt2) -> Result<(Losses, Option<Direction>), UnlearnError> {
+        if self.cfg.method != Method::Profile {
+            return Ok((self.losses(model)?, None));
+        }
+        let (tokens, direction) = self.profile_measure(model)?;
+        Ok((Losses::new(tokens), Some(self.restrict(model, direction)?)))
+    }
+
+    /// The forget set's losses at the current parameters, by forward passes alone.
+    pub fn losses(&self, model: &Gpt2) -> Result<Losses, UnlearnError> {
+        let forget: Vec<&Encoded> = self.inputs.forget.iter().collect();
+        let tokens = token_losses(model, &forget, self.inputs.pad, self.cfg.batch_size)?;
+        Ok(Losses::new(tokens))
+    }
+
+    /// Each forget record's token losses (in forget-set order) and the gradient of the profile
+    /// gap over the whole forget set, accumulated over length-sorted batches.
+    fn profile_measure(&self, model: &Gpt2) -> candle_core::Result<(Vec<Vec<f64>>, Direction)> {
         let forget = self.inputs.forget;
         let lens: Vec<usize> = forget.iter().map(|e| e.ids.len()).collect();
         let total: usize = forget.iter().map(Encoded::scored_tokens).sum();
         let mut sum = BTreeMap::new();
+        let mut tokens = vec![Vec::new(); forget.len()];
         for group in
             crate::data::batch::length_groups(&lens, self.cfg.batch_size.max(1), usize::MAX)
         {
@@ -549,11 +580,45 @@ impl Stepper<'_> {
             let profiles: Vec<&[f64]> =
                 group.iter().map(|&i| self.profiles[i].as_slice()).collect();
             let batch = Batch::new(&chunk, self.inputs.pad);
-            for (name, g) in profile_gradient(model, &batch, &profiles, total)? {
+            let (losses, grads) = profile_gradient(model, &batch, &profiles, total)?;
+            for (&i, l) in group.iter().zip(losses) {
+                tokens[i] = l;
+            }
+            for (name, g) in grads {
                 add_into(&mut sum, &name, &g)?;
             }
         }
-        Ok(sum)
+        Ok((tokens, sum))
+    }
+}
+
+/// A step direction over the trainable parameters, by name.
+pub type Direction = BTreeMap<String, Tensor>;
+
+/// The forget set's token losses at some parameters, and what the run reads of them.
+pub struct Losses {
+    /// The mean over every scored token.
+    pub mean: f64,
+    /// Each record's mean, in forget-set order.
+    pub per_record: Vec<f64>,
+    /// Each record's token losses, in position order.
+    pub tokens: Vec<Vec<f64>>,
+}
+
+impl Losses {
+    fn new(tokens: Vec<Vec<f64>>) -> Losses {
+        let per_record = tokens
+            .iter()
+            .map(|t| t.iter().sum::<f64>() / t.len().max(1) as f64)
+            .collect();
+        let (sum, n) = tokens.iter().fold((0.0, 0usize), |(s, n), t| {
+            (s + t.iter().sum::<f64>(), n + t.len())
+        });
+        Losses {
+            mean: sum / n.max(1) as f64,
+            per_record,
+            tokens,
+        }
     }
 }
 
@@ -700,24 +765,6 @@ fn standard_normal(rng: &mut ChaCha8Rng) -> f64 {
     (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
 
-/// The forget set's mean token loss, each record's mean, and each record's token losses.
-fn forget_losses(
-    model: &Gpt2,
-    records: &[&Encoded],
-    pad: u32,
-    size: usize,
-) -> candle_core::Result<(f64, Vec<f64>, Vec<Vec<f64>>)> {
-    let tokens = token_losses(model, records, pad, size)?;
-    let per = tokens
-        .iter()
-        .map(|t| t.iter().sum::<f64>() / t.len().max(1) as f64)
-        .collect();
-    let (sum, n) = tokens.iter().fold((0.0, 0usize), |(s, n), t| {
-        (s + t.iter().sum::<f64>(), n + t.len())
-    });
-    Ok((sum / n.max(1) as f64, per, tokens))
-}
-
 /// The `wte` rows whose tokens are at least `ratio` times more frequent (relatively) in the
 /// forget records than in the retain records, as a `[V, 1]` 0/1 mask.
 fn specific_rows(model: &Gpt2, inputs: &UnlearnInputs, ratio: f64) -> Result<Tensor, UnlearnError> {
@@ -793,7 +840,7 @@ fn ledger_directions(
         if entries.is_empty() {
             missing.push(e.id.clone());
         }
-        let mut sum: BTreeMap<String, Tensor> = BTreeMap::new();
+        let mut sum: Direction = BTreeMap::new();
         let mut wte = Vec::new();
         for entry in entries {
             let g = ledger.compact(entry, model)?;
@@ -844,23 +891,19 @@ fn ledger_directions(
 
 /// `d` without its component along `−g` when a step `θ − lr·d` would raise the loss whose
 /// gradient is `g` (that is, when `d·g < 0`).
-fn project_out_rise(
-    mut d: BTreeMap<String, Tensor>,
-    g: &BTreeMap<String, Tensor>,
-) -> Result<BTreeMap<String, Tensor>, UnlearnError> {
-    let dot =
-        |a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>| -> candle_core::Result<f64> {
-            let mut s = 0.0;
-            for (k, x) in a {
-                if let Some(y) = b.get(k) {
-                    s += (x * y)?
-                        .sum_all()?
-                        .to_dtype(DType::F64)?
-                        .to_scalar::<f64>()?;
-                }
+fn project_out_rise(mut d: Direction, g: &Direction) -> Result<Direction, UnlearnError> {
+    let dot = |a: &Direction, b: &Direction| -> candle_core::Result<f64> {
+        let mut s = 0.0;
+        for (k, x) in a {
+            if let Some(y) = b.get(k) {
+                s += (x * y)?
+                    .sum_all()?
+                    .to_dtype(DType::F64)?
+                    .to_scalar::<f64>()?;
             }
-            Ok(s)
-        };
+        }
+        Ok(s)
+    };
     let (dg, gg) = (dot(&d, g)?, dot(g, g)?);
     if dg < 0.0 && gg > 0.0 {
         for (k, x) in d.iter_mut() {

@@ -5,7 +5,7 @@ use super::method::Method;
 use crate::data::{Batch, Encoded};
 use crate::model::gpt2::add_scaled;
 use crate::model::grad::{loss_and_grad, ParamTensors};
-use crate::model::pass::{gradient_of, ScoredTarget};
+use crate::model::pass::{gradient_of, scored_gradient_of, ScoredTarget};
 use crate::model::Gpt2;
 use candle_core::{Result, Tensor, D};
 use std::collections::BTreeMap;
@@ -293,14 +293,16 @@ pub fn profile_gap(current: &[Vec<f64>], profiles: &[&[f64]]) -> f64 {
 /// its target, summed over the batch's tokens and divided by `total` (the token count of the
 /// whole forget set, so that the gradients of several batches add up to the gradient of
 /// [`profile_gap`]). Two-sided: a token below its target is pushed up, a token above it is
-/// pulled back down. The targets are taken at the current losses and held fixed.
+/// pulled back down. The targets are taken at the current losses and held fixed. Comes back
+/// with each row's scored-token losses, in position order, from the same forward pass: bit for
+/// bit what [`token_losses`] measures, so that one pass serves the gap and its gradient.
 pub fn profile_gradient(
     model: &Gpt2,
     forget: &Batch,
     profiles: &[&[f64]],
     total: usize,
-) -> Result<ParamTensors> {
-    gradient_of(model, forget, |scored| {
+) -> Result<(Vec<Vec<f64>>, ParamTensors)> {
+    let (scored, grads) = scored_gradient_of(model, forget, |scored| {
         let mut targets = vec![0.0; scored.len()];
         let mut start = 0;
         while start < scored.len() {
@@ -318,7 +320,12 @@ pub fn profile_gradient(
             .zip(&targets)
             .map(|(s, t)| -2.0 * s.weight * (-s.logprob - t) / total.max(1) as f64)
             .collect()
-    })
+    })?;
+    let mut losses = vec![Vec::new(); forget.rows];
+    for s in &scored {
+        losses[s.row].push(-s.logprob);
+    }
+    Ok((losses, grads))
 }
 
 #[cfg(test)]

@@ -214,12 +214,34 @@ pub fn gradient_of(
     batch: &Batch,
     derivative: impl FnOnce(&[ScoredTarget]) -> Vec<f64>,
 ) -> Result<ParamTensors> {
+    Ok(differentiate(model, batch, Keep::Backward, derivative)?.1)
+}
+
+/// [`gradient_of`] from a scored backward ([`Forward::run_scored`]): the targets `derivative`
+/// receives, and that come back with the gradient, carry a scoring pass's log-probs bit for
+/// bit (what [`score_targets`] and `Gpt2::token_logprobs` give), so that one forward serves an
+/// objective's value at these parameters and its gradient.
+pub fn scored_gradient_of(
+    model: &Gpt2,
+    batch: &Batch,
+    derivative: impl FnOnce(&[ScoredTarget]) -> Vec<f64>,
+) -> Result<(Vec<ScoredTarget>, ParamTensors)> {
+    differentiate(model, batch, Keep::ScoredBackward, derivative)
+}
+
+fn differentiate(
+    model: &Gpt2,
+    batch: &Batch,
+    keep: Keep,
+    derivative: impl FnOnce(&[ScoredTarget]) -> Vec<f64>,
+) -> Result<(Vec<ScoredTarget>, ParamTensors)> {
     fn run<T: Real>(
         model: &Gpt2,
         batch: &Batch,
+        keep: Keep,
         derivative: impl FnOnce(&[ScoredTarget]) -> Vec<f64>,
-    ) -> Result<ParamTensors> {
-        let fwd = Forward::<T>::run(model, batch)?;
+    ) -> Result<(Vec<ScoredTarget>, ParamTensors)> {
+        let fwd = Forward::<T>::pass(model, batch, keep)?;
         let scored: Vec<ScoredTarget> = fwd
             .target_rows()
             .zip(fwd.logprobs())
@@ -230,9 +252,9 @@ pub fn gradient_of(
             })
             .collect();
         let coef = derivative(&scored);
-        fwd.gradient(model, &coef)
+        Ok((scored, fwd.gradient(model, &coef)?))
     }
-    in_model_float!(model, "a gradient", run(model, batch, derivative))
+    in_model_float!(model, "a gradient", run(model, batch, keep, derivative))
 }
 
 impl<T: Real> Forward<T> {
