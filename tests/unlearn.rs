@@ -347,6 +347,82 @@ fn profile_matching_measures_the_losses_and_the_next_direction_in_one_pass() {
     assert_eq!(losses.tokens, alone.tokens);
 }
 
+/// The retain sample a run watches is scored again by the output layer alone while nothing its
+/// trunk reads has changed (`KeptSample`, `TrunkReads`, what `Stepper::retain_check` does after
+/// every step): after a change to embedding rows the sample never reads (which the tied output
+/// layer still reads at every position), the rescoring is a fresh pass's scores bit for bit; a
+/// change to a row it reads is seen, and a trainable block leaves nothing to keep.
+#[test]
+fn a_kept_sample_is_scored_again_by_the_output_layer_alone_bit_for_bit() {
+    use lethe::model::ParamGroups;
+    use lethe::unlearn::objective::{scored, KeptSample, Scored};
+    use lethe::unlearn::TrunkReads;
+    let w = world();
+    let pad = w.tok.pad_id();
+    let mut model = load_model(&fixtures("models/full"), DType::F32)
+        .unwrap()
+        .model;
+    model
+        .set_trainable(&ParamGroups::parse("embedding").unwrap())
+        .unwrap();
+    let sample: Vec<&Encoded> = w.enc[1].iter().take(96).collect();
+    let same = |a: &Scored, b: &Scored| {
+        assert_eq!(a.mean.to_bits(), b.mean.to_bits());
+        assert_eq!(a.per_record, b.per_record);
+        assert_eq!(a.reproduced, b.reproduced);
+    };
+    let (mut kept, first) = KeptSample::new(&model, &sample, pad, 32).unwrap();
+    same(&first, &scored(&model, &sample, pad, 32, true).unwrap());
+    let reads = TrunkReads::of(&model, &sample, pad).unwrap().unwrap();
+    let read: std::collections::BTreeSet<u32> = sample
+        .iter()
+        .flat_map(|e| e.ids.iter().copied())
+        .chain([pad])
+        .collect();
+    let scale_rows = |model: &lethe::model::Gpt2, rows: &[usize]| {
+        let wte = model.get("transformer.wte.weight").unwrap();
+        let mut m = wte.to_vec2::<f32>().unwrap();
+        for &r in rows {
+            m[r].iter_mut().for_each(|x| *x *= 1.5);
+        }
+        let (v, d) = (m.len(), m[0].len());
+        let flat: Vec<f32> = m.into_iter().flatten().collect();
+        model
+            .set_param(
+                "transformer.wte.weight",
+                &candle_core::Tensor::from_vec(flat, (v, d), model.device()).unwrap(),
+            )
+            .unwrap();
+    };
+    // Rows of the forget set's tokens the sample never reads.
+    let unread: Vec<usize> = w.enc[0]
+        .iter()
+        .flat_map(|e| e.ids.iter().copied())
+        .filter(|t| !read.contains(t))
+        .map(|t| t as usize)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert!(unread.len() >= 10, "{} unread rows", unread.len());
+    scale_rows(&model, &unread);
+    assert!(reads.unchanged(&model).unwrap());
+    let again = kept.rescore(&model).unwrap();
+    let fresh = scored(&model, &sample, pad, 32, true).unwrap();
+    same(&again, &fresh);
+    assert_ne!(
+        fresh.mean, first.mean,
+        "the tied output layer reads the changed rows at every position"
+    );
+    // A row the sample reads.
+    scale_rows(&model, &[*read.iter().next_back().unwrap() as usize]);
+    assert!(!reads.unchanged(&model).unwrap());
+    // A trainable block: every record's trunk reads it.
+    model
+        .set_trainable(&ParamGroups::parse("all").unwrap())
+        .unwrap();
+    assert!(TrunkReads::of(&model, &sample, pad).unwrap().is_none());
+}
+
 #[test]
 fn bad_unlearning_inputs_are_refused_clearly() {
     let w = world();

@@ -13,6 +13,13 @@ use candle_core::{CpuStorage, DType, Device, Layout, Result, Tensor, Var, D};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 
+/// A log-probs pass over a batch, kept with its trunk output so that [`Gpt2::rescore`] can score
+/// the batch again by the output layer alone.
+pub enum KeptPass {
+    F32(pass::Forward<f32>),
+    F64(pass::Forward<f64>),
+}
+
 /// A decoder language model of any family lethe reads (the name is the first family's).
 /// Every parameter is a `Var`; gradients are formed for the parameters selected with
 /// [`Gpt2::set_trainable`] only, and no weight-gradient work is done for the others.
@@ -236,21 +243,61 @@ impl Gpt2 {
     }
 
     fn scored_positions(&self, batch: &Batch, hits: bool) -> Result<(Tensor, Option<Vec<bool>>)> {
-        match self.dtype {
-            DType::F32 => self.pass_positions::<f32>(batch, hits),
-            DType::F64 => self.pass_positions::<f64>(batch, hits),
+        let mut kept = self.kept_pass(batch)?;
+        self.positions(&mut kept, batch, hits, false)
+    }
+
+    /// [`Gpt2::token_logprobs_and_hits`], with the pass kept for [`Gpt2::rescore`].
+    pub fn scores_kept(&self, batch: &Batch) -> Result<(Tensor, Vec<bool>, KeptPass)> {
+        let mut kept = self.kept_pass(batch)?;
+        let (lp, hits) = self.positions(&mut kept, batch, true, false)?;
+        Ok((lp, hits.unwrap_or_default(), kept))
+    }
+
+    /// [`Gpt2::token_logprobs_and_hits`] of the batch `kept` was made from, from the trunk output
+    /// it kept under the model's current final norm and output layer: bit for bit a fresh
+    /// pass's while nothing the trunk reads has changed since (its blocks, the position
+    /// embedding, the token embedding's rows of the batch's tokens; the caller's to know).
+    pub fn rescore(&self, kept: &mut KeptPass, batch: &Batch) -> Result<(Tensor, Vec<bool>)> {
+        let (lp, hits) = self.positions(kept, batch, true, true)?;
+        Ok((lp, hits.unwrap_or_default()))
+    }
+
+    fn kept_pass(&self, batch: &Batch) -> Result<KeptPass> {
+        Ok(match self.dtype {
+            DType::F32 => KeptPass::F32(pass::Forward::logprobs_only(self, batch)?),
+            DType::F64 => KeptPass::F64(pass::Forward::logprobs_only(self, batch)?),
             other => candle_core::bail!("scoring runs in float32 or float64, not {other:?}"),
+        })
+    }
+
+    /// The `[B, T-1]` table of the targets' log-probs of `kept`'s pass (zero elsewhere) and,
+    /// with `hits`, each row's teacher-forced reproduction; with `again`, the pass is first
+    /// scored again from its trunk output.
+    fn positions(
+        &self,
+        kept: &mut KeptPass,
+        batch: &Batch,
+        hits: bool,
+        again: bool,
+    ) -> Result<(Tensor, Option<Vec<bool>>)> {
+        match kept {
+            KeptPass::F32(fwd) => self.table(fwd, batch, hits, again),
+            KeptPass::F64(fwd) => self.table(fwd, batch, hits, again),
         }
     }
 
-    /// [`Gpt2::scored_positions`] by the hand-written pass.
-    fn pass_positions<T: pass::Real>(
+    fn table<T: pass::Real>(
         &self,
+        fwd: &mut pass::Forward<T>,
         batch: &Batch,
         hits: bool,
+        again: bool,
     ) -> Result<(Tensor, Option<Vec<bool>>)> {
+        if again {
+            fwd.rescore(self)?;
+        }
         let (b, width) = (batch.rows, batch.cols.saturating_sub(1));
-        let fwd = pass::Forward::<T>::logprobs_only(self, batch)?;
         let mut table = vec![T::ZERO; b * width];
         for (slot, &lp) in fwd.slots().zip(fwd.logprobs()) {
             table[slot] = lp;

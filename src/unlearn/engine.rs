@@ -7,7 +7,7 @@ use super::calibrate::{recognition_threshold, Levels, StopReason, Verdict};
 use super::method::{Method, UnlearnConfig};
 use super::objective::{
     add_into, apply_step, direction_norm, loss_gradient, mean_loss, objective_gradient,
-    profile_gap, profile_gradient, scored, sequence_logprob, token_losses,
+    profile_gap, profile_gradient, scored, sequence_logprob, token_losses, KeptSample, Scored,
 };
 use crate::data::{Batch, Encoded};
 use crate::model::{Gpt2, ParamGroups};
@@ -103,6 +103,9 @@ pub struct Stepper<'a> {
     /// forget-set order.
     profiles: Vec<Vec<f64>>,
     rng: ChaCha8Rng,
+    /// The retain sample's kept passes and what their trunk read (see
+    /// [`Stepper::retain_check`]).
+    retain_kept: Option<(KeptSample, TrunkReads)>,
 }
 
 /// Unlearns `inputs.forget` from `model` (whose trainable set is replaced by `cfg.params`).
@@ -330,6 +333,7 @@ impl<'a> Stepper<'a> {
             target: f64::INFINITY,
             profiles: Vec::new(),
             rng,
+            retain_kept: None,
         };
         match cfg.method {
             Method::Npo => run.reference = reference_logprobs(model, inputs, cfg.batch_size)?,
@@ -365,23 +369,37 @@ impl<'a> Stepper<'a> {
     /// The retain sample's mean loss now, and how many of the records the original reproduced
     /// (`reproduced_before`, in sample order) are no longer reproduced.
     pub fn retain_check(
-        &self,
+        &mut self,
         model: &Gpt2,
         reproduced_before: &[bool],
     ) -> Result<(f64, usize), UnlearnError> {
-        let s = scored(
-            model,
-            &self.retain_eval,
-            self.inputs.pad,
-            self.cfg.batch_size,
-            true,
-        )?;
+        let s = self.retain_scores(model)?;
         let lost = reproduced_before
             .iter()
             .zip(&s.reproduced)
             .filter(|(&before, &now)| before && !now)
             .count();
         Ok((s.mean, lost))
+    }
+
+    /// The retain sample scored, bit for bit as [`scored`] scores it. The sample's passes are
+    /// kept with a copy of what their trunk reads of the trainable parameters
+    /// ([`TrunkReads`]); while that is unchanged (an embedding-only run whose changed rows the
+    /// sample never reads, as profile matching's rows specific to the forget set), only the
+    /// output layer runs again.
+    fn retain_scores(&mut self, model: &Gpt2) -> Result<Scored, UnlearnError> {
+        if let Some((kept, reads)) = self.retain_kept.as_mut() {
+            if reads.unchanged(model)? {
+                return Ok(kept.rescore(model)?);
+            }
+        }
+        let (pad, size) = (self.inputs.pad, self.cfg.batch_size);
+        let Some(reads) = TrunkReads::of(model, &self.retain_eval, pad)? else {
+            return Ok(scored(model, &self.retain_eval, pad, size, true)?);
+        };
+        let (kept, s) = KeptSample::new(model, &self.retain_eval, pad, size)?;
+        self.retain_kept = Some((kept, reads));
+        Ok(s)
     }
 
     /// Profile matching's repair of a step that cost the retain records too much: up to
@@ -589,6 +607,83 @@ impl Stepper<'_> {
             }
         }
         Ok((tokens, sum))
+    }
+}
+
+/// What a sample's trunk (everything before the final norm) reads of a model's trainable
+/// parameters, copied when its passes were kept: the position embedding and the token
+/// embedding's rows of the sample's tokens. Only a model whose trainable parameters are those
+/// two embeddings has one: a trainable block is read by every record, and copying it would cost
+/// what a pass saves. The final norm and the output layer (a tied one included) are run again
+/// by every rescoring, so a change there needs nothing.
+pub struct TrunkReads {
+    /// The sample's distinct tokens, ascending.
+    rows: Tensor,
+    /// Each read parameter's name and its read part, exactly (in float64, which holds a
+    /// float32 or float64 value as it is).
+    parts: Vec<(String, Vec<f64>)>,
+}
+
+impl TrunkReads {
+    /// What `records`' trunk reads of `model`'s trainable parameters now; `None` when a
+    /// trainable parameter other than the embeddings is read.
+    pub fn of(
+        model: &Gpt2,
+        records: &[&Encoded],
+        pad: u32,
+    ) -> Result<Option<TrunkReads>, UnlearnError> {
+        let (wte, wpe) = (model.token_embedding(), model.position_embedding());
+        if model
+            .trainable_vars()
+            .iter()
+            .any(|(n, _)| *n != wte && Some(*n) != wpe)
+        {
+            return Ok(None);
+        }
+        // The padding token's row too: padded positions are never scored, but what is read
+        // is what is copied.
+        let ids: std::collections::BTreeSet<u32> = records
+            .iter()
+            .flat_map(|e| e.ids.iter().copied())
+            .chain([pad])
+            .collect();
+        let ids: Vec<u32> = ids.into_iter().collect();
+        let n = ids.len();
+        let mut reads = TrunkReads {
+            rows: Tensor::from_vec(ids, n, model.device())?,
+            parts: Vec::new(),
+        };
+        reads.parts = reads.read(model)?;
+        Ok(Some(reads))
+    }
+
+    fn read(&self, model: &Gpt2) -> Result<Vec<(String, Vec<f64>)>, UnlearnError> {
+        let mut out = Vec::new();
+        for (name, var) in model.trainable_vars() {
+            let t = var.as_tensor();
+            let part = if name == model.token_embedding() {
+                t.index_select(&self.rows, 0)?
+            } else {
+                t.clone()
+            };
+            let values = part
+                .flatten_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_vec1::<f64>()?;
+            out.push((name.to_string(), values));
+        }
+        Ok(out)
+    }
+
+    /// Whether every value the trunk read is, bit for bit, what it was.
+    pub fn unchanged(&self, model: &Gpt2) -> Result<bool, UnlearnError> {
+        let now = self.read(model)?;
+        Ok(now.len() == self.parts.len()
+            && now.iter().zip(&self.parts).all(|((n, a), (m, b))| {
+                n == m
+                    && a.len() == b.len()
+                    && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+            }))
     }
 }
 

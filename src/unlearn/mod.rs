@@ -12,6 +12,6 @@ pub mod method;
 pub mod objective;
 pub mod rounding;
 
-pub use engine::{unlearn, Direction, Losses, Stepper, UnlearnInputs, UnlearnOutcome};
+pub use engine::{unlearn, Direction, Losses, Stepper, TrunkReads, UnlearnInputs, UnlearnOutcome};
 pub use log::{UnlearnLog, UNLEARN_LOG_FILE};
 pub use method::{Method, UnlearnConfig};

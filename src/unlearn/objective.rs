@@ -4,6 +4,7 @@
 use super::method::Method;
 use crate::data::{Batch, Encoded};
 use crate::model::gpt2::add_scaled;
+use crate::model::gpt2::KeptPass;
 use crate::model::grad::{loss_and_grad, ParamTensors};
 use crate::model::pass::{gradient_of, scored_gradient_of, ScoredTarget};
 use crate::model::Gpt2;
@@ -177,22 +178,94 @@ pub fn scored(
     size: usize,
     hits: bool,
 ) -> Result<Scored> {
-    let mut per = vec![f64::NAN; records.len()];
-    let mut reproduced = vec![false; if hits { records.len() } else { 0 }];
-    let (mut total, mut weight) = (0.0, 0.0);
+    let mut tally = Tally::new(records.len(), hits);
     let lens: Vec<usize> = records.iter().map(|e| e.ids.len()).collect();
     for group in crate::data::batch::length_groups(&lens, size, usize::MAX) {
         let chunk: Vec<&Encoded> = group.iter().map(|&i| records[i]).collect();
         let batch = Batch::new(&chunk, pad);
-        let lp = if hits {
+        let (lp, h) = if hits {
             let (lp, h) = model.token_logprobs_and_hits(&batch)?;
-            for (&i, h) in group.iter().zip(h) {
-                reproduced[i] = h;
-            }
-            lp
+            (lp, Some(h))
         } else {
-            model.token_logprobs(&batch)?
+            (model.token_logprobs(&batch)?, None)
         };
+        tally.add(&group, &batch, &lp, h)?;
+    }
+    Ok(tally.done())
+}
+
+/// [`scored`] with the flags, of a sample scored again and again (the retain records a run
+/// watches, after every step): each batch's pass is kept, and [`KeptSample::rescore`] runs only
+/// the output layer again, for a run that changes nothing the sample's trunk reads.
+pub struct KeptSample {
+    n: usize,
+    batches: Vec<(Vec<usize>, Batch, KeptPass)>,
+}
+
+impl KeptSample {
+    /// Scores `records` as [`scored`] does (with the flags, bit for bit), keeping the passes.
+    pub fn new(
+        model: &Gpt2,
+        records: &[&Encoded],
+        pad: u32,
+        size: usize,
+    ) -> Result<(KeptSample, Scored)> {
+        let mut tally = Tally::new(records.len(), true);
+        let mut batches = Vec::new();
+        let lens: Vec<usize> = records.iter().map(|e| e.ids.len()).collect();
+        for group in crate::data::batch::length_groups(&lens, size, usize::MAX) {
+            let chunk: Vec<&Encoded> = group.iter().map(|&i| records[i]).collect();
+            let batch = Batch::new(&chunk, pad);
+            let (lp, h, kept) = model.scores_kept(&batch)?;
+            tally.add(&group, &batch, &lp, Some(h))?;
+            batches.push((group, batch, kept));
+        }
+        let n = records.len();
+        Ok((KeptSample { n, batches }, tally.done()))
+    }
+
+    /// The sample scored again under the model's current output layer and final norm, from the
+    /// kept trunk outputs: bit for bit [`scored`] while nothing the trunk reads has changed
+    /// (the caller's to know).
+    pub fn rescore(&mut self, model: &Gpt2) -> Result<Scored> {
+        let mut tally = Tally::new(self.n, true);
+        for (group, batch, kept) in &mut self.batches {
+            let (lp, h) = model.rescore(kept, batch)?;
+            tally.add(group, batch, &lp, Some(h))?;
+        }
+        Ok(tally.done())
+    }
+}
+
+/// [`Scored`] accumulated batch by batch.
+struct Tally {
+    per: Vec<f64>,
+    reproduced: Vec<bool>,
+    total: f64,
+    weight: f64,
+}
+
+impl Tally {
+    fn new(n: usize, hits: bool) -> Tally {
+        Tally {
+            per: vec![f64::NAN; n],
+            reproduced: vec![false; if hits { n } else { 0 }],
+            total: 0.0,
+            weight: 0.0,
+        }
+    }
+
+    /// One batch's `[B, T-1]` log-probs `lp` (and its rows' flags) for the records `group`.
+    fn add(
+        &mut self,
+        group: &[usize],
+        batch: &Batch,
+        lp: &Tensor,
+        hits: Option<Vec<bool>>,
+    ) -> Result<()> {
+        for (&i, h) in group.iter().zip(hits.into_iter().flatten()) {
+            self.reproduced[i] = h;
+        }
         let w = batch.weight_tensor(lp.dtype(), lp.device())?;
         let nll = (lp * &w)?
             .neg()?
@@ -204,16 +277,20 @@ pub fn scored(
             .to_dtype(candle_core::DType::F64)?
             .to_vec1::<f64>()?;
         for ((&i, n), c) in group.iter().zip(&nll).zip(&counts) {
-            per[i] = n / c;
-            total += n;
-            weight += c;
+            self.per[i] = n / c;
+            self.total += n;
+            self.weight += c;
+        }
+        Ok(())
+    }
+
+    fn done(self) -> Scored {
+        Scored {
+            mean: self.total / self.weight.max(1e-12),
+            per_record: self.per,
+            reproduced: self.reproduced,
         }
     }
-    Ok(Scored {
-        mean: total / weight.max(1e-12),
-        per_record: per,
-        reproduced,
-    })
 }
 
 /// Each record's scored-token losses (negative log-probabilities, in position order), computed

@@ -348,13 +348,13 @@ pub(super) struct BlockTape<T> {
 
 /// A forward pass kept for its backward.
 pub struct Tape<T> {
-    rows: usize,
+    pub(super) rows: usize,
     pub(super) cols: usize,
     ids: Vec<usize>,
     rotary: Rotary<T>,
     blocks: Vec<BlockTape<T>>,
     /// The trunk's output `[N, C]` (before the final norm).
-    top: Vec<T>,
+    pub(super) top: Vec<T>,
     pub(super) targets: Vec<Target>,
     /// Final-norm output at the scored positions `[S, C]`, and its row statistics.
     hs: Vec<T>,
@@ -986,6 +986,12 @@ impl<'a, T: Float> Net<'a, T> {
     /// Key/value heads and the width of one head.
     pub(super) fn kv_shape(&self) -> (usize, usize) {
         (self.layout.kv_heads, self.layout.head_dim)
+    }
+
+    /// A [`Keep::LogProbs`] tape's targets scored again from its trunk output under this net's
+    /// final norm and output layer (the trunk is not run).
+    pub fn rescore(&self, tape: &mut Tape<T>) {
+        self.head(tape, Keep::LogProbs);
     }
 
     /// The final norm and the output layer at the scored positions, and their log-probs. For a

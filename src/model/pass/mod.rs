@@ -91,6 +91,23 @@ impl<T: Real> Forward<T> {
         .map(|tape| Forward { tape, keep })
     }
 
+    /// [`Forward::logprobs_only`]'s scores taken again from the trunk output this pass kept,
+    /// under the model's current final norm and output layer: bit for bit what a fresh
+    /// [`Forward::logprobs_only`] gives while nothing the trunk reads has changed since (its
+    /// blocks, the position embedding, the token embedding's rows of the batch's tokens), which
+    /// is the caller's to know. What a run that changes only the output layer, or embedding
+    /// rows a batch never reads, pays to score that batch again: the output layer alone.
+    pub fn rescore(&mut self, model: &Gpt2) -> Result<()> {
+        if self.keep != Keep::LogProbs {
+            bail!("only a log-probs pass is scored again from its trunk output");
+        }
+        let c = model.config().n_embd;
+        if self.tape.top.len() != self.tape.rows * self.tape.cols * c {
+            bail!("a kept pass is scored again by a model of its own width");
+        }
+        with_net(model, |net| net.rescore(&mut self.tape))
+    }
+
     /// The scored targets' log-probs, in batch order (row by row, position by position).
     pub fn logprobs(&self) -> &[T] {
         &self.tape.logprobs
