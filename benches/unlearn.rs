@@ -2,13 +2,16 @@
 //! model, forget05, retain05, holdout, the first-epoch ledger; `fixtures/`). A step is what
 //! `lethe unlearn` does each kept iteration: the method's direction (forward and backward on a
 //! forget batch of 32 — plus a retain batch for graddiff, the retain projection for ledger),
-//! the normalised update of the selected parameters, and the evaluation that judges it (mean
-//! loss on the 256 watched retain records, and the losses of all 110 forget records:
+//! the normalised update of the selected parameters, and the evaluation that judges it (the
+//! 256 watched retain records' loss and reproduced answers, `Stepper::retain_check`: by the
+//! output layer alone while the step changed nothing their trunk reads, as an embedding step
+//! restricted to the forget set's own rows; and the losses of all 110 forget records,
 //! `Stepper::measure`). Profile matching's direction is the gradient over the whole forget set,
 //! and its measure takes the next step's direction by the same passes, so its step is one
-//! forward and backward over the forget set and a forward over the retain sample. The
-//! evaluation alone is also timed. `iterative` steps exactly as `ga` does (its rounds only
-//! change which records are active), so it has no row of its own.
+//! forward and backward over the forget set and the retain sample's check. The evaluation by
+//! full passes (mean losses of the forget set and the retain sample) is also timed alone.
+//! `iterative` steps exactly as `ga` does (its rounds only change which records are active),
+//! so it has no row of its own.
 //! Small learning rate, per-record ceiling at infinity: the model stays near the full model
 //! over the samples and every record contributes to every step.
 
@@ -17,7 +20,7 @@ use criterion::{BenchmarkId, Criterion};
 use lethe::data::{read_records, Encoded, TextTokenizer};
 use lethe::model::{load_model, ParamGroups};
 use lethe::train::Ledger;
-use lethe::unlearn::objective::{apply_step, mean_loss};
+use lethe::unlearn::objective::{apply_step, mean_loss, scored};
 use lethe::unlearn::{Method, Stepper, UnlearnConfig, UnlearnInputs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -81,6 +84,7 @@ fn steps() {
         let (_, per) = mean_loss(&model, &forget_all, inputs.pad, cfg.batch_size).unwrap();
         stepper.calibrate(f64::INFINITY, per);
         let retain_eval: Vec<&Encoded> = stepper.retain_eval().to_vec();
+        let before = scored(&model, &retain_eval, inputs.pad, cfg.batch_size, true).unwrap();
         let (mut step, mut ready) = (0, None);
         let name = format!("{method:?}").to_lowercase();
         group.bench_function(BenchmarkId::new(name, params), |b| {
@@ -90,7 +94,7 @@ fn steps() {
                     None => stepper.direction(&model, &forget_all, step).unwrap(),
                 };
                 apply_step(&model, &d, 1e-3).unwrap();
-                mean_loss(&model, &retain_eval, inputs.pad, cfg.batch_size).unwrap();
+                stepper.retain_check(&model, &before.reproduced).unwrap();
                 ready = stepper.measure(&model).unwrap().1;
                 step += 1;
             })

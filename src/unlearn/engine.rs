@@ -394,7 +394,15 @@ impl<'a> Stepper<'a> {
             }
         }
         let (pad, size) = (self.inputs.pad, self.cfg.batch_size);
-        let Some(reads) = TrunkReads::of(model, &self.retain_eval, pad)? else {
+        // The kept trunk outputs, one row of the model's width per token (padding aside).
+        let tokens: usize = self.retain_eval.iter().map(|e| e.ids.len()).sum();
+        let bytes = tokens * model.config().n_embd * model.dtype().size_in_bytes();
+        let reads = if bytes <= KEPT_BYTES {
+            TrunkReads::of(model, &self.retain_eval, pad)?
+        } else {
+            None
+        };
+        let Some(reads) = reads else {
             return Ok(scored(model, &self.retain_eval, pad, size, true)?);
         };
         let (kept, s) = KeptSample::new(model, &self.retain_eval, pad, size)?;
@@ -609,6 +617,10 @@ impl Stepper<'_> {
         Ok((tokens, sum))
     }
 }
+
+/// Most bytes of trunk outputs a run keeps to score its retain sample again (256 records of 128
+/// tokens at GPT-2 small's width hold 100 MB; a sample of longer records is scored afresh).
+const KEPT_BYTES: usize = 512 << 20;
 
 /// What a sample's trunk (everything before the final norm) reads of a model's trainable
 /// parameters, copied when its passes were kept: the position embedding and the token
