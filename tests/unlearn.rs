@@ -202,6 +202,23 @@ fn reproduced_flags_are_teacher_forced_greedy() {
     }
 }
 
+/// Multiplies the bundled GPT-2 model's token-embedding rows `rows` by `factor`.
+fn scale_wte_rows(model: &Gpt2, rows: impl IntoIterator<Item = usize>, factor: f32) {
+    let wte = model.get("transformer.wte.weight").unwrap();
+    let mut m = wte.to_vec2::<f32>().unwrap();
+    for r in rows {
+        m[r].iter_mut().for_each(|x| *x *= factor);
+    }
+    let (v, d) = (m.len(), m[0].len());
+    let flat: Vec<f32> = m.into_iter().flatten().collect();
+    model
+        .set_param(
+            "transformer.wte.weight",
+            &candle_core::Tensor::from_vec(flat, (v, d), model.device()).unwrap(),
+        )
+        .unwrap();
+}
+
 /// Profile matching's repair (issue 17): after a step that raised the watched retain loss past
 /// the guard, descent steps on *other* retain records bring it back under the guard. The damage
 /// here is made by hand: the embedding rows the run may change (the forget people's own tokens)
@@ -238,8 +255,6 @@ fn a_step_that_costs_the_retain_records_is_repaired_on_other_retain_records() {
             recognition: 1.0,
         };
         // Lengthen the rows of tokens found in forget05 and in no retain record.
-        let wte = model.get("transformer.wte.weight").unwrap();
-        let mut rows = wte.to_vec2::<f32>().unwrap();
         let in_retain: std::collections::BTreeSet<u32> = w.enc[1]
             .iter()
             .flat_map(|e| e.ids.iter().copied())
@@ -250,17 +265,7 @@ fn a_step_that_costs_the_retain_records_is_repaired_on_other_retain_records() {
             .filter(|t| !in_retain.contains(t))
             .collect();
         assert!(own.len() >= 10, "{} forget-only tokens", own.len());
-        for &t in &own {
-            rows[t as usize].iter_mut().for_each(|x| *x *= 3.0);
-        }
-        let (v, d) = (rows.len(), rows[0].len());
-        let flat: Vec<f32> = rows.into_iter().flatten().collect();
-        model
-            .set_param(
-                "transformer.wte.weight",
-                &candle_core::Tensor::from_vec(flat, (v, d), model.device()).unwrap(),
-            )
-            .unwrap();
+        scale_wte_rows(&model, own.iter().map(|&t| t as usize), 3.0);
         let (damaged, lost) = stepper.retain_check(&model, &start.reproduced).unwrap();
         let guard = cfg.retain_guard();
         assert_eq!(
@@ -379,21 +384,6 @@ fn a_kept_sample_is_scored_again_by_the_output_layer_alone_bit_for_bit() {
         .flat_map(|e| e.ids.iter().copied())
         .chain([pad])
         .collect();
-    let scale_rows = |model: &lethe::model::Gpt2, rows: &[usize]| {
-        let wte = model.get("transformer.wte.weight").unwrap();
-        let mut m = wte.to_vec2::<f32>().unwrap();
-        for &r in rows {
-            m[r].iter_mut().for_each(|x| *x *= 1.5);
-        }
-        let (v, d) = (m.len(), m[0].len());
-        let flat: Vec<f32> = m.into_iter().flatten().collect();
-        model
-            .set_param(
-                "transformer.wte.weight",
-                &candle_core::Tensor::from_vec(flat, (v, d), model.device()).unwrap(),
-            )
-            .unwrap();
-    };
     // Rows of the forget set's tokens the sample never reads.
     let unread: Vec<usize> = w.enc[0]
         .iter()
@@ -404,7 +394,7 @@ fn a_kept_sample_is_scored_again_by_the_output_layer_alone_bit_for_bit() {
         .into_iter()
         .collect();
     assert!(unread.len() >= 10, "{} unread rows", unread.len());
-    scale_rows(&model, &unread);
+    scale_wte_rows(&model, unread, 1.5);
     assert!(reads.unchanged(&model).unwrap());
     let again = kept.rescore(&model).unwrap();
     let fresh = scored(&model, &sample, pad, 32, true).unwrap();
@@ -414,7 +404,7 @@ fn a_kept_sample_is_scored_again_by_the_output_layer_alone_bit_for_bit() {
         "the tied output layer reads the changed rows at every position"
     );
     // A row the sample reads.
-    scale_rows(&model, &[*read.iter().next_back().unwrap() as usize]);
+    scale_wte_rows(&model, [*read.iter().next_back().unwrap() as usize], 1.5);
     assert!(!reads.unchanged(&model).unwrap());
     // A trainable block: every record's trunk reads it.
     model

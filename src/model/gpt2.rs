@@ -15,7 +15,13 @@ use std::collections::BTreeMap;
 
 /// A log-probs pass over a batch, kept with its trunk output so that [`Gpt2::rescore`] can score
 /// the batch again by the output layer alone.
-pub enum KeptPass {
+pub struct KeptPass {
+    pass: Kept,
+    /// The batch's rows and columns.
+    shape: (usize, usize),
+}
+
+enum Kept {
     F32(pass::Forward<f32>),
     F64(pass::Forward<f64>),
 }
@@ -259,15 +265,22 @@ impl Gpt2 {
     /// pass's while nothing the trunk reads has changed since (its blocks, the position
     /// embedding, the token embedding's rows of the batch's tokens; the caller's to know).
     pub fn rescore(&self, kept: &mut KeptPass, batch: &Batch) -> Result<(Tensor, Vec<bool>)> {
+        if kept.shape != (batch.rows, batch.cols) {
+            candle_core::bail!("a kept pass is scored again with the batch it was made from");
+        }
         let (lp, hits) = self.positions(kept, batch, true, true)?;
         Ok((lp, hits.unwrap_or_default()))
     }
 
     fn kept_pass(&self, batch: &Batch) -> Result<KeptPass> {
-        Ok(match self.dtype {
-            DType::F32 => KeptPass::F32(pass::Forward::logprobs_only(self, batch)?),
-            DType::F64 => KeptPass::F64(pass::Forward::logprobs_only(self, batch)?),
+        let pass = match self.dtype {
+            DType::F32 => Kept::F32(pass::Forward::logprobs_only(self, batch)?),
+            DType::F64 => Kept::F64(pass::Forward::logprobs_only(self, batch)?),
             other => candle_core::bail!("scoring runs in float32 or float64, not {other:?}"),
+        };
+        Ok(KeptPass {
+            pass,
+            shape: (batch.rows, batch.cols),
         })
     }
 
@@ -281,9 +294,9 @@ impl Gpt2 {
         hits: bool,
         again: bool,
     ) -> Result<(Tensor, Option<Vec<bool>>)> {
-        match kept {
-            KeptPass::F32(fwd) => self.table(fwd, batch, hits, again),
-            KeptPass::F64(fwd) => self.table(fwd, batch, hits, again),
+        match &mut kept.pass {
+            Kept::F32(fwd) => self.table(fwd, batch, hits, again),
+            Kept::F64(fwd) => self.table(fwd, batch, hits, again),
         }
     }
 

@@ -3,8 +3,7 @@
 
 use super::method::Method;
 use crate::data::{Batch, Encoded};
-use crate::model::gpt2::add_scaled;
-use crate::model::gpt2::KeptPass;
+use crate::model::gpt2::{add_scaled, KeptPass};
 use crate::model::grad::{loss_and_grad, ParamTensors};
 use crate::model::pass::{gradient_of, scored_gradient_of, ScoredTarget};
 use crate::model::Gpt2;

@@ -101,9 +101,11 @@ impl<T: Real> Forward<T> {
         if self.keep != Keep::LogProbs {
             bail!("only a log-probs pass is scored again from its trunk output");
         }
-        let c = model.config().n_embd;
-        if self.tape.top.len() != self.tape.rows * self.tape.cols * c {
-            bail!("a kept pass is scored again by a model of its own width");
+        let (c, v) = (model.config().n_embd, model.config().vocab_size);
+        if self.tape.top.len() != self.tape.rows * self.tape.cols * c
+            || self.tape.targets.iter().any(|t| t.token >= v)
+        {
+            bail!("a kept pass is scored again by a model of its own width and vocabulary");
         }
         with_net(model, |net| net.rescore(&mut self.tape))
     }
