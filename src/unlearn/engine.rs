@@ -386,7 +386,8 @@ impl<'a> Stepper<'a> {
     /// kept with a copy of what their trunk reads of the trainable parameters
     /// ([`TrunkReads`]); while that is unchanged (an embedding-only run whose changed rows the
     /// sample never reads, as profile matching's rows specific to the forget set), only the
-    /// output layer runs again.
+    /// output layer runs again. A run writes trainable parameters only (`apply_step`,
+    /// `restore`, `hold_lengths`, the reset), so nothing else the trunk reads can change.
     fn retain_scores(&mut self, model: &Gpt2) -> Result<Scored, UnlearnError> {
         if let Some((kept, reads)) = self.retain_kept.as_mut() {
             if reads.unchanged(model)? {
