@@ -202,6 +202,17 @@ fn reproduced_flags_are_teacher_forced_greedy() {
     }
 }
 
+/// The bundled full model, its embedding trainable (what the unlearning defaults change).
+fn full_model_on_embedding() -> Gpt2 {
+    let mut model = load_model(&fixtures("models/full"), DType::F32)
+        .unwrap()
+        .model;
+    model
+        .set_trainable(&lethe::model::ParamGroups::parse("embedding").unwrap())
+        .unwrap();
+    model
+}
+
 /// Multiplies the bundled GPT-2 model's token-embedding rows `rows` by `factor`.
 fn scale_wte_rows(model: &Gpt2, rows: impl IntoIterator<Item = usize>, factor: f32) {
     let wte = model.get("transformer.wte.weight").unwrap();
@@ -226,18 +237,12 @@ fn scale_wte_rows(model: &Gpt2, rows: impl IntoIterator<Item = usize>, factor: f
 /// position. With `repair_steps: 0` nothing is tried and the damage stays.
 #[test]
 fn a_step_that_costs_the_retain_records_is_repaired_on_other_retain_records() {
-    use lethe::model::ParamGroups;
     use lethe::unlearn::calibrate::{Levels, Verdict};
     use lethe::unlearn::Stepper;
     let w = world();
     let inputs = w.inputs(None);
     for repair_steps in [0, 3] {
-        let mut model = load_model(&fixtures("models/full"), DType::F32)
-            .unwrap()
-            .model;
-        model
-            .set_trainable(&ParamGroups::parse("embedding").unwrap())
-            .unwrap();
+        let model = full_model_on_embedding();
         let cfg = UnlearnConfig {
             repair_steps,
             ..Default::default()
@@ -309,16 +314,10 @@ fn a_step_that_costs_the_retain_records_is_repaired_on_other_retain_records() {
 /// direction depends on the step, not only on the parameters).
 #[test]
 fn profile_matching_measures_the_losses_and_the_next_direction_in_one_pass() {
-    use lethe::model::ParamGroups;
     use lethe::unlearn::Stepper;
     let w = world();
     let inputs = w.inputs(None);
-    let mut model = load_model(&fixtures("models/full"), DType::F32)
-        .unwrap()
-        .model;
-    model
-        .set_trainable(&ParamGroups::parse("embedding").unwrap())
-        .unwrap();
+    let model = full_model_on_embedding();
     let cfg = UnlearnConfig::default();
     assert_eq!(cfg.method, Method::Profile);
     let mut stepper = Stepper::new(&model, &inputs, &cfg).unwrap();
@@ -364,12 +363,7 @@ fn a_kept_sample_is_scored_again_by_the_output_layer_alone_bit_for_bit() {
     use lethe::unlearn::TrunkReads;
     let w = world();
     let pad = w.tok.pad_id();
-    let mut model = load_model(&fixtures("models/full"), DType::F32)
-        .unwrap()
-        .model;
-    model
-        .set_trainable(&ParamGroups::parse("embedding").unwrap())
-        .unwrap();
+    let mut model = full_model_on_embedding();
     let sample: Vec<&Encoded> = w.enc[1].iter().take(96).collect();
     let same = |a: &Scored, b: &Scored| {
         assert_eq!(a.mean.to_bits(), b.mean.to_bits());
